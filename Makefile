@@ -1,0 +1,45 @@
+# The two commands a newcomer needs: `make run` and `make test`.
+# Both create the virtualenv, install the project, and start a private PostgreSQL in
+# .data/pg (unless DATABASE_URL is set).
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: run test lint bench openapi devdb stop-devdb clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m mpp_server stack
+
+test: $(STAMP)
+	$(PY) -m ruff check mpp_server tests
+	$(PY) -m mypy
+	DATABASE_URL="$${DATABASE_URL:-$$($(PY) -m mpp_server devdb)}" \
+	  $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(PY) -m ruff check mpp_server tests
+	$(PY) -m mypy
+
+bench: $(STAMP)
+	$(PY) -m bench
+
+openapi: $(STAMP)
+	$(PY) -m mpp_server openapi > docs/openapi.json
+
+devdb: $(STAMP)
+	$(PY) -m mpp_server devdb
+
+stop-devdb: $(STAMP)
+	$(PY) -m mpp_server devdb stop
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,48 @@
+"""`python -m mpp_server SUBCOMMAND ...`: one entry point for every process we run.
+
+Each subcommand lives in its own module and takes its own arguments; this file only
+dispatches, so `--help` stays cheap (no module is imported until it is needed).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# name -> (module with `main(argv) -> int`, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "serve": ("mpp_server.serve", "run the wallet and Kaspi-facing listeners"),
+    "migrate": ("mpp_server.db", "apply sql/ migrations to DATABASE_URL"),
+    "simulator": ("mpp_server.simulator.cli", "run the Kaspi simulator (SIMULATOR_LISTEN)"),
+    "ipsec": ("mpp_server.ipsec", "render the strongSwan swanctl.conf for one partner"),
+    "reconcile": ("mpp_server.reconcile.cli", "reconcile the books against a Kaspi registry"),
+    "stack": ("mpp_server.stack", "the whole stack on one machine (make run)"),
+    "devdb": ("mpp_server.devdb", "start the private PostgreSQL in .data/pg and print its DSN"),
+    "openapi": ("mpp_server.api.openapi", "print the OpenAPI description"),
+}
+
+
+def usage() -> str:
+    width = max(len(name) for name in SUBCOMMANDS)
+    lines = ["usage: python -m mpp_server SUBCOMMAND [options]", "", "subcommands:"]
+    lines += [f"  {name.ljust(width)}  {text}" for name, (_, text) in SUBCOMMANDS.items()]
+    lines += ["", "`python -m mpp_server SUBCOMMAND --help` for a subcommand's options"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    name, rest = args[0], args[1:]
+    if name not in SUBCOMMANDS:
+        print(f"unknown subcommand {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(SUBCOMMANDS[name][0])
+    result: int = module.main(rest)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

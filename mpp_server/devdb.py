@@ -1,0 +1,122 @@
+"""A private PostgreSQL for `make run` and `make test` when DATABASE_URL is unset.
+
+initdb into `.data/pg` (reused on later runs), listening on loopback only, started as
+an unprivileged user because PostgreSQL refuses to run as root. Trust authentication
+is acceptable only because the server listens on 127.0.0.1 and is a developer's
+scratch database; production sets DATABASE_URL.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_PORT = 54329
+SUPERUSER = "mpp"
+PG_BIN_CANDIDATES = ("/usr/lib/postgresql/17/bin", "/usr/lib/postgresql/16/bin",
+                     "/usr/lib/postgresql/15/bin")
+
+
+def _pg_bin(name: str) -> str:
+    for folder in PG_BIN_CANDIDATES:
+        path = Path(folder) / name
+        if path.exists():
+            return str(path)
+    found = shutil.which(name)
+    if found is None:
+        raise SystemExit(f"{name} not found: install PostgreSQL (apt-get install postgresql)")
+    return found
+
+
+def _run_as_owner(cmd: list[str], owner: str | None) -> subprocess.CompletedProcess[str]:
+    if owner is not None:
+        cmd = ["runuser", "-u", owner, "--", *cmd]
+    return subprocess.run(cmd, capture_output=True, text=True, check=False)
+
+
+def _owner() -> str | None:
+    """The unprivileged user that owns the cluster when we are root, else None."""
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "nobody"):
+        try:
+            pwd.getpwnam(name)
+            return name
+        except KeyError:
+            continue
+    raise SystemExit("running as root and no 'postgres' user exists to own the database")
+
+
+def ensure_postgres(data_dir: Path, port: int = DEFAULT_PORT) -> str:
+    """Start (initdb if needed) the private cluster and return its DSN."""
+    data_dir = data_dir.resolve()
+    owner = _owner()
+    if not (data_dir / "PG_VERSION").exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        if owner is not None:
+            shutil.chown(data_dir, user=owner)
+            # The owner must be able to reach the folder through its parents.
+            for parent in data_dir.parents:
+                if parent == Path("/"):
+                    break
+                mode = parent.stat().st_mode
+                if not mode & 0o001:
+                    os.chmod(parent, mode | 0o001)
+        res = _run_as_owner([_pg_bin("initdb"), "-D", str(data_dir), "-U", SUPERUSER,
+                             "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8"], owner)
+        if res.returncode != 0:
+            raise SystemExit(f"initdb failed:\n{res.stdout}\n{res.stderr}")
+    dsn = f"postgresql://{SUPERUSER}@127.0.0.1:{port}/postgres"
+    status = _run_as_owner([_pg_bin("pg_ctl"), "-D", str(data_dir), "status"], owner)
+    if status.returncode == 0:
+        return dsn
+    opts = (f"-c listen_addresses=127.0.0.1 -c port={port} "
+            f"-c unix_socket_directories={data_dir} "
+            "-c max_connections=300 -c shared_buffers=256MB "
+            "-c fsync=on -c synchronous_commit=on")
+    res = _run_as_owner([_pg_bin("pg_ctl"), "-D", str(data_dir), "-l",
+                         str(data_dir / "server.log"), "-o", opts, "-w", "-t", "60", "start"],
+                        owner)
+    if res.returncode != 0:
+        log = (data_dir / "server.log").read_text(errors="replace")[-2000:]
+        raise SystemExit(f"pg_ctl start failed:\n{res.stdout}\n{res.stderr}\n{log}")
+    _wait_ready(port)
+    return dsn
+
+
+def _wait_ready(port: int, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    isready = _pg_bin("pg_isready")
+    while time.monotonic() < deadline:
+        res = subprocess.run([isready, "-h", "127.0.0.1", "-p", str(port)],
+                             capture_output=True, check=False)
+        if res.returncode == 0:
+            return
+        time.sleep(0.2)
+    raise SystemExit("PostgreSQL did not become ready")
+
+
+def stop_postgres(data_dir: Path) -> None:
+    _run_as_owner([_pg_bin("pg_ctl"), "-D", str(data_dir.resolve()), "-m", "fast", "stop"],
+                  _owner())
+
+
+def main(argv: list[str]) -> int:
+    """`python -m mpp_server devdb [start|stop]`: print the DSN of the private cluster."""
+    data_dir = Path(os.environ.get("MPP_DEVDB_DIR", ".data/pg"))
+    port = int(os.environ.get("MPP_DEVDB_PORT", DEFAULT_PORT))
+    action = argv[0] if argv else "start"
+    if action == "stop":
+        stop_postgres(data_dir)
+        return 0
+    print(ensure_postgres(data_dir, port))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
