@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 # Any constant: every migrator takes this advisory lock, so two processes starting at
@@ -17,6 +18,8 @@ SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 MIGRATION_LOCK_KEY = 7_316_204_001
 
 Pool = asyncpg.Pool
+# A plain connection or one borrowed from the pool: the domain code takes either.
+Conn = asyncpg.Connection | PoolConnectionProxy
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:

@@ -46,3 +46,8 @@ CREATE TABLE notify_outbox (
     created_at       timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX notify_outbox_due ON notify_outbox (next_attempt_at);
+
+-- The Custom QR parameters sent to checkout, kept for incident review.
+ALTER TABLE payments ADD COLUMN checkout_parameters jsonb;
+CREATE INDEX payments_open_deadline ON payments (can_confirm_until)
+    WHERE status IN ('SCANNED', 'CHECKED_OUT');

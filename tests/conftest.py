@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import os
+import socket
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
+import aiohttp
 import asyncpg
 import pytest
+from aiohttp import web
 
 from mpp_server import db
+from mpp_server.config import Settings
+from mpp_server.serve import Runtime
 
 
 def _with_database(dsn: str, name: str) -> str:
@@ -46,3 +52,77 @@ async def pool(database_url: str) -> AsyncIterator[db.Pool]:
     p = await db.create_pool(database_url, min_size=1, max_size=10)
     yield p
     await p.close()
+
+
+# ---- the running stack: simulator + server, in-process, over real HTTP -------------
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+TOKEN = "test-token-" + uuid.uuid4().hex[:8]
+CALLER_NAME = "MPPSERVER"
+
+
+def server_env(database_url: str, sim_url: str, kaspi_listen: str = "127.0.0.1:0",
+               wallet_listen: str = "127.0.0.1:0") -> dict[str, str]:
+    """The environment a test server runs with (in-process or as a subprocess)."""
+    return {
+        "DATABASE_URL": database_url, "KASPI_BASE_URL": sim_url,
+        "KASPI_CALLER_NAME": CALLER_NAME, "KASPI_TIMEOUT_MS": "1000",
+        "WALLET_API_TOKENS": f"other-token,{TOKEN}", "KASPI_ALLOWED_NETWORKS": "127.0.0.0/8",
+        "WALLET_LISTEN": wallet_listen, "KASPI_LISTEN": kaspi_listen,
+        "CONFIRM_BUDGET_MS": "3000", "CONFIRM_SAFETY_MARGIN_MS": "200",
+        "NOTIFY_BACKOFF_INITIAL_MS": "50", "NOTIFY_BACKOFF_MAX_MS": "400",
+        "NOTIFY_POLL_INTERVAL_MS": "100", "GAUGES_REFRESH_MS": "500",
+    }
+
+
+def settings_from(env: dict[str, str]) -> Settings:
+    return Settings(**{k.lower(): v for k, v in env.items()})  # type: ignore[arg-type]
+
+
+@dataclass
+class Stack:
+    wallet_url: str
+    kaspi_url: str
+    sim_url: str
+    token: str
+    database_url: str
+    pool: db.Pool
+    http: aiohttp.ClientSession
+    runtime: Runtime
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+@pytest.fixture(scope="session")
+async def stack(database_url: str, pool: db.Pool) -> AsyncIterator[Stack]:
+    from mpp_server.simulator.app import create_app as create_simulator
+    from mpp_server.simulator.settings import SimulatorSettings
+
+    kaspi_port = free_port()
+    sim_settings = SimulatorSettings(
+        simulator_listen="127.0.0.1:0",
+        sim_mpp_refund_url=f"http://127.0.0.1:{kaspi_port}/refund",
+        sim_caller_names=CALLER_NAME, sim_refund_attempt_timeout_ms=2000,
+        sim_refund_total_timeout_ms=20_000)
+    sim_runner = web.AppRunner(create_simulator(sim_settings), access_log=None)
+    await sim_runner.setup()
+    sim_site = web.TCPSite(sim_runner, "127.0.0.1", 0)
+    await sim_site.start()
+    sim_port = sim_runner.addresses[0][1]
+    sim_url = f"http://127.0.0.1:{sim_port}"
+    env = server_env(database_url, sim_url, kaspi_listen=f"127.0.0.1:{kaspi_port}")
+    runtime = Runtime(settings_from(env))
+    await runtime.start()
+    async with aiohttp.ClientSession() as http:
+        yield Stack(runtime.wallet_url, runtime.kaspi_url, sim_url, TOKEN, database_url, pool,
+                    http, runtime)
+    await runtime.stop()
+    await sim_runner.cleanup()

@@ -1,0 +1,136 @@
+"""What every wallet-API request goes through: metrics, error mapping, auth, parsing."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from mpp_server import jsonutil
+from mpp_server.errors import Unauthorized, ValidationFailed, WalletError
+from mpp_server.metrics import HTTP_LATENCY, HTTP_REQUESTS
+
+log = logging.getLogger(__name__)
+M = TypeVar("M", bound=BaseModel)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+LISTENER: web.AppKey[str] = web.AppKey("listener", str)
+TOKENS: web.AppKey[frozenset[str]] = web.AppKey("tokens", frozenset)
+LOCALES = ("ru-RU", "kk-KZ")
+_HTTP_CODES = {400: "VALIDATION_ERROR", 401: "UNAUTHORIZED", 404: "NOT_FOUND",
+               405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE",
+               415: "UNSUPPORTED_MEDIA_TYPE"}
+# Paths that need no token: probes and metrics (scraped on a trusted network).
+PUBLIC_PATHS = ("/healthz", "/readyz", "/metrics", "/openapi.json")
+
+
+def route_name(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+def json_response(model: BaseModel, status: int = 200) -> web.Response:
+    return web.Response(text=model.model_dump_json(exclude_none=True), status=status,
+                        content_type="application/json")
+
+
+def error_response(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status,
+                             dumps=jsonutil.dumps)
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        route = route_name(request)
+        listener = request.app[LISTENER]
+        HTTP_REQUESTS.labels(listener, request.method, route, str(status)).inc()
+        HTTP_LATENCY.labels(listener, route).observe(time.perf_counter() - started)
+
+
+@web.middleware
+async def wallet_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure becomes `{"error": {code, message}}`; never a stack trace."""
+    try:
+        return await handler(request)
+    except WalletError as exc:
+        return error_response(exc.http_status, exc.code, exc.message)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _HTTP_CODES.get(exc.status, "HTTP_ERROR")
+        return error_response(exc.status, code, exc.reason)
+    except Exception:
+        log.exception("unhandled error", extra={"route": route_name(request)})
+        return error_response(500, "INTERNAL_ERROR", "internal error; the request was logged")
+
+
+@web.middleware
+async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path in PUBLIC_PATHS:
+        return await handler(request)
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized("missing bearer token")
+    # Compare against every token in constant time.
+    valid = False
+    for known in request.app[TOKENS]:
+        valid |= hmac.compare_digest(token.encode(), known.encode())
+    if not valid:
+        raise Unauthorized("invalid bearer token")
+    return await handler(request)
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_url=False)[:5]:
+        where = ".".join(str(p) for p in err["loc"]) or "body"
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        parts.append(f"{where}: {msg}")
+    return "; ".join(parts)
+
+
+async def parse_body(request: web.Request, model: type[M]) -> M:
+    raw = await request.read()
+    try:
+        data = jsonutil.loads(raw)
+    except jsonutil.JSONDecodeError as exc:
+        raise ValidationFailed(str(exc)) from exc
+    if not isinstance(data, dict):
+        raise ValidationFailed("body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ValidationFailed(_describe(exc)) from exc
+
+
+def path_param(request: web.Request, name: str, pattern: str) -> str:
+    value = request.match_info[name]
+    if not re.fullmatch(pattern, value):
+        raise ValidationFailed(f"{name} {value[:70]!r} is not valid")
+    return value
+
+
+def locale_of(request: web.Request) -> str | None:
+    locale = request.headers.get("X-Locale")
+    if locale is None:
+        return None
+    if locale not in LOCALES:
+        raise ValidationFailed("X-Locale must be ru-RU or kk-KZ")
+    return locale

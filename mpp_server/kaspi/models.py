@@ -1,0 +1,144 @@
+"""Kaspi's wire formats (regulation §4) as pydantic models, with its maximum lengths.
+
+Inbound models ignore fields we do not model (real Kaspi sends more than its examples
+show) and accept the regulation's variants: dates with a short offset (`+06`), amounts
+as strings or bare JSON numbers. Outbound models always send amounts as "100.00".
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Annotated
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+
+from mpp_server.money import format_amount, parse_amount
+
+# Kazakhstan has one time zone, UTC+5, since 2024-03-01; a date without an offset is
+# read as local time.
+KZ_TZ = timezone(timedelta(hours=5))
+
+
+def parse_kaspi_datetime(value: object) -> datetime:
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, str):
+        parsed = datetime.fromisoformat(value.strip())
+    else:
+        raise ValueError("date must be an ISO 8601 string")
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=KZ_TZ)
+    return parsed.astimezone(UTC)
+
+
+KaspiDatetime = Annotated[datetime, BeforeValidator(parse_kaspi_datetime)]
+# Tiyn inside, "1500.00" on the wire.
+AmountTiyn = Annotated[int, BeforeValidator(parse_amount), PlainSerializer(format_amount,
+                                                                           return_type=str)]
+
+
+class _Inbound(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class Result(_Inbound):
+    resultCode: str = Field(min_length=1, max_length=64)
+    resultMessage: str = Field(default="", max_length=256)
+
+
+class Merchant(_Inbound):
+    merchantId: str = Field(max_length=32)
+    merchantName: str = Field(max_length=128)
+    merchantMCC: str = Field(default="", max_length=32)
+    # Required by §4.1's table, absent from its own example: optional here.
+    authorType: str | None = Field(default=None, max_length=5)
+
+
+class ScanPayment(_Inbound):
+    paymentId: str = Field(min_length=1, max_length=64)
+    paymentAmount: AmountTiyn | None = None
+    # The Custom example carries no canConfirmUntil: checkout gives it.
+    canConfirmUntil: KaspiDatetime | None = None
+
+
+class ScanRefund(_Inbound):
+    refundId: str = Field(min_length=1, max_length=64)
+
+
+class ParameterOption(_Inbound):
+    key: str
+    label: str
+    description: str | None = None
+
+
+class ServiceParameter(_Inbound):
+    id: int
+    name: str
+    value: str | None = None
+    options: list[ParameterOption] | None = None
+
+
+class PaymentData(_Inbound):
+    serviceId: int
+    serviceName: str
+    parameters: list[ServiceParameter] = Field(default_factory=list, max_length=100)
+
+
+class ScanResponse(_Inbound):
+    result: Result
+    qrCodeType: str | None = Field(default=None, max_length=16)
+    merchant: Merchant | None = None
+    payment: ScanPayment | None = None
+    refund: ScanRefund | None = None
+    paymentData: PaymentData | None = None
+
+
+class CheckoutResponse(_Inbound):
+    result: Result
+    paymentAmount: AmountTiyn | None = None
+    canConfirmUntil: KaspiDatetime | None = None
+    merchant: Merchant | None = None
+
+
+class NotifyResponse(_Inbound):
+    result: Result
+    linkReceipt: str | None = Field(default=None, max_length=2048)
+
+
+# ---- what we send ---------------------------------------------------------------
+
+class _Outbound(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ScanRequest(_Outbound):
+    qrCode: str = Field(min_length=1, max_length=128)
+    customerId: str = Field(min_length=1, max_length=12)
+
+
+class CheckoutParameter(_Outbound):
+    id: int
+    value: str = Field(max_length=64)
+
+
+class CheckoutRequest(_Outbound):
+    paymentId: str = Field(min_length=1, max_length=64)
+    serviceId: int
+    parameters: list[CheckoutParameter]
+
+
+class OutResult(_Outbound):
+    resultCode: str = Field(min_length=1, max_length=64)
+    resultMessage: str = Field(max_length=256)
+
+
+class NotifyPayment(_Outbound):
+    paymentId: str = Field(min_length=1, max_length=64)
+    mppPaymentId: str = Field(min_length=1, max_length=64)
+    paymentAmount: AmountTiyn | None = None
+
+
+class NotifyRequest(_Outbound):
+    result: OutResult
+    payment: NotifyPayment
+    customerId: str = Field(min_length=1, max_length=12)

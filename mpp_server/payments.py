@@ -1,0 +1,369 @@
+"""The payment state machine: scan, checkout, confirm, cancel (regulation §2, §4.1–4.3).
+
+Each external call is its own phase; the local work between calls is one transaction.
+The debit and the status PENDING commit together with the notifyPayment outbox row,
+*before* Kaspi is told; the outbox (notifier.py) then retries until Kaspi answers.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any, Protocol
+
+import asyncpg
+
+from mpp_server import ledger
+from mpp_server.config import Settings
+from mpp_server.db import Conn
+from mpp_server.errors import (
+    CustomerMismatch,
+    InsufficientFunds,
+    InvalidState,
+    KaspiRefused,
+    KaspiUnavailable,
+    NotFound,
+    PaymentExpired,
+    ValidationFailed,
+)
+from mpp_server.kaspi.client import KaspiClient, KaspiNoAnswer
+from mpp_server.kaspi.codes import CANCELLED_BY_CLIENT_MESSAGE, ResultCode
+from mpp_server.kaspi.models import CheckoutParameter, CheckoutRequest, ScanRequest
+from mpp_server.logs import mask_customer
+from mpp_server.metrics import PAYMENTS
+from mpp_server.money import is_whole_tenge
+
+log = logging.getLogger(__name__)
+
+
+class Status(StrEnum):
+    SCANNED = "SCANNED"
+    CHECKED_OUT = "CHECKED_OUT"
+    PENDING = "PENDING"
+    COMPLETED = "COMPLETED"
+    DECLINED = "DECLINED"
+    CANCELLED = "CANCELLED"
+    EXPIRED = "EXPIRED"
+
+
+# The only moves a payment may make. A move not listed is a bug and raises.
+TRANSITIONS: dict[Status, frozenset[Status]] = {
+    Status.SCANNED: frozenset({Status.CHECKED_OUT, Status.PENDING, Status.DECLINED,
+                               Status.CANCELLED, Status.EXPIRED}),
+    Status.CHECKED_OUT: frozenset({Status.PENDING, Status.DECLINED, Status.CANCELLED,
+                                   Status.EXPIRED}),
+    Status.PENDING: frozenset({Status.COMPLETED, Status.DECLINED}),
+    Status.COMPLETED: frozenset(),
+    Status.DECLINED: frozenset(),
+    Status.CANCELLED: frozenset(),
+    Status.EXPIRED: frozenset(),
+}
+OPEN_STATUSES = (Status.SCANNED, Status.CHECKED_OUT)
+PAYMENT_QR_TYPES = ("Dynamic", "Static", "Custom")
+
+
+def check_transition(current: str, new: Status) -> None:
+    if new not in TRANSITIONS[Status(current)]:
+        raise AssertionError(f"illegal payment transition {current} -> {new}")
+
+
+class Notifier(Protocol):  # the part of notifier.Notifier the state machine needs
+    async def deliver_now(self, payment_id: str, budget_s: float) -> None: ...
+
+
+@dataclass
+class Services:
+    pool: asyncpg.Pool
+    kaspi: KaspiClient
+    settings: Settings
+    notifier: Notifier
+
+
+@dataclass(frozen=True)
+class ScanOutcome:
+    qr_code_type: str
+    merchant: dict[str, Any] | None
+    payment: asyncpg.Record | None
+    service: dict[str, Any] | None
+    refund_id: str | None
+
+
+def _kaspi_unavailable(method: str, exc: KaspiNoAnswer) -> KaspiUnavailable:
+    return KaspiUnavailable(f"Kaspi did not answer {method} ({exc.reason}); try again")
+
+
+async def scan(svc: Services, qr_code: str, customer_id: str, locale: str) -> ScanOutcome:
+    try:
+        answer = await svc.kaspi.scan(ScanRequest(qrCode=qr_code, customerId=customer_id),
+                                      locale)
+    except KaspiNoAnswer as exc:
+        raise _kaspi_unavailable("scan", exc) from exc
+    if answer.result.resultCode != ResultCode.SUCCESS:
+        raise KaspiRefused(answer.result.resultCode, answer.result.resultMessage)
+    qr_type = answer.qrCodeType or ""
+    merchant = answer.merchant.model_dump(exclude_none=True) if answer.merchant else None
+    if qr_type == "Refund":
+        if answer.refund is None:
+            raise KaspiUnavailable("Kaspi's Refund scan answer has no refund")
+        return ScanOutcome(qr_type, merchant, None, None, answer.refund.refundId)
+    if qr_type not in PAYMENT_QR_TYPES or answer.payment is None or merchant is None:
+        raise KaspiUnavailable(f"Kaspi's scan answer is incomplete (qrCodeType {qr_type!r})")
+    if qr_type == "Dynamic" and answer.payment.paymentAmount is None:
+        raise KaspiUnavailable("Kaspi's Dynamic scan answer has no paymentAmount")
+    service = answer.paymentData.model_dump(exclude_none=True) if answer.paymentData else None
+    if qr_type == "Custom" and service is None:
+        raise KaspiUnavailable("Kaspi's Custom scan answer has no paymentData")
+    amount = answer.payment.paymentAmount if qr_type == "Dynamic" else None
+    async with svc.pool.acquire() as conn:
+        row = await conn.fetchrow(
+            """INSERT INTO payments (payment_id, customer_id, qr_code_type, status, amount_tiyn,
+                                     can_confirm_until, merchant, service, locale)
+               VALUES ($1, $2, $3, 'SCANNED', $4, $5, $6, $7, $8)
+               ON CONFLICT (payment_id) DO NOTHING RETURNING *""",
+            answer.payment.paymentId, customer_id, qr_type, amount,
+            answer.payment.canConfirmUntil, merchant, service, locale)
+        if row is None:
+            # Kaspi gave a paymentId we know (a Dynamic QR scanned again): same customer
+            # sees the payment as it stands; another customer may not take it over.
+            row = await conn.fetchrow("SELECT * FROM payments WHERE payment_id = $1",
+                                      answer.payment.paymentId)
+            assert row is not None
+            if row["customer_id"] != customer_id:
+                raise CustomerMismatch("this payment was scanned by another customer")
+    return ScanOutcome(qr_type, merchant, row, service, None)
+
+
+async def _locked_payment(conn: Conn, payment_id: str,
+                          customer_id: str) -> asyncpg.Record:
+    row = await conn.fetchrow("SELECT * FROM payments WHERE payment_id = $1 FOR UPDATE",
+                              payment_id)
+    if row is None:
+        raise NotFound(f"payment {payment_id!r} not found")
+    if row["customer_id"] != customer_id:
+        raise CustomerMismatch("customerId differs from the one that scanned this payment")
+    return row
+
+
+async def _read_payment(svc: Services, payment_id: str, customer_id: str) -> asyncpg.Record:
+    async with svc.pool.acquire() as conn:
+        row = await conn.fetchrow("SELECT * FROM payments WHERE payment_id = $1", payment_id)
+    if row is None:
+        raise NotFound(f"payment {payment_id!r} not found")
+    if row["customer_id"] != customer_id:
+        raise CustomerMismatch("customerId differs from the one that scanned this payment")
+    return row
+
+
+def _fill_parameters(service: dict[str, Any],
+                     given: dict[int, str]) -> list[CheckoutParameter]:
+    """Every parameter filled (regulation §4.2): scan's values unchanged, the rest from
+    the customer, a drop-down's value one of its keys."""
+    filled: list[CheckoutParameter] = []
+    known = {int(p["id"]) for p in service.get("parameters", [])}
+    unknown = sorted(set(given) - known)
+    if unknown:
+        raise ValidationFailed(f"parameters {unknown} are not parameters of this service")
+    for param in service.get("parameters", []):
+        pid, preset = int(param["id"]), param.get("value") or ""
+        if preset:
+            if pid in given and given[pid] != preset:
+                raise ValidationFailed(f"parameter {pid} is fixed by the QR code to {preset!r}")
+            filled.append(CheckoutParameter(id=pid, value=preset))
+            continue
+        value = given.get(pid, "").strip()
+        if not value:
+            raise ValidationFailed(f"parameter {pid} ({param.get('name', '')}) is required")
+        options = param.get("options")
+        if options and value not in {o["key"] for o in options}:
+            raise ValidationFailed(f"parameter {pid} must be one of the option keys")
+        filled.append(CheckoutParameter(id=pid, value=value))
+    return filled
+
+
+async def checkout(svc: Services, payment_id: str, customer_id: str,
+                   parameters: dict[int, str], locale: str) -> asyncpg.Record:
+    row = await _read_payment(svc, payment_id, customer_id)
+    if row["qr_code_type"] != "Custom":
+        raise InvalidState("checkout is only for Custom QR payments")
+    if row["status"] not in OPEN_STATUSES:
+        raise InvalidState(f"payment is {row['status']}")
+    request = CheckoutRequest(paymentId=payment_id, serviceId=int(row["service"]["serviceId"]),
+                              parameters=_fill_parameters(row["service"], parameters))
+    try:
+        answer = await svc.kaspi.checkout(request, locale)
+    except KaspiNoAnswer as exc:
+        raise _kaspi_unavailable("checkout", exc) from exc
+    if answer.result.resultCode != ResultCode.SUCCESS:
+        raise KaspiRefused(answer.result.resultCode, answer.result.resultMessage)
+    if answer.paymentAmount is None or answer.paymentAmount <= 0:
+        raise KaspiUnavailable("Kaspi's checkout answer has no paymentAmount")
+    async with svc.pool.acquire() as conn, conn.transaction():
+        row = await _locked_payment(conn, payment_id, customer_id)
+        if row["status"] not in OPEN_STATUSES:
+            raise InvalidState(f"payment is {row['status']}")
+        updated = await conn.fetchrow(
+            """UPDATE payments SET status = 'CHECKED_OUT', amount_tiyn = $2,
+                      can_confirm_until = coalesce($3, can_confirm_until),
+                      checkout_parameters = $4, updated_at = now()
+               WHERE payment_id = $1 RETURNING *""",
+            payment_id, answer.paymentAmount, answer.canConfirmUntil,
+            [p.model_dump() for p in request.parameters])
+    assert updated is not None
+    return updated
+
+
+def _confirm_amount(row: asyncpg.Record, amount_tiyn: int | None) -> int:
+    qr_type = row["qr_code_type"]
+    if qr_type == "Static":
+        if amount_tiyn is None:
+            raise ValidationFailed("amount is required for a Static QR payment")
+        if amount_tiyn <= 0 or not is_whole_tenge(amount_tiyn):
+            # notifyPayment's paymentAmount must be whole tenge (regulation §4.3).
+            raise ValidationFailed("amount must be a positive whole number of tenge")
+        return amount_tiyn
+    if qr_type == "Custom" and row["status"] == Status.SCANNED:
+        raise InvalidState("a Custom QR payment needs checkout before confirm")
+    stored: int = row["amount_tiyn"]
+    if amount_tiyn is not None and amount_tiyn != stored:
+        raise ValidationFailed("amount differs from the payment's amount")
+    return stored
+
+
+def _deadline_passed(row: asyncpg.Record, settings: Settings) -> bool:
+    until: datetime | None = row["can_confirm_until"]
+    if until is None:
+        return False
+    margin = timedelta(milliseconds=settings.confirm_safety_margin_ms)
+    return datetime.now(UTC) >= until - margin
+
+
+async def _enqueue_notify(conn: Conn, payment_id: str, code: str, message: str,
+                          amount_tiyn: int | None, hold_s: float) -> None:
+    # The request that decided owns the first attempt for `hold_s`; after that (or
+    # after a crash) the background worker takes over.
+    await conn.execute(
+        """INSERT INTO notify_outbox (payment_id, result_code, result_message, amount_tiyn,
+                                      next_attempt_at)
+           VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))""",
+        payment_id, code, message, amount_tiyn, hold_s)
+
+
+async def confirm(svc: Services, payment_id: str, customer_id: str, amount_tiyn: int | None,
+                  locale: str | None) -> asyncpg.Record:
+    budget_s = svc.settings.confirm_budget_ms / 1000
+    failure: Exception | None = None
+    async with svc.pool.acquire() as conn, conn.transaction():
+        row = await _locked_payment(conn, payment_id, customer_id)
+        status = row["status"]
+        if status in (Status.PENDING, Status.COMPLETED, Status.DECLINED):
+            # A repeated confirm: never a second debit, the same outcome.
+            if amount_tiyn is not None and amount_tiyn != row["amount_tiyn"]:
+                raise InvalidState(f"payment is already {status} with another amount")
+            if row["decline_code"] == InsufficientFunds.code:
+                raise InsufficientFunds("insufficient funds")
+            return row
+        if status == Status.EXPIRED:
+            raise PaymentExpired("the payment's canConfirmUntil has passed")
+        if status == Status.CANCELLED:
+            raise InvalidState("payment is CANCELLED")
+        amount = _confirm_amount(row, amount_tiyn)
+        if _deadline_passed(row, svc.settings):
+            check_transition(status, Status.EXPIRED)
+            await conn.execute("UPDATE payments SET status = 'EXPIRED', updated_at = now() "
+                               "WHERE payment_id = $1", payment_id)
+            failure = PaymentExpired("the payment's canConfirmUntil has passed")
+        else:
+            failure = await _debit_or_decline(conn, row, amount, locale, budget_s)
+    if isinstance(failure, PaymentExpired):
+        PAYMENTS.labels("EXPIRED").inc()
+        raise failure
+    await svc.notifier.deliver_now(payment_id, budget_s)
+    if failure is not None:
+        raise failure
+    return await _read_payment(svc, payment_id, customer_id)
+
+
+async def _debit_or_decline(conn: Conn, row: asyncpg.Record, amount: int,
+                            locale: str | None, budget_s: float) -> Exception | None:
+    """Debit the customer and stage notifyPayment SUCCESS, or, without the money, stage
+    a PROCESS_FAIL notify so Kaspi closes the payment. Returns the error to answer."""
+    payment_id, customer_id = row["payment_id"], row["customer_id"]
+    account = await ledger.customer_account(conn, customer_id, for_update=True)
+    if account is None or account[1] < amount:
+        check_transition(row["status"], Status.DECLINED)
+        await conn.execute(
+            """UPDATE payments SET status = 'DECLINED', decline_code = 'INSUFFICIENT_FUNDS',
+                      amount_tiyn = $2, locale = coalesce($3, locale), updated_at = now()
+               WHERE payment_id = $1""", payment_id, amount, locale)
+        await _enqueue_notify(conn, payment_id, ResultCode.PROCESS_FAIL, "insufficient funds",
+                              amount, budget_s)
+        await conn.execute(
+            """INSERT INTO events (type, customer_id, payment_id, amount_tiyn)
+               VALUES ('payment.declined', $1, $2, $3)""", customer_id, payment_id, amount)
+        PAYMENTS.labels("INSUFFICIENT_FUNDS").inc()
+        log.info("payment declined: insufficient funds",
+                 extra={"payment_id": payment_id, "customer": mask_customer(customer_id)})
+        return InsufficientFunds("insufficient funds")
+    settlement = await ledger.system_account(conn, "settlement", payment_id)
+    await ledger.transfer(conn, "payment_debit", payment_id, account[0], settlement, amount)
+    check_transition(row["status"], Status.PENDING)
+    await conn.execute(
+        """UPDATE payments SET status = 'PENDING', amount_tiyn = $2,
+                  locale = coalesce($3, locale), confirmed_at = now(), updated_at = now()
+           WHERE payment_id = $1""", payment_id, amount, locale)
+    await _enqueue_notify(conn, payment_id, ResultCode.SUCCESS, "success", amount, budget_s)
+    return None
+
+
+async def cancel(svc: Services, payment_id: str, customer_id: str) -> asyncpg.Record:
+    """The customer backed out: stage CANCELLED_BY_CLIENT (regulation §4.3) and try it now."""
+    budget_s = svc.settings.confirm_budget_ms / 1000
+    async with svc.pool.acquire() as conn, conn.transaction():
+        row = await _locked_payment(conn, payment_id, customer_id)
+        if row["status"] == Status.CANCELLED:
+            return row
+        if row["status"] not in OPEN_STATUSES:
+            raise InvalidState(f"payment is {row['status']} and can no longer be cancelled")
+        check_transition(row["status"], Status.CANCELLED)
+        await conn.execute("UPDATE payments SET status = 'CANCELLED', updated_at = now() "
+                           "WHERE payment_id = $1", payment_id)
+        await _enqueue_notify(conn, payment_id, ResultCode.CANCELLED_BY_CLIENT,
+                              CANCELLED_BY_CLIENT_MESSAGE, None, budget_s)
+    PAYMENTS.labels("CANCELLED").inc()
+    await svc.notifier.deliver_now(payment_id, budget_s)
+    return await _read_payment(svc, payment_id, customer_id)
+
+
+async def get(pool: asyncpg.Pool, payment_id: str) -> tuple[asyncpg.Record,
+                                                            list[asyncpg.Record]]:
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow("SELECT * FROM payments WHERE payment_id = $1", payment_id)
+        if row is None:
+            raise NotFound(f"payment {payment_id!r} not found")
+        refunds = await conn.fetch(
+            """SELECT refund_id, amount_tiyn, created_at FROM refunds
+               WHERE payment_id = $1 AND status = 'SUCCESS' ORDER BY created_at, refund_id""",
+            payment_id)
+    return row, list(refunds)
+
+
+def receipt_link(row: asyncpg.Record) -> str | None:
+    """Kaspi's receipt, in Kazakh when the customer uses kk-KZ (regulation §4.3)."""
+    link: str | None = row["link_receipt"]
+    if link and row["locale"] == "kk-KZ" and "locale=kk" not in link:
+        link += "&locale=kk"
+    return link
+
+
+async def expire_stale(pool: asyncpg.Pool) -> int:
+    """Mark open payments whose canConfirmUntil has passed as EXPIRED."""
+    async with pool.acquire() as conn:
+        result: str = await conn.execute(
+            """UPDATE payments SET status = 'EXPIRED', updated_at = now()
+               WHERE status IN ('SCANNED', 'CHECKED_OUT') AND can_confirm_until < now()""")
+    count = int(result.split()[-1])
+    if count:
+        PAYMENTS.labels("EXPIRED").inc(count)
+    return count

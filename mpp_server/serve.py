@@ -1,0 +1,194 @@
+"""`python -m mpp_server serve`: the wallet listener, the Kaspi-facing listener, the
+notifyPayment worker and the gauge refresher, in one process.
+
+Several such processes may run against one database: the outbox is shared safely
+(FOR UPDATE SKIP LOCKED), every money movement is guarded by row locks and unique keys.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+import asyncpg
+from aiohttp import web
+
+from mpp_server import db, payments
+from mpp_server.api import kaspi as kaspi_api
+from mpp_server.api import wallet as wallet_api
+from mpp_server.api.middleware import (
+    LISTENER,
+    TOKENS,
+    bearer_auth,
+    metrics_middleware,
+    wallet_errors,
+)
+from mpp_server.config import Settings, parse_listen
+from mpp_server.kaspi.client import KaspiClient
+from mpp_server.logs import setup_logging
+from mpp_server.metrics import OUTBOX_DEPTH, OUTBOX_OLDEST_AGE, PENDING_OLDEST_AGE
+from mpp_server.notifier import Notifier
+
+log = logging.getLogger(__name__)
+
+
+def create_wallet_app(svc: payments.Services) -> web.Application:
+    app = web.Application(middlewares=[metrics_middleware, wallet_errors, bearer_auth],
+                          client_max_size=svc.settings.max_body_bytes)
+    app[LISTENER] = "wallet"
+    app[TOKENS] = svc.settings.tokens
+    app[wallet_api.SERVICES] = svc
+    wallet_api.add_routes(app)
+    return app
+
+
+def create_kaspi_app(svc: payments.Services) -> web.Application:
+    app = web.Application(
+        middlewares=[metrics_middleware, kaspi_api.source_allowlist, kaspi_api.inbound_log],
+        client_max_size=svc.settings.max_body_bytes)
+    app[LISTENER] = "kaspi"
+    app[kaspi_api.POOL] = svc.pool
+    app[kaspi_api.SETTINGS] = svc.settings
+    kaspi_api.add_routes(app)
+    return app
+
+
+async def refresh_gauges(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow("""
+            SELECT (SELECT count(*) FROM notify_outbox) AS depth,
+                   (SELECT extract(epoch FROM now() - min(created_at)) FROM notify_outbox)
+                     AS outbox_age,
+                   (SELECT extract(epoch FROM now() - min(confirmed_at)) FROM payments
+                     WHERE status = 'PENDING') AS pending_age""")
+    assert row is not None
+    OUTBOX_DEPTH.set(row["depth"])
+    OUTBOX_OLDEST_AGE.set(float(row["outbox_age"] or 0))
+    PENDING_OLDEST_AGE.set(float(row["pending_age"] or 0))
+
+
+async def housekeeping(pool: asyncpg.Pool, interval_s: float) -> None:
+    while True:
+        try:
+            await payments.expire_stale(pool)
+            await refresh_gauges(pool)
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.error("housekeeping failed", extra={"error": str(exc)})
+        await asyncio.sleep(interval_s)
+
+
+def _socket(listen: str) -> socket.socket:
+    host, port = parse_listen(listen)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Several worker processes may share one port (the kernel spreads connections).
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.setblocking(False)
+    return sock
+
+
+@dataclass
+class Runtime:
+    """Everything one server process owns; `start()` then `stop()`."""
+
+    settings: Settings
+    run_worker: bool = True
+    wallet_url: str = ""
+    kaspi_url: str = ""
+    _runners: list[web.AppRunner] = field(default_factory=list)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _pool: asyncpg.Pool | None = None
+    _session: aiohttp.ClientSession | None = None
+    services: payments.Services | None = None
+
+    async def start(self) -> None:
+        s = self.settings
+        self._pool = await db.create_pool(s.database_url, s.db_pool_min, s.db_pool_max)
+        connector = aiohttp.TCPConnector(limit=s.db_pool_max * 4, keepalive_timeout=30)
+        self._session = aiohttp.ClientSession(connector=connector)
+        kaspi = KaspiClient(self._session, s.kaspi_base_url, s.kaspi_caller_name,
+                            s.kaspi_timeout_ms)
+        notifier = Notifier(self._pool, kaspi,
+                            initial_backoff_s=s.notify_backoff_initial_ms / 1000,
+                            max_backoff_s=s.notify_backoff_max_ms / 1000,
+                            concurrency=s.notify_worker_concurrency,
+                            poll_interval_s=s.notify_poll_interval_ms / 1000)
+        self.services = payments.Services(self._pool, kaspi, s, notifier)
+        self.wallet_url = await self._listen(create_wallet_app(self.services), s.wallet_listen)
+        self.kaspi_url = await self._listen(create_kaspi_app(self.services), s.kaspi_listen)
+        if self.run_worker:
+            self._tasks.append(asyncio.create_task(notifier.run()))
+        self._tasks.append(asyncio.create_task(
+            housekeeping(self._pool, s.gauges_refresh_ms / 1000)))
+        log.info("mpp-server started", extra={"wallet": self.wallet_url,
+                                              "kaspi_facing": self.kaspi_url,
+                                              "kaspi_base_url": s.kaspi_base_url})
+
+    async def _listen(self, app: web.Application, listen: str) -> str:
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        sock = _socket(listen)
+        await web.SockSite(runner, sock).start()
+        self._runners.append(runner)
+        host, port = sock.getsockname()[:2]
+        return f"http://{host if ':' not in host else f'[{host}]'}:{port}"
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for runner in reversed(self._runners):
+            await runner.cleanup()
+        if self._session is not None:
+            await self._session.close()
+        if self._pool is not None:
+            await self._pool.close()
+
+
+async def serve_forever(settings: Settings) -> None:
+    runtime = Runtime(settings)
+    await runtime.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("mpp-server stopping")
+    await runtime.stop()
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m mpp_server serve",
+        description="Run the wallet API, the Kaspi-facing /refund and the notify worker. "
+                    "Configuration comes from the environment (see README).")
+    parser.add_argument("--migrate", action="store_true",
+                        help="apply pending sql/ migrations before starting")
+    args = parser.parse_args(argv)
+    settings = Settings()
+    setup_logging(settings.log_level)
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        if args.migrate:
+            runner.run(db.migrate(settings.database_url))
+        runner.run(serve_forever(settings))
+    return 0
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop where installed: a faster event loop, same semantics."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
