@@ -46,7 +46,7 @@ class Notifier:
                  max_backoff_s: float, concurrency: int, poll_interval_s: float) -> None:
         self._pool = pool
         self._kaspi = kaspi
-        self._wait = wait_exponential_jitter(initial=initial_backoff_s, max=max_backoff_s,
+        self._wait = wait_exponential_jitter(multiplier=initial_backoff_s, max=max_backoff_s,
                                              jitter=initial_backoff_s)
         self._concurrency = concurrency
         self._poll_interval_s = poll_interval_s

@@ -12,7 +12,6 @@ from typing import Annotated, Literal
 
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
@@ -20,20 +19,19 @@ from pydantic import (
     WithJsonSchema,
 )
 
-from mpp_server.kaspi.models import KZ_TZ
-from mpp_server.money import format_amount, parse_amount
+from mpp_server.kaspi.models import KZ_TZ, AmountIn, AmountOut
 
 AMOUNT_PATTERN = r"^(0|[1-9][0-9]{0,15})(\.[0-9]{1,2})?$"
 CUSTOMER_ID_PATTERN = r"^[A-Za-z0-9._*-]{1,12}$"
 ID_PATTERN = r"^[A-Za-z0-9._:/-]{1,64}$"
 
-# Tiyn inside, "1500.00" on the wire; bare JSON numbers accepted on input.
-Amount = Annotated[
-    int, BeforeValidator(parse_amount),
-    PlainSerializer(format_amount, return_type=str),
-    WithJsonSchema({"type": "string", "pattern": AMOUNT_PATTERN, "examples": ["1500.00"],
-                    "description": "tenge with up to two decimals"}),
-]
+_AMOUNT_SCHEMA = WithJsonSchema({"type": "string", "pattern": AMOUNT_PATTERN,
+                                 "examples": ["1500.00"],
+                                 "description": "tenge with up to two decimals"})
+# Requests: "1500.00" (bare JSON numbers accepted) parsed into tiyn.
+Amount = Annotated[AmountIn, _AMOUNT_SCHEMA]
+# Answers: built from tiyn, written as "1500.00".
+Money = Annotated[AmountOut, _AMOUNT_SCHEMA]
 CustomerId = Annotated[str, StringConstraints(pattern=CUSTOMER_ID_PATTERN)]
 ExternalId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 Timestamp = Annotated[datetime, PlainSerializer(
@@ -95,7 +93,7 @@ class ErrorOut(_Response):
 
 class AccountOut(_Response):
     customerId: str
-    balance: Amount
+    balance: Money
     currency: Literal["KZT"] = "KZT"
 
 
@@ -108,7 +106,7 @@ class MerchantOut(_Response):
 
 class ScanPaymentOut(_Response):
     paymentId: str
-    amount: Amount | None = None
+    amount: Money | None = None
     canConfirmUntil: Timestamp | None = None
     status: Status
 
@@ -146,14 +144,14 @@ class ScanOut(_Response):
 
 class CheckoutOut(_Response):
     paymentId: str
-    amount: Amount
+    amount: Money
     canConfirmUntil: Timestamp | None = None
     status: Status
 
 
 class RefundOut(_Response):
     refundId: str
-    amount: Amount
+    amount: Money
     createdAt: Timestamp
 
 
@@ -162,8 +160,8 @@ class PaymentOut(_Response):
     mppPaymentId: str
     qrCodeType: Literal["Dynamic", "Static", "Custom"]
     status: Status
-    amount: Amount | None = None
-    refundedAmount: Amount
+    amount: Money | None = None
+    refundedAmount: Money
     linkReceipt: str | None = None
     refunds: list[RefundOut] = Field(default_factory=list)
     merchant: MerchantOut
@@ -181,7 +179,7 @@ class EventOut(_Response):
     customerId: str
     paymentId: str | None = None
     refundId: str | None = None
-    amount: Amount | None = None
+    amount: Money | None = None
     createdAt: Timestamp
 
 

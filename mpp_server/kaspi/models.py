@@ -32,9 +32,11 @@ def parse_kaspi_datetime(value: object) -> datetime:
 
 
 KaspiDatetime = Annotated[datetime, BeforeValidator(parse_kaspi_datetime)]
-# Tiyn inside, "1500.00" on the wire.
-AmountTiyn = Annotated[int, BeforeValidator(parse_amount), PlainSerializer(format_amount,
-                                                                           return_type=str)]
+# Tiyn inside, "1500.00" on the wire. AmountIn parses what a peer sent (a string or a
+# bare number, in tenge); AmountOut is built from our own tiyn and only formats.
+AmountIn = Annotated[int, BeforeValidator(parse_amount),
+                     PlainSerializer(format_amount, return_type=str)]
+AmountOut = Annotated[int, Field(ge=0), PlainSerializer(format_amount, return_type=str)]
 
 
 class _Inbound(BaseModel):
@@ -56,7 +58,7 @@ class Merchant(_Inbound):
 
 class ScanPayment(_Inbound):
     paymentId: str = Field(min_length=1, max_length=64)
-    paymentAmount: AmountTiyn | None = None
+    paymentAmount: AmountIn | None = None
     # The Custom example carries no canConfirmUntil: checkout gives it.
     canConfirmUntil: KaspiDatetime | None = None
 
@@ -95,7 +97,7 @@ class ScanResponse(_Inbound):
 
 class CheckoutResponse(_Inbound):
     result: Result
-    paymentAmount: AmountTiyn | None = None
+    paymentAmount: AmountIn | None = None
     canConfirmUntil: KaspiDatetime | None = None
     merchant: Merchant | None = None
 
@@ -135,7 +137,7 @@ class OutResult(_Outbound):
 class NotifyPayment(_Outbound):
     paymentId: str = Field(min_length=1, max_length=64)
     mppPaymentId: str = Field(min_length=1, max_length=64)
-    paymentAmount: AmountTiyn | None = None
+    paymentAmount: AmountOut | None = None
 
 
 class NotifyRequest(_Outbound):
