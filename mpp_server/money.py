@@ -29,7 +29,8 @@ def parse_amount(value: object) -> int:
     elif isinstance(value, Decimal):
         if not value.is_finite():
             raise AmountError("amount must be finite")
-        text = format(value, "f")
+        # str(), not format(): a JSON number written with an exponent (1e3) is refused.
+        text = str(value)
     elif isinstance(value, str):
         text = value.strip()
     else:

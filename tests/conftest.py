@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 from aiohttp import web
 
-from mpp_server import db
+from mpp_server import db, ledger
 from mpp_server.config import Settings
 from mpp_server.serve import Runtime
 
@@ -126,3 +126,7 @@ async def stack(database_url: str, pool: db.Pool) -> AsyncIterator[Stack]:
                     http, runtime)
     await runtime.stop()
     await sim_runner.cleanup()
+    # After every scenario of the session: the books still balance.
+    async with pool.acquire() as conn:
+        report = await ledger.check_invariants(conn)
+    assert report.ok, f"ledger invariants broken after the suite: {report}"
