@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,9 @@ from typing import Any
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+# The checkout's sql/; an installed package (a container image) sets MPP_SQL_DIR.
+SQL_DIR = Path(os.environ.get("MPP_SQL_DIR")
+               or Path(__file__).resolve().parent.parent / "sql")
 # Any constant: every migrator takes this advisory lock, so two processes starting at
 # once apply each file exactly once.
 MIGRATION_LOCK_KEY = 7_316_204_001
