@@ -6,6 +6,7 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
@@ -32,19 +33,33 @@ def admin_dsn() -> str:
     return dsn
 
 
-@pytest.fixture(scope="session")
-async def database_url(admin_dsn: str) -> AsyncIterator[str]:
-    """A fresh database with every migration applied, dropped after the session."""
-    name = f"mpp_test_{uuid.uuid4().hex[:12]}"
+@asynccontextmanager
+async def fresh_database(admin_dsn: str, prefix: str) -> AsyncIterator[str]:
+    """A new database with every migration applied, dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(admin_dsn)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    dsn = _with_database(admin_dsn, name)
     try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        dsn = _with_database(admin_dsn, name)
         await db.migrate(dsn)
         yield dsn
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+@pytest.fixture(scope="session")
+async def database_url(admin_dsn: str) -> AsyncIterator[str]:
+    """The session's database, shared by the in-process `stack`."""
+    async with fresh_database(admin_dsn, "mpp_test") as dsn:
+        yield dsn
+
+
+@pytest.fixture
+async def isolated_db(admin_dsn: str) -> AsyncIterator[str]:
+    """A database of its own, so no other server's worker touches its outbox."""
+    async with fresh_database(admin_dsn, "mpp_iso") as dsn:
+        yield dsn
 
 
 @pytest.fixture(scope="session")

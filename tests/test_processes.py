@@ -7,8 +7,7 @@ import os
 import signal
 import subprocess
 import sys
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -17,27 +16,12 @@ import aiohttp
 import asyncpg
 import pytest
 
-from mpp_server import db, ledger
-from tests.conftest import TOKEN, _with_database, free_port, server_env
+from mpp_server import ledger
+from tests.conftest import TOKEN, free_port, server_env
 from tests.helpers import new_customer, new_qr, sim, sim_payment
 
 pytestmark = pytest.mark.slow
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-@pytest.fixture
-async def isolated_db(admin_dsn: str) -> AsyncIterator[str]:
-    """A database of its own, so no other server's worker touches its outbox."""
-    name = f"mpp_proc_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(admin_dsn)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    dsn = _with_database(admin_dsn, name)
-    try:
-        await db.migrate(dsn)
-        yield dsn
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 class ServerProcess:
