@@ -13,7 +13,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from aiohttp.test_utils import TestServer
+from aiohttp.test_utils import BaseTestServer, TestServer
 
 from mpp_server.simulator import SimulatorSettings, create_app
 
@@ -25,7 +25,7 @@ _request_ids = itertools.count(1)
 class Kaspi:
     """The simulator seen over HTTP: Kaspi's endpoints and the /sim control API."""
 
-    def __init__(self, server: TestServer, session: aiohttp.ClientSession) -> None:
+    def __init__(self, server: BaseTestServer, session: aiohttp.ClientSession) -> None:
         self.server = server
         self.session = session
 
