@@ -23,6 +23,8 @@ class Settings(BaseSettings):
     database_url: str = "postgresql://mpp@127.0.0.1:54329/postgres"
     db_pool_min: int = Field(default=2, ge=1)
     db_pool_max: int = Field(default=20, ge=1, le=500)
+    # Count every statement in mpp_db_queries_total (the benchmark's round-trip figure).
+    db_query_metrics: bool = False
 
     kaspi_base_url: str = "http://127.0.0.1:8090"
     kaspi_caller_name: str = Field(default="MPPSERVER", min_length=1, max_length=12)

@@ -13,6 +13,8 @@ from typing import Any
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from mpp_server.metrics import DB_QUERIES
+
 # The checkout's sql/; an installed package (a container image) sets MPP_SQL_DIR.
 SQL_DIR = Path(os.environ.get("MPP_SQL_DIR")
                or Path(__file__).resolve().parent.parent / "sql")
@@ -30,9 +32,26 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
                               schema="pg_catalog")
 
 
-async def create_pool(dsn: str, min_size: int = 2, max_size: int = 20) -> Pool:
-    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size,
-                                     init=_init_connection, command_timeout=30)
+def _count_query(record: object) -> None:
+    DB_QUERIES.inc()
+
+
+async def _init_counting(conn: asyncpg.Connection) -> None:
+    await _init_connection(conn)
+    conn.add_query_logger(_count_query)
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Pool release without asyncpg's default reset query (one round trip per release).
+    Safe because the code never changes session state: no SET, no LISTEN, no cursors,
+    advisory locks only transaction-scoped; an open transaction is still rolled back."""
+
+
+async def create_pool(dsn: str, min_size: int = 2, max_size: int = 20, *,
+                      count_queries: bool = False) -> Pool:
+    pool = await asyncpg.create_pool(
+        dsn, min_size=min_size, max_size=max_size, command_timeout=30,
+        init=_init_counting if count_queries else _init_connection, reset=_keep_session)
     assert pool is not None
     return pool
 

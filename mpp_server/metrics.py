@@ -68,3 +68,8 @@ RECONCILIATION_OPEN = Gauge(
     "mpp_reconciliation_open_discrepancies",
     "Discrepancies found by the latest reconciliation run of each registry",
     registry=REGISTRY)
+
+DB_QUERIES = Counter(
+    "mpp_db_queries_total",
+    "Statements sent to PostgreSQL (BEGIN/COMMIT included); counted only when "
+    "DB_QUERY_METRICS=true, as the benchmark does", registry=REGISTRY)

@@ -317,6 +317,22 @@ async def _debit_or_decline(conn: Conn, row: asyncpg.Record, amount: int,
     return None
 
 
+async def complete_unanswered(conn: Conn, payment: asyncpg.Record, *, evidence: str) -> None:
+    """Kaspi proved it completed a PENDING payment whose notifyPayment answer we never got
+    (it asked to refund it, or its registry lists it): record it COMPLETED. The outbox
+    keeps running and will record the receipt; it cannot decline now. `payment` is the
+    row (payment_id, customer_id, status, amount_tiyn) the caller holds FOR UPDATE."""
+    check_transition(payment["status"], Status.COMPLETED)
+    await conn.execute("UPDATE payments SET status = 'COMPLETED', updated_at = now() "
+                       "WHERE payment_id = $1", payment["payment_id"])
+    await conn.execute(
+        """INSERT INTO events (type, customer_id, payment_id, amount_tiyn)
+           VALUES ('payment.completed', $1, $2, $3)""",
+        payment["customer_id"], payment["payment_id"], payment["amount_tiyn"])
+    log.warning(f"{evidence} for a PENDING payment: recorded as COMPLETED",
+                extra={"payment_id": payment["payment_id"]})
+
+
 async def cancel(svc: Services, payment_id: str, customer_id: str) -> asyncpg.Record:
     """The customer backed out: stage CANCELLED_BY_CLIENT (regulation §4.3) and try it now."""
     budget_s = svc.settings.confirm_budget_ms / 1000

@@ -20,7 +20,7 @@ from mpp_server.db import Conn
 from mpp_server.kaspi.codes import ResultCode
 from mpp_server.logs import mask_customer
 from mpp_server.metrics import MONEY_ALARMS, REFUNDED_TIYN, REFUNDS
-from mpp_server.payments import Status, check_transition
+from mpp_server.payments import Status, complete_unanswered
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ async def _credit(conn: Conn, req: RefundRequest) -> RefundAnswer:
     if req.amount_tiyn <= 0:
         raise _Refused(ResultCode.PARAM_ILLEGAL, "refundAmount must be positive")
     payment = await conn.fetchrow(
-        """SELECT status, customer_id, amount_tiyn, refunded_tiyn FROM payments
+        """SELECT payment_id, status, customer_id, amount_tiyn, refunded_tiyn FROM payments
            WHERE payment_id = $1 FOR UPDATE""", req.payment_id)
     if payment is None:
         raise _Refused(ResultCode.PARAM_ILLEGAL, "unknown paymentId")
@@ -92,16 +92,7 @@ async def _credit(conn: Conn, req: RefundRequest) -> RefundAnswer:
     status = payment["status"]
     if status == Status.PENDING:
         # Kaspi refunds only what it completed: our notifyPayment's answer was lost.
-        # The outbox keeps running and will record the receipt; it cannot decline now.
-        check_transition(status, Status.COMPLETED)
-        await conn.execute("UPDATE payments SET status = 'COMPLETED', updated_at = now() "
-                           "WHERE payment_id = $1", req.payment_id)
-        await conn.execute(
-            """INSERT INTO events (type, customer_id, payment_id, amount_tiyn)
-               VALUES ('payment.completed', $1, $2, $3)""",
-            req.customer_id, req.payment_id, payment["amount_tiyn"])
-        log.warning("refund for a PENDING payment: recorded as COMPLETED",
-                    extra={"payment_id": req.payment_id})
+        await complete_unanswered(conn, payment, evidence="refund")
     elif status != Status.COMPLETED:
         if status == Status.DECLINED:
             MONEY_ALARMS.labels("refund_for_declined_payment").inc()

@@ -22,6 +22,7 @@ from aiohttp import web
 
 from mpp_server import db, payments
 from mpp_server.api import kaspi as kaspi_api
+from mpp_server.api import openapi
 from mpp_server.api import wallet as wallet_api
 from mpp_server.api.middleware import (
     LISTENER,
@@ -46,6 +47,7 @@ def create_wallet_app(svc: payments.Services) -> web.Application:
     app[TOKENS] = svc.settings.tokens
     app[wallet_api.SERVICES] = svc
     wallet_api.add_routes(app)
+    openapi.add_routes(app, "wallet")
     return app
 
 
@@ -57,6 +59,7 @@ def create_kaspi_app(svc: payments.Services) -> web.Application:
     app[kaspi_api.POOL] = svc.pool
     app[kaspi_api.SETTINGS] = svc.settings
     kaspi_api.add_routes(app)
+    openapi.add_routes(app, "kaspi")
     return app
 
 
@@ -112,7 +115,8 @@ class Runtime:
 
     async def start(self) -> None:
         s = self.settings
-        self._pool = await db.create_pool(s.database_url, s.db_pool_min, s.db_pool_max)
+        self._pool = await db.create_pool(s.database_url, s.db_pool_min, s.db_pool_max,
+                                         count_queries=s.db_query_metrics)
         connector = aiohttp.TCPConnector(limit=s.db_pool_max * 4, keepalive_timeout=30)
         self._session = aiohttp.ClientSession(connector=connector)
         kaspi = KaspiClient(self._session, s.kaspi_base_url, s.kaspi_caller_name,

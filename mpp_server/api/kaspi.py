@@ -52,12 +52,14 @@ class ResultOut(BaseModel):
     resultMessage: str
 
 
-class RefundOut(BaseModel):
+class RefundResultOut(BaseModel):
+    """Every answer of `/refund`, whatever the HTTP status."""
+
     result: ResultOut
 
 
 def result_response(code: str, message: str, status: int = 200) -> web.Response:
-    body = RefundOut(result=ResultOut(resultCode=code, resultMessage=message))
+    body = RefundResultOut(result=ResultOut(resultCode=code, resultMessage=message))
     return web.Response(text=body.model_dump_json(), status=status,
                         content_type="application/json")
 

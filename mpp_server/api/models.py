@@ -25,17 +25,25 @@ AMOUNT_PATTERN = r"^(0|[1-9][0-9]{0,15})(\.[0-9]{1,2})?$"
 CUSTOMER_ID_PATTERN = r"^[A-Za-z0-9._*-]{1,12}$"
 ID_PATTERN = r"^[A-Za-z0-9._:/-]{1,64}$"
 
-_AMOUNT_SCHEMA = WithJsonSchema({"type": "string", "pattern": AMOUNT_PATTERN,
-                                 "examples": ["1500.00"],
-                                 "description": "tenge with up to two decimals"})
-# Requests: "1500.00" (bare JSON numbers accepted) parsed into tiyn.
-Amount = Annotated[AmountIn, _AMOUNT_SCHEMA]
-# Answers: built from tiyn, written as "1500.00".
-Money = Annotated[AmountOut, _AMOUNT_SCHEMA]
+MONEY_PATTERN = r"^(0|[1-9][0-9]{0,15})\.[0-9]{2}$"
+
+# Requests: "1500.00" (bare JSON numbers accepted, as in Kaspi's own examples) parsed
+# into tiyn. The schema says so, or a client generator would refuse what we accept.
+Amount = Annotated[AmountIn, WithJsonSchema({
+    "anyOf": [{"type": "string", "pattern": AMOUNT_PATTERN, "examples": ["1500.00"]},
+              {"type": "number", "minimum": 0, "examples": [1500]}],
+    "description": "tenge with up to two decimals: \"1500.00\"; a bare JSON number "
+                   "(1500, 1500.5) is accepted too, an exponent (1e3) is not"})]
+# Answers: built from tiyn, always written as "1500.00".
+Money = Annotated[AmountOut, WithJsonSchema({
+    "type": "string", "pattern": MONEY_PATTERN, "examples": ["1500.00"],
+    "description": "tenge with two decimals"})]
 CustomerId = Annotated[str, StringConstraints(pattern=CUSTOMER_ID_PATTERN)]
 ExternalId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 Timestamp = Annotated[datetime, PlainSerializer(
-    lambda d: d.astimezone(KZ_TZ).isoformat(timespec="seconds"), return_type=str)]
+    lambda d: d.astimezone(KZ_TZ).isoformat(timespec="seconds"), return_type=str),
+    WithJsonSchema({"type": "string", "format": "date-time",
+                    "examples": ["2024-02-19T15:57:41+05:00"]}, mode="serialization")]
 Status = Literal["SCANNED", "CHECKED_OUT", "PENDING", "COMPLETED", "DECLINED", "CANCELLED",
                  "EXPIRED"]
 
