@@ -31,13 +31,13 @@ async def system_account(conn: Conn, kind: str, reference: str) -> int:
 
 async def transfer(conn: Conn, kind: str, reference: str, debit_account: int,
                    credit_account: int, amount_tiyn: int) -> int:
-    """Move money; raises InsufficientFunds when a customer's balance would go negative."""
+    """Move money; raises InsufficientFunds when a customer's balance would go negative
+    (the caller's transaction is then aborted: callers check the balance first)."""
     assert amount_tiyn > 0, "transfers move a positive amount"
     try:
-        async with conn.transaction():  # a savepoint: the caller's transaction survives
-            transfer_id: int = await conn.fetchval(
-                "SELECT ledger_transfer($1, $2, $3, $4, $5)",
-                kind, reference, debit_account, credit_account, amount_tiyn)
+        transfer_id: int = await conn.fetchval(
+            "SELECT ledger_transfer($1, $2, $3, $4, $5)",
+            kind, reference, debit_account, credit_account, amount_tiyn)
     except asyncpg.CheckViolationError as exc:
         if exc.constraint_name == "customer_balance_not_negative":
             raise InsufficientFunds("insufficient funds") from exc

@@ -30,7 +30,6 @@ from mpp_server.kaspi.codes import ResultCode, is_final_notify_answer
 from mpp_server.kaspi.models import NotifyPayment, NotifyRequest, NotifyResponse, OutResult
 from mpp_server.logs import mask_customer
 from mpp_server.metrics import MONEY_ALARMS, NOTIFY_RETRIES, PAYMENTS
-from mpp_server.payments import Status, check_transition
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +56,9 @@ class Notifier:
         state.attempt_number = max(1, attempts)
         return float(self._wait(state))
 
-    async def attempt(self, payment_id: str, *, due_only: bool) -> Attempt:
+    async def attempt(self, payment_id: str, *, due_only: bool
+                      ) -> tuple[Attempt, asyncpg.Record | None]:
+        """One attempt; with ANSWERED, the payment row as the answer left it."""
         async with self._pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
                 """SELECT o.*, p.customer_id, p.mpp_payment_id, p.locale
@@ -65,7 +66,7 @@ class Notifier:
                    WHERE o.payment_id = $1 AND (NOT $2 OR o.next_attempt_at <= now())
                    FOR UPDATE OF o SKIP LOCKED""", payment_id, due_only)
             if row is None:
-                return Attempt.SKIPPED
+                return Attempt.SKIPPED, None
             request = NotifyRequest(
                 result=OutResult(resultCode=row["result_code"],
                                  resultMessage=row["result_message"]),
@@ -90,22 +91,24 @@ class Notifier:
                 log.warning("notifyPayment not answered, will retry",
                             extra={"payment_id": payment_id, "reason": reason,
                                    "attempts": attempts})
-                return Attempt.RETRY
-            await _apply_answer(conn, row, answer)
-            await conn.execute("DELETE FROM notify_outbox WHERE payment_id = $1", payment_id)
-            return Attempt.ANSWERED
+                return Attempt.RETRY, None
+            return Attempt.ANSWERED, await _apply_answer(conn, row, answer)
 
-    async def deliver_now(self, payment_id: str, budget_s: float) -> None:
-        """Try within the request's time budget; the worker carries on after it."""
+    async def deliver_now(self, payment_id: str, budget_s: float) -> asyncpg.Record | None:
+        """Try within the request's time budget; the worker carries on after it.
+        Returns the payment row when Kaspi answered within the budget."""
         if budget_s <= 0:
-            return
+            return None
         retrying = AsyncRetrying(
             stop=stop_after_delay(budget_s), wait=self._wait, reraise=False,
-            retry=retry_if_result(lambda outcome: outcome is Attempt.RETRY),
-            retry_error_callback=lambda state: None)
-        outcome: Attempt | None = await retrying(self.attempt, payment_id, due_only=False)
+            retry=retry_if_result(lambda outcome: outcome[0] is Attempt.RETRY),
+            retry_error_callback=lambda state: (Attempt.RETRY, None))
+        result: tuple[Attempt, asyncpg.Record | None] = await retrying(
+            self.attempt, payment_id, due_only=False)
+        outcome, payment = result
         if outcome is Attempt.SKIPPED:
             await self._wait_for_other(payment_id, budget_s)
+        return payment
 
     async def _wait_for_other(self, payment_id: str, budget_s: float) -> None:
         """Another process holds the row: wait (bounded) until it lets go."""
@@ -159,64 +162,29 @@ class Notifier:
 
 
 async def _apply_answer(conn: Conn, row: asyncpg.Record,
-                        answer: NotifyResponse) -> None:
-    """Apply Kaspi's final answer to the payment, in the attempt's transaction."""
-    payment_id, customer_id = row["payment_id"], row["customer_id"]
-    code, message = answer.result.resultCode, answer.result.resultMessage
-    payment = await conn.fetchrow(
-        "SELECT status, amount_tiyn FROM payments WHERE payment_id = $1 FOR UPDATE", payment_id)
-    assert payment is not None
-    status = payment["status"]
-    if row["result_code"] != ResultCode.SUCCESS:
-        # Our cancel or decline: any answer is Kaspi's acknowledgement.
-        await conn.execute(
-            """UPDATE payments SET kaspi_acknowledged = true, kaspi_result_code = $2,
-                      kaspi_result_message = $3, updated_at = now() WHERE payment_id = $1""",
-            payment_id, code, message)
-        return
-    if code == ResultCode.SUCCESS:
-        if status == Status.PENDING:
-            check_transition(status, Status.COMPLETED)
-            await conn.execute(
-                """INSERT INTO events (type, customer_id, payment_id, amount_tiyn)
-                   VALUES ('payment.completed', $1, $2, $3)""",
-                customer_id, payment_id, payment["amount_tiyn"])
-            PAYMENTS.labels("COMPLETED").inc()
-        await conn.execute(
-            """UPDATE payments SET status = 'COMPLETED', link_receipt = $2,
-                      kaspi_result_code = $3, kaspi_result_message = $4,
-                      kaspi_acknowledged = true, updated_at = now() WHERE payment_id = $1""",
-            payment_id, answer.linkReceipt, code, message)
-        return
-    if status != Status.PENDING:
+                        answer: NotifyResponse) -> asyncpg.Record:
+    """Apply Kaspi's final answer in the attempt's transaction (sql/005:
+    apply_notify_answer): COMPLETED with the receipt, or DECLINED with the debit returned
+    in the same transaction. Returns the payment row."""
+    payment_id = row["payment_id"]
+    code = answer.result.resultCode
+    applied = await conn.fetchrow(
+        "SELECT a.outcome, (a.payment).* FROM apply_notify_answer($1, $2, $3, $4, $5, $6) a",
+        payment_id, row["result_code"], code, answer.result.resultMessage, answer.linkReceipt,
+        ledger.shard_for(payment_id))
+    assert applied is not None
+    outcome: str = applied["outcome"]
+    if outcome in ("COMPLETED", "DECLINED"):
+        PAYMENTS.labels(outcome).inc()
+    if outcome == "DECLINED":
+        log.info("payment declined by Kaspi, debit returned",
+                 extra={"payment_id": payment_id, "result_code": code,
+                        "customer": mask_customer(row["customer_id"])})
+        if code not in ResultCode.__members__:
+            MONEY_ALARMS.labels("unknown_notify_code").inc()
+    elif outcome == "CONTRADICTED":
         # A refund already proved Kaspi completed this payment, yet notify says no.
         MONEY_ALARMS.labels("notify_declined_completed_payment").inc()
         log.error("Kaspi declined a payment its refund proved completed",
                   extra={"payment_id": payment_id, "result_code": code})
-        await conn.execute(
-            """UPDATE payments SET kaspi_result_code = $2, kaspi_result_message = $3,
-                      kaspi_acknowledged = true, updated_at = now() WHERE payment_id = $1""",
-            payment_id, code, message)
-        return
-    # A final error: the payment did not happen at Kaspi, so the money goes back in the
-    # same transaction that records the decline.
-    check_transition(status, Status.DECLINED)
-    account = await ledger.customer_account(conn, customer_id)
-    assert account is not None
-    settlement = await ledger.system_account(conn, "settlement", payment_id)
-    await ledger.transfer(conn, "payment_return", payment_id, settlement, account[0],
-                          payment["amount_tiyn"])
-    await conn.execute(
-        """UPDATE payments SET status = 'DECLINED', kaspi_result_code = $2,
-                  kaspi_result_message = $3, kaspi_acknowledged = true, updated_at = now()
-           WHERE payment_id = $1""", payment_id, code, message)
-    await conn.execute(
-        """INSERT INTO events (type, customer_id, payment_id, amount_tiyn)
-           VALUES ('payment.declined', $1, $2, $3)""",
-        customer_id, payment_id, payment["amount_tiyn"])
-    PAYMENTS.labels("DECLINED").inc()
-    if code not in ResultCode.__members__:
-        MONEY_ALARMS.labels("unknown_notify_code").inc()
-    log.info("payment declined by Kaspi, debit returned",
-             extra={"payment_id": payment_id, "result_code": code,
-                    "customer": mask_customer(customer_id)})
+    return applied  # the payment's columns, and `outcome`

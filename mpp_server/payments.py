@@ -70,7 +70,8 @@ def check_transition(current: str, new: Status) -> None:
 
 
 class Notifier(Protocol):  # the part of notifier.Notifier the state machine needs
-    async def deliver_now(self, payment_id: str, budget_s: float) -> None: ...
+    async def deliver_now(self, payment_id: str, budget_s: float) -> asyncpg.Record | None:
+        """Try notifyPayment within the budget; the payment row when Kaspi answered."""
 
 
 @dataclass
@@ -279,42 +280,31 @@ async def confirm(svc: Services, payment_id: str, customer_id: str, amount_tiyn:
     if isinstance(failure, PaymentExpired):
         PAYMENTS.labels("EXPIRED").inc()
         raise failure
-    await svc.notifier.deliver_now(payment_id, budget_s)
+    answered = await svc.notifier.deliver_now(payment_id, budget_s)
     if failure is not None:
         raise failure
-    return await _read_payment(svc, payment_id, customer_id)
+    return answered if answered is not None else await _read_payment(svc, payment_id,
+                                                                     customer_id)
 
 
 async def _debit_or_decline(conn: Conn, row: asyncpg.Record, amount: int,
                             locale: str | None, budget_s: float) -> Exception | None:
     """Debit the customer and stage notifyPayment SUCCESS, or, without the money, stage
-    a PROCESS_FAIL notify so Kaspi closes the payment. Returns the error to answer."""
+    a PROCESS_FAIL notify so Kaspi closes the payment (sql/005: payment_debit).
+    Returns the error to answer."""
     payment_id, customer_id = row["payment_id"], row["customer_id"]
-    account = await ledger.customer_account(conn, customer_id, for_update=True)
-    if account is None or account[1] < amount:
-        check_transition(row["status"], Status.DECLINED)
-        await conn.execute(
-            """UPDATE payments SET status = 'DECLINED', decline_code = 'INSUFFICIENT_FUNDS',
-                      amount_tiyn = $2, locale = coalesce($3, locale), updated_at = now()
-               WHERE payment_id = $1""", payment_id, amount, locale)
-        await _enqueue_notify(conn, payment_id, ResultCode.PROCESS_FAIL, "insufficient funds",
-                              amount, budget_s)
-        await conn.execute(
-            """INSERT INTO events (type, customer_id, payment_id, amount_tiyn)
-               VALUES ('payment.declined', $1, $2, $3)""", customer_id, payment_id, amount)
-        PAYMENTS.labels("INSUFFICIENT_FUNDS").inc()
-        log.info("payment declined: insufficient funds",
-                 extra={"payment_id": payment_id, "customer": mask_customer(customer_id)})
-        return InsufficientFunds("insufficient funds")
-    settlement = await ledger.system_account(conn, "settlement", payment_id)
-    await ledger.transfer(conn, "payment_debit", payment_id, account[0], settlement, amount)
     check_transition(row["status"], Status.PENDING)
-    await conn.execute(
-        """UPDATE payments SET status = 'PENDING', amount_tiyn = $2,
-                  locale = coalesce($3, locale), confirmed_at = now(), updated_at = now()
-           WHERE payment_id = $1""", payment_id, amount, locale)
-    await _enqueue_notify(conn, payment_id, ResultCode.SUCCESS, "success", amount, budget_s)
-    return None
+    outcome = await conn.fetchval("SELECT payment_debit($1, $2, $3, $4, $5, $6)",
+                                  payment_id, customer_id, amount,
+                                  ledger.shard_for(payment_id), locale, budget_s)
+    if outcome == "DEBITED":
+        return None
+    assert outcome == InsufficientFunds.code, outcome
+    check_transition(row["status"], Status.DECLINED)
+    PAYMENTS.labels("INSUFFICIENT_FUNDS").inc()
+    log.info("payment declined: insufficient funds",
+             extra={"payment_id": payment_id, "customer": mask_customer(customer_id)})
+    return InsufficientFunds("insufficient funds")
 
 
 async def complete_unanswered(conn: Conn, payment: asyncpg.Record, *, evidence: str) -> None:
@@ -348,8 +338,9 @@ async def cancel(svc: Services, payment_id: str, customer_id: str) -> asyncpg.Re
         await _enqueue_notify(conn, payment_id, ResultCode.CANCELLED_BY_CLIENT,
                               CANCELLED_BY_CLIENT_MESSAGE, None, budget_s)
     PAYMENTS.labels("CANCELLED").inc()
-    await svc.notifier.deliver_now(payment_id, budget_s)
-    return await _read_payment(svc, payment_id, customer_id)
+    answered = await svc.notifier.deliver_now(payment_id, budget_s)
+    return answered if answered is not None else await _read_payment(svc, payment_id,
+                                                                     customer_id)
 
 
 async def get(pool: asyncpg.Pool, payment_id: str) -> tuple[asyncpg.Record,
