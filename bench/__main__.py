@@ -25,6 +25,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import asyncpg
@@ -330,7 +331,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     conn = await asyncpg.connect(admin)
     await conn.execute(f'CREATE DATABASE "{name}"')
     await conn.close()
-    dsn = admin.rsplit("/", 1)[0] + "/" + name
+    dsn = urlunsplit(urlsplit(admin)._replace(path="/" + name))
     await db.migrate(dsn)
     procs = Processes(ROOT / ".data/bench-logs")
     try:
