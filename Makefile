@@ -20,13 +20,13 @@ run: $(STAMP)
 	$(PY) -m mpp_server stack
 
 test: $(STAMP)
-	$(PY) -m ruff check mpp_server tests
+	$(PY) -m ruff check mpp_server tests bench
 	$(PY) -m mypy
 	DATABASE_URL="$${DATABASE_URL:-$$($(PY) -m mpp_server devdb)}" \
 	  $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(PY) -m ruff check mpp_server tests
+	$(PY) -m ruff check mpp_server tests bench
 	$(PY) -m mypy
 
 bench: $(STAMP)
