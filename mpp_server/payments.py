@@ -319,6 +319,7 @@ async def complete_unanswered(conn: Conn, payment: asyncpg.Record, *, evidence: 
         """INSERT INTO events (type, customer_id, payment_id, amount_tiyn)
            VALUES ('payment.completed', $1, $2, $3)""",
         payment["customer_id"], payment["payment_id"], payment["amount_tiyn"])
+    PAYMENTS.labels("COMPLETED").inc()
     log.warning(f"{evidence} for a PENDING payment: recorded as COMPLETED",
                 extra={"payment_id": payment["payment_id"]})
 

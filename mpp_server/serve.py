@@ -23,6 +23,7 @@ from aiohttp import web
 from mpp_server import db, payments
 from mpp_server.api import kaspi as kaspi_api
 from mpp_server.api import openapi
+from mpp_server.api import reconciliations as reconciliations_api
 from mpp_server.api import wallet as wallet_api
 from mpp_server.api.middleware import (
     LISTENER,
@@ -36,6 +37,7 @@ from mpp_server.kaspi.client import KaspiClient
 from mpp_server.logs import setup_logging
 from mpp_server.metrics import OUTBOX_DEPTH, OUTBOX_OLDEST_AGE, PENDING_OLDEST_AGE
 from mpp_server.notifier import Notifier
+from mpp_server.reconcile import store as reconcile_store
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,7 @@ def create_wallet_app(svc: payments.Services) -> web.Application:
     app[TOKENS] = svc.settings.tokens
     app[wallet_api.SERVICES] = svc
     wallet_api.add_routes(app)
+    reconciliations_api.add_routes(app)
     openapi.add_routes(app, "wallet")
     return app
 
@@ -75,6 +78,7 @@ async def refresh_gauges(pool: asyncpg.Pool) -> None:
     OUTBOX_DEPTH.set(row["depth"])
     OUTBOX_OLDEST_AGE.set(float(row["outbox_age"] or 0))
     PENDING_OLDEST_AGE.set(float(row["pending_age"] or 0))
+    await reconcile_store.refresh_metrics(pool)
 
 
 async def housekeeping(pool: asyncpg.Pool, interval_s: float) -> None:
