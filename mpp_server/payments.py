@@ -309,16 +309,10 @@ async def _debit_or_decline(conn: Conn, row: asyncpg.Record, amount: int,
 
 async def complete_unanswered(conn: Conn, payment: asyncpg.Record, *, evidence: str) -> None:
     """Kaspi proved it completed a PENDING payment whose notifyPayment answer we never got
-    (it asked to refund it, or its registry lists it): record it COMPLETED. The outbox
-    keeps running and will record the receipt; it cannot decline now. `payment` is the
-    row (payment_id, customer_id, status, amount_tiyn) the caller holds FOR UPDATE."""
+    (its registry lists it; refunds do the same inside sql/006 refund_apply): record it
+    COMPLETED. `payment` is the row the caller holds FOR UPDATE."""
     check_transition(payment["status"], Status.COMPLETED)
-    await conn.execute("UPDATE payments SET status = 'COMPLETED', updated_at = now() "
-                       "WHERE payment_id = $1", payment["payment_id"])
-    await conn.execute(
-        """INSERT INTO events (type, customer_id, payment_id, amount_tiyn)
-           VALUES ('payment.completed', $1, $2, $3)""",
-        payment["customer_id"], payment["payment_id"], payment["amount_tiyn"])
+    await conn.execute("SELECT complete_unanswered($1)", payment["payment_id"])
     PAYMENTS.labels("COMPLETED").inc()
     log.warning(f"{evidence} for a PENDING payment: recorded as COMPLETED",
                 extra={"payment_id": payment["payment_id"]})
