@@ -116,8 +116,10 @@ class Stack:
         return {"Authorization": f"Bearer {self.token}"}
 
 
-@pytest.fixture(scope="session")
-async def stack(database_url: str, pool: db.Pool) -> AsyncIterator[Stack]:
+@asynccontextmanager
+async def running_stack(database_url: str, pool: db.Pool,
+                        **env_overrides: str) -> AsyncIterator[Stack]:
+    """An in-process simulator and server on `database_url`; the books checked after."""
     from mpp_server.simulator.app import create_app as create_simulator
     from mpp_server.simulator.settings import SimulatorSettings
 
@@ -129,19 +131,35 @@ async def stack(database_url: str, pool: db.Pool) -> AsyncIterator[Stack]:
         sim_refund_total_timeout_ms=20_000)
     sim_runner = web.AppRunner(create_simulator(sim_settings), access_log=None)
     await sim_runner.setup()
-    sim_site = web.TCPSite(sim_runner, "127.0.0.1", 0)
-    await sim_site.start()
-    sim_port = sim_runner.addresses[0][1]
-    sim_url = f"http://127.0.0.1:{sim_port}"
+    await web.TCPSite(sim_runner, "127.0.0.1", 0).start()
+    sim_url = f"http://127.0.0.1:{sim_runner.addresses[0][1]}"
     env = server_env(database_url, sim_url, kaspi_listen=f"127.0.0.1:{kaspi_port}")
-    runtime = Runtime(settings_from(env))
+    runtime = Runtime(settings_from({**env, **env_overrides}))
     await runtime.start()
-    async with aiohttp.ClientSession() as http:
-        yield Stack(runtime.wallet_url, runtime.kaspi_url, sim_url, TOKEN, database_url, pool,
-                    http, runtime)
-    await runtime.stop()
-    await sim_runner.cleanup()
-    # After every scenario of the session: the books still balance.
+    try:
+        async with aiohttp.ClientSession() as http:
+            yield Stack(runtime.wallet_url, runtime.kaspi_url, sim_url, TOKEN, database_url,
+                        pool, http, runtime)
+    finally:
+        await runtime.stop()
+        await sim_runner.cleanup()
+    # After every scenario: the books still balance.
     async with pool.acquire() as conn:
         report = await ledger.check_invariants(conn)
-    assert report.ok, f"ledger invariants broken after the suite: {report}"
+    assert report.ok, f"ledger invariants broken: {report}"
+
+
+@pytest.fixture(scope="session")
+async def stack(database_url: str, pool: db.Pool) -> AsyncIterator[Stack]:
+    async with running_stack(database_url, pool) as running:
+        yield running
+
+
+@pytest.fixture
+async def clean_faults(stack: Stack) -> AsyncIterator[None]:
+    """No simulator fault left over from another test, nor left to the next one."""
+    async with stack.http.delete(stack.sim_url + "/sim/faults"):
+        pass
+    yield
+    async with stack.http.delete(stack.sim_url + "/sim/faults"):
+        pass

@@ -37,6 +37,13 @@ async def sim(stack: Any, method: str, path: str, body: Any = None) -> tuple[int
         return resp.status, await resp.json(content_type=None)
 
 
+async def fault(stack: Any, endpoint: str, mode: str, times: int, **extra: Any) -> None:
+    """Make the simulator misbehave on its next `times` calls of `endpoint`."""
+    status, body = await sim(stack, "POST", "/sim/faults",
+                             {"endpoint": endpoint, "mode": mode, "times": times, **extra})
+    assert status == 200, body
+
+
 async def new_qr(stack: Any, qr_type: str, **fields: Any) -> dict[str, Any]:
     status, body = await sim(stack, "POST", "/sim/qr", {"type": qr_type, **fields})
     assert status == 200, body

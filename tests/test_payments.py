@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -15,27 +14,16 @@ from tests.helpers import (
     complete_payment,
     confirm,
     deposit,
+    fault,
     new_customer,
     new_qr,
     payment,
     scan,
-    sim,
     sim_payment,
     wait_status,
 )
 
-
-@pytest.fixture(autouse=True)
-async def no_faults(stack: Any) -> AsyncIterator[None]:
-    await sim(stack, "DELETE", "/sim/faults")
-    yield
-    await sim(stack, "DELETE", "/sim/faults")
-
-
-async def fault(stack: Any, endpoint: str, mode: str, times: int, **extra: Any) -> None:
-    status, body = await sim(stack, "POST", "/sim/faults",
-                             {"endpoint": endpoint, "mode": mode, "times": times, **extra})
-    assert status == 200, body
+pytestmark = pytest.mark.usefixtures("clean_faults")
 
 
 async def debits_of(stack: Any, payment_id: str) -> int:

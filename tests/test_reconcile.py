@@ -20,25 +20,15 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import openpyxl
 import pytest
-from aiohttp import web
 
-from mpp_server import ledger
+from mpp_server import db
 from mpp_server.kaspi.models import KZ_TZ
 from mpp_server.metrics import MONEY_ALARMS, RECONCILIATION_OPEN
 from mpp_server.reconcile import cli, store
-from mpp_server.serve import Runtime
-from tests.conftest import (
-    CALLER_NAME,
-    TOKEN,
-    Stack,
-    free_port,
-    fresh_database,
-    server_env,
-    settings_from,
-)
+from tests import helpers
+from tests.conftest import Stack, fresh_database, running_stack
 from tests.helpers import (
     call,
     complete_payment,
@@ -59,38 +49,14 @@ HEADERS = ["ID клиента", "ID операции MPP", "ID операции 
 @pytest.fixture
 async def env(admin_dsn: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Stack]:
     """Database, simulator and server of this test only; the CLI's DATABASE_URL is it."""
-    from mpp_server.db import create_pool
-    from mpp_server.simulator.app import create_app as create_simulator
-    from mpp_server.simulator.settings import SimulatorSettings
-
     async with fresh_database(admin_dsn, "mpp_recon") as dsn:
-        kaspi_port = free_port()
-        sim_runner = web.AppRunner(create_simulator(SimulatorSettings(
-            simulator_listen="127.0.0.1:0", sim_caller_names=CALLER_NAME,
-            sim_mpp_refund_url=f"http://127.0.0.1:{kaspi_port}/refund",
-            sim_refund_attempt_timeout_ms=2000, sim_refund_total_timeout_ms=20_000)),
-            access_log=None)
-        await sim_runner.setup()
-        await web.TCPSite(sim_runner, "127.0.0.1", 0).start()
-        sim_url = f"http://127.0.0.1:{sim_runner.addresses[0][1]}"
-        settings = settings_from({**server_env(dsn, sim_url,
-                                               kaspi_listen=f"127.0.0.1:{kaspi_port}"),
-                                  "CONFIRM_BUDGET_MS": "700"})
-        runtime = Runtime(settings)
-        await runtime.start()
-        pool = await create_pool(dsn, min_size=1, max_size=4)
+        pool = await db.create_pool(dsn, min_size=1, max_size=4)
         monkeypatch.setenv("DATABASE_URL", dsn)
         try:
-            async with aiohttp.ClientSession() as http:
-                yield Stack(runtime.wallet_url, runtime.kaspi_url, sim_url, TOKEN, dsn, pool,
-                            http, runtime)
-            async with pool.acquire() as conn:
-                report = await ledger.check_invariants(conn)
-            assert report.ok, report
+            async with running_stack(dsn, pool, CONFIRM_BUDGET_MS="700") as running:
+                yield running
         finally:
-            await runtime.stop()
             await pool.close()
-            await sim_runner.cleanup()
 
 
 def today() -> str:
@@ -129,10 +95,7 @@ async def sim_refund(env: Stack, payment_id: str, amount: str) -> None:
 
 
 async def fault(env: Stack, mode: str, times: int = 1, **extra: Any) -> None:
-    status, body = await sim(env, "POST", "/sim/faults",
-                             {"endpoint": "notifyPayment", "mode": mode, "times": times,
-                              **extra})
-    assert status == 200, body
+    await helpers.fault(env, "notifyPayment", mode, times, **extra)
 
 
 async def runs_and_discrepancies(env: Stack) -> tuple[int, int]:

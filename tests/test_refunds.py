@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -27,12 +26,7 @@ from tests.helpers import (
     sim,
 )
 
-
-@pytest.fixture(autouse=True)
-async def no_faults(stack: Any) -> AsyncIterator[None]:
-    await sim(stack, "DELETE", "/sim/faults")
-    yield
-    await sim(stack, "DELETE", "/sim/faults")
+pytestmark = pytest.mark.usefixtures("clean_faults")
 
 
 async def post_refund(stack: Any, body: dict[str, Any] | None = None, *,
