@@ -16,6 +16,10 @@ from mpp_server.errors import ValidationFailed
 
 _CURSOR = re.compile(r"^(\d{1,20})-(\d{1,20})$")
 START = "0-0"
+# A cursor's parts are an xid8 and a bigint event id; larger numbers are no cursor of
+# ours and must not reach the database (a bigint overflow there was a 500).
+_MAX_TXID = 2**64 - 1
+_MAX_EVENT_ID = 2**63 - 1
 
 
 def parse_cursor(cursor: str | None) -> tuple[int, int]:
@@ -24,7 +28,10 @@ def parse_cursor(cursor: str | None) -> tuple[int, int]:
     match = _CURSOR.match(cursor)
     if match is None:
         raise ValidationFailed("after must be a cursor returned as `next`")
-    return int(match.group(1)), int(match.group(2))
+    txid, event_id = int(match.group(1)), int(match.group(2))
+    if txid > _MAX_TXID or event_id > _MAX_EVENT_ID:
+        raise ValidationFailed("after must be a cursor returned as `next`")
+    return txid, event_id
 
 
 async def read_after(pool: asyncpg.Pool, cursor: str | None,

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 
 from mpp_server import jsonutil, refunds
 from mpp_server.api.middleware import Handler, route_name
-from mpp_server.api.models import Amount
+from mpp_server.api.models import Amount, StoredText
 from mpp_server.config import Settings
 from mpp_server.kaspi.codes import ResultCode
 from mpp_server.logs import mask_customer_ids_in_json
@@ -40,11 +40,11 @@ class RefundIn(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    customerId: Annotated[str, StringConstraints(min_length=1, max_length=12)]
-    paymentId: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    customerId: Annotated[StoredText, StringConstraints(min_length=1, max_length=12)]
+    paymentId: Annotated[StoredText, StringConstraints(min_length=1, max_length=64)]
     refundAmount: Amount
-    refundId: Annotated[str, StringConstraints(min_length=1, max_length=64)]
-    linkReceipt: Annotated[str, StringConstraints(min_length=1, max_length=2048)]
+    refundId: Annotated[StoredText, StringConstraints(min_length=1, max_length=64)]
+    linkReceipt: Annotated[StoredText, StringConstraints(min_length=1, max_length=2048)]
 
 
 class ResultOut(BaseModel):
@@ -146,7 +146,10 @@ async def _store_exchange(request: web.Request, response: web.StreamResponse,
                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
                 request.remote or "", request.method, request.path[:256],
                 {k: request.headers[k][:256] for k in _LOGGED_HEADERS if k in request.headers},
-                mask_customer_ids_in_json(body[:65536].decode(errors="replace")),
+                # PostgreSQL text cannot hold NUL: without this, such an exchange went
+                # unrecorded.
+                mask_customer_ids_in_json(
+                    body[:65536].decode(errors="replace").replace("\x00", "\ufffd")),
                 response.status, jsonutil.loads(answer) if answer else None,
                 int(elapsed_s * 1000))
     except (OSError, asyncpg.PostgresError, jsonutil.JSONDecodeError):

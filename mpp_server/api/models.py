@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -44,6 +45,22 @@ Timestamp = Annotated[datetime, PlainSerializer(
     lambda d: d.astimezone(KZ_TZ).isoformat(timespec="seconds"), return_type=str),
     WithJsonSchema({"type": "string", "format": "date-time",
                     "examples": ["2024-02-19T15:57:41+05:00"]}, mode="serialization")]
+
+
+def _storable(value: str) -> str:
+    """PostgreSQL text holds neither NUL nor a lone UTF-16 surrogate, and JSON can carry
+    both (`"\\u0000"`, `"\\ud800"`): refuse them here, or the insert fails with a 500."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    try:
+        value.encode()
+    except UnicodeEncodeError as exc:
+        raise ValueError("is not valid Unicode text") from exc
+    return value
+
+
+# Free text that is stored (the id types above are ASCII by their patterns).
+StoredText = Annotated[str, AfterValidator(_storable)]
 Status = Literal["SCANNED", "CHECKED_OUT", "PENDING", "COMPLETED", "DECLINED", "CANCELLED",
                  "EXPIRED"]
 
@@ -70,7 +87,7 @@ class ScanIn(_Request):
 
 class ParameterIn(_Request):
     id: int = Field(ge=0, le=2**63 - 1)
-    value: Annotated[str, StringConstraints(max_length=64)]
+    value: Annotated[StoredText, StringConstraints(max_length=64)]
 
 
 class CheckoutIn(_Request):

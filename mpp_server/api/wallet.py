@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import asyncpg
@@ -38,6 +39,7 @@ from mpp_server.payments import Services
 SERVICES: web.AppKey[Services] = web.AppKey("services", Services)
 DEFAULT_LOCALE = "ru-RU"
 EVENTS_MAX_LIMIT = 1000
+EVENTS_QUERY = frozenset({"after", "limit"})
 
 
 def _svc(request: web.Request) -> Services:
@@ -134,10 +136,14 @@ async def get_payment(request: web.Request) -> web.Response:
 
 
 async def list_events(request: web.Request) -> web.Response:
-    try:
-        limit = int(request.query.get("limit", "100"))
-    except ValueError as exc:
-        raise ValidationFailed("limit must be a whole number") from exc
+    # A misspelt `after` would silently restart the feed from the beginning.
+    unknown = sorted(set(request.query) - EVENTS_QUERY)
+    if unknown:
+        raise ValidationFailed(f"unknown query parameters {[u[:32] for u in unknown[:5]]}")
+    limit_text = request.query.get("limit", "100")
+    if not re.fullmatch(r"[0-9]{1,7}", limit_text):  # int() would take " +1_0 " too
+        raise ValidationFailed("limit must be a whole number")
+    limit = int(limit_text)
     if not 1 <= limit <= EVENTS_MAX_LIMIT:
         raise ValidationFailed(f"limit must be between 1 and {EVENTS_MAX_LIMIT}")
     rows, cursor = await events.read_after(_svc(request).pool, request.query.get("after"),
