@@ -89,6 +89,57 @@ class Phase:
         return self.done / self.elapsed_s if self.elapsed_s else 0.0
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process, from /proc (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def postgres_pids() -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with suppress(OSError):
+                if (entry / "comm").read_text().strip() == "postgres":
+                    pids.append(int(entry.name))
+    return pids
+
+
+class CpuMeter:
+    """CPU seconds spent by each part of the stack during a phase: where the time goes,
+    independent of whatever else the machine is doing."""
+
+    def __init__(self, parts: dict[str, list[int]]) -> None:
+        self.parts = parts
+        self.start: dict[str, float] = {}
+        self.pg_start: dict[int, float] = {}
+
+    def _now(self) -> dict[str, float]:
+        now = {name: sum(cpu_s(p) for p in pids) for name, pids in self.parts.items()}
+        usage = os.times()
+        now["load generator"] = usage.user + usage.system
+        return now
+
+    def begin(self) -> None:
+        self.start = self._now()
+        self.pg_start = {pid: cpu_s(pid) for pid in postgres_pids()}
+
+    def per_operation_ms(self, operations: int) -> dict[str, float]:
+        end = self._now()
+        # PostgreSQL backends come and go: count what each one still alive spent since.
+        end["postgres"] = sum(cpu_s(pid) - self.pg_start.get(pid, 0.0)
+                              for pid in postgres_pids())
+        self.start["postgres"] = 0.0
+        return {name: round((end[name] - self.start[name]) * 1000 / operations, 3)
+                for name in end} if operations else {}
+
+
 class Processes:
     """The simulator and the server processes the bench starts; all stopped at the end."""
 
@@ -376,16 +427,22 @@ async def measure(args: argparse.Namespace, dsn: str, procs: Processes) -> dict[
             [load.new_qr("Static") for _ in customers]), strict=True))
         completed: list[tuple[str, str, str]] = []
 
+        meter = CpuMeter({"server processes": [p.pid for p in procs.procs[1:]],
+                          "simulator": [procs.procs[0].pid]})
         queries_before, xacts_before = await scrape_counter(
             http, wallets, "mpp_db_queries_total"), await xacts(dsn)
+        meter.begin()
         dynamic = await payments_phase(load, "dynamic", customers, args.duration, qr_pool,
                                        None, completed)
         static = await payments_phase(load, "static", customers, args.duration, None,
                                       static_qrs, completed)
         paid = dynamic.done + static.done + dynamic.failed + static.failed
+        payment_cpu = meter.per_operation_ms(paid)
         queries = await scrape_counter(http, wallets, "mpp_db_queries_total") - queries_before
         transactions = await xacts(dsn) - xacts_before
+        meter.begin()
         refunds = await refunds_phase(load, completed, args.duration, args.concurrency)
+        refund_cpu = meter.per_operation_ms(refunds.done + refunds.failed)
         echo = await echo_phase(http, procs, args.duration, args.concurrency)
     pg = await pg_insert_phase(dsn, args.duration, args.pg_connections)
     conn = await asyncpg.connect(dsn)
@@ -406,6 +463,8 @@ async def measure(args: argparse.Namespace, dsn: str, procs: Processes) -> dict[
         "refunds": summary(refunds),
         "confirm_latency_ms": latency_ms(dynamic.confirm_s + static.confirm_s),
         "scan_latency_ms": latency_ms(dynamic.scan_s + static.scan_s),
+        "cpu_ms_per_payment": payment_cpu,
+        "cpu_ms_per_refund": refund_cpu,
         "db_round_trips_per_payment": round(queries / paid, 2) if paid else None,
         "db_transactions_per_payment": round(transactions / paid, 2) if paid else None,
         "limits": {"echo_req_per_s": round(echo.rate, 1),
@@ -440,6 +499,8 @@ def table(result: dict[str, Any]) -> str:
         ("limit: PostgreSQL insert commits/s", result["limits"]["pg_insert_commits_per_s"]),
         ("payments / echo", result["ratios"]["payments_to_echo"]),
         ("payments / PG commits", result["ratios"]["payments_to_pg_commits"]),
+        *((f"CPU ms per payment: {k}", v) for k, v in result["cpu_ms_per_payment"].items()),
+        *((f"CPU ms per refund: {k}", v) for k, v in result["cpu_ms_per_refund"].items()),
         ("failed payments / refunds", f"{result['dynamic']['failed'] + result['static']['failed']}"
                                       f" / {result['refunds']['failed']}"),
         ("ledger invariants", "hold" if result["invariants"]["ok"] else "BROKEN"),
