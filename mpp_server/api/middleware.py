@@ -134,3 +134,22 @@ def locale_of(request: web.Request) -> str | None:
     if locale not in LOCALES:
         raise ValidationFailed("X-Locale must be ru-RU or kk-KZ")
     return locale
+
+
+def check_query(request: web.Request, allowed: frozenset[str]) -> None:
+    """Refuse unknown query parameters: a misspelt cursor must not silently restart."""
+    unknown = sorted(set(request.query) - allowed)
+    if unknown:
+        raise ValidationFailed(f"unknown query parameters {[u[:32] for u in unknown[:5]]}")
+
+
+def query_int(request: web.Request, name: str, default: int | None, low: int,
+              high: int) -> int | None:
+    """A whole-number query parameter within [low, high] (plain digits: int() would take
+    " +1_0 " too)."""
+    text = request.query.get(name)
+    if text is None:
+        return default
+    if not re.fullmatch(r"[0-9]{1,18}", text) or not low <= int(text) <= high:
+        raise ValidationFailed(f"{name} must be a whole number between {low} and {high}")
+    return int(text)

@@ -26,7 +26,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from mpp_server import __version__, errors, events
-from mpp_server.api import kaspi, wallet
+from mpp_server.api import kaspi, reconciliations, wallet
 from mpp_server.api.middleware import LOCALES
 from mpp_server.api.models import (
     CUSTOMER_ID_PATTERN,
@@ -275,6 +275,24 @@ ROUTES: tuple[Route, ...] = (
                        paymentId=PAYMENT_ID, refundId="Ref1234567", amount=50000,
                        createdAt=UNTIL)], next="1093-18")})},
           error_codes=("UNAUTHORIZED", "VALIDATION_ERROR")),
+    Route(("wallet",), "get", "/v1/reconciliations", "listReconciliations",
+          "Reconciliation runs against Kaspi's registries, newest first",
+          "One run per imported registry file (`python -m mpp_server reconcile`, "
+          "docs/reconciliation.md); `before` pages back by run id.", tag="back office",
+          params=(Param("limit", "query", {"type": "integer", "minimum": 1,
+                                           "maximum": reconciliations.LIST_MAX_LIMIT,
+                                           "default": 50}, "at most this many runs"),
+                  Param("before", "query", {"type": "string", "pattern": "^[1-9][0-9]{0,17}$"},
+                        "only runs with a smaller id (a run id)")),
+          answers={200: Answer("the runs", reconciliations.ReconciliationsOut)},
+          error_codes=("UNAUTHORIZED", "VALIDATION_ERROR")),
+    Route(("wallet",), "get", "/v1/reconciliations/{runId}", "getReconciliation",
+          "One reconciliation run with its discrepancies", tag="back office",
+          params=(Param("runId", "path", {"type": "string", "pattern": "^[0-9]{1,18}$"},
+                        "the run's id", required=True),),
+          answers={200: Answer("the run and its discrepancies",
+                               reconciliations.ReconciliationOut)},
+          error_codes=("UNAUTHORIZED", "NOT_FOUND", "VALIDATION_ERROR")),
     Route(("wallet",), "get", "/healthz", "healthz", "The process is alive", tag="probes",
           secured=False,
           answers={200: Answer("alive", HealthOut, {"ok": HealthOut(status="ok")})}),

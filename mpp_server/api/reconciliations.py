@@ -14,14 +14,15 @@ import asyncpg
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, PlainSerializer
 
-from mpp_server.api.middleware import json_response, path_param
+from mpp_server.api.middleware import check_query, json_response, path_param, query_int
 from mpp_server.api.models import Money, Timestamp
 from mpp_server.api.wallet import SERVICES
-from mpp_server.errors import NotFound, ValidationFailed
+from mpp_server.errors import NotFound
 from mpp_server.money import format_amount
 from mpp_server.reconcile import store
 
 LIST_MAX_LIMIT = 500
+LIST_QUERY = frozenset({"limit", "before"})
 
 
 def _signed(tiyn: int) -> str:
@@ -116,13 +117,10 @@ def run_out(run: asyncpg.Record, items: list[asyncpg.Record] | None = None
 
 
 async def list_reconciliations(request: web.Request) -> web.Response:
-    try:
-        limit = int(request.query.get("limit", "50"))
-        before = int(request.query["before"]) if "before" in request.query else None
-    except ValueError as exc:
-        raise ValidationFailed("limit and before must be whole numbers") from exc
-    if not 1 <= limit <= LIST_MAX_LIMIT:
-        raise ValidationFailed(f"limit must be between 1 and {LIST_MAX_LIMIT}")
+    check_query(request, LIST_QUERY)
+    limit = query_int(request, "limit", 50, 1, LIST_MAX_LIMIT)
+    before = query_int(request, "before", None, 1, 2**63 - 1)
+    assert limit is not None
     async with request.app[SERVICES].pool.acquire() as conn:
         runs = await store.list_runs(conn, limit, before)
     return json_response(ReconciliationsOut(reconciliations=[run_out(r) for r in runs]))
