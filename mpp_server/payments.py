@@ -251,12 +251,19 @@ async def _enqueue_notify(conn: Conn, payment_id: str, code: str, message: str,
         payment_id, code, message, amount_tiyn, hold_s)
 
 
+# A confirm that loses a race re-reads the payment; more rounds than this is a bug.
+CONFIRM_ROUNDS = 5
+
+
 async def confirm(svc: Services, payment_id: str, customer_id: str, amount_tiyn: int | None,
                   locale: str | None) -> asyncpg.Record:
+    """Validate the payment as read, then debit it in one statement that re-checks, under
+    the row lock, that it is still in the status validated (sql/005 payment_debit). A
+    request that loses the race (20 confirms at once) reads again and answers what the
+    winner did: never a second debit."""
     budget_s = svc.settings.confirm_budget_ms / 1000
-    failure: Exception | None = None
-    async with svc.pool.acquire() as conn, conn.transaction():
-        row = await _locked_payment(conn, payment_id, customer_id)
+    for _ in range(CONFIRM_ROUNDS):
+        row = await _read_payment(svc, payment_id, customer_id)
         status = row["status"]
         if status in (Status.PENDING, Status.COMPLETED, Status.DECLINED):
             # A repeated confirm: never a second debit, the same outcome.
@@ -271,33 +278,45 @@ async def confirm(svc: Services, payment_id: str, customer_id: str, amount_tiyn:
             raise InvalidState("payment is CANCELLED")
         amount = _confirm_amount(row, amount_tiyn)
         if _deadline_passed(row, svc.settings):
-            check_transition(status, Status.EXPIRED)
-            await conn.execute("UPDATE payments SET status = 'EXPIRED', updated_at = now() "
-                               "WHERE payment_id = $1", payment_id)
-            failure = PaymentExpired("the payment's canConfirmUntil has passed")
-        else:
-            failure = await _debit_or_decline(conn, row, amount, locale, budget_s)
-    if isinstance(failure, PaymentExpired):
+            await _expire(svc, row)
+            continue
+        outcome = await _debit_or_decline(svc, row, amount, locale, budget_s)
+        if outcome is None:
+            continue
+        answered = await svc.notifier.deliver_now(payment_id, budget_s)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return answered if answered is not None else await _read_payment(svc, payment_id,
+                                                                         customer_id)
+    raise AssertionError(f"payment {payment_id} kept changing during confirm")
+
+
+async def _expire(svc: Services, row: asyncpg.Record) -> None:
+    """canConfirmUntil has passed (less the safety margin): no debit, EXPIRED."""
+    check_transition(row["status"], Status.EXPIRED)
+    async with svc.pool.acquire() as conn:
+        done = await conn.execute(
+            "UPDATE payments SET status = 'EXPIRED', updated_at = now() "
+            "WHERE payment_id = $1 AND status = $2", row["payment_id"], row["status"])
+    if done == "UPDATE 1":
         PAYMENTS.labels("EXPIRED").inc()
-        raise failure
-    answered = await svc.notifier.deliver_now(payment_id, budget_s)
-    if failure is not None:
-        raise failure
-    return answered if answered is not None else await _read_payment(svc, payment_id,
-                                                                     customer_id)
+    # Either way the next read shows EXPIRED (or what won the race).
 
 
-async def _debit_or_decline(conn: Conn, row: asyncpg.Record, amount: int,
-                            locale: str | None, budget_s: float) -> Exception | None:
-    """Debit the customer and stage notifyPayment SUCCESS, or, without the money, stage
-    a PROCESS_FAIL notify so Kaspi closes the payment (sql/005: payment_debit).
-    Returns the error to answer."""
+async def _debit_or_decline(svc: Services, row: asyncpg.Record, amount: int,
+                            locale: str | None, budget_s: float) -> bool | Exception | None:
+    """Debit the customer and stage notifyPayment SUCCESS (True), or, without the money,
+    stage a PROCESS_FAIL notify so Kaspi closes the payment (the error to answer), in one
+    statement (sql/005 payment_debit). None: the payment changed since it was read."""
     payment_id, customer_id = row["payment_id"], row["customer_id"]
     check_transition(row["status"], Status.PENDING)
-    outcome = await conn.fetchval("SELECT payment_debit($1, $2, $3, $4, $5, $6)",
-                                  payment_id, customer_id, amount,
-                                  ledger.shard_for(payment_id), locale, budget_s)
+    async with svc.pool.acquire() as conn:
+        outcome = await conn.fetchval(
+            "SELECT payment_debit($1, $2, $3, $4, $5, $6, $7)", payment_id, customer_id,
+            row["status"], amount, ledger.shard_for(payment_id), locale, budget_s)
     if outcome == "DEBITED":
+        return True
+    if outcome == "CHANGED":
         return None
     assert outcome == InsufficientFunds.code, outcome
     check_transition(row["status"], Status.DECLINED)

@@ -9,11 +9,14 @@ CREATE FUNCTION settlement_account(p_shard int) RETURNS bigint LANGUAGE sql STAB
                               AND customer_id IS NULL
 $$;
 
--- Debit the customer for a payment the caller holds FOR UPDATE and has validated, and
+-- Debit the customer for a payment the caller validated in the status it read, and
 -- stage notifyPayment SUCCESS; or, without the money, decline it and stage a
--- PROCESS_FAIL notify so Kaspi closes it. Returns 'DEBITED' or 'INSUFFICIENT_FUNDS'.
-CREATE FUNCTION payment_debit(p_payment_id text, p_customer_id text, p_amount bigint,
-                              p_shard int, p_locale text, p_hold_s double precision)
+-- PROCESS_FAIL notify so Kaspi closes it. Returns 'DEBITED', 'INSUFFICIENT_FUNDS', or
+-- 'CHANGED' when the payment is no longer in the status the caller validated (another
+-- request won the race: the caller reads it again and answers what it finds).
+CREATE FUNCTION payment_debit(p_payment_id text, p_customer_id text,
+                              p_expected_status text, p_amount bigint, p_shard int,
+                              p_locale text, p_hold_s double precision)
 RETURNS text LANGUAGE plpgsql AS $$
 DECLARE
     v_account bigint;
@@ -21,6 +24,11 @@ DECLARE
     v_settlement bigint := settlement_account(p_shard);
     v_until timestamptz := now() + make_interval(secs => p_hold_s);
 BEGIN
+    PERFORM 1 FROM payments WHERE payment_id = p_payment_id AND status = p_expected_status
+                              AND customer_id = p_customer_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN 'CHANGED';
+    END IF;
     SELECT id INTO v_account FROM accounts WHERE customer_id = p_customer_id;
     IF FOUND THEN
         -- Both accounts in id order, as ledger_transfer does: no deadlock with a refund.
@@ -72,8 +80,6 @@ BEGIN
             VALUES ('payment.completed', payment.customer_id, p_payment_id,
                     payment.amount_tiyn);
         END IF;
-        UPDATE payments SET status = 'COMPLETED', link_receipt = p_link
-         WHERE payment_id = p_payment_id;
     ELSIF payment.status <> 'PENDING' THEN
         outcome := 'CONTRADICTED';
     ELSE
@@ -81,11 +87,18 @@ BEGIN
         SELECT id INTO v_account FROM accounts WHERE customer_id = payment.customer_id;
         PERFORM ledger_transfer('payment_return', p_payment_id, v_settlement, v_account,
                                 payment.amount_tiyn);
-        UPDATE payments SET status = 'DECLINED' WHERE payment_id = p_payment_id;
         INSERT INTO events (type, customer_id, payment_id, amount_tiyn)
         VALUES ('payment.declined', payment.customer_id, p_payment_id, payment.amount_tiyn);
     END IF;
-    UPDATE payments SET kaspi_result_code = p_code, kaspi_result_message = p_message,
+    -- One update of the row whatever the outcome (each update of an indexed status
+    -- writes every index entry again).
+    UPDATE payments
+       SET status = CASE outcome WHEN 'COMPLETED' THEN 'COMPLETED'
+                                 WHEN 'RECEIPT' THEN 'COMPLETED'
+                                 WHEN 'DECLINED' THEN 'DECLINED' ELSE status END,
+           link_receipt = CASE WHEN outcome IN ('COMPLETED', 'RECEIPT') THEN p_link
+                               ELSE link_receipt END,
+           kaspi_result_code = p_code, kaspi_result_message = p_message,
            kaspi_acknowledged = true, updated_at = now()
      WHERE payment_id = p_payment_id RETURNING * INTO payment;
     DELETE FROM notify_outbox WHERE payment_id = p_payment_id;
