@@ -442,6 +442,9 @@ async def measure(args: argparse.Namespace, dsn: str, procs: Processes) -> dict[
         transactions = await xacts(dsn) - xacts_before
         meter.begin()
         refunds = await refunds_phase(load, completed, args.duration, args.concurrency)
+        # The same path with few customers: latency without the queueing of a saturated box.
+        light = await payments_phase(load, "light", customers[:args.light_concurrency],
+                                     args.duration / 2, None, static_qrs, [])
         refund_cpu = meter.per_operation_ms(refunds.done + refunds.failed)
         echo = await echo_phase(http, procs, args.duration, args.concurrency)
     pg = await pg_insert_phase(dsn, args.duration, args.pg_connections)
@@ -463,6 +466,9 @@ async def measure(args: argparse.Namespace, dsn: str, procs: Processes) -> dict[
         "refunds": summary(refunds),
         "confirm_latency_ms": latency_ms(dynamic.confirm_s + static.confirm_s),
         "scan_latency_ms": latency_ms(dynamic.scan_s + static.scan_s),
+        "light_load": {"concurrency": args.light_concurrency, "per_s": round(light.rate, 1),
+                       "confirm_latency_ms": latency_ms(light.confirm_s),
+                       "scan_latency_ms": latency_ms(light.scan_s), "failed": light.failed},
         "cpu_ms_per_payment": payment_cpu,
         "cpu_ms_per_refund": refund_cpu,
         "db_round_trips_per_payment": round(queries / paid, 2) if paid else None,
@@ -493,6 +499,12 @@ def table(result: dict[str, Any]) -> str:
             str(v) for v in result["confirm_latency_ms"].values())),
         ("scan latency p50/p95/p99 ms", "/".join(
             str(v) for v in result["scan_latency_ms"].values())),
+        (f"light load ({result['light_load']['concurrency']} customers) payments/s",
+         result["light_load"]["per_s"]),
+        ("  confirm latency p50/p95/p99 ms", "/".join(
+            str(v) for v in result["light_load"]["confirm_latency_ms"].values())),
+        ("  scan latency p50/p95/p99 ms", "/".join(
+            str(v) for v in result["light_load"]["scan_latency_ms"].values())),
         ("DB round trips per payment", result["db_round_trips_per_payment"]),
         ("DB transactions per payment", result["db_transactions_per_payment"]),
         ("limit: aiohttp JSON echo req/s", result["limits"]["echo_req_per_s"]),
@@ -516,6 +528,8 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2, help="server processes")
     parser.add_argument("--pool", type=int, default=20, help="DB pool per server process")
     parser.add_argument("--pg-connections", type=int, default=16)
+    parser.add_argument("--light-concurrency", type=int, default=4,
+                        help="customers in the light-load latency phase")
     parser.add_argument("--expected-rate", type=float, default=1500.0,
                         help="Dynamic QR codes prepared per second of the Dynamic phase")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/latest.json")
@@ -525,7 +539,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.smoke:
         args.duration, args.concurrency, args.workers, args.pool = 1.0, 4, 1, 5
-        args.expected_rate, args.pg_connections = 200.0, 2
+        args.expected_rate, args.pg_connections, args.light_concurrency = 200.0, 2, 2
     try:
         import uvloop
         runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
