@@ -52,6 +52,14 @@ def _owner() -> str | None:
     raise SystemExit("running as root and no 'postgres' user exists to own the database")
 
 
+def is_running(data_dir: Path) -> bool:
+    if not (data_dir / "PG_VERSION").exists():
+        return False
+    status = _run_as_owner([_pg_bin("pg_ctl"), "-D", str(data_dir.resolve()), "status"],
+                           _owner())
+    return status.returncode == 0
+
+
 def ensure_postgres(data_dir: Path, port: int = DEFAULT_PORT) -> str:
     """Start (initdb if needed) the private cluster and return its DSN."""
     data_dir = data_dir.resolve()
@@ -72,8 +80,7 @@ def ensure_postgres(data_dir: Path, port: int = DEFAULT_PORT) -> str:
         if res.returncode != 0:
             raise SystemExit(f"initdb failed:\n{res.stdout}\n{res.stderr}")
     dsn = f"postgresql://{SUPERUSER}@127.0.0.1:{port}/postgres"
-    status = _run_as_owner([_pg_bin("pg_ctl"), "-D", str(data_dir), "status"], owner)
-    if status.returncode == 0:
+    if is_running(data_dir):
         return dsn
     opts = (f"-c listen_addresses=127.0.0.1 -c port={port} "
             f"-c unix_socket_directories={data_dir} "

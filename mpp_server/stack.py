@@ -2,7 +2,7 @@
 
 A private PostgreSQL (unless DATABASE_URL is set), the migrations, the Kaspi simulator
 and the server, in the foreground until Ctrl-C, which stops everything it started.
-The private PostgreSQL keeps running between runs (`make stop-devdb` stops it).
+The private PostgreSQL is stopped on exit if this run started it.
 """
 
 from __future__ import annotations
@@ -62,8 +62,12 @@ def main(argv: list[str]) -> int:
                     "migrations, start the Kaspi simulator and the server; Ctrl-C stops all.")
     parser.parse_args(argv)
     env = dict(os.environ)
+    started_postgres: Path | None = None
     if not env.get("DATABASE_URL"):
-        admin = devdb.ensure_postgres(Path(env.get("MPP_DEVDB_DIR", ".data/pg")),
+        data_dir = Path(env.get("MPP_DEVDB_DIR", ".data/pg"))
+        if not devdb.is_running(data_dir):
+            started_postgres = data_dir
+        admin = devdb.ensure_postgres(data_dir,
                                       int(env.get("MPP_DEVDB_PORT", devdb.DEFAULT_PORT)))
         env["DATABASE_URL"] = asyncio.run(_ensure_database(admin, APP_DATABASE))
         print(f"stack: private PostgreSQL, database {APP_DATABASE!r} (data in .data/pg)")
@@ -79,6 +83,9 @@ def main(argv: list[str]) -> int:
         print(f"stack: WALLET_API_TOKENS was unset; this run's token: {env['WALLET_API_TOKENS']}")
     wallet_listen = env.get("WALLET_LISTEN", defaults.wallet_listen)
     procs: list[subprocess.Popen[bytes]] = []
+    # Installed explicitly: a shell that starts us in the background ignores SIGINT.
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         sim = subprocess.Popen([sys.executable, "-m", "mpp_server", "simulator"], env=env)
         procs.append(sim)
@@ -88,7 +95,6 @@ def main(argv: list[str]) -> int:
         print(f"stack: ready. wallet API http://{wallet_listen}, Kaspi-facing "
               f"http://{env['KASPI_LISTEN']}, simulator http://{env['SIMULATOR_LISTEN']}, "
               f"Kaspi at {env.get('KASPI_BASE_URL', defaults.kaspi_base_url)}. Ctrl-C stops.")
-        signal.signal(signal.SIGTERM, _interrupt)
         while all(p.poll() is None for p in procs):
             time.sleep(0.5)
         print("stack: a process exited; stopping the others", file=sys.stderr)
@@ -105,3 +111,8 @@ def main(argv: list[str]) -> int:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        if started_postgres is not None:
+            # Ctrl-C stops everything this run started; a cluster that was already
+            # running (make test's, say) is left as it was.
+            devdb.stop_postgres(started_postgres)
+            print("stack: private PostgreSQL stopped")
