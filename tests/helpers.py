@@ -117,6 +117,15 @@ async def complete_payment(stack: Any, customer_id: str, amount: str = "100.00"
     return dict(body)
 
 
+async def transfers_of(stack: Any, kind: str, reference: str) -> int:
+    """How many ledger transfers of `kind` were made for a paymentId/refundId."""
+    async with stack.pool.acquire() as conn:
+        count: int = await conn.fetchval(
+            "SELECT count(*) FROM transfers WHERE kind = $1 AND reference = $2", kind,
+            reference)
+    return count
+
+
 async def assert_books_balanced(stack: Any) -> None:
     async with stack.pool.acquire() as conn:
         report = await ledger.check_invariants(conn)

@@ -20,18 +20,11 @@ from tests.helpers import (
     payment,
     scan,
     sim_payment,
+    transfers_of,
     wait_status,
 )
 
 pytestmark = pytest.mark.usefixtures("clean_faults")
-
-
-async def debits_of(stack: Any, payment_id: str) -> int:
-    async with stack.pool.acquire() as conn:
-        count: int = await conn.fetchval(
-            "SELECT count(*) FROM transfers WHERE kind = 'payment_debit' AND reference = $1",
-            payment_id)
-    return count
 
 
 async def test_dynamic_qr_pays_the_scanned_amount(stack: Any) -> None:
@@ -155,7 +148,7 @@ async def test_expired_payment_is_not_debited(stack: Any) -> None:
     assert status == 409 and body["error"]["code"] == "PAYMENT_EXPIRED", body
     assert await balance(stack, customer) == "100.00"
     assert (await payment(stack, payment_id))["status"] == "EXPIRED"
-    assert await debits_of(stack, payment_id) == 0
+    assert await transfers_of(stack, "payment_debit", payment_id) == 0
 
 
 async def test_expired_qr_code_is_refused_at_scan(stack: Any) -> None:
@@ -174,7 +167,7 @@ async def test_insufficient_funds_closes_the_payment_without_debit(stack: Any) -
     status, body = await confirm(stack, payment_id, customer)
     assert status == 409 and body["error"]["code"] == "INSUFFICIENT_FUNDS", body
     assert await balance(stack, customer) == "50.00"
-    assert await debits_of(stack, payment_id) == 0
+    assert await transfers_of(stack, "payment_debit", payment_id) == 0
     shown = await payment(stack, payment_id)
     assert shown["status"] == "DECLINED" and shown["declineReason"] == "INSUFFICIENT_FUNDS"
     assert shown["kaspiAcknowledged"]
@@ -219,7 +212,7 @@ async def test_twenty_concurrent_confirms_debit_once(stack: Any) -> None:
     assert {body["status"] for _, body in answers} <= {"PENDING", "COMPLETED"}
     await wait_status(stack, payment_id, "COMPLETED")
     assert await balance(stack, customer) == "70.00"
-    assert await debits_of(stack, payment_id) == 1
+    assert await transfers_of(stack, "payment_debit", payment_id) == 1
     assert (await sim_payment(stack, payment_id))["status"] == "COMPLETED"
 
 
@@ -235,7 +228,7 @@ async def test_notify_timeouts_are_retried_until_kaspi_answers(stack: Any) -> No
     done = await wait_status(stack, payment_id, "COMPLETED")
     assert done["linkReceipt"]
     assert await balance(stack, customer) == "60.00"
-    assert await debits_of(stack, payment_id) == 1
+    assert await transfers_of(stack, "payment_debit", payment_id) == 1
     kaspi = await sim_payment(stack, payment_id)
     assert kaspi["status"] == "COMPLETED" and kaspi["notifyCount"] >= 1
 
@@ -252,7 +245,7 @@ async def test_lost_reply_is_applied_once(stack: Any) -> None:
     kaspi = await sim_payment(stack, payment_id)
     assert kaspi["status"] == "COMPLETED" and kaspi["notifyCount"] == 2
     assert await balance(stack, customer) == "75.00"
-    assert await debits_of(stack, payment_id) == 1
+    assert await transfers_of(stack, "payment_debit", payment_id) == 1
     async with stack.pool.acquire() as conn:
         completed = await conn.fetchval(
             "SELECT count(*) FROM events WHERE type = 'payment.completed' AND payment_id = $1",

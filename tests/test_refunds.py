@@ -24,6 +24,7 @@ from tests.helpers import (
     payment,
     scan,
     sim,
+    transfers_of,
 )
 
 pytestmark = pytest.mark.usefixtures("clean_faults")
@@ -50,14 +51,6 @@ async def sim_refund(stack: Any, payment_id: str, amount: str, **extra: Any) -> 
                              {"paymentId": payment_id, "amount": amount, **extra})
     assert status == 200, body
     return dict(body)
-
-
-async def credits_of(stack: Any, refund_id: str) -> int:
-    async with stack.pool.acquire() as conn:
-        count: int = await conn.fetchval(
-            "SELECT count(*) FROM transfers WHERE kind = 'refund_credit' AND reference = $1",
-            refund_id)
-    return count
 
 
 async def test_full_refund_credits_the_customer(stack: Any) -> None:
@@ -97,7 +90,7 @@ async def test_twenty_concurrent_copies_credit_once(stack: Any) -> None:
     assert {status for status, _ in answers} == {200}
     assert all(a == answers[0][1] for _, a in answers)
     assert answers[0][1]["result"]["resultCode"] == "SUCCESS"
-    assert await credits_of(stack, body["refundId"]) == 1
+    assert await transfers_of(stack, "refund_credit", body["refundId"]) == 1
     assert await balance(stack, customer) == "20.00"
     # A later repeat: the same answer, no second credit.
     assert await post_refund(stack, body) == answers[0]
@@ -197,7 +190,7 @@ async def test_lost_refund_reply_is_retried_and_credits_once(stack: Any) -> None
     done = await complete_payment(stack, customer, "60.00")
     answer = await sim_refund(stack, done["paymentId"], "60.00", loseReplies=2)
     assert answer["resultCode"] == "SUCCESS" and answer["attempts"] == 3, answer
-    assert await credits_of(stack, answer["refundId"]) == 1
+    assert await transfers_of(stack, "refund_credit", answer["refundId"]) == 1
     assert await balance(stack, customer) == "60.00"
 
 
