@@ -73,3 +73,13 @@ DB_QUERIES = Counter(
     "mpp_db_queries_total",
     "Statements sent to PostgreSQL (BEGIN/COMMIT included); counted only when "
     "DB_QUERY_METRICS=true, as the benchmark does", registry=REGISTRY)
+
+# Series that alerts watch with increase(): exported at 0 from the start, so the first
+# event is an increase and not the series' first appearance.
+for _outcome in ("COMPLETED", "DECLINED", "CANCELLED", "EXPIRED", "INSUFFICIENT_FUNDS"):
+    PAYMENTS.labels(_outcome)
+for _kind in ("notify_declined_completed_payment", "unknown_notify_code",
+              "refund_for_declined_payment", "registry_confirms_declined_payment"):
+    MONEY_ALARMS.labels(_kind)
+for _code in ("SUCCESS", "PARAM_ILLEGAL"):
+    REFUNDS.labels(_code)
