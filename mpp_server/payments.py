@@ -136,25 +136,26 @@ async def scan(svc: Services, qr_code: str, customer_id: str, locale: str) -> Sc
     return ScanOutcome(qr_type, merchant, row, service, None)
 
 
-async def _locked_payment(conn: Conn, payment_id: str,
-                          customer_id: str) -> asyncpg.Record:
-    row = await conn.fetchrow("SELECT * FROM payments WHERE payment_id = $1 FOR UPDATE",
-                              payment_id)
+def _customers_payment(row: asyncpg.Record | None, payment_id: str,
+                       customer_id: str) -> asyncpg.Record:
     if row is None:
         raise NotFound(f"payment {payment_id!r} not found")
     if row["customer_id"] != customer_id:
         raise CustomerMismatch("customerId differs from the one that scanned this payment")
     return row
+
+
+async def _locked_payment(conn: Conn, payment_id: str,
+                          customer_id: str) -> asyncpg.Record:
+    row = await conn.fetchrow("SELECT * FROM payments WHERE payment_id = $1 FOR UPDATE",
+                              payment_id)
+    return _customers_payment(row, payment_id, customer_id)
 
 
 async def _read_payment(svc: Services, payment_id: str, customer_id: str) -> asyncpg.Record:
     async with svc.pool.acquire() as conn:
         row = await conn.fetchrow("SELECT * FROM payments WHERE payment_id = $1", payment_id)
-    if row is None:
-        raise NotFound(f"payment {payment_id!r} not found")
-    if row["customer_id"] != customer_id:
-        raise CustomerMismatch("customerId differs from the one that scanned this payment")
-    return row
+    return _customers_payment(row, payment_id, customer_id)
 
 
 def _fill_parameters(service: dict[str, Any],

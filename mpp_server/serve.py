@@ -108,7 +108,6 @@ class Runtime:
     """Everything one server process owns; `start()` then `stop()`."""
 
     settings: Settings
-    run_worker: bool = True
     wallet_url: str = ""
     kaspi_url: str = ""
     _runners: list[web.AppRunner] = field(default_factory=list)
@@ -133,8 +132,7 @@ class Runtime:
         self.services = payments.Services(self._pool, kaspi, s, notifier)
         self.wallet_url = await self._listen(create_wallet_app(self.services), s.wallet_listen)
         self.kaspi_url = await self._listen(create_kaspi_app(self.services), s.kaspi_listen)
-        if self.run_worker:
-            self._tasks.append(asyncio.create_task(notifier.run()))
+        self._tasks.append(asyncio.create_task(notifier.run()))
         self._tasks.append(asyncio.create_task(
             housekeeping(self._pool, s.gauges_refresh_ms / 1000)))
         log.info("mpp-server started", extra={"wallet": self.wallet_url,

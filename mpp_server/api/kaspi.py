@@ -18,7 +18,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 
 from mpp_server import jsonutil, refunds
-from mpp_server.api.middleware import Handler, route_name
+from mpp_server.api.middleware import Handler, describe_validation, route_name
 from mpp_server.api.models import Amount, StoredText
 from mpp_server.config import Settings
 from mpp_server.kaspi.codes import ResultCode
@@ -84,9 +84,7 @@ def parse_refund(raw: bytes) -> RefundIn:
 
 def _describe(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
-        err = exc.errors(include_url=False)[0]
-        where = ".".join(str(p) for p in err["loc"]) or "body"
-        return f"{where}: {str(err['msg']).removeprefix('Value error, ')}"
+        return describe_validation(exc, limit=1)
     return str(exc)[:200]
 
 

@@ -97,9 +97,10 @@ async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamRespo
     return await handler(request)
 
 
-def _describe(exc: ValidationError) -> str:
+def describe_validation(exc: ValidationError, limit: int = 5) -> str:
+    """`field: why` for the first `limit` errors, as both listeners answer them."""
     parts = []
-    for err in exc.errors(include_url=False)[:5]:
+    for err in exc.errors(include_url=False)[:limit]:
         where = ".".join(str(p) for p in err["loc"]) or "body"
         msg = str(err["msg"]).removeprefix("Value error, ")
         parts.append(f"{where}: {msg}")
@@ -117,7 +118,7 @@ async def parse_body(request: web.Request, model: type[M]) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ValidationFailed(_describe(exc)) from exc
+        raise ValidationFailed(describe_validation(exc)) from exc
 
 
 def path_param(request: web.Request, name: str, pattern: str) -> str:

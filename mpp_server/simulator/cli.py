@@ -6,42 +6,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import sys
-import time
-from typing import Any
 
 import pydantic
 from aiohttp import web
 
 from mpp_server.config import parse_listen
+from mpp_server.logs import setup_logging
 from mpp_server.simulator.app import create_app
 from mpp_server.simulator.settings import SimulatorSettings
-
-# LogRecord's own attributes; anything else was passed with `extra=` and is logged.
-_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message"}
-
-
-class JsonLines(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
-            "level": record.levelname, "logger": record.name, "msg": record.getMessage(),
-        }
-        line.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
-        if record.exc_info:
-            line["exc"] = self.formatException(record.exc_info)
-        return json.dumps(line, ensure_ascii=False, default=str)
-
-
-def _setup_logging() -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonLines())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
 
 
 def _event_loop() -> asyncio.AbstractEventLoop:
@@ -73,11 +47,13 @@ def main(argv: list[str]) -> int:
     except (pydantic.ValidationError, ValueError) as exc:
         print(f"simulator: bad settings: {exc}", file=sys.stderr)
         return 2
-    _setup_logging()
+    setup_logging("INFO")
+    access = args.access_log or settings.sim_access_log
+    if access:
+        logging.getLogger("aiohttp.access").setLevel(logging.INFO)
     log = logging.getLogger("mpp_server.simulator")
     log.info("simulator starting", extra={"listen": f"{host}:{port}",
                                           "mppRefundUrl": settings.sim_mpp_refund_url})
-    access = args.access_log or settings.sim_access_log
     web.run_app(create_app(settings), host=host, port=port, print=None,
                 access_log=logging.getLogger("aiohttp.access") if access else None,
                 shutdown_timeout=5, loop=_event_loop())
