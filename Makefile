@@ -22,8 +22,9 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check mpp_server tests bench
 	$(PY) -m mypy
-	DATABASE_URL="$${DATABASE_URL:-$$($(PY) -m mpp_server devdb)}" \
-	  $(PY) -m pytest $(PYTEST_ARGS)
+	@# A private PostgreSQL that fails to start stops here, not in every test.
+	dsn="$${DATABASE_URL:-$$($(PY) -m mpp_server devdb)}" && \
+	  DATABASE_URL="$$dsn" $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check mpp_server tests bench
