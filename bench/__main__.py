@@ -37,13 +37,18 @@ TOKEN = "bench-" + secrets.token_hex(8)
 CALLER = "MPPSERVER"
 
 
-def free_port() -> int:
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free loopback ports (all held open together, so none repeats)."""
     import socket
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 async def gather_limited(coros: list[Any], limit: int = 32) -> list[Any]:
@@ -145,13 +150,21 @@ class Processes:
 
     def __init__(self, log_dir: Path) -> None:
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.names: dict[int, str] = {}
         self.log_dir = log_dir
         log_dir.mkdir(parents=True, exist_ok=True)
 
-    def start(self, name: str, args: list[str], env: dict[str, str]) -> None:
+    def start(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         log = (self.log_dir / f"{name}.log").open("wb")
-        self.procs.append(subprocess.Popen(args, env={**os.environ, **env}, stdout=log,
-                                           stderr=subprocess.STDOUT))
+        proc = subprocess.Popen(args, env={**os.environ, **env}, stdout=log,
+                                stderr=subprocess.STDOUT)
+        self.procs.append(proc)
+        self.names[proc.pid] = name
+        return proc
+
+    def log_tail(self, proc: subprocess.Popen[bytes], chars: int = 3000) -> str:
+        path = self.log_dir / f"{self.names[proc.pid]}.log"
+        return path.read_text(errors="replace")[-chars:] if path.exists() else ""
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -164,9 +177,14 @@ class Processes:
                 proc.kill()
 
 
-async def wait_ready(http: aiohttp.ClientSession, url: str, timeout_s: float = 30) -> None:
+async def wait_ready(http: aiohttp.ClientSession, url: str, procs: Processes,
+                     proc: subprocess.Popen[bytes], timeout_s: float = 30) -> None:
+    """Until `url` answers 200; a child that exits first ends the bench with its log."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{url}: process exited with {proc.returncode} before it was "
+                             f"ready; its log ends with:\n{procs.log_tail(proc)}")
         with suppress(aiohttp.ClientError):
             async with http.get(url) as resp:
                 if resp.status == 200:
@@ -310,7 +328,7 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print
 
 async def echo_phase(http: aiohttp.ClientSession, procs: Processes, duration_s: float,
                      concurrency: int) -> Phase:
-    port = free_port()
+    [port] = free_ports(1)
     procs.start("echo", [sys.executable, "-c", ECHO_SERVER, str(port)], {})
     url = f"http://127.0.0.1:{port}/echo"
     deadline = time.monotonic() + 15
@@ -404,24 +422,27 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def measure(args: argparse.Namespace, dsn: str, procs: Processes) -> dict[str, Any]:
-    sim_port = free_port()
+    sim_port, *server_ports = free_ports(1 + 2 * args.workers)
     sim = f"http://127.0.0.1:{sim_port}"
     wallets, kaspis = [], []
-    procs.start("simulator", [sys.executable, "-m", "mpp_server", "simulator"],
-                {"SIMULATOR_LISTEN": f"127.0.0.1:{sim_port}", "SIM_CALLER_NAMES": CALLER})
+    sim_proc = procs.start("simulator", [sys.executable, "-m", "mpp_server", "simulator"],
+                           {"SIMULATOR_LISTEN": f"127.0.0.1:{sim_port}",
+                            "SIM_CALLER_NAMES": CALLER})
+    servers = []
     for i in range(args.workers):
-        wallet_port, kaspi_port = free_port(), free_port()
+        wallet_port, kaspi_port = server_ports[2 * i], server_ports[2 * i + 1]
         wallets.append(f"http://127.0.0.1:{wallet_port}")
         kaspis.append(f"http://127.0.0.1:{kaspi_port}")
-        procs.start(f"server{i}", [sys.executable, "-m", "mpp_server", "serve"], {
+        servers.append(procs.start(f"server{i}", [sys.executable, "-m", "mpp_server", "serve"], {
             "DATABASE_URL": dsn, "KASPI_BASE_URL": sim, "KASPI_CALLER_NAME": CALLER,
             "WALLET_API_TOKENS": TOKEN, "WALLET_LISTEN": f"127.0.0.1:{wallet_port}",
             "KASPI_LISTEN": f"127.0.0.1:{kaspi_port}", "DB_QUERY_METRICS": "true",
-            "DB_POOL_MAX": str(args.pool), "LOG_LEVEL": "WARNING"})
+            "DB_POOL_MAX": str(args.pool), "LOG_LEVEL": "WARNING"}))
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as http:
-        for base in wallets:
-            await wait_ready(http, base + "/readyz")
+        await wait_ready(http, sim + "/sim/healthz", procs, sim_proc)
+        for base, server in zip(wallets, servers, strict=True):
+            await wait_ready(http, base + "/readyz", procs, server)
         load = Load(http, wallets, kaspis, sim)
         customers = [f"77{i:010d}" for i in range(args.concurrency)]
         await gather_limited([
