@@ -91,6 +91,7 @@ def main(argv: list[str]) -> int:
         procs.append(sim)
         server = subprocess.Popen([sys.executable, "-m", "mpp_server", "serve"], env=env)
         procs.append(server)
+        _wait_http(f"http://{env['SIMULATOR_LISTEN']}/sim/healthz", 30, sim)
         _wait_http(f"http://{wallet_listen}/readyz", 30, server)
         print(f"stack: ready. wallet API http://{wallet_listen}, Kaspi-facing "
               f"http://{env['KASPI_LISTEN']}, simulator http://{env['SIMULATOR_LISTEN']}, "
