@@ -1,17 +1,23 @@
 """The notifyPayment outbox: retried until Kaspi answers (regulation §4.3).
 
 A row in notify_outbox is a decision already committed (debited, cancelled, declined)
-that Kaspi has not acknowledged yet. One attempt = one transaction that locks the row
-with FOR UPDATE SKIP LOCKED, calls Kaspi while holding the lock, and applies the answer
-before committing. So two processes never notify one payment at the same time, an
-answer is applied once, and a process killed mid-call leaves the row to the next one
-(its lock dies with its connection). Policy table: docs/notify-policy.md.
+that Kaspi has not acknowledged yet. The request that decided sends the first
+notifyPayment under a lease: the row's next_attempt_at, set by the same transaction,
+keeps every worker away until then, and the call's timeout ends before it (no row lock:
+one round trip). Every later attempt, by that request or by any process's worker, is one
+transaction that locks the row with FOR UPDATE SKIP LOCKED, calls Kaspi while holding
+the lock, and applies the answer before committing; a process killed mid-call leaves the
+row to the next one (its lock dies with its connection). Applying an answer deletes the
+row first (sql/007), so an answer is applied once even if a stalled lease holder and a
+worker both sent (Kaspi answers a repeated notify the same). Policy and the overlap
+argument: docs/notify-policy.md.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from enum import Enum
 
 import asyncpg
@@ -40,6 +46,40 @@ class Attempt(Enum):
     SKIPPED = "skipped"     # the row is gone, not due, or another process holds it
 
 
+# The lease holder's call must end this long before its lease does (the worker polls
+# for due rows); with less than MIN_LEASED_CALL_S left it takes the row lock instead.
+LEASE_MARGIN_S = 0.5
+MIN_LEASED_CALL_S = 0.1
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A notifyPayment staged in the outbox: what to send Kaspi."""
+
+    payment_id: str
+    mpp_payment_id: str
+    customer_id: str
+    amount_tiyn: int | None
+    result_code: str
+    result_message: str
+    locale: str
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> Notice:
+        """From an outbox row joined with its payment's customer, id and locale."""
+        return cls(row["payment_id"], str(row["mpp_payment_id"]), row["customer_id"],
+                   row["amount_tiyn"], row["result_code"], row["result_message"],
+                   row["locale"])
+
+    def request(self) -> NotifyRequest:
+        return NotifyRequest(
+            result=OutResult(resultCode=self.result_code, resultMessage=self.result_message),
+            payment=NotifyPayment(paymentId=self.payment_id,
+                                  mppPaymentId=self.mpp_payment_id,
+                                  paymentAmount=self.amount_tiyn),
+            customerId=self.customer_id)
+
+
 class Notifier:
     def __init__(self, pool: asyncpg.Pool, kaspi: KaspiClient, *, initial_backoff_s: float,
                  max_backoff_s: float, concurrency: int, poll_interval_s: float) -> None:
@@ -58,7 +98,8 @@ class Notifier:
 
     async def attempt(self, payment_id: str, *, due_only: bool
                       ) -> tuple[Attempt, asyncpg.Record | None]:
-        """One attempt; with ANSWERED, the payment row as the answer left it."""
+        """One attempt under the row lock; with ANSWERED, the payment row as the answer
+        left it."""
         async with self._pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
                 """SELECT o.*, p.customer_id, p.mpp_payment_id, p.locale
@@ -67,44 +108,72 @@ class Notifier:
                    FOR UPDATE OF o SKIP LOCKED""", payment_id, due_only)
             if row is None:
                 return Attempt.SKIPPED, None
-            request = NotifyRequest(
-                result=OutResult(resultCode=row["result_code"],
-                                 resultMessage=row["result_message"]),
-                payment=NotifyPayment(paymentId=payment_id,
-                                      mppPaymentId=str(row["mpp_payment_id"]),
-                                      paymentAmount=row["amount_tiyn"]),
-                customerId=row["customer_id"])
-            try:
-                answer = await self._kaspi.notify_payment(request, row["locale"])
-                reason = None if is_final_notify_answer(answer.result.resultCode) \
-                    else answer.result.resultCode
-            except KaspiNoAnswer as exc:
-                answer, reason = None, exc.reason
-            if answer is None or reason is not None:
-                attempts = row["attempts"] + 1
-                await conn.execute(
-                    """UPDATE notify_outbox SET attempts = $2, last_error = $3,
-                              next_attempt_at = now() + make_interval(secs => $4)
-                       WHERE payment_id = $1""",
-                    payment_id, attempts, reason, self.backoff_s(attempts))
-                NOTIFY_RETRIES.labels(reason or "UNKNOWN").inc()
-                log.warning("notifyPayment not answered, will retry",
-                            extra={"payment_id": payment_id, "reason": reason,
-                                   "attempts": attempts})
+            notice = Notice.from_row(row)
+            answer, reason = await self._send(notice, None)
+            if answer is None:
+                await self._record_retry(conn, payment_id, row["attempts"] + 1, reason)
                 return Attempt.RETRY, None
-            return Attempt.ANSWERED, await _apply_answer(conn, row, answer)
+            return Attempt.ANSWERED, await _apply_answer(conn, notice, answer)
 
-    async def deliver_now(self, payment_id: str, budget_s: float) -> asyncpg.Record | None:
+    async def _leased_attempt(self, notice: Notice, time_left_s: float
+                              ) -> tuple[Attempt, asyncpg.Record | None]:
+        """The deciding request's first attempt: the outbox row is leased to it until
+        its next_attempt_at, so no lock and no transaction are held across the call."""
+        answer, reason = await self._send(notice, time_left_s)
+        async with self._pool.acquire() as conn:
+            if answer is None:
+                await self._record_retry(conn, notice.payment_id, 1, reason)
+                return Attempt.RETRY, None
+            return Attempt.ANSWERED, await _apply_answer(conn, notice, answer)
+
+    async def _send(self, notice: Notice, timeout_s: float | None
+                    ) -> tuple[NotifyResponse | None, str]:
+        """Kaspi's final answer, or None and why there is none (no answer, or an answer
+        that says nothing about the payment: docs/notify-policy.md)."""
+        try:
+            answer = await self._kaspi.notify_payment(notice.request(), notice.locale,
+                                                      timeout_s=timeout_s)
+        except KaspiNoAnswer as exc:
+            return None, exc.reason
+        code = answer.result.resultCode
+        return (answer, "") if is_final_notify_answer(code) else (None, code)
+
+    async def _record_retry(self, conn: Conn, payment_id: str, attempts: int,
+                            reason: str) -> None:
+        await conn.execute(
+            """UPDATE notify_outbox SET attempts = attempts + 1, last_error = $2,
+                      next_attempt_at = now() + make_interval(secs => $3)
+               WHERE payment_id = $1""",
+            payment_id, reason, self.backoff_s(attempts))
+        NOTIFY_RETRIES.labels(reason or "UNKNOWN").inc()
+        log.warning("notifyPayment not answered, will retry",
+                    extra={"payment_id": payment_id, "reason": reason, "attempts": attempts})
+
+    async def deliver_now(self, payment_id: str, budget_s: float,
+                          leased: tuple[Notice, float] | None = None
+                          ) -> asyncpg.Record | None:
         """Try within the request's time budget; the worker carries on after it.
+        `leased`: what the deciding request staged, and when (event-loop time) the
+        lease its transaction set ends; the first attempt then runs under the lease.
         Returns the payment row when Kaspi answered within the budget."""
         if budget_s <= 0:
             return None
+        loop = asyncio.get_running_loop()
+        lease = [leased] if leased is not None else []
+
+        async def one() -> tuple[Attempt, asyncpg.Record | None]:
+            if lease:
+                notice, lease_ends = lease.pop()
+                time_left = lease_ends - loop.time() - LEASE_MARGIN_S
+                if time_left >= MIN_LEASED_CALL_S:
+                    return await self._leased_attempt(notice, time_left)
+            return await self.attempt(payment_id, due_only=False)
+
         retrying = AsyncRetrying(
             stop=stop_after_delay(budget_s), wait=self._wait, reraise=False,
             retry=retry_if_result(lambda outcome: outcome[0] is Attempt.RETRY),
             retry_error_callback=lambda state: (Attempt.RETRY, None))
-        result: tuple[Attempt, asyncpg.Record | None] = await retrying(
-            self.attempt, payment_id, due_only=False)
+        result: tuple[Attempt, asyncpg.Record | None] = await retrying(one)
         outcome, payment = result
         if outcome is Attempt.SKIPPED:
             await self._wait_for_other(payment_id, budget_s)
@@ -161,17 +230,17 @@ class Notifier:
                 await asyncio.sleep(self._poll_interval_s)
 
 
-async def _apply_answer(conn: Conn, row: asyncpg.Record,
+async def _apply_answer(conn: Conn, notice: Notice,
                         answer: NotifyResponse) -> asyncpg.Record:
-    """Apply Kaspi's final answer in the attempt's transaction (sql/005:
-    apply_notify_answer): COMPLETED with the receipt, or DECLINED with the debit returned
-    in the same transaction. Returns the payment row."""
-    payment_id = row["payment_id"]
+    """Apply Kaspi's final answer (sql/007: apply_notify_answer): COMPLETED with the
+    receipt, or DECLINED with the debit returned in the same transaction; nothing when
+    it was applied already. Returns the payment row."""
+    payment_id = notice.payment_id
     code = answer.result.resultCode
     applied = await conn.fetchrow(
         "SELECT a.outcome, (a.payment).* FROM apply_notify_answer($1, $2, $3, $4, $5, $6) a",
-        payment_id, row["result_code"], code, answer.result.resultMessage, answer.linkReceipt,
-        ledger.shard_for(payment_id))
+        payment_id, notice.result_code, code, answer.result.resultMessage,
+        answer.linkReceipt, ledger.shard_for(payment_id))
     assert applied is not None
     outcome: str = applied["outcome"]
     if outcome in ("COMPLETED", "DECLINED"):
@@ -179,7 +248,7 @@ async def _apply_answer(conn: Conn, row: asyncpg.Record,
     if outcome == "DECLINED":
         log.info("payment declined by Kaspi, debit returned",
                  extra={"payment_id": payment_id, "result_code": code,
-                        "customer": mask_customer(row["customer_id"])})
+                        "customer": mask_customer(notice.customer_id)})
         if code not in ResultCode.__members__:
             MONEY_ALARMS.labels("unknown_notify_code").inc()
     elif outcome == "CONTRADICTED":

@@ -7,11 +7,12 @@ The debit and the status PENDING commit together with the notifyPayment outbox r
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import asyncpg
 
@@ -34,6 +35,7 @@ from mpp_server.kaspi.models import CheckoutParameter, CheckoutRequest, ScanRequ
 from mpp_server.logs import mask_customer
 from mpp_server.metrics import PAYMENTS
 from mpp_server.money import is_whole_tenge
+from mpp_server.notifier import Notice
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +72,15 @@ def check_transition(current: str, new: Status) -> None:
 
 
 class Notifier(Protocol):  # the part of notifier.Notifier the state machine needs
-    async def deliver_now(self, payment_id: str, budget_s: float) -> asyncpg.Record | None:
+    async def deliver_now(self, payment_id: str, budget_s: float,
+                          leased: tuple[Notice, float] | None = None
+                          ) -> asyncpg.Record | None:
         """Try notifyPayment within the budget; the payment row when Kaspi answered."""
+
+
+# What payment_debit (sql/005) stages in the outbox for each of its outcomes.
+DEBIT_NOTICES = {"DEBITED": (ResultCode.SUCCESS, "success"),
+                 InsufficientFunds.code: (ResultCode.PROCESS_FAIL, "insufficient funds")}
 
 
 @dataclass
@@ -281,10 +290,15 @@ async def confirm(svc: Services, payment_id: str, customer_id: str, amount_tiyn:
         if _deadline_passed(row, svc.settings):
             await _expire(svc, row)
             continue
+        lease_ends = asyncio.get_running_loop().time() + budget_s
         outcome = await _debit_or_decline(svc, row, amount, locale, budget_s)
         if outcome is None:
             continue
-        answered = await svc.notifier.deliver_now(payment_id, budget_s)
+        code, message = DEBIT_NOTICES["DEBITED" if outcome is True
+                                      else InsufficientFunds.code]
+        notice = Notice(payment_id, str(row["mpp_payment_id"]), customer_id, amount, code,
+                        message, locale or row["locale"])
+        answered = await svc.notifier.deliver_now(payment_id, budget_s, (notice, lease_ends))
         if isinstance(outcome, Exception):
             raise outcome
         return answered if answered is not None else await _read_payment(svc, payment_id,
@@ -305,7 +319,8 @@ async def _expire(svc: Services, row: asyncpg.Record) -> None:
 
 
 async def _debit_or_decline(svc: Services, row: asyncpg.Record, amount: int,
-                            locale: str | None, budget_s: float) -> bool | Exception | None:
+                            locale: str | None, budget_s: float
+                            ) -> Literal[True] | InsufficientFunds | None:
     """Debit the customer and stage notifyPayment SUCCESS (True), or, without the money,
     stage a PROCESS_FAIL notify so Kaspi closes the payment (the error to answer), in one
     statement (sql/005 payment_debit). None: the payment changed since it was read."""
@@ -341,6 +356,7 @@ async def complete_unanswered(conn: Conn, payment: asyncpg.Record, *, evidence: 
 async def cancel(svc: Services, payment_id: str, customer_id: str) -> asyncpg.Record:
     """The customer backed out: stage CANCELLED_BY_CLIENT (regulation §4.3) and try it now."""
     budget_s = svc.settings.confirm_budget_ms / 1000
+    lease_ends = asyncio.get_running_loop().time() + budget_s
     async with svc.pool.acquire() as conn, conn.transaction():
         row = await _locked_payment(conn, payment_id, customer_id)
         if row["status"] == Status.CANCELLED:
@@ -353,7 +369,9 @@ async def cancel(svc: Services, payment_id: str, customer_id: str) -> asyncpg.Re
         await _enqueue_notify(conn, payment_id, ResultCode.CANCELLED_BY_CLIENT,
                               CANCELLED_BY_CLIENT_MESSAGE, None, budget_s)
     PAYMENTS.labels("CANCELLED").inc()
-    answered = await svc.notifier.deliver_now(payment_id, budget_s)
+    notice = Notice(payment_id, str(row["mpp_payment_id"]), customer_id, None,
+                    ResultCode.CANCELLED_BY_CLIENT, CANCELLED_BY_CLIENT_MESSAGE, row["locale"])
+    answered = await svc.notifier.deliver_now(payment_id, budget_s, (notice, lease_ends))
     return answered if answered is not None else await _read_payment(svc, payment_id,
                                                                      customer_id)
 

@@ -33,18 +33,33 @@ class RefundRequest:
 
 
 @dataclass(frozen=True)
+class Exchange:
+    """The inbound request log's record of the HTTP request that asked for the refund."""
+
+    source_ip: str
+    path: str
+    headers: dict[str, str]
+    body_masked: str
+    elapsed_ms: int
+
+
+@dataclass(frozen=True)
 class RefundAnswer:
     code: str
     message: str
 
 
-async def apply_refund(pool: asyncpg.Pool, req: RefundRequest) -> RefundAnswer:
-    """One statement (sql/006: refund_apply); the metrics and logs follow its outcome."""
+async def apply_refund(pool: asyncpg.Pool, req: RefundRequest,
+                       exchange: Exchange) -> RefundAnswer:
+    """One statement (sql/007: refund_apply_logged, the refund and its request log entry
+    together); the metrics and logs follow its outcome."""
     async with pool.acquire() as conn:
         row = await conn.fetchrow(
-            "SELECT code, message, outcome FROM refund_apply($1, $2, $3, $4, $5, $6)",
+            "SELECT code, message, outcome FROM refund_apply_logged("
+            "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             req.refund_id, req.payment_id, req.customer_id, req.amount_tiyn,
-            req.link_receipt, ledger.shard_for(req.payment_id))
+            req.link_receipt, ledger.shard_for(req.payment_id), exchange.source_ip,
+            exchange.path, exchange.headers, exchange.body_masked, exchange.elapsed_ms)
     assert row is not None
     outcome: str = row["outcome"]
     if outcome.startswith("CREDITED"):

@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 POOL: web.AppKey[asyncpg.Pool] = web.AppKey("pool", asyncpg.Pool)
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
 RAW_BODY: web.RequestKey[bytes] = web.RequestKey("raw_body", bytes)
+STARTED: web.RequestKey[float] = web.RequestKey("started", float)
+# Set when the handler stored the exchange itself (with the refund, one statement).
+LOGGED: web.RequestKey[bool] = web.RequestKey("logged", bool)
 _LOGGED_HEADERS = ("Content-Type", "Content-Length", "X-Request-ID", "X-Caller-Name",
                    "X-Locale", "User-Agent")
 
@@ -97,7 +100,9 @@ async def refund(request: web.Request) -> web.Response:
         return result_response(ResultCode.PARAM_ILLEGAL, _describe(exc), status=400)
     answer = await refunds.apply_refund(request.app[POOL], refunds.RefundRequest(
         refund_id=body.refundId, payment_id=body.paymentId, customer_id=body.customerId,
-        amount_tiyn=body.refundAmount, link_receipt=body.linkReceipt))
+        amount_tiyn=body.refundAmount, link_receipt=body.linkReceipt),
+        _exchange(request, time.perf_counter() - request[STARTED]))
+    request[LOGGED] = True
     return result_response(answer.code, answer.message)
 
 
@@ -119,7 +124,7 @@ async def source_allowlist(request: web.Request, handler: Handler) -> web.Stream
 @web.middleware
 async def inbound_log(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Answer in the protocol's form whatever happens, and keep every exchange."""
-    started = time.perf_counter()
+    started = request[STARTED] = time.perf_counter()
     try:
         response = await handler(request)
     except web.HTTPException as exc:
@@ -128,13 +133,29 @@ async def inbound_log(request: web.Request, handler: Handler) -> web.StreamRespo
         log.exception("refund failed", extra={"route": route_name(request)})
         response = result_response(ResultCode.UNKNOWN_EXCEPTION,
                                    "internal error; please retry", 500)
-    await _store_exchange(request, response, time.perf_counter() - started)
+    if not request.get(LOGGED, False):
+        await _store_exchange(request, response, time.perf_counter() - started)
     return response
+
+
+def _exchange(request: web.Request, elapsed_s: float) -> refunds.Exchange:
+    """What the inbound request log keeps of a request (the answer is added by whoever
+    stores it)."""
+    body = request.get(RAW_BODY, b"")
+    return refunds.Exchange(
+        source_ip=request.remote or "", path=request.path[:256],
+        headers={k: request.headers[k][:256] for k in _LOGGED_HEADERS if k in request.headers},
+        # PostgreSQL text cannot hold NUL: without this, such an exchange went unrecorded.
+        body_masked=mask_customer_ids_in_json(
+            body[:65536].decode(errors="replace").replace("\x00", "\ufffd")),
+        elapsed_ms=int(elapsed_s * 1000))
 
 
 async def _store_exchange(request: web.Request, response: web.StreamResponse,
                           elapsed_s: float) -> None:
-    body = request.get(RAW_BODY, b"")
+    """The log entry of an exchange the handler did not store (refused, unreadable,
+    failed)."""
+    exchange = _exchange(request, elapsed_s)
     answer = response.text if isinstance(response, web.Response) else None
     try:
         async with request.app[POOL].acquire() as conn:
@@ -142,14 +163,9 @@ async def _store_exchange(request: web.Request, response: web.StreamResponse,
                 """INSERT INTO inbound_requests (source_ip, method, path, headers, body_masked,
                                                  http_status, answer, duration_ms)
                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
-                request.remote or "", request.method, request.path[:256],
-                {k: request.headers[k][:256] for k in _LOGGED_HEADERS if k in request.headers},
-                # PostgreSQL text cannot hold NUL: without this, such an exchange went
-                # unrecorded.
-                mask_customer_ids_in_json(
-                    body[:65536].decode(errors="replace").replace("\x00", "\ufffd")),
-                response.status, jsonutil.loads(answer) if answer else None,
-                int(elapsed_s * 1000))
+                exchange.source_ip, request.method, exchange.path, exchange.headers,
+                exchange.body_masked, response.status,
+                jsonutil.loads(answer) if answer else None, exchange.elapsed_ms)
     except (OSError, asyncpg.PostgresError, jsonutil.JSONDecodeError):
         log.exception("could not store the inbound request log")
 

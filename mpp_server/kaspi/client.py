@@ -55,11 +55,18 @@ class KaspiClient:
     async def checkout(self, request: CheckoutRequest, locale: str) -> CheckoutResponse:
         return await self._call("checkout", request, locale, CheckoutResponse)
 
-    async def notify_payment(self, request: NotifyRequest, locale: str) -> NotifyResponse:
-        return await self._call("notifyPayment", request, locale, NotifyResponse)
+    async def notify_payment(self, request: NotifyRequest, locale: str,
+                             timeout_s: float | None = None) -> NotifyResponse:
+        """`timeout_s` shortens the configured timeout (a leased attempt must end in
+        time), never lengthens it."""
+        timeout = self._timeout
+        if timeout_s is not None and timeout.total is not None and timeout_s < timeout.total:
+            timeout = aiohttp.ClientTimeout(total=timeout_s)
+        return await self._call("notifyPayment", request, locale, NotifyResponse, timeout)
 
     async def _call(self, method: str, payload: BaseModel, locale: str,
-                    response_model: type[R]) -> R:
+                    response_model: type[R], limit: aiohttp.ClientTimeout | None = None
+                    ) -> R:
         headers = {
             "Content-Type": "application/json",
             "X-Request-ID": uuid.uuid4().hex,
@@ -71,7 +78,8 @@ class KaspiClient:
         outcome = "BAD_RESPONSE"
         try:
             async with self._session.post(f"{self._base_url}/api/v1/qr/{method}", data=body,
-                                          headers=headers, timeout=self._timeout) as resp:
+                                          headers=headers,
+                                          timeout=limit or self._timeout) as resp:
                 raw = await resp.read()
                 if resp.status >= 500:
                     outcome = f"HTTP_{resp.status}"
