@@ -433,7 +433,10 @@ async def measure(args: argparse.Namespace, dsn: str, procs: Processes) -> dict[
         wallet_port, kaspi_port = server_ports[2 * i], server_ports[2 * i + 1]
         wallets.append(f"http://127.0.0.1:{wallet_port}")
         kaspis.append(f"http://127.0.0.1:{kaspi_port}")
-        servers.append(procs.start(f"server{i}", [sys.executable, "-m", "mpp_server", "serve"], {
+        profile = (["-m", "cProfile", "-o", str(procs.log_dir / f"server{i}.prof")]
+                   if args.profile else [])
+        servers.append(procs.start(f"server{i}", [sys.executable, *profile, "-m", "mpp_server",
+                                                  "serve"], {
             "DATABASE_URL": dsn, "KASPI_BASE_URL": sim, "KASPI_CALLER_NAME": CALLER,
             "WALLET_API_TOKENS": TOKEN, "WALLET_LISTEN": f"127.0.0.1:{wallet_port}",
             "KASPI_LISTEN": f"127.0.0.1:{kaspi_port}", "DB_QUERY_METRICS": "true",
@@ -566,6 +569,9 @@ def main() -> int:
     parser.add_argument("--smoke", action="store_true",
                         help="a few seconds, small load: proves the bench runs (make test)")
     parser.add_argument("--keep-db", action="store_true")
+    parser.add_argument("--profile", action="store_true",
+                        help="run the servers under cProfile (.data/bench-logs/serverN.prof; "
+                             "slower: for where the time goes, not for the figures)")
     args = parser.parse_args()
     if args.smoke:
         args.duration, args.concurrency, args.workers, args.pool = 1.0, 4, 1, 5
