@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -403,6 +404,10 @@ def private_postgres() -> str:
 
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
+    # SIGTERM cancels the run like Ctrl-C does, so the processes and the database go too.
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     admin = os.environ.get("DATABASE_URL") or private_postgres()
     name = f"mpp_bench_{uuid.uuid4().hex[:8]}"
     conn = await asyncpg.connect(admin)
@@ -582,7 +587,12 @@ def main() -> int:
     except ImportError:
         runner = asyncio.Runner()
     with runner:
-        result = runner.run(bench(args))
+        try:
+            result = runner.run(bench(args))
+        except asyncio.CancelledError:
+            print("bench: stopped (SIGTERM); its processes and database are gone",
+                  file=sys.stderr)
+            return 143
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(table(result))
