@@ -232,13 +232,15 @@ class Notifier:
 
 async def _apply_answer(conn: Conn, notice: Notice,
                         answer: NotifyResponse) -> asyncpg.Record:
-    """Apply Kaspi's final answer (sql/007: apply_notify_answer): COMPLETED with the
-    receipt, or DECLINED with the debit returned in the same transaction; nothing when
-    it was applied already. Returns the payment row."""
+    """Apply Kaspi's final answer (sql/007 apply_notify_answer_once, sql/005
+    apply_notify_answer): COMPLETED with the receipt, or DECLINED with the debit returned
+    in the same transaction; nothing when it was applied already. Returns the payment
+    row."""
     payment_id = notice.payment_id
     code = answer.result.resultCode
     applied = await conn.fetchrow(
-        "SELECT a.outcome, (a.payment).* FROM apply_notify_answer($1, $2, $3, $4, $5, $6) a",
+        "SELECT a.outcome, (a.payment).* "
+        "FROM apply_notify_answer_once($1, $2, $3, $4, $5, $6) a",
         payment_id, notice.result_code, code, answer.result.resultMessage,
         answer.linkReceipt, ledger.shard_for(payment_id))
     assert applied is not None

@@ -91,22 +91,21 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @rule(payment_id=paid, success=st.booleans())
     def kaspi_answers(self, payment_id: str, success: bool) -> None:
-        async def go() -> str | None:
-            async with self.conn.transaction():
-                row = await self.conn.fetchrow(
-                    "SELECT result_code FROM notify_outbox WHERE payment_id = $1 FOR UPDATE",
-                    payment_id)
-                if row is None:
-                    return None
-                outcome: str = await self.conn.fetchval(
-                    "SELECT outcome FROM apply_notify_answer($1, $2, $3, 'm', 'https://r', $4)",
-                    payment_id, row["result_code"], "SUCCESS" if success else "RISK_REJECT",
-                    ledger.shard_for(payment_id))
-                return outcome
+        # As the server does: the staged code is read, then the answer applied once
+        # (sql/007); an answer for a row already applied (a second sender's) changes
+        # nothing.
+        async def go() -> str:
+            staged = await self.conn.fetchval(
+                "SELECT result_code FROM notify_outbox WHERE payment_id = $1", payment_id)
+            outcome: str = await self.conn.fetchval(
+                "SELECT outcome FROM apply_notify_answer_once($1, $2, $3, 'm', 'https://r', $4)",
+                payment_id, staged or "SUCCESS", "SUCCESS" if success else "RISK_REJECT",
+                ledger.shard_for(payment_id))
+            return outcome
 
         outcome = self.run(go())
         customer, amount, status = self.payments[payment_id]
-        if outcome is None:
+        if outcome == "ALREADY_APPLIED":
             assert status != "PENDING" or payment_id in self.refunded
             return
         if status == "PENDING":
