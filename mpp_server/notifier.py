@@ -1,16 +1,18 @@
 """The notifyPayment outbox: retried until Kaspi answers (regulation §4.3).
 
 A row in notify_outbox is a decision already committed (debited, cancelled, declined)
-that Kaspi has not acknowledged yet. The request that decided sends the first
-notifyPayment under a lease: the row's next_attempt_at, set by the same transaction,
-keeps every worker away until then, and the call's timeout ends before it (no row lock:
-one round trip). Every later attempt, by that request or by any process's worker, is one
-transaction that locks the row with FOR UPDATE SKIP LOCKED, calls Kaspi while holding
-the lock, and applies the answer before committing; a process killed mid-call leaves the
-row to the next one (its lock dies with its connection). Applying an answer deletes the
-row first (sql/007), so an answer is applied once even if a stalled lease holder and a
-worker both sent (Kaspi answers a repeated notify the same). Policy and the overlap
-argument: docs/notify-policy.md.
+that Kaspi has not acknowledged yet. The request that decided owns the row for a lease:
+the row's next_attempt_at, set by the deciding transaction CONFIRM_BUDGET_MS ahead, keeps
+every worker away until then. Within it the request calls Kaspi, with backoff between
+attempts and each call's timeout ending before the lease does, holding no row lock, no
+transaction and no connection across a call. After the lease (or a crash) the worker of
+any process takes the row: each of its attempts is one transaction that locks the row
+with FOR UPDATE SKIP LOCKED, calls Kaspi while holding the lock, and applies the answer
+before committing; a process killed mid-call leaves the row to the next one (its lock
+dies with its connection). Applying an answer deletes the row first (sql/007), so an
+answer is applied once even if a stalled lease holder and a worker both sent (Kaspi
+answers a repeated notify the same). Policy and the overlap argument:
+docs/notify-policy.md.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from tenacity import (
     AsyncRetrying,
     RetryCallState,
     retry_if_result,
-    stop_after_delay,
+    stop_before_delay,
     wait_exponential_jitter,
 )
 
@@ -43,7 +45,8 @@ log = logging.getLogger(__name__)
 class Attempt(Enum):
     ANSWERED = "answered"   # Kaspi answered finally; the row is gone
     RETRY = "retry"         # no final answer; the row waits for its next attempt
-    SKIPPED = "skipped"     # the row is gone, not due, or another process holds it
+    SKIPPED = "skipped"     # the row is gone, not due, held by another process, or
+                            # (leased) too little of the lease is left
 
 
 # The lease holder's call must end this long before its lease does (the worker polls
@@ -96,33 +99,47 @@ class Notifier:
         state.attempt_number = max(1, attempts)
         return float(self._wait(state))
 
-    async def attempt(self, payment_id: str, *, due_only: bool
-                      ) -> tuple[Attempt, asyncpg.Record | None]:
-        """One attempt under the row lock; with ANSWERED, the payment row as the answer
-        left it."""
+    async def attempt(self, payment_id: str) -> tuple[Attempt, asyncpg.Record | None]:
+        """One attempt of the worker, on a due row, under the row lock; with ANSWERED,
+        the payment row as the answer left it."""
         async with self._pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
                 """SELECT o.*, p.customer_id, p.mpp_payment_id, p.locale
                    FROM notify_outbox o JOIN payments p USING (payment_id)
-                   WHERE o.payment_id = $1 AND (NOT $2 OR o.next_attempt_at <= now())
-                   FOR UPDATE OF o SKIP LOCKED""", payment_id, due_only)
+                   WHERE o.payment_id = $1 AND o.next_attempt_at <= now()
+                   FOR UPDATE OF o SKIP LOCKED""", payment_id)
             if row is None:
                 return Attempt.SKIPPED, None
             notice = Notice.from_row(row)
             answer, reason = await self._send(notice, None)
             if answer is None:
-                await self._record_retry(conn, payment_id, row["attempts"] + 1, reason)
+                attempts = row["attempts"] + 1
+                await conn.execute(
+                    """UPDATE notify_outbox SET attempts = $2, last_error = $3,
+                              next_attempt_at = now() + make_interval(secs => $4)
+                       WHERE payment_id = $1""",
+                    payment_id, attempts, reason, self.backoff_s(attempts))
+                self._count_retry(payment_id, reason, attempts)
                 return Attempt.RETRY, None
             return Attempt.ANSWERED, await _apply_answer(conn, notice, answer)
 
-    async def _leased_attempt(self, notice: Notice, time_left_s: float
+    async def _leased_attempt(self, notice: Notice, lease_ends: float
                               ) -> tuple[Attempt, asyncpg.Record | None]:
-        """The deciding request's first attempt: the outbox row is leased to it until
-        its next_attempt_at, so no lock and no transaction are held across the call."""
-        answer, reason = await self._send(notice, time_left_s)
+        """An attempt of the deciding request, under the lease its transaction set (the
+        row's next_attempt_at): no row lock, no transaction and no connection are held
+        across the call, whose timeout ends LEASE_MARGIN_S before the lease. SKIPPED when
+        too little of the lease is left: the worker takes the row when it ends."""
+        time_left = lease_ends - asyncio.get_running_loop().time() - LEASE_MARGIN_S
+        if time_left < MIN_LEASED_CALL_S:
+            return Attempt.SKIPPED, None
+        answer, reason = await self._send(notice, time_left)
         async with self._pool.acquire() as conn:
             if answer is None:
-                await self._record_retry(conn, notice.payment_id, 1, reason)
+                attempts = await conn.fetchval(
+                    """UPDATE notify_outbox SET attempts = attempts + 1, last_error = $2
+                       WHERE payment_id = $1 RETURNING attempts""",
+                    notice.payment_id, reason)
+                self._count_retry(notice.payment_id, reason, attempts or 0)
                 return Attempt.RETRY, None
             return Attempt.ANSWERED, await _apply_answer(conn, notice, answer)
 
@@ -138,58 +155,27 @@ class Notifier:
         code = answer.result.resultCode
         return (answer, "") if is_final_notify_answer(code) else (None, code)
 
-    async def _record_retry(self, conn: Conn, payment_id: str, attempts: int,
-                            reason: str) -> None:
-        await conn.execute(
-            """UPDATE notify_outbox SET attempts = attempts + 1, last_error = $2,
-                      next_attempt_at = now() + make_interval(secs => $3)
-               WHERE payment_id = $1""",
-            payment_id, reason, self.backoff_s(attempts))
+    @staticmethod
+    def _count_retry(payment_id: str, reason: str, attempts: int) -> None:
         NOTIFY_RETRIES.labels(reason or "UNKNOWN").inc()
         log.warning("notifyPayment not answered, will retry",
                     extra={"payment_id": payment_id, "reason": reason, "attempts": attempts})
 
-    async def deliver_now(self, payment_id: str, budget_s: float,
-                          leased: tuple[Notice, float] | None = None
+    async def deliver_now(self, notice: Notice, lease_ends: float
                           ) -> asyncpg.Record | None:
-        """Try within the request's time budget; the worker carries on after it.
-        `leased`: what the deciding request staged, and when (event-loop time) the
-        lease its transaction set ends; the first attempt then runs under the lease.
-        Returns the payment row when Kaspi answered within the budget."""
-        if budget_s <= 0:
-            return None
-        loop = asyncio.get_running_loop()
-        lease = [leased] if leased is not None else []
-
-        async def one() -> tuple[Attempt, asyncpg.Record | None]:
-            if lease:
-                notice, lease_ends = lease.pop()
-                time_left = lease_ends - loop.time() - LEASE_MARGIN_S
-                if time_left >= MIN_LEASED_CALL_S:
-                    return await self._leased_attempt(notice, time_left)
-            return await self.attempt(payment_id, due_only=False)
-
+        """The deciding request's attempts, all within the lease its transaction set
+        (`lease_ends`, event-loop time; CONFIRM_BUDGET_MS after the decision), with the
+        backoff between them; the worker carries on after the lease. Returns the payment
+        row when Kaspi answered in time."""
+        # No sleep that would end past the lease: the request answers in its budget.
+        time_left = lease_ends - asyncio.get_running_loop().time() - LEASE_MARGIN_S
         retrying = AsyncRetrying(
-            stop=stop_after_delay(budget_s), wait=self._wait, reraise=False,
+            stop=stop_before_delay(max(0.0, time_left)), wait=self._wait, reraise=False,
             retry=retry_if_result(lambda outcome: outcome[0] is Attempt.RETRY),
             retry_error_callback=lambda state: (Attempt.RETRY, None))
-        result: tuple[Attempt, asyncpg.Record | None] = await retrying(one)
-        outcome, payment = result
-        if outcome is Attempt.SKIPPED:
-            await self._wait_for_other(payment_id, budget_s)
-        return payment
-
-    async def _wait_for_other(self, payment_id: str, budget_s: float) -> None:
-        """Another process holds the row: wait (bounded) until it lets go."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + budget_s
-        while loop.time() < deadline:
-            async with self._pool.acquire() as conn:
-                attempts = await conn.fetchval(
-                    "SELECT attempts FROM notify_outbox WHERE payment_id = $1", payment_id)
-            if attempts is None or attempts > 0:
-                return
-            await asyncio.sleep(0.02)
+        result: tuple[Attempt, asyncpg.Record | None] = await retrying(
+            self._leased_attempt, notice, lease_ends)
+        return result[1]
 
     async def run(self) -> None:
         """Background worker: drain due rows forever (started with the server)."""
@@ -199,7 +185,7 @@ class Notifier:
 
         async def one(payment_id: str) -> None:
             try:
-                await self.attempt(payment_id, due_only=True)
+                await self.attempt(payment_id)
             except Exception:
                 log.exception("notify attempt failed", extra={"payment_id": payment_id})
             finally:

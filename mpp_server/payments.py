@@ -72,10 +72,8 @@ def check_transition(current: str, new: Status) -> None:
 
 
 class Notifier(Protocol):  # the part of notifier.Notifier the state machine needs
-    async def deliver_now(self, payment_id: str, budget_s: float,
-                          leased: tuple[Notice, float] | None = None
-                          ) -> asyncpg.Record | None:
-        """Try notifyPayment within the budget; the payment row when Kaspi answered."""
+    async def deliver_now(self, notice: Notice, lease_ends: float) -> asyncpg.Record | None:
+        """Try notifyPayment until the lease ends; the payment row when Kaspi answered."""
 
 
 # What payment_debit (sql/005) stages in the outbox for each of its outcomes.
@@ -298,7 +296,7 @@ async def confirm(svc: Services, payment_id: str, customer_id: str, amount_tiyn:
                                       else InsufficientFunds.code]
         notice = Notice(payment_id, str(row["mpp_payment_id"]), customer_id, amount, code,
                         message, locale or row["locale"])
-        answered = await svc.notifier.deliver_now(payment_id, budget_s, (notice, lease_ends))
+        answered = await svc.notifier.deliver_now(notice, lease_ends)
         if isinstance(outcome, Exception):
             raise outcome
         return answered if answered is not None else await _read_payment(svc, payment_id,
@@ -371,7 +369,7 @@ async def cancel(svc: Services, payment_id: str, customer_id: str) -> asyncpg.Re
     PAYMENTS.labels("CANCELLED").inc()
     notice = Notice(payment_id, str(row["mpp_payment_id"]), customer_id, None,
                     ResultCode.CANCELLED_BY_CLIENT, CANCELLED_BY_CLIENT_MESSAGE, row["locale"])
-    answered = await svc.notifier.deliver_now(payment_id, budget_s, (notice, lease_ends))
+    answered = await svc.notifier.deliver_now(notice, lease_ends)
     return answered if answered is not None else await _read_payment(svc, payment_id,
                                                                      customer_id)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import aiohttp
@@ -15,8 +16,8 @@ from mpp_server.kaspi.client import KaspiClient, KaspiNoAnswer
 from mpp_server.kaspi.models import NotifyResponse, Result
 from mpp_server.metrics import MONEY_ALARMS
 from mpp_server.notifier import Notice, _apply_answer
-from tests.conftest import CALLER_NAME
-from tests.helpers import fault, new_customer
+from tests.conftest import CALLER_NAME, running_stack
+from tests.helpers import confirm, deposit, fault, new_customer, new_qr, scan
 
 
 async def _pending_payment(pool: db.Pool, amount_tiyn: int) -> Notice:
@@ -97,3 +98,51 @@ async def test_a_leased_call_gives_up_within_the_time_it_was_given(stack: Any) -
         with pytest.raises(KaspiNoAnswer) as caught:
             await client.notify_payment(notice.request(), "ru-RU", timeout_s=0.2)
     assert caught.value.reason == "TIMEOUT"
+
+
+async def test_the_confirming_request_retries_within_its_lease_holding_no_lock(
+        isolated_db: str) -> None:
+    # A database of its own and a worker that polls once a minute: nothing but the
+    # confirming request touches the outbox row during the test.
+    pool = await db.create_pool(isolated_db, min_size=1, max_size=4)
+    try:
+        async with running_stack(isolated_db, pool, NOTIFY_POLL_INTERVAL_MS="60000") as stack:
+            customer = new_customer()
+            await deposit(stack, customer, "100.00")
+            qr = await new_qr(stack, "Dynamic", amount="10.00")
+            payment_id = (await scan(stack, qr["qrCode"], customer))["payment"]["paymentId"]
+            # Kaspi holds every notify 3 s; the client gives up after 1 s (KASPI_TIMEOUT_MS),
+            # the request after CONFIRM_BUDGET_MS (3 s).
+            await fault(stack, "notifyPayment", "timeout", 20, delayMs=3000)
+            confirming = asyncio.create_task(confirm(stack, payment_id, customer))
+            await _until_attempted(pool, payment_id)
+            async with pool.acquire() as conn, conn.transaction():
+                # While the request waits on Kaspi, nobody holds the row.
+                locked = await conn.fetchval("SELECT payment_id FROM notify_outbox "
+                                             "WHERE payment_id = $1 FOR UPDATE NOWAIT",
+                                             payment_id)
+            assert locked == payment_id
+            status, body = await confirming
+            assert status == 200 and body["status"] == "PENDING", body
+            async with pool.acquire() as conn:
+                row = await conn.fetchrow(
+                    """SELECT o.attempts, o.last_error, o.next_attempt_at - p.confirmed_at AS lease
+                       FROM notify_outbox o JOIN payments p USING (payment_id)
+                       WHERE payment_id = $1""", payment_id)
+            # Several attempts, all inside the lease, which they left as it was.
+            assert row["attempts"] >= 2 and row["last_error"] == "TIMEOUT", dict(row)
+            assert row["lease"] == timedelta(seconds=3)
+    finally:
+        await pool.close()
+
+
+async def _until_attempted(pool: db.Pool, payment_id: str) -> None:
+    """Until the outbox row exists (the debit committed) and its first call is under way."""
+    for _ in range(200):
+        async with pool.acquire() as conn:
+            if await conn.fetchval("SELECT 1 FROM notify_outbox WHERE payment_id = $1",
+                                   payment_id):
+                await asyncio.sleep(0.3)
+                return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the confirm never staged its notify")
