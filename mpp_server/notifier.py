@@ -49,8 +49,9 @@ class Attempt(Enum):
                             # (leased) too little of the lease is left
 
 
-# The lease holder's call must end this long before its lease does (the worker polls
-# for due rows); with less than MIN_LEASED_CALL_S left it takes the row lock instead.
+# The lease holder's calls must end this long before its lease does (the worker polls
+# for due rows); with less than MIN_LEASED_CALL_S left it stops and leaves the row to
+# the worker.
 LEASE_MARGIN_S = 0.5
 MIN_LEASED_CALL_S = 0.1
 
