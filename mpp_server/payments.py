@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import asyncpg
 
@@ -248,15 +248,15 @@ def _deadline_passed(row: asyncpg.Record, settings: Settings) -> bool:
     return datetime.now(UTC) >= until - margin
 
 
-async def _enqueue_notify(conn: Conn, payment_id: str, code: str, message: str,
-                          amount_tiyn: int | None, hold_s: float) -> None:
-    # The request that decided owns the first attempt for `hold_s`; after that (or
-    # after a crash) the background worker takes over.
+async def _enqueue_notify(conn: Conn, notice: Notice, hold_s: float) -> None:
+    # The request that decided holds the row's lease for `hold_s`; after that (or after
+    # a crash) the background worker takes over.
     await conn.execute(
         """INSERT INTO notify_outbox (payment_id, result_code, result_message, amount_tiyn,
                                       next_attempt_at)
            VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))""",
-        payment_id, code, message, amount_tiyn, hold_s)
+        notice.payment_id, notice.result_code, notice.result_message, notice.amount_tiyn,
+        hold_s)
 
 
 # A confirm that loses a race re-reads the payment; more rounds than this is a bug.
@@ -292,13 +292,12 @@ async def confirm(svc: Services, payment_id: str, customer_id: str, amount_tiyn:
         outcome = await _debit_or_decline(svc, row, amount, locale, budget_s)
         if outcome is None:
             continue
-        code, message = DEBIT_NOTICES["DEBITED" if outcome is True
-                                      else InsufficientFunds.code]
+        code, message = DEBIT_NOTICES[outcome]
         notice = Notice(payment_id, str(row["mpp_payment_id"]), customer_id, amount, code,
                         message, locale or row["locale"])
         answered = await svc.notifier.deliver_now(notice, lease_ends)
-        if isinstance(outcome, Exception):
-            raise outcome
+        if outcome == InsufficientFunds.code:
+            raise InsufficientFunds("insufficient funds")
         return answered if answered is not None else await _read_payment(svc, payment_id,
                                                                          customer_id)
     raise AssertionError(f"payment {payment_id} kept changing during confirm")
@@ -317,27 +316,26 @@ async def _expire(svc: Services, row: asyncpg.Record) -> None:
 
 
 async def _debit_or_decline(svc: Services, row: asyncpg.Record, amount: int,
-                            locale: str | None, budget_s: float
-                            ) -> Literal[True] | InsufficientFunds | None:
-    """Debit the customer and stage notifyPayment SUCCESS (True), or, without the money,
-    stage a PROCESS_FAIL notify so Kaspi closes the payment (the error to answer), in one
-    statement (sql/005 payment_debit). None: the payment changed since it was read."""
+                            locale: str | None, budget_s: float) -> str | None:
+    """Debit the customer and stage notifyPayment SUCCESS ('DEBITED'), or, without the
+    money, stage a PROCESS_FAIL notify so Kaspi closes the payment
+    ('INSUFFICIENT_FUNDS'), in one statement (sql/005 payment_debit; DEBIT_NOTICES says
+    what it staged). None: the payment changed since it was read."""
     payment_id, customer_id = row["payment_id"], row["customer_id"]
     check_transition(row["status"], Status.PENDING)
     async with svc.pool.acquire() as conn:
         outcome = await conn.fetchval(
             "SELECT payment_debit($1, $2, $3, $4, $5, $6, $7)", payment_id, customer_id,
             row["status"], amount, ledger.shard_for(payment_id), locale, budget_s)
-    if outcome == "DEBITED":
-        return True
     if outcome == "CHANGED":
         return None
-    assert outcome == InsufficientFunds.code, outcome
-    check_transition(row["status"], Status.DECLINED)
-    PAYMENTS.labels("INSUFFICIENT_FUNDS").inc()
-    log.info("payment declined: insufficient funds",
-             extra={"payment_id": payment_id, "customer": mask_customer(customer_id)})
-    return InsufficientFunds("insufficient funds")
+    assert outcome in DEBIT_NOTICES, outcome
+    if outcome == InsufficientFunds.code:
+        check_transition(row["status"], Status.DECLINED)
+        PAYMENTS.labels("INSUFFICIENT_FUNDS").inc()
+        log.info("payment declined: insufficient funds",
+                 extra={"payment_id": payment_id, "customer": mask_customer(customer_id)})
+    return str(outcome)
 
 
 async def complete_unanswered(conn: Conn, payment: asyncpg.Record, *, evidence: str) -> None:
@@ -364,11 +362,11 @@ async def cancel(svc: Services, payment_id: str, customer_id: str) -> asyncpg.Re
         check_transition(row["status"], Status.CANCELLED)
         await conn.execute("UPDATE payments SET status = 'CANCELLED', updated_at = now() "
                            "WHERE payment_id = $1", payment_id)
-        await _enqueue_notify(conn, payment_id, ResultCode.CANCELLED_BY_CLIENT,
-                              CANCELLED_BY_CLIENT_MESSAGE, None, budget_s)
+        notice = Notice(payment_id, str(row["mpp_payment_id"]), customer_id, None,
+                        ResultCode.CANCELLED_BY_CLIENT, CANCELLED_BY_CLIENT_MESSAGE,
+                        row["locale"])
+        await _enqueue_notify(conn, notice, budget_s)
     PAYMENTS.labels("CANCELLED").inc()
-    notice = Notice(payment_id, str(row["mpp_payment_id"]), customer_id, None,
-                    ResultCode.CANCELLED_BY_CLIENT, CANCELLED_BY_CLIENT_MESSAGE, row["locale"])
     answered = await svc.notifier.deliver_now(notice, lease_ends)
     return answered if answered is not None else await _read_payment(svc, payment_id,
                                                                      customer_id)
