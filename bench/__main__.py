@@ -490,10 +490,9 @@ async def measure(args: argparse.Namespace, dsn: str, procs: Processes) -> dict[
         wallet_port, kaspi_port = server_ports[2 * i], server_ports[2 * i + 1]
         wallets.append(f"http://127.0.0.1:{wallet_port}")
         kaspis.append(f"http://127.0.0.1:{kaspi_port}")
-        profile = (["-m", "cProfile", "-o", str(procs.log_dir / f"server{i}.prof")]
-                   if args.profile else [])
-        servers.append(procs.start(f"server{i}", [sys.executable, *profile, "-m", "mpp_server",
-                                                  "serve"], {
+        program = (["-m", "bench.cpu_profile", str(procs.log_dir / f"server{i}.prof")]
+                   if args.profile else ["-m", "mpp_server"])
+        servers.append(procs.start(f"server{i}", [sys.executable, *program, "serve"], {
             "DATABASE_URL": dsn, "KASPI_BASE_URL": sim, "KASPI_CALLER_NAME": CALLER,
             "WALLET_API_TOKENS": TOKEN, "WALLET_LISTEN": f"127.0.0.1:{wallet_port}",
             "KASPI_LISTEN": f"127.0.0.1:{kaspi_port}", "DB_QUERY_METRICS": "true",
@@ -631,7 +630,8 @@ def main() -> int:
                              "the run, then ANALYZE: a live database, not an empty one "
                              "(0: start empty)")
     parser.add_argument("--profile", action="store_true",
-                        help="run the servers under cProfile (.data/bench-logs/serverN.prof; "
+                        help="run the servers under cProfile timed by CPU, not wall clock "
+                             "(.data/bench-logs/serverN.prof; bench/cpu_profile.py; "
                              "slower: for where the time goes, not for the figures)")
     args = parser.parse_args()
     if args.smoke:
