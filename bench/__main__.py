@@ -31,7 +31,9 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 import asyncpg
 
-from mpp_server import db, devdb, ledger
+from mpp_server import db
+from mpp_server.devtools import devdb
+from mpp_server.domain import ledger
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-" + secrets.token_hex(8)

@@ -13,12 +13,14 @@ import sys
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("mpp_server.serve", "run the wallet and Kaspi-facing listeners"),
     "migrate": ("mpp_server.db", "apply sql/ migrations to DATABASE_URL"),
-    "simulator": ("mpp_server.simulator.cli", "run the Kaspi simulator (SIMULATOR_LISTEN)"),
+    "simulator": ("mpp_server.devtools.simulator.cli",
+                  "run the Kaspi simulator (SIMULATOR_LISTEN)"),
     "ipsec": ("mpp_server.ipsec", "render the strongSwan swanctl.conf for one partner"),
     "reconcile": ("mpp_server.reconcile.cli", "reconcile the books against a Kaspi registry"),
-    "stack": ("mpp_server.stack", "the whole stack on one machine (make run)"),
-    "devdb": ("mpp_server.devdb", "start the private PostgreSQL in .data/pg and print its DSN"),
-    "openapi": ("mpp_server.api.openapi", "print the OpenAPI description"),
+    "stack": ("mpp_server.devtools.stack", "the whole stack on one machine (make run)"),
+    "devdb": ("mpp_server.devtools.devdb",
+              "start the private PostgreSQL in .data/pg and print its DSN"),
+    "openapi": ("mpp_server.http.openapi", "print the OpenAPI description"),
 }
 
 

@@ -20,23 +20,23 @@ import aiohttp
 import asyncpg
 from aiohttp import web
 
-from mpp_server import db, payments
-from mpp_server.api import kaspi as kaspi_api
-from mpp_server.api import openapi
-from mpp_server.api import reconciliations as reconciliations_api
-from mpp_server.api import wallet as wallet_api
-from mpp_server.api.middleware import (
+from mpp_server import db
+from mpp_server.config import Settings, parse_listen
+from mpp_server.domain import payments
+from mpp_server.domain.outbox import Notifier
+from mpp_server.http import openapi, refund_listener
+from mpp_server.http import reconciliations as reconciliations_api
+from mpp_server.http import wallet as wallet_api
+from mpp_server.http.middleware import (
     LISTENER,
     TOKENS,
     bearer_auth,
     metrics_middleware,
     wallet_errors,
 )
-from mpp_server.config import Settings, parse_listen
-from mpp_server.kaspi.client import KaspiClient
+from mpp_server.kaspi_client.client import KaspiClient
 from mpp_server.logs import setup_logging
 from mpp_server.metrics import OUTBOX_DEPTH, OUTBOX_OLDEST_AGE, PENDING_OLDEST_AGE
-from mpp_server.notifier import Notifier
 from mpp_server.reconcile import store as reconcile_store
 
 log = logging.getLogger(__name__)
@@ -54,14 +54,15 @@ def create_wallet_app(svc: payments.Services) -> web.Application:
     return app
 
 
-def create_kaspi_app(svc: payments.Services) -> web.Application:
+def create_refund_app(svc: payments.Services) -> web.Application:
     app = web.Application(
-        middlewares=[metrics_middleware, kaspi_api.source_allowlist, kaspi_api.inbound_log],
+        middlewares=[metrics_middleware, refund_listener.source_allowlist,
+                     refund_listener.inbound_log],
         client_max_size=svc.settings.max_body_bytes)
     app[LISTENER] = "kaspi"
-    app[kaspi_api.POOL] = svc.pool
-    app[kaspi_api.SETTINGS] = svc.settings
-    kaspi_api.add_routes(app)
+    app[refund_listener.POOL] = svc.pool
+    app[refund_listener.SETTINGS] = svc.settings
+    refund_listener.add_routes(app)
     openapi.add_routes(app, "kaspi")
     return app
 
@@ -131,7 +132,7 @@ class Runtime:
                             poll_interval_s=s.notify_poll_interval_ms / 1000)
         self.services = payments.Services(self._pool, kaspi, s, notifier)
         self.wallet_url = await self._listen(create_wallet_app(self.services), s.wallet_listen)
-        self.kaspi_url = await self._listen(create_kaspi_app(self.services), s.kaspi_listen)
+        self.kaspi_url = await self._listen(create_refund_app(self.services), s.kaspi_listen)
         self._tasks.append(asyncio.create_task(notifier.run()))
         self._tasks.append(asyncio.create_task(
             housekeeping(self._pool, s.gauges_refresh_ms / 1000)))

@@ -1,28 +1,15 @@
-"""Fixtures: a real PostgreSQL database per test session, real servers on real ports."""
+"""Fixtures: a real PostgreSQL database per test session, real servers on real ports
+(tests/support/stack.py builds them)."""
 
 from __future__ import annotations
 
 import os
-import socket
-import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
 
-import aiohttp
-import asyncpg
 import pytest
-from aiohttp import web
 
-from mpp_server import db, ledger
-from mpp_server.config import Settings
-from mpp_server.serve import Runtime
-
-
-def _with_database(dsn: str, name: str) -> str:
-    parts = urlsplit(dsn)
-    return urlunsplit(parts._replace(path="/" + name))
+from mpp_server import db
+from tests.support.stack import Stack, fresh_database, running_stack
 
 
 @pytest.fixture(scope="session")
@@ -31,21 +18,6 @@ def admin_dsn() -> str:
     if not dsn:
         pytest.fail("DATABASE_URL is not set: run the tests with `make test`")
     return dsn
-
-
-@asynccontextmanager
-async def fresh_database(admin_dsn: str, prefix: str) -> AsyncIterator[str]:
-    """A new database with every migration applied, dropped afterwards."""
-    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(admin_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        dsn = _with_database(admin_dsn, name)
-        await db.migrate(dsn)
-        yield dsn
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 @pytest.fixture(scope="session")
@@ -67,86 +39,6 @@ async def pool(database_url: str) -> AsyncIterator[db.Pool]:
     p = await db.create_pool(database_url, min_size=1, max_size=10)
     yield p
     await p.close()
-
-
-# ---- the running stack: simulator + server, in-process, over real HTTP -------------
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-TOKEN = "test-token-" + uuid.uuid4().hex[:8]
-CALLER_NAME = "MPPSERVER"
-
-
-def server_env(database_url: str, sim_url: str, kaspi_listen: str = "127.0.0.1:0",
-               wallet_listen: str = "127.0.0.1:0") -> dict[str, str]:
-    """The environment a test server runs with (in-process or as a subprocess)."""
-    return {
-        "DATABASE_URL": database_url, "KASPI_BASE_URL": sim_url,
-        "KASPI_CALLER_NAME": CALLER_NAME, "KASPI_TIMEOUT_MS": "1000",
-        "WALLET_API_TOKENS": f"other-token,{TOKEN}", "KASPI_ALLOWED_NETWORKS": "127.0.0.0/8",
-        "WALLET_LISTEN": wallet_listen, "KASPI_LISTEN": kaspi_listen,
-        "CONFIRM_BUDGET_MS": "3000", "CONFIRM_SAFETY_MARGIN_MS": "200",
-        "NOTIFY_BACKOFF_INITIAL_MS": "50", "NOTIFY_BACKOFF_MAX_MS": "400",
-        "NOTIFY_POLL_INTERVAL_MS": "100", "GAUGES_REFRESH_MS": "500",
-    }
-
-
-def settings_from(env: dict[str, str]) -> Settings:
-    return Settings(**{k.lower(): v for k, v in env.items()})  # type: ignore[arg-type]
-
-
-@dataclass
-class Stack:
-    wallet_url: str
-    kaspi_url: str
-    sim_url: str
-    token: str
-    database_url: str
-    pool: db.Pool
-    http: aiohttp.ClientSession
-    runtime: Runtime
-
-    @property
-    def auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
-
-
-@asynccontextmanager
-async def running_stack(database_url: str, pool: db.Pool,
-                        **env_overrides: str) -> AsyncIterator[Stack]:
-    """An in-process simulator and server on `database_url`; the books checked after."""
-    from mpp_server.simulator.app import create_app as create_simulator
-    from mpp_server.simulator.settings import SimulatorSettings
-
-    kaspi_port = free_port()
-    sim_settings = SimulatorSettings(
-        simulator_listen="127.0.0.1:0",
-        sim_mpp_refund_url=f"http://127.0.0.1:{kaspi_port}/refund",
-        sim_caller_names=CALLER_NAME, sim_refund_attempt_timeout_ms=2000,
-        sim_refund_total_timeout_ms=20_000)
-    sim_runner = web.AppRunner(create_simulator(sim_settings), access_log=None)
-    await sim_runner.setup()
-    await web.TCPSite(sim_runner, "127.0.0.1", 0).start()
-    sim_url = f"http://127.0.0.1:{sim_runner.addresses[0][1]}"
-    env = server_env(database_url, sim_url, kaspi_listen=f"127.0.0.1:{kaspi_port}")
-    runtime = Runtime(settings_from({**env, **env_overrides}))
-    await runtime.start()
-    try:
-        async with aiohttp.ClientSession() as http:
-            yield Stack(runtime.wallet_url, runtime.kaspi_url, sim_url, TOKEN, database_url,
-                        pool, http, runtime)
-    finally:
-        await runtime.stop()
-        await sim_runner.cleanup()
-    # After every scenario: the books still balance.
-    async with pool.acquire() as conn:
-        report = await ledger.check_invariants(conn)
-    assert report.ok, f"ledger invariants broken: {report}"
 
 
 @pytest.fixture(scope="session")

@@ -17,8 +17,8 @@ import aiohttp
 import asyncpg
 
 from mpp_server import db
-from mpp_server.api.reconciliations import ReconciliationOut, run_out
 from mpp_server.config import Settings
+from mpp_server.http.reconciliations import ReconciliationOut, run_out
 from mpp_server.reconcile import store
 from mpp_server.reconcile.registry import Period, Registry, RegistryError, read_registry
 

@@ -24,7 +24,7 @@ from typing import Any
 from openpyxl import load_workbook
 from openpyxl.utils.datetime import from_excel
 
-from mpp_server.kaspi.models import KZ_TZ
+from mpp_server.kaspi_client.models import KZ_TZ
 from mpp_server.money import AmountError, parse_amount
 
 MAX_ROWS = 2_000_000  # far above a month of a big wallet; a bound, not a forecast

@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from mpp_server import payments
 from mpp_server.db import Conn
+from mpp_server.domain import payments
 from mpp_server.metrics import MONEY_ALARMS, RECONCILIATION_OPEN
 from mpp_server.reconcile.matching import (
     Books,

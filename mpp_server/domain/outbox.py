@@ -1,0 +1,248 @@
+"""The notifyPayment outbox: retried until Kaspi answers (regulation §4.3).
+
+A row in notify_outbox is a decision already committed (debited, cancelled, declined)
+that Kaspi has not acknowledged yet. The request that decided owns the row for a lease:
+the row's next_attempt_at, set by the deciding transaction CONFIRM_BUDGET_MS ahead, keeps
+every worker away until then. Within it the request calls Kaspi, with backoff between
+attempts and each call's timeout ending before the lease does, holding no row lock, no
+transaction and no connection across a call. After the lease (or a crash) the worker of
+any process takes the row: each of its attempts is one transaction that locks the row
+with FOR UPDATE SKIP LOCKED, calls Kaspi while holding the lock, and applies the answer
+before committing; a process killed mid-call leaves the row to the next one (its lock
+dies with its connection). Applying an answer deletes the row first (sql/007), so an
+answer is applied once even if a stalled lease holder and a worker both sent (Kaspi
+answers a repeated notify the same). Policy and the overlap argument:
+docs/notify-policy.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from enum import Enum
+
+import asyncpg
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_result,
+    stop_before_delay,
+    wait_exponential_jitter,
+)
+
+from mpp_server.db import Conn
+from mpp_server.domain import ledger
+from mpp_server.kaspi_client.client import KaspiClient, KaspiNoAnswer
+from mpp_server.kaspi_client.codes import ResultCode, is_final_notify_answer
+from mpp_server.kaspi_client.models import NotifyPayment, NotifyRequest, NotifyResponse, OutResult
+from mpp_server.logs import mask_customer
+from mpp_server.metrics import MONEY_ALARMS, NOTIFY_RETRIES, PAYMENTS
+
+log = logging.getLogger(__name__)
+
+
+class Attempt(Enum):
+    ANSWERED = "answered"   # Kaspi answered finally; the row is gone
+    RETRY = "retry"         # no final answer; the row waits for its next attempt
+    SKIPPED = "skipped"     # the row is gone, not due, held by another process, or
+                            # (leased) too little of the lease is left
+
+
+# The lease holder's calls must end this long before its lease does (the worker polls
+# for due rows); with less than MIN_LEASED_CALL_S left it stops and leaves the row to
+# the worker.
+LEASE_MARGIN_S = 0.5
+MIN_LEASED_CALL_S = 0.1
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A notifyPayment staged in the outbox: what to send Kaspi."""
+
+    payment_id: str
+    mpp_payment_id: str
+    customer_id: str
+    amount_tiyn: int | None
+    result_code: str
+    result_message: str
+    locale: str
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> Notice:
+        """From an outbox row joined with its payment's customer, id and locale."""
+        return cls(row["payment_id"], str(row["mpp_payment_id"]), row["customer_id"],
+                   row["amount_tiyn"], row["result_code"], row["result_message"],
+                   row["locale"])
+
+    def request(self) -> NotifyRequest:
+        return NotifyRequest(
+            result=OutResult(resultCode=self.result_code, resultMessage=self.result_message),
+            payment=NotifyPayment(paymentId=self.payment_id,
+                                  mppPaymentId=self.mpp_payment_id,
+                                  paymentAmount=self.amount_tiyn),
+            customerId=self.customer_id)
+
+
+class Notifier:
+    def __init__(self, pool: asyncpg.Pool, kaspi: KaspiClient, *, initial_backoff_s: float,
+                 max_backoff_s: float, concurrency: int, poll_interval_s: float) -> None:
+        self._pool = pool
+        self._kaspi = kaspi
+        self._wait = wait_exponential_jitter(multiplier=initial_backoff_s, max=max_backoff_s,
+                                             jitter=initial_backoff_s)
+        self._concurrency = concurrency
+        self._poll_interval_s = poll_interval_s
+
+    def backoff_s(self, attempts: int) -> float:
+        """Capped exponential backoff with jitter, the same policy as the inline retries."""
+        state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
+        state.attempt_number = max(1, attempts)
+        return float(self._wait(state))
+
+    async def attempt(self, payment_id: str) -> tuple[Attempt, asyncpg.Record | None]:
+        """One attempt of the worker, on a due row, under the row lock; with ANSWERED,
+        the payment row as the answer left it."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                """SELECT o.*, p.customer_id, p.mpp_payment_id, p.locale
+                   FROM notify_outbox o JOIN payments p USING (payment_id)
+                   WHERE o.payment_id = $1 AND o.next_attempt_at <= now()
+                   FOR UPDATE OF o SKIP LOCKED""", payment_id)
+            if row is None:
+                return Attempt.SKIPPED, None
+            notice = Notice.from_row(row)
+            answer, reason = await self._send(notice, None)
+            if answer is None:
+                attempts = row["attempts"] + 1
+                await conn.execute(
+                    """UPDATE notify_outbox SET attempts = $2, last_error = $3,
+                              next_attempt_at = now() + make_interval(secs => $4)
+                       WHERE payment_id = $1""",
+                    payment_id, attempts, reason, self.backoff_s(attempts))
+                self._count_retry(payment_id, reason, attempts)
+                return Attempt.RETRY, None
+            return Attempt.ANSWERED, await _apply_answer(conn, notice, answer)
+
+    async def _leased_attempt(self, notice: Notice, lease_ends: float
+                              ) -> tuple[Attempt, asyncpg.Record | None]:
+        """An attempt of the deciding request, under the lease its transaction set (the
+        row's next_attempt_at): no row lock, no transaction and no connection are held
+        across the call, whose timeout ends LEASE_MARGIN_S before the lease. SKIPPED when
+        too little of the lease is left: the worker takes the row when it ends."""
+        time_left = lease_ends - asyncio.get_running_loop().time() - LEASE_MARGIN_S
+        if time_left < MIN_LEASED_CALL_S:
+            return Attempt.SKIPPED, None
+        answer, reason = await self._send(notice, time_left)
+        async with self._pool.acquire() as conn:
+            if answer is None:
+                attempts = await conn.fetchval(
+                    """UPDATE notify_outbox SET attempts = attempts + 1, last_error = $2
+                       WHERE payment_id = $1 RETURNING attempts""",
+                    notice.payment_id, reason)
+                self._count_retry(notice.payment_id, reason, attempts or 0)
+                return Attempt.RETRY, None
+            return Attempt.ANSWERED, await _apply_answer(conn, notice, answer)
+
+    async def _send(self, notice: Notice, timeout_s: float | None
+                    ) -> tuple[NotifyResponse | None, str]:
+        """Kaspi's final answer, or None and why there is none (no answer, or an answer
+        that says nothing about the payment: docs/notify-policy.md)."""
+        try:
+            answer = await self._kaspi.notify_payment(notice.request(), notice.locale,
+                                                      timeout_s=timeout_s)
+        except KaspiNoAnswer as exc:
+            return None, exc.reason
+        code = answer.result.resultCode
+        return (answer, "") if is_final_notify_answer(code) else (None, code)
+
+    @staticmethod
+    def _count_retry(payment_id: str, reason: str, attempts: int) -> None:
+        NOTIFY_RETRIES.labels(reason or "UNKNOWN").inc()
+        log.warning("notifyPayment not answered, will retry",
+                    extra={"payment_id": payment_id, "reason": reason, "attempts": attempts})
+
+    async def deliver_now(self, notice: Notice, lease_ends: float
+                          ) -> asyncpg.Record | None:
+        """The deciding request's attempts, all within the lease its transaction set
+        (`lease_ends`, event-loop time; CONFIRM_BUDGET_MS after the decision), with the
+        backoff between them; the worker carries on after the lease. Returns the payment
+        row when Kaspi answered in time."""
+        # No sleep that would end past the lease: the request answers in its budget.
+        time_left = lease_ends - asyncio.get_running_loop().time() - LEASE_MARGIN_S
+        retrying = AsyncRetrying(
+            stop=stop_before_delay(max(0.0, time_left)), wait=self._wait, reraise=False,
+            retry=retry_if_result(lambda outcome: outcome[0] is Attempt.RETRY),
+            retry_error_callback=lambda state: (Attempt.RETRY, None))
+        result: tuple[Attempt, asyncpg.Record | None] = await retrying(
+            self._leased_attempt, notice, lease_ends)
+        return result[1]
+
+    async def run(self) -> None:
+        """Background worker: drain due rows forever (started with the server)."""
+        sem = asyncio.Semaphore(self._concurrency)
+        in_flight: set[str] = set()
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def one(payment_id: str) -> None:
+            try:
+                await self.attempt(payment_id)
+            except Exception:
+                log.exception("notify attempt failed", extra={"payment_id": payment_id})
+            finally:
+                in_flight.discard(payment_id)
+                sem.release()
+
+        limit = self._concurrency * 4
+        while True:
+            full = False
+            try:
+                async with self._pool.acquire() as conn:
+                    due = await conn.fetch(
+                        """SELECT payment_id FROM notify_outbox WHERE next_attempt_at <= now()
+                           ORDER BY next_attempt_at LIMIT $1""", limit)
+                full = len(due) >= limit
+                for record in due:
+                    payment_id = record["payment_id"]
+                    if payment_id in in_flight:
+                        continue
+                    await sem.acquire()
+                    in_flight.add(payment_id)
+                    task = asyncio.create_task(one(payment_id))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.error("notify worker cannot read the outbox", extra={"error": str(exc)})
+            if not full:
+                await asyncio.sleep(self._poll_interval_s)
+
+
+async def _apply_answer(conn: Conn, notice: Notice,
+                        answer: NotifyResponse) -> asyncpg.Record:
+    """Apply Kaspi's final answer (sql/007 apply_notify_answer_once, sql/005
+    apply_notify_answer): COMPLETED with the receipt, or DECLINED with the debit returned
+    in the same transaction; nothing when it was applied already. Returns the payment
+    row."""
+    payment_id = notice.payment_id
+    code = answer.result.resultCode
+    applied = await conn.fetchrow(
+        "SELECT a.outcome, (a.payment).* "
+        "FROM apply_notify_answer_once($1, $2, $3, $4, $5, $6) a",
+        payment_id, notice.result_code, code, answer.result.resultMessage,
+        answer.linkReceipt, ledger.shard_for(payment_id))
+    assert applied is not None
+    outcome: str = applied["outcome"]
+    if outcome in ("COMPLETED", "DECLINED"):
+        PAYMENTS.labels(outcome).inc()
+    if outcome == "DECLINED":
+        log.info("payment declined by Kaspi, debit returned",
+                 extra={"payment_id": payment_id, "result_code": code,
+                        "customer": mask_customer(notice.customer_id)})
+        if code not in ResultCode.__members__:
+            MONEY_ALARMS.labels("unknown_notify_code").inc()
+    elif outcome == "CONTRADICTED":
+        # A refund already proved Kaspi completed this payment, yet notify says no.
+        MONEY_ALARMS.labels("notify_declined_completed_payment").inc()
+        log.error("Kaspi declined a payment its refund proved completed",
+                  extra={"payment_id": payment_id, "result_code": code})
+    return applied  # the payment's columns, and `outcome`

@@ -1,0 +1,405 @@
+"""The payment state machine: scan, checkout, confirm, cancel (regulation §2, §4.1–4.3).
+
+Each external call is its own phase; the local work between calls is one transaction.
+The debit and the status PENDING commit together with the notifyPayment outbox row,
+*before* Kaspi is told; the outbox (notifier.py) then retries until Kaspi answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any, Protocol
+
+import asyncpg
+
+from mpp_server.config import Settings
+from mpp_server.db import Conn
+from mpp_server.domain import ledger
+from mpp_server.domain.outbox import Notice
+from mpp_server.errors import (
+    CustomerMismatch,
+    InsufficientFunds,
+    InvalidState,
+    KaspiRefused,
+    KaspiUnavailable,
+    NotFound,
+    PaymentExpired,
+    ValidationFailed,
+)
+from mpp_server.kaspi_client.client import KaspiClient, KaspiNoAnswer
+from mpp_server.kaspi_client.codes import CANCELLED_BY_CLIENT_MESSAGE, ResultCode
+from mpp_server.kaspi_client.models import CheckoutParameter, CheckoutRequest, ScanRequest
+from mpp_server.logs import mask_customer
+from mpp_server.metrics import PAYMENTS
+from mpp_server.money import is_whole_tenge
+
+log = logging.getLogger(__name__)
+
+
+class Status(StrEnum):
+    SCANNED = "SCANNED"
+    CHECKED_OUT = "CHECKED_OUT"
+    PENDING = "PENDING"
+    COMPLETED = "COMPLETED"
+    DECLINED = "DECLINED"
+    CANCELLED = "CANCELLED"
+    EXPIRED = "EXPIRED"
+
+
+# The only moves a payment may make. A move not listed is a bug and raises.
+TRANSITIONS: dict[Status, frozenset[Status]] = {
+    Status.SCANNED: frozenset({Status.CHECKED_OUT, Status.PENDING, Status.DECLINED,
+                               Status.CANCELLED, Status.EXPIRED}),
+    Status.CHECKED_OUT: frozenset({Status.PENDING, Status.DECLINED, Status.CANCELLED,
+                                   Status.EXPIRED}),
+    Status.PENDING: frozenset({Status.COMPLETED, Status.DECLINED}),
+    Status.COMPLETED: frozenset(),
+    Status.DECLINED: frozenset(),
+    Status.CANCELLED: frozenset(),
+    Status.EXPIRED: frozenset(),
+}
+OPEN_STATUSES = (Status.SCANNED, Status.CHECKED_OUT)
+PAYMENT_QR_TYPES = ("Dynamic", "Static", "Custom")
+
+
+def check_transition(current: str, new: Status) -> None:
+    if new not in TRANSITIONS[Status(current)]:
+        raise AssertionError(f"illegal payment transition {current} -> {new}")
+
+
+class Notifier(Protocol):  # the part of notifier.Notifier the state machine needs
+    async def deliver_now(self, notice: Notice, lease_ends: float) -> asyncpg.Record | None:
+        """Try notifyPayment until the lease ends; the payment row when Kaspi answered."""
+
+
+# What payment_debit (sql/005) stages in the outbox for each of its outcomes.
+DEBIT_NOTICES = {"DEBITED": (ResultCode.SUCCESS, "success"),
+                 InsufficientFunds.code: (ResultCode.PROCESS_FAIL, "insufficient funds")}
+
+
+@dataclass
+class Services:
+    pool: asyncpg.Pool
+    kaspi: KaspiClient
+    settings: Settings
+    notifier: Notifier
+
+
+@dataclass(frozen=True)
+class ScanOutcome:
+    qr_code_type: str
+    merchant: dict[str, Any] | None
+    payment: asyncpg.Record | None
+    service: dict[str, Any] | None
+    refund_id: str | None
+
+
+def _kaspi_unavailable(method: str, exc: KaspiNoAnswer) -> KaspiUnavailable:
+    return KaspiUnavailable(f"Kaspi did not answer {method} ({exc.reason}); try again")
+
+
+async def scan(svc: Services, qr_code: str, customer_id: str, locale: str) -> ScanOutcome:
+    try:
+        answer = await svc.kaspi.scan(ScanRequest(qrCode=qr_code, customerId=customer_id),
+                                      locale)
+    except KaspiNoAnswer as exc:
+        raise _kaspi_unavailable("scan", exc) from exc
+    if answer.result.resultCode != ResultCode.SUCCESS:
+        raise KaspiRefused(answer.result.resultCode, answer.result.resultMessage)
+    qr_type = answer.qrCodeType or ""
+    merchant = answer.merchant.model_dump(exclude_none=True) if answer.merchant else None
+    if qr_type == "Refund":
+        if answer.refund is None:
+            raise KaspiUnavailable("Kaspi's Refund scan answer has no refund")
+        return ScanOutcome(qr_type, merchant, None, None, answer.refund.refundId)
+    if qr_type not in PAYMENT_QR_TYPES or answer.payment is None or merchant is None:
+        raise KaspiUnavailable(f"Kaspi's scan answer is incomplete (qrCodeType {qr_type!r})")
+    if qr_type == "Dynamic" and answer.payment.paymentAmount is None:
+        raise KaspiUnavailable("Kaspi's Dynamic scan answer has no paymentAmount")
+    service = answer.paymentData.model_dump(exclude_none=True) if answer.paymentData else None
+    if qr_type == "Custom" and service is None:
+        raise KaspiUnavailable("Kaspi's Custom scan answer has no paymentData")
+    amount = answer.payment.paymentAmount if qr_type == "Dynamic" else None
+    async with svc.pool.acquire() as conn:
+        row = await conn.fetchrow(
+            """INSERT INTO payments (payment_id, customer_id, qr_code_type, status, amount_tiyn,
+                                     can_confirm_until, merchant, service, locale)
+               VALUES ($1, $2, $3, 'SCANNED', $4, $5, $6, $7, $8)
+               ON CONFLICT (payment_id) DO NOTHING RETURNING *""",
+            answer.payment.paymentId, customer_id, qr_type, amount,
+            answer.payment.canConfirmUntil, merchant, service, locale)
+        if row is None:
+            # Kaspi gave a paymentId we know (a Dynamic QR scanned again): same customer
+            # sees the payment as it stands; another customer may not take it over.
+            row = await conn.fetchrow("SELECT * FROM payments WHERE payment_id = $1",
+                                      answer.payment.paymentId)
+            assert row is not None
+            if row["customer_id"] != customer_id:
+                raise CustomerMismatch("this payment was scanned by another customer")
+    return ScanOutcome(qr_type, merchant, row, service, None)
+
+
+def _customers_payment(row: asyncpg.Record | None, payment_id: str,
+                       customer_id: str) -> asyncpg.Record:
+    if row is None:
+        raise NotFound(f"payment {payment_id!r} not found")
+    if row["customer_id"] != customer_id:
+        raise CustomerMismatch("customerId differs from the one that scanned this payment")
+    return row
+
+
+async def _locked_payment(conn: Conn, payment_id: str,
+                          customer_id: str) -> asyncpg.Record:
+    row = await conn.fetchrow("SELECT * FROM payments WHERE payment_id = $1 FOR UPDATE",
+                              payment_id)
+    return _customers_payment(row, payment_id, customer_id)
+
+
+async def _read_payment(svc: Services, payment_id: str, customer_id: str) -> asyncpg.Record:
+    async with svc.pool.acquire() as conn:
+        row = await conn.fetchrow("SELECT * FROM payments WHERE payment_id = $1", payment_id)
+    return _customers_payment(row, payment_id, customer_id)
+
+
+def _fill_parameters(service: dict[str, Any],
+                     given: dict[int, str]) -> list[CheckoutParameter]:
+    """Every parameter filled (regulation §4.2): scan's values unchanged, the rest from
+    the customer, a drop-down's value one of its keys."""
+    filled: list[CheckoutParameter] = []
+    known = {int(p["id"]) for p in service.get("parameters", [])}
+    unknown = sorted(set(given) - known)
+    if unknown:
+        raise ValidationFailed(f"parameters {unknown} are not parameters of this service")
+    for param in service.get("parameters", []):
+        pid, preset = int(param["id"]), param.get("value") or ""
+        if preset:
+            if pid in given and given[pid] != preset:
+                raise ValidationFailed(f"parameter {pid} is fixed by the QR code to {preset!r}")
+            filled.append(CheckoutParameter(id=pid, value=preset))
+            continue
+        value = given.get(pid, "").strip()
+        if not value:
+            raise ValidationFailed(f"parameter {pid} ({param.get('name', '')}) is required")
+        options = param.get("options")
+        if options and value not in {o["key"] for o in options}:
+            raise ValidationFailed(f"parameter {pid} must be one of the option keys")
+        filled.append(CheckoutParameter(id=pid, value=value))
+    return filled
+
+
+async def checkout(svc: Services, payment_id: str, customer_id: str,
+                   parameters: dict[int, str], locale: str) -> asyncpg.Record:
+    row = await _read_payment(svc, payment_id, customer_id)
+    if row["qr_code_type"] != "Custom":
+        raise InvalidState("checkout is only for Custom QR payments")
+    if row["status"] not in OPEN_STATUSES:
+        raise InvalidState(f"payment is {row['status']}")
+    request = CheckoutRequest(paymentId=payment_id, serviceId=int(row["service"]["serviceId"]),
+                              parameters=_fill_parameters(row["service"], parameters))
+    try:
+        answer = await svc.kaspi.checkout(request, locale)
+    except KaspiNoAnswer as exc:
+        raise _kaspi_unavailable("checkout", exc) from exc
+    if answer.result.resultCode != ResultCode.SUCCESS:
+        raise KaspiRefused(answer.result.resultCode, answer.result.resultMessage)
+    if answer.paymentAmount is None or answer.paymentAmount <= 0:
+        raise KaspiUnavailable("Kaspi's checkout answer has no paymentAmount")
+    async with svc.pool.acquire() as conn, conn.transaction():
+        row = await _locked_payment(conn, payment_id, customer_id)
+        if row["status"] not in OPEN_STATUSES:
+            raise InvalidState(f"payment is {row['status']}")
+        updated = await conn.fetchrow(
+            """UPDATE payments SET status = 'CHECKED_OUT', amount_tiyn = $2,
+                      can_confirm_until = coalesce($3, can_confirm_until),
+                      checkout_parameters = $4, updated_at = now()
+               WHERE payment_id = $1 RETURNING *""",
+            payment_id, answer.paymentAmount, answer.canConfirmUntil,
+            [p.model_dump() for p in request.parameters])
+    assert updated is not None
+    return updated
+
+
+def _confirm_amount(row: asyncpg.Record, amount_tiyn: int | None) -> int:
+    qr_type = row["qr_code_type"]
+    if qr_type == "Static":
+        if amount_tiyn is None:
+            raise ValidationFailed("amount is required for a Static QR payment")
+        if amount_tiyn <= 0 or not is_whole_tenge(amount_tiyn):
+            # notifyPayment's paymentAmount must be whole tenge (regulation §4.3).
+            raise ValidationFailed("amount must be a positive whole number of tenge")
+        return amount_tiyn
+    if qr_type == "Custom" and row["status"] == Status.SCANNED:
+        raise InvalidState("a Custom QR payment needs checkout before confirm")
+    stored: int = row["amount_tiyn"]
+    if amount_tiyn is not None and amount_tiyn != stored:
+        raise ValidationFailed("amount differs from the payment's amount")
+    return stored
+
+
+def _deadline_passed(row: asyncpg.Record, settings: Settings) -> bool:
+    until: datetime | None = row["can_confirm_until"]
+    if until is None:
+        return False
+    margin = timedelta(milliseconds=settings.confirm_safety_margin_ms)
+    return datetime.now(UTC) >= until - margin
+
+
+async def _enqueue_notify(conn: Conn, notice: Notice, hold_s: float) -> None:
+    # The request that decided holds the row's lease for `hold_s`; after that (or after
+    # a crash) the background worker takes over.
+    await conn.execute(
+        """INSERT INTO notify_outbox (payment_id, result_code, result_message, amount_tiyn,
+                                      next_attempt_at)
+           VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))""",
+        notice.payment_id, notice.result_code, notice.result_message, notice.amount_tiyn,
+        hold_s)
+
+
+# A confirm that loses a race re-reads the payment; more rounds than this is a bug.
+CONFIRM_ROUNDS = 5
+
+
+async def confirm(svc: Services, payment_id: str, customer_id: str, amount_tiyn: int | None,
+                  locale: str | None) -> asyncpg.Record:
+    """Validate the payment as read, then debit it in one statement that re-checks, under
+    the row lock, that it is still in the status validated (sql/005 payment_debit). A
+    request that loses the race (20 confirms at once) reads again and answers what the
+    winner did: never a second debit."""
+    budget_s = svc.settings.confirm_budget_ms / 1000
+    for _ in range(CONFIRM_ROUNDS):
+        row = await _read_payment(svc, payment_id, customer_id)
+        status = row["status"]
+        if status in (Status.PENDING, Status.COMPLETED, Status.DECLINED):
+            # A repeated confirm: never a second debit, the same outcome.
+            if amount_tiyn is not None and amount_tiyn != row["amount_tiyn"]:
+                raise InvalidState(f"payment is already {status} with another amount")
+            if row["decline_code"] == InsufficientFunds.code:
+                raise InsufficientFunds("insufficient funds")
+            return row
+        if status == Status.EXPIRED:
+            raise PaymentExpired("the payment's canConfirmUntil has passed")
+        if status == Status.CANCELLED:
+            raise InvalidState("payment is CANCELLED")
+        amount = _confirm_amount(row, amount_tiyn)
+        if _deadline_passed(row, svc.settings):
+            await _expire(svc, row)
+            continue
+        lease_ends = asyncio.get_running_loop().time() + budget_s
+        outcome = await _debit_or_decline(svc, row, amount, locale, budget_s)
+        if outcome is None:
+            continue
+        code, message = DEBIT_NOTICES[outcome]
+        notice = Notice(payment_id, str(row["mpp_payment_id"]), customer_id, amount, code,
+                        message, locale or row["locale"])
+        answered = await svc.notifier.deliver_now(notice, lease_ends)
+        if outcome == InsufficientFunds.code:
+            raise InsufficientFunds("insufficient funds")
+        return answered if answered is not None else await _read_payment(svc, payment_id,
+                                                                         customer_id)
+    raise AssertionError(f"payment {payment_id} kept changing during confirm")
+
+
+async def _expire(svc: Services, row: asyncpg.Record) -> None:
+    """canConfirmUntil has passed (less the safety margin): no debit, EXPIRED."""
+    check_transition(row["status"], Status.EXPIRED)
+    async with svc.pool.acquire() as conn:
+        done = await conn.execute(
+            "UPDATE payments SET status = 'EXPIRED', updated_at = now() "
+            "WHERE payment_id = $1 AND status = $2", row["payment_id"], row["status"])
+    if done == "UPDATE 1":
+        PAYMENTS.labels("EXPIRED").inc()
+    # Either way the next read shows EXPIRED (or what won the race).
+
+
+async def _debit_or_decline(svc: Services, row: asyncpg.Record, amount: int,
+                            locale: str | None, budget_s: float) -> str | None:
+    """Debit the customer and stage notifyPayment SUCCESS ('DEBITED'), or, without the
+    money, stage a PROCESS_FAIL notify so Kaspi closes the payment
+    ('INSUFFICIENT_FUNDS'), in one statement (sql/005 payment_debit; DEBIT_NOTICES says
+    what it staged). None: the payment changed since it was read."""
+    payment_id, customer_id = row["payment_id"], row["customer_id"]
+    check_transition(row["status"], Status.PENDING)
+    async with svc.pool.acquire() as conn:
+        outcome = await conn.fetchval(
+            "SELECT payment_debit($1, $2, $3, $4, $5, $6, $7)", payment_id, customer_id,
+            row["status"], amount, ledger.shard_for(payment_id), locale, budget_s)
+    if outcome == "CHANGED":
+        return None
+    assert outcome in DEBIT_NOTICES, outcome
+    if outcome == InsufficientFunds.code:
+        check_transition(row["status"], Status.DECLINED)
+        PAYMENTS.labels("INSUFFICIENT_FUNDS").inc()
+        log.info("payment declined: insufficient funds",
+                 extra={"payment_id": payment_id, "customer": mask_customer(customer_id)})
+    return str(outcome)
+
+
+async def complete_unanswered(conn: Conn, payment: asyncpg.Record, *, evidence: str) -> None:
+    """Kaspi proved it completed a PENDING payment whose notifyPayment answer we never got
+    (its registry lists it; refunds do the same inside sql/006 refund_apply): record it
+    COMPLETED. `payment` is the row the caller holds FOR UPDATE."""
+    check_transition(payment["status"], Status.COMPLETED)
+    await conn.execute("SELECT complete_unanswered($1)", payment["payment_id"])
+    PAYMENTS.labels("COMPLETED").inc()
+    log.warning(f"{evidence} for a PENDING payment: recorded as COMPLETED",
+                extra={"payment_id": payment["payment_id"]})
+
+
+async def cancel(svc: Services, payment_id: str, customer_id: str) -> asyncpg.Record:
+    """The customer backed out: stage CANCELLED_BY_CLIENT (regulation §4.3) and try it now."""
+    budget_s = svc.settings.confirm_budget_ms / 1000
+    lease_ends = asyncio.get_running_loop().time() + budget_s
+    async with svc.pool.acquire() as conn, conn.transaction():
+        row = await _locked_payment(conn, payment_id, customer_id)
+        if row["status"] == Status.CANCELLED:
+            return row
+        if row["status"] not in OPEN_STATUSES:
+            raise InvalidState(f"payment is {row['status']} and can no longer be cancelled")
+        check_transition(row["status"], Status.CANCELLED)
+        await conn.execute("UPDATE payments SET status = 'CANCELLED', updated_at = now() "
+                           "WHERE payment_id = $1", payment_id)
+        notice = Notice(payment_id, str(row["mpp_payment_id"]), customer_id, None,
+                        ResultCode.CANCELLED_BY_CLIENT, CANCELLED_BY_CLIENT_MESSAGE,
+                        row["locale"])
+        await _enqueue_notify(conn, notice, budget_s)
+    PAYMENTS.labels("CANCELLED").inc()
+    answered = await svc.notifier.deliver_now(notice, lease_ends)
+    return answered if answered is not None else await _read_payment(svc, payment_id,
+                                                                     customer_id)
+
+
+async def get(pool: asyncpg.Pool, payment_id: str) -> tuple[asyncpg.Record,
+                                                            list[asyncpg.Record]]:
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow("SELECT * FROM payments WHERE payment_id = $1", payment_id)
+        if row is None:
+            raise NotFound(f"payment {payment_id!r} not found")
+        refunds = await conn.fetch(
+            """SELECT refund_id, amount_tiyn, created_at FROM refunds
+               WHERE payment_id = $1 AND status = 'SUCCESS' ORDER BY created_at, refund_id""",
+            payment_id)
+    return row, list(refunds)
+
+
+def receipt_link(row: asyncpg.Record) -> str | None:
+    """Kaspi's receipt, in Kazakh when the customer uses kk-KZ (regulation §4.3)."""
+    link: str | None = row["link_receipt"]
+    if link and row["locale"] == "kk-KZ" and "locale=kk" not in link:
+        link += "&locale=kk"
+    return link
+
+
+async def expire_stale(pool: asyncpg.Pool) -> int:
+    """Mark open payments whose canConfirmUntil has passed as EXPIRED."""
+    async with pool.acquire() as conn:
+        result: str = await conn.execute(
+            """UPDATE payments SET status = 'EXPIRED', updated_at = now()
+               WHERE status IN ('SCANNED', 'CHECKED_OUT') AND can_confirm_until < now()""")
+    count = int(result.split()[-1])
+    if count:
+        PAYMENTS.labels("EXPIRED").inc(count)
+    return count

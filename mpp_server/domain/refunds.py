@@ -1,0 +1,80 @@
+"""Refunds Kaspi asks for (regulation §1.3, §3, §4.4): exactly one credit per refundId.
+
+The work is one statement, sql/006_refund_step.sql `refund_apply`: the refunds table's
+primary key is the refundId; the first request inserts its row and holds it
+(uncommitted) while it works; a duplicate's INSERT waits on that key until the first
+commits, then answers what the first answered. So duplicates, sequential or concurrent,
+never see REFUND_IN_PROCESS: they wait and get the same final answer. The payment row is
+locked while a refund is applied, and a CHECK keeps refunded ≤ paid, so no interleaving
+can refund more than the payment.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import asyncpg
+
+from mpp_server.domain import ledger
+from mpp_server.logs import mask_customer
+from mpp_server.metrics import MONEY_ALARMS, PAYMENTS, REFUNDED_TIYN, REFUNDS
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RefundRequest:
+    refund_id: str
+    payment_id: str
+    customer_id: str
+    amount_tiyn: int
+    link_receipt: str
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """The inbound request log's record of the HTTP request that asked for the refund."""
+
+    source_ip: str
+    path: str
+    headers: dict[str, str]
+    body_masked: str
+    elapsed_ms: int
+
+
+@dataclass(frozen=True)
+class RefundAnswer:
+    code: str
+    message: str
+
+
+async def apply_refund(pool: asyncpg.Pool, req: RefundRequest,
+                       exchange: Exchange) -> RefundAnswer:
+    """One statement (sql/007: refund_apply_logged, the refund and its request log entry
+    together); the metrics and logs follow its outcome."""
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow(
+            "SELECT code, message, outcome FROM refund_apply_logged("
+            "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            req.refund_id, req.payment_id, req.customer_id, req.amount_tiyn,
+            req.link_receipt, ledger.shard_for(req.payment_id), exchange.source_ip,
+            exchange.path, exchange.headers, exchange.body_masked, exchange.elapsed_ms)
+    assert row is not None
+    outcome: str = row["outcome"]
+    if outcome.startswith("CREDITED"):
+        REFUNDED_TIYN.inc(req.amount_tiyn)
+        log.info("refund credited", extra={"refund_id": req.refund_id,
+                                           "payment_id": req.payment_id,
+                                           "customer": mask_customer(req.customer_id)})
+    if outcome == "CREDITED_PENDING":
+        # Kaspi refunds only what it completed: our notifyPayment's answer was lost.
+        PAYMENTS.labels("COMPLETED").inc()
+        log.warning("refund for a PENDING payment: recorded as COMPLETED",
+                    extra={"payment_id": req.payment_id})
+    elif outcome == "REFUSED_DECLINED":
+        MONEY_ALARMS.labels("refund_for_declined_payment").inc()
+        log.error("Kaspi refunds a payment we DECLINED and returned",
+                  extra={"payment_id": req.payment_id, "refund_id": req.refund_id})
+    REFUNDS.labels(row["code"]).inc()
+    return RefundAnswer(row["code"], row["message"])

@@ -1,0 +1,218 @@
+"""The wallet API's wire formats (shared/spec/wallet-api.md), validated with pydantic.
+
+Requests refuse unknown fields (a typo must not be silently ignored when money moves);
+amounts are "1500.00" strings (bare numbers accepted) and integer tiyn inside.
+The OpenAPI description is generated from these same models (api/openapi.py).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+    WithJsonSchema,
+)
+
+from mpp_server.kaspi_client.models import KZ_TZ, AmountIn, AmountOut
+
+AMOUNT_PATTERN = r"^(0|[1-9][0-9]{0,15})(\.[0-9]{1,2})?$"
+CUSTOMER_ID_PATTERN = r"^[A-Za-z0-9._*-]{1,12}$"
+ID_PATTERN = r"^[A-Za-z0-9._:/-]{1,64}$"
+
+MONEY_PATTERN = r"^(0|[1-9][0-9]{0,15})\.[0-9]{2}$"
+
+# Requests: "1500.00" (bare JSON numbers accepted, as in Kaspi's own examples) parsed
+# into tiyn. The schema says so, or a client generator would refuse what we accept.
+Amount = Annotated[AmountIn, WithJsonSchema({
+    "anyOf": [{"type": "string", "pattern": AMOUNT_PATTERN, "examples": ["1500.00"]},
+              {"type": "number", "minimum": 0, "examples": [1500]}],
+    "description": "tenge with up to two decimals: \"1500.00\"; a bare JSON number "
+                   "(1500, 1500.5) is accepted too, an exponent (1e3) is not"})]
+# Answers: built from tiyn, always written as "1500.00".
+Money = Annotated[AmountOut, WithJsonSchema({
+    "type": "string", "pattern": MONEY_PATTERN, "examples": ["1500.00"],
+    "description": "tenge with two decimals"})]
+CustomerId = Annotated[str, StringConstraints(pattern=CUSTOMER_ID_PATTERN)]
+ExternalId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
+Timestamp = Annotated[datetime, PlainSerializer(
+    lambda d: d.astimezone(KZ_TZ).isoformat(timespec="seconds"), return_type=str),
+    WithJsonSchema({"type": "string", "format": "date-time",
+                    "examples": ["2024-02-19T15:57:41+05:00"]}, mode="serialization")]
+
+
+def _storable(value: str) -> str:
+    """PostgreSQL text holds neither NUL nor a lone UTF-16 surrogate, and JSON can carry
+    both (`"\\u0000"`, `"\\ud800"`): refuse them here, or the insert fails with a 500."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    try:
+        value.encode()
+    except UnicodeEncodeError as exc:
+        raise ValueError("is not valid Unicode text") from exc
+    return value
+
+
+# Free text that is stored (the id types above are ASCII by their patterns).
+StoredText = Annotated[str, AfterValidator(_storable)]
+Status = Literal["SCANNED", "CHECKED_OUT", "PENDING", "COMPLETED", "DECLINED", "CANCELLED",
+                 "EXPIRED"]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+# ---- requests -------------------------------------------------------------------
+
+class DepositIn(_Request):
+    depositId: ExternalId
+    amount: Amount
+
+
+class ScanIn(_Request):
+    qrCode: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    customerId: CustomerId
+
+
+class ParameterIn(_Request):
+    id: int = Field(ge=0, le=2**63 - 1)
+    value: Annotated[StoredText, StringConstraints(max_length=64)]
+
+
+class CheckoutIn(_Request):
+    customerId: CustomerId
+    parameters: list[ParameterIn] = Field(max_length=100)
+
+
+class ConfirmIn(_Request):
+    customerId: CustomerId
+    amount: Amount | None = Field(default=None,
+                                  description="required for Static QR, whole tenge")
+
+
+class CancelIn(_Request):
+    customerId: CustomerId
+
+
+# ---- answers --------------------------------------------------------------------
+
+class ErrorBody(_Response):
+    code: str
+    message: str
+
+
+class ErrorOut(_Response):
+    error: ErrorBody
+
+
+class AccountOut(_Response):
+    customerId: str
+    balance: Money
+    currency: Literal["KZT"] = "KZT"
+
+
+class MerchantOut(_Response):
+    merchantId: str
+    merchantName: str
+    merchantMCC: str
+    authorType: str | None = None
+
+
+class ScanPaymentOut(_Response):
+    paymentId: str
+    amount: Money | None = None
+    canConfirmUntil: Timestamp | None = None
+    status: Status
+
+
+class OptionOut(_Response):
+    key: str
+    label: str
+    description: str | None = None
+
+
+class ServiceParameterOut(_Response):
+    id: int
+    name: str
+    value: str | None = None
+    options: list[OptionOut] | None = None
+
+
+class ServiceOut(_Response):
+    serviceId: int
+    serviceName: str
+    parameters: list[ServiceParameterOut]
+
+
+class RefundRef(_Response):
+    refundId: str
+
+
+class ScanOut(_Response):
+    qrCodeType: Literal["Dynamic", "Static", "Custom", "Refund"]
+    merchant: MerchantOut | None = None
+    payment: ScanPaymentOut | None = None
+    service: ServiceOut | None = None
+    refund: RefundRef | None = None
+
+
+class CheckoutOut(_Response):
+    paymentId: str
+    amount: Money
+    canConfirmUntil: Timestamp | None = None
+    status: Status
+
+
+class RefundOut(_Response):
+    refundId: str
+    amount: Money
+    createdAt: Timestamp
+
+
+class PaymentOut(_Response):
+    paymentId: str
+    mppPaymentId: str
+    qrCodeType: Literal["Dynamic", "Static", "Custom"]
+    status: Status
+    amount: Money | None = None
+    refundedAmount: Money
+    linkReceipt: str | None = None
+    refunds: list[RefundOut] = Field(default_factory=list)
+    merchant: MerchantOut
+    canConfirmUntil: Timestamp | None = None
+    declineReason: str | None = Field(
+        default=None, description="INSUFFICIENT_FUNDS, or Kaspi's resultCode when it declined")
+    kaspiAcknowledged: bool = Field(
+        description="Kaspi has answered our notifyPayment (success, decline or cancel)")
+    createdAt: Timestamp
+
+
+class EventOut(_Response):
+    id: int
+    type: str
+    customerId: str
+    paymentId: str | None = None
+    refundId: str | None = None
+    amount: Money | None = None
+    createdAt: Timestamp
+
+
+class EventsOut(_Response):
+    events: list[EventOut]
+    next: str = Field(description="pass as `after` to read the events that follow")
+
+
+class HealthOut(_Response):
+    status: str
+    detail: str | None = None

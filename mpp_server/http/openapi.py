@@ -1,0 +1,518 @@
+"""The OpenAPI 3.1 description of both listeners, generated from the pydantic models
+that validate the requests and shape the answers (http/models.py, http/py).
+
+`ROUTES` is the one table of what each listener serves: method, path, models, answers
+per status with the error codes, examples. Schemas are never written here: they come
+from the models (`models_json_schema`, "validation" for requests, "serialization" for
+answers), so the description cannot drift from what the server checks and sends.
+
+Each listener serves its own part at `GET /openapi.json` (relative server URL: the
+host that served it). `python -m mpp_server openapi` (`make openapi`) prints one
+document with both listeners, the default addresses as servers, for docs/openapi.json
+(docs/openapi.md says why one document).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from aiohttp import web
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
+
+from mpp_server import __version__, errors
+from mpp_server.config import Settings
+from mpp_server.domain import events
+from mpp_server.http import reconciliations, wallet
+from mpp_server.http.middleware import LOCALES
+from mpp_server.http.models import (
+    CUSTOMER_ID_PATTERN,
+    ID_PATTERN,
+    AccountOut,
+    CancelIn,
+    CheckoutIn,
+    CheckoutOut,
+    ConfirmIn,
+    DepositIn,
+    ErrorBody,
+    ErrorOut,
+    EventOut,
+    EventsOut,
+    HealthOut,
+    MerchantOut,
+    OptionOut,
+    PaymentOut,
+    RefundOut,
+    RefundRef,
+    ScanIn,
+    ScanOut,
+    ScanPaymentOut,
+    ServiceOut,
+    ServiceParameterOut,
+)
+from mpp_server.http.refund_listener import RefundIn, RefundResultOut, ResultOut
+from mpp_server.kaspi_client.codes import ResultCode
+
+Listener = Literal["wallet", "kaspi"]
+Which = Literal["wallet", "kaspi", "all"]
+JSON = "application/json"
+REF = "#/components/schemas/{model}"
+
+# ---- examples: model instances, so every example is a valid answer by construction ----
+
+CUSTOMER = "900912345678"
+PAYMENT_ID = "abc1234567890"
+UNTIL = datetime(2024, 2, 19, 10, 57, 41, tzinfo=UTC)
+MERCHANT = MerchantOut(merchantId="123456789", merchantName="Coffee Bar", merchantMCC="5812")
+RECEIPT = "https://receipt-test.kaspi.kz/web?extTranId=QR2509155449&sale_date=2024-12-05+12:05:10.285"
+
+
+def _payment(**changes: Any) -> PaymentOut:
+    base: dict[str, Any] = dict(
+        paymentId=PAYMENT_ID, mppPaymentId="1042", qrCodeType="Dynamic", status="COMPLETED",
+        amount=150000, refundedAmount=0, linkReceipt=RECEIPT, merchant=MERCHANT,
+        canConfirmUntil=UNTIL, kaspiAcknowledged=True, createdAt=UNTIL)
+    return PaymentOut(**{**base, **changes})
+
+
+SCAN_EXAMPLES: dict[str, BaseModel] = {
+    "Dynamic": ScanOut(qrCodeType="Dynamic", merchant=MERCHANT, payment=ScanPaymentOut(
+        paymentId=PAYMENT_ID, amount=150000, canConfirmUntil=UNTIL, status="SCANNED")),
+    "Static": ScanOut(qrCodeType="Static", merchant=MERCHANT, payment=ScanPaymentOut(
+        paymentId="st-0192837465", canConfirmUntil=UNTIL, status="SCANNED")),
+    "Custom": ScanOut(
+        qrCodeType="Custom", merchant=MERCHANT,
+        payment=ScanPaymentOut(paymentId="379eb787-1a36-4096-ac39-4f3006e26a19",
+                               status="SCANNED"),
+        service=ServiceOut(serviceId=2862, serviceName="Парковка", parameters=[
+            ServiceParameterOut(id=3932, name="Госномер", value=""),
+            ServiceParameterOut(id=3933, name="Зона", options=[
+                OptionOut(key="A", label="Зона A"), OptionOut(key="B", label="Зона B")])])),
+    "Refund": ScanOut(qrCodeType="Refund", refund=RefundRef(refundId="QR150895463")),
+}
+PAYMENT_EXAMPLES: dict[str, BaseModel] = {
+    "COMPLETED": _payment(),
+    "PENDING": _payment(status="PENDING", linkReceipt=None, kaspiAcknowledged=False),
+    "refunded": _payment(refundedAmount=50000, refunds=[
+        RefundOut(refundId="Ref1234567", amount=50000, createdAt=UNTIL)]),
+}
+
+# ---- the route table ---------------------------------------------------------------
+
+# Local error codes and their HTTP status, from the exceptions the server raises.
+_LOCAL = {cls.code: cls.http_status for cls in (
+    errors.ValidationFailed, errors.Unauthorized, errors.NotFound, errors.InsufficientFunds,
+    errors.PaymentExpired, errors.InvalidState, errors.CustomerMismatch,
+    errors.IdempotencyConflict, errors.KaspiUnavailable)}
+_KASPI_PASSED = (ResultCode.INVALID_TOKEN, ResultCode.PARAM_ILLEGAL, ResultCode.CUSTOM_QR_ERROR,
+                 ResultCode.EXPIRED_CODE, ResultCode.PROCESS_FAIL, ResultCode.INVALID_MERCHANT,
+                 ResultCode.PAYMENTS_SUSPENDED, ResultCode.UNKNOWN_EXCEPTION,
+                 ResultCode.UNKNOWN_SOURCE)
+# Where a Kaspi code lands is decided by errors.KaspiRefused, asked here, not repeated.
+_STATUS_OF = {**_LOCAL, **{str(c): errors.KaspiRefused(c, "").http_status for c in _KASPI_PASSED},
+              "PAYLOAD_TOO_LARGE": 413}
+_WHY = {
+    "VALIDATION_ERROR": "the request is malformed or breaks a rule (message says which)",
+    "UNAUTHORIZED": "missing or unknown bearer token",
+    "NOT_FOUND": "no such account or payment",
+    "INSUFFICIENT_FUNDS": "the balance does not cover the payment (it is DECLINED)",
+    "PAYMENT_EXPIRED": "canConfirmUntil has passed (the payment is EXPIRED)",
+    "INVALID_STATE": "the payment's status does not allow this",
+    "CUSTOMER_MISMATCH": "another customer scanned this payment",
+    "IDEMPOTENCY_CONFLICT": "the depositId was used with another customer or amount",
+    "KASPI_UNAVAILABLE": "Kaspi did not answer (timeout, network); safe to retry",
+    "PAYLOAD_TOO_LARGE": "the body is larger than MAX_BODY_BYTES",
+}
+_BODY_ERRORS = ("VALIDATION_ERROR", "PAYLOAD_TOO_LARGE")
+_SCAN_KASPI = tuple(str(c) for c in _KASPI_PASSED)
+_CHECKOUT_KASPI = ("PARAM_ILLEGAL", "EXPIRED_CODE", "PROCESS_FAIL", "PAYMENTS_SUSPENDED",
+                   "UNKNOWN_EXCEPTION", "UNKNOWN_SOURCE")
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    where: Literal["path", "query", "header"]
+    schema: Mapping[str, Any]
+    description: str
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class Answer:
+    description: str
+    model: type[BaseModel] | None = None
+    examples: Mapping[str, BaseModel] = field(default_factory=dict)
+    media_type: str = JSON
+    raw_schema: Mapping[str, Any] | None = None  # for answers that are not a model
+
+
+@dataclass(frozen=True)
+class Route:
+    listeners: tuple[Listener, ...]
+    method: str
+    path: str
+    operation_id: str
+    summary: str
+    description: str = ""
+    tag: str = "wallet"
+    secured: bool = True
+    params: tuple[Param, ...] = ()
+    request: type[BaseModel] | None = None
+    # Request examples stay as written (a bare number stays bare); build() validates them.
+    request_examples: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    answers: Mapping[int, Answer] = field(default_factory=dict)
+    # Error codes answered as {"error": {code, message}}; the status comes from _STATUS_OF.
+    error_codes: tuple[str, ...] = ()
+    # Kaspi's codes not in our table are passed through as 502 too.
+    passes_kaspi_codes: bool = False
+
+
+CUSTOMER_ID = Param("customerId", "path", {"type": "string", "pattern": CUSTOMER_ID_PATTERN},
+                    "the wallet's own customer id (≤ 12 characters)", required=True)
+PAYMENT = Param("paymentId", "path", {"type": "string", "pattern": ID_PATTERN},
+                "Kaspi's paymentId, as scan answered it", required=True)
+LOCALE = Param("X-Locale", "header", {"type": "string", "enum": list(LOCALES)},
+               "passed on to Kaspi; kk-KZ also makes the receipt link Kazakh")
+PROBE = ("probes",)
+
+
+def _payment_answer(description: str) -> Answer:
+    return Answer(description, PaymentOut, PAYMENT_EXAMPLES)
+
+
+ROUTES: tuple[Route, ...] = (
+    Route(("wallet",), "post", "/v1/accounts/{customerId}/deposits", "createDeposit",
+          "Credit a customer's wallet (idempotent on depositId)",
+          "How money enters a wallet (production feeds it from core banking). The first "
+          "deposit creates the account. A repeat with the same depositId, customer and "
+          "amount answers 200 and moves nothing.",
+          params=(CUSTOMER_ID,), request=DepositIn,
+          request_examples={"deposit": {"depositId": "d-1", "amount": "5000.00"},
+                            "bare number": {"depositId": "d-2", "amount": 1500}},
+          answers={201: Answer("credited", AccountOut, {
+                       "credited": AccountOut(customerId=CUSTOMER, balance=500000)}),
+                   200: Answer("a repeat: nothing moved, the current balance", AccountOut)},
+          error_codes=("UNAUTHORIZED", "IDEMPOTENCY_CONFLICT", *_BODY_ERRORS)),
+    Route(("wallet",), "get", "/v1/accounts/{customerId}", "getAccount",
+          "A customer's available balance", params=(CUSTOMER_ID,),
+          answers={200: Answer("the account", AccountOut, {
+              "account": AccountOut(customerId=CUSTOMER, balance=350000)})},
+          error_codes=("UNAUTHORIZED", "NOT_FOUND", "VALIDATION_ERROR")),
+    Route(("wallet",), "post", "/v1/scan", "scan", "Scan a Kaspi QR code",
+          "Asks Kaspi what the QR code is. Payment QR codes (Dynamic, Static, Custom) "
+          "create a SCANNED payment; a Refund QR only names Kaspi's refundId. A Dynamic QR "
+          "scanned again by the same customer answers the same payment. Kaspi's own error "
+          "codes are passed through.",
+          params=(LOCALE,), request=ScanIn,
+          request_examples={"scan": {"qrCode": "592xxxxxxxxxxxxxxxxxxxxxxxxxxx6574344",
+                                     "customerId": CUSTOMER}},
+          answers={200: Answer("what the QR code is", ScanOut, SCAN_EXAMPLES)},
+          error_codes=("UNAUTHORIZED", "CUSTOMER_MISMATCH", "KASPI_UNAVAILABLE", *_BODY_ERRORS,
+                       *_SCAN_KASPI),
+          passes_kaspi_codes=True),
+    Route(("wallet",), "post", "/v1/payments/{paymentId}/checkout", "checkout",
+          "Fill a Custom QR payment's parameters; Kaspi answers the amount",
+          "Every parameter is sent to Kaspi: scan's filled values unchanged, the customer's "
+          "values for the rest (a drop-down's value must be one of its option keys).",
+          params=(PAYMENT, LOCALE), request=CheckoutIn,
+          request_examples={"checkout": {"customerId": CUSTOMER, "parameters": [
+              {"id": 3932, "value": "123ABC02"}, {"id": 3933, "value": "A"}]}},
+          answers={200: Answer("the amount to confirm", CheckoutOut, {"checked out": CheckoutOut(
+              paymentId="379eb787-1a36-4096-ac39-4f3006e26a19", amount=20000,
+              canConfirmUntil=UNTIL, status="CHECKED_OUT")})},
+          error_codes=("UNAUTHORIZED", "NOT_FOUND", "CUSTOMER_MISMATCH", "INVALID_STATE",
+                       "KASPI_UNAVAILABLE", *_BODY_ERRORS, *_CHECKOUT_KASPI),
+          passes_kaspi_codes=True),
+    Route(("wallet",), "post", "/v1/payments/{paymentId}/confirm", "confirmPayment",
+          "Pay: debit the customer and tell Kaspi",
+          "Answers COMPLETED or DECLINED when Kaspi answers within the time budget "
+          "(CONFIRM_BUDGET_MS), otherwise PENDING: the server keeps notifying Kaspi and "
+          "GET shows the final status. Repeating confirm never debits twice. `amount` is "
+          "required for a Static QR (a whole number of tenge); for the others it may only "
+          "repeat the payment's amount.",
+          params=(PAYMENT, LOCALE), request=ConfirmIn,
+          request_examples={"Dynamic": {"customerId": CUSTOMER},
+                            "Static": {"customerId": CUSTOMER, "amount": "1500.00"}},
+          answers={200: _payment_answer("the payment: COMPLETED, DECLINED or PENDING")},
+          error_codes=("UNAUTHORIZED", "NOT_FOUND", "INSUFFICIENT_FUNDS", "PAYMENT_EXPIRED",
+                       "INVALID_STATE", "CUSTOMER_MISMATCH", *_BODY_ERRORS)),
+    Route(("wallet",), "post", "/v1/payments/{paymentId}/cancel", "cancelPayment",
+          "The customer backs out of a SCANNED or CHECKED_OUT payment",
+          "CANCELLED at once; Kaspi is told CANCELLED_BY_CLIENT (kaspiAcknowledged says "
+          "whether it has answered yet; the server keeps trying). A repeat answers the "
+          "same.",
+          params=(PAYMENT,), request=CancelIn,
+          request_examples={"cancel": {"customerId": CUSTOMER}},
+          answers={200: Answer("the payment, CANCELLED", PaymentOut, {"cancelled": _payment(
+              status="CANCELLED", amount=None, linkReceipt=None)})},
+          error_codes=("UNAUTHORIZED", "NOT_FOUND", "INVALID_STATE", "CUSTOMER_MISMATCH",
+                       *_BODY_ERRORS)),
+    Route(("wallet",), "get", "/v1/payments/{paymentId}", "getPayment",
+          "A payment, its status and its refunds", params=(PAYMENT,),
+          answers={200: _payment_answer("the payment")},
+          error_codes=("UNAUTHORIZED", "NOT_FOUND", "VALIDATION_ERROR")),
+    Route(("wallet",), "get", "/v1/events", "listEvents",
+          "What to tell the customers, in commit-safe order",
+          "Follow `next`: pass it as `after` to read the events that follow; a reader that "
+          "does so never misses an event, even one whose transaction committed after a "
+          "later-numbered event's. Types: payment.completed, payment.declined, "
+          "refund.credited.",
+          params=(Param("after", "query", {"type": "string",
+                                           "pattern": f"^$|{events._CURSOR.pattern}",
+                                           "examples": [events.START]},
+                        "the `next` of the previous page; omitted or empty: from the start"),
+                  Param("limit", "query", {"type": "integer", "minimum": 1,
+                                           "maximum": wallet.EVENTS_MAX_LIMIT, "default": 100},
+                        "at most this many events")),
+          answers={200: Answer("a page of events", EventsOut, {"page": EventsOut(events=[
+              EventOut(id=17, type="payment.completed", customerId=CUSTOMER,
+                       paymentId=PAYMENT_ID, amount=150000, createdAt=UNTIL),
+              EventOut(id=18, type="refund.credited", customerId=CUSTOMER,
+                       paymentId=PAYMENT_ID, refundId="Ref1234567", amount=50000,
+                       createdAt=UNTIL)], next="1093-18")})},
+          error_codes=("UNAUTHORIZED", "VALIDATION_ERROR")),
+    Route(("wallet",), "get", "/v1/reconciliations", "listReconciliations",
+          "Reconciliation runs against Kaspi's registries, newest first",
+          "One run per imported registry file (`python -m mpp_server reconcile`, "
+          "docs/reconciliation.md); `before` pages back by run id.", tag="back office",
+          params=(Param("limit", "query", {"type": "integer", "minimum": 1,
+                                           "maximum": reconciliations.LIST_MAX_LIMIT,
+                                           "default": 50}, "at most this many runs"),
+                  Param("before", "query", {"type": "string", "pattern": "^[1-9][0-9]{0,17}$"},
+                        "only runs with a smaller id (a run id)")),
+          answers={200: Answer("the runs", reconciliations.ReconciliationsOut)},
+          error_codes=("UNAUTHORIZED", "VALIDATION_ERROR")),
+    Route(("wallet",), "get", "/v1/reconciliations/{runId}", "getReconciliation",
+          "One reconciliation run with its discrepancies", tag="back office",
+          params=(Param("runId", "path", {"type": "string", "pattern": "^[0-9]{1,18}$"},
+                        "the run's id", required=True),),
+          answers={200: Answer("the run and its discrepancies",
+                               reconciliations.ReconciliationOut)},
+          error_codes=("UNAUTHORIZED", "NOT_FOUND", "VALIDATION_ERROR")),
+    Route(("wallet",), "get", "/healthz", "healthz", "The process is alive", tag="probes",
+          secured=False,
+          answers={200: Answer("alive", HealthOut, {"ok": HealthOut(status="ok")})}),
+    Route(("wallet",), "get", "/readyz", "readyz",
+          "The database is reachable and every migration applied", tag="probes",
+          secured=False,
+          answers={200: Answer("ready", HealthOut, {"ready": HealthOut(status="ready")}),
+                   503: Answer("not ready (the detail says why)", HealthOut, {
+                       "no database": HealthOut(status="unavailable",
+                                                detail="database: connection refused")})}),
+    Route(("wallet",), "get", "/metrics", "metrics", "Prometheus metrics", tag="probes",
+          secured=False,
+          answers={200: Answer("the Prometheus text format", media_type="text/plain",
+                               raw_schema={"type": "string"})}),
+    Route(("wallet", "kaspi"), "get", "/openapi.json", "openapi",
+          "This description (each listener serves its own part)", tag="probes",
+          secured=False,
+          answers={200: Answer("the OpenAPI 3.1 document", raw_schema={"type": "object"}),
+                   403: Answer("Kaspi-facing listener only: the source address is outside "
+                               "KASPI_ALLOWED_NETWORKS", RefundResultOut)}),
+    Route(("kaspi",), "post", "/refund", "refund", "Kaspi refunds a payment (regulation §4.4)",
+          "Called by Kaspi over the IPSec tunnel, only from KASPI_ALLOWED_NETWORKS. Exactly "
+          "one credit per refundId; a repeat gets the same answer. Refunds of a payment never "
+          "add up to more than the payment.\n\n"
+          "Keys are matched after trimming whitespace: the regulation's own example sends "
+          "`\"paymentId \"` and `\"refundId \"` (with a trailing space), read as paymentId "
+          "and refundId; the same key given with and without the space must agree. "
+          "`refundAmount` may be a string (`\"100.00\"`) or a bare JSON number "
+          "(`100.00`, `100`). Fields not listed are ignored. The regulation's example, "
+          "accepted as is:\n\n"
+          "```json\n"
+          '{"refundAmount": 100.00, "customerId": "9009********", '
+          '"paymentId ": "abc1234567890", "refundId ": "Ref1234567", '
+          '"linkReceipt": "https://receipt.kaspi.kz/ext?TranId=a3ffba1a-5add"}\n'
+          "```",
+          tag="kaspi", secured=False, request=RefundIn,
+          request_examples={
+              "refund": {"customerId": CUSTOMER, "paymentId": PAYMENT_ID,
+                         "refundAmount": "100.00", "refundId": "Ref1234567",
+                         "linkReceipt": RECEIPT},
+              "bare number": {"customerId": CUSTOMER, "paymentId": PAYMENT_ID,
+                              "refundAmount": 100, "refundId": "Ref1234568",
+                              "linkReceipt": RECEIPT}},
+          answers={
+              200: Answer("every business outcome: SUCCESS, or PARAM_ILLEGAL with the reason "
+                          "(unknown payment, another customer, more than the payment, ...)",
+                          RefundResultOut, {
+                              "SUCCESS": RefundResultOut(result=ResultOut(
+                                  resultCode="SUCCESS", resultMessage="success")),
+                              "PARAM_ILLEGAL": RefundResultOut(result=ResultOut(
+                                  resultCode="PARAM_ILLEGAL",
+                                  resultMessage="refund would exceed the payment: "
+                                                "5000 tiyn left to refund"))}),
+              400: Answer("PARAM_ILLEGAL: the body cannot be read (malformed JSON, a missing, "
+                          "over-long or malformed field); nothing written",
+                          RefundResultOut, {"PARAM_ILLEGAL": RefundResultOut(
+                              result=ResultOut(resultCode="PARAM_ILLEGAL",
+                                                     resultMessage="customerId: Field "
+                                                                   "required"))}),
+              403: Answer("PARAM_ILLEGAL: the source address is outside "
+                          "KASPI_ALLOWED_NETWORKS; the body is not read", RefundResultOut),
+              413: Answer("PARAM_ILLEGAL: the body is larger than MAX_BODY_BYTES",
+                          RefundResultOut),
+              500: Answer("UNKNOWN_EXCEPTION: we failed (database down); nothing committed, "
+                          "Kaspi retries", RefundResultOut)}),
+)
+
+# ---- building the document ---------------------------------------------------------
+
+
+def _dump(example: Any) -> Any:
+    if isinstance(example, BaseModel):
+        return example.model_dump(mode="json", exclude_none=True)
+    return example
+
+
+def _examples(examples: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: {"value": _dump(value)} for name, value in examples.items()}
+
+
+def _error_answers(route: Route) -> dict[int, dict[str, Any]]:
+    by_status: dict[int, list[str]] = {}
+    for code in route.error_codes:
+        by_status.setdefault(_STATUS_OF[code], []).append(code)
+    if route.passes_kaspi_codes:
+        by_status.setdefault(502, [])
+    answers: dict[int, dict[str, Any]] = {}
+    for status, codes in sorted(by_status.items()):
+        lines = [f"- `{c}`: {_WHY.get(c, 'passed through from Kaspi')}" for c in codes]
+        if status == 502:
+            lines.append("- any other error code Kaspi answers, passed through")
+        examples = {c: ErrorOut(error=ErrorBody(code=c, message=_WHY.get(c, "Kaspi's "
+                                                "resultMessage"))) for c in codes}
+        answers[status] = {
+            "description": "`{\"error\": {code, message}}` with one of:\n" + "\n".join(lines),
+            "content": {JSON: {"schema": {"$ref": REF.format(model="ErrorOut")},
+                               "examples": _examples(examples)}},
+            "x-error-codes": codes,
+        }
+    return answers
+
+
+def _operation(route: Route, refs: Mapping[Any, dict[str, Any]]) -> dict[str, Any]:
+    """`refs`: (model, mode) -> {"$ref": ...}, as models_json_schema answers."""
+    op: dict[str, Any] = {"operationId": route.operation_id, "summary": route.summary,
+                          "tags": [route.tag]}
+    if route.description:
+        op["description"] = route.description
+    op["security"] = [{"bearerAuth": []}] if route.secured else []
+    if route.params:
+        op["parameters"] = [{"name": p.name, "in": p.where, "required": p.required,
+                             "description": p.description, "schema": dict(p.schema)}
+                            for p in route.params]
+    if route.request is not None:
+        media: dict[str, Any] = {"schema": refs[(route.request, "validation")]}
+        for example in route.request_examples.values():
+            route.request.model_validate(example)  # an example the server refuses is a bug
+        if route.request_examples:
+            media["examples"] = _examples(route.request_examples)
+        op["requestBody"] = {"required": True, "content": {JSON: media}}
+    responses: dict[int, dict[str, Any]] = {}
+    for status, answer in route.answers.items():
+        schema = (refs[(answer.model, "serialization")] if answer.model is not None
+                  else dict(answer.raw_schema or {}))
+        content: dict[str, Any] = {"schema": schema}
+        if answer.examples:
+            content["examples"] = _examples(answer.examples)
+        responses[status] = {"description": answer.description,
+                             "content": {answer.media_type: content}}
+    responses.update(_error_answers(route))
+    op["responses"] = {str(status): responses[status] for status in sorted(responses)}
+    return op
+
+
+def _models(routes: Iterable[Route]) -> list[tuple[type[BaseModel], JsonSchemaMode]]:
+    wanted: dict[tuple[type[BaseModel], JsonSchemaMode], None] = {}
+    for route in routes:
+        if route.request is not None:
+            wanted[(route.request, "validation")] = None
+        for answer in route.answers.values():
+            if answer.model is not None:
+                wanted[(answer.model, "serialization")] = None
+        if route.error_codes or route.passes_kaspi_codes:
+            wanted[(ErrorOut, "serialization")] = None
+    return list(wanted)
+
+
+def _servers() -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    defaults = Settings.model_fields
+    wallet_listen = defaults["wallet_listen"].default
+    kaspi_listen = defaults["kaspi_listen"].default
+    return ([{"url": f"http://{wallet_listen}", "description": "wallet API (WALLET_LISTEN)"}],
+            [{"url": f"http://{kaspi_listen}",
+              "description": "Kaspi-facing API (KASPI_LISTEN), over the IPSec tunnel"}])
+
+
+def build(which: Which = "all") -> dict[str, Any]:
+    """The OpenAPI 3.1 document of one listener, or of both ("all", with servers)."""
+    routes = [r for r in ROUTES if which == "all" or which in r.listeners]
+    refs, defs = models_json_schema(_models(routes), ref_template=REF)
+    wallet_servers, kaspi_servers = _servers()
+    paths: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        item = paths.setdefault(route.path, {})
+        item[route.method] = _operation(route, refs)
+        if which == "all" and route.listeners == ("kaspi",):
+            item["servers"] = kaspi_servers
+    doc: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {
+            "title": {"all": "mpp-server", "wallet": "mpp-server wallet API",
+                      "kaspi": "mpp-server Kaspi-facing API"}[which],
+            "version": __version__,
+            "description": "The server side of a wallet whose customers pay Kaspi Pay QR "
+                           "codes (shared/spec/wallet-api.md). Amounts are strings in tenge "
+                           "with two decimals (\"1500.00\"), timestamps ISO 8601 with "
+                           "offset. Wallet API errors are `{\"error\": {code, message}}`; "
+                           "the Kaspi-facing `/refund` always answers `{\"result\": "
+                           "{resultCode, resultMessage}}`.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": defs.get("$defs", {}),
+            "securitySchemes": {"bearerAuth": {
+                "type": "http", "scheme": "bearer",
+                "description": "a token from WALLET_API_TOKENS (comma-separated, several "
+                               "for rotation); /v1 paths only"}},
+        },
+        "tags": [{"name": "wallet", "description": "the wallet's mobile backend calls these"},
+                 {"name": "probes", "description": "no token: keep the listener private"},
+                 {"name": "kaspi", "description": "Kaspi calls this over the IPSec tunnel"}],
+    }
+    if which == "all":
+        doc["servers"] = wallet_servers
+    return doc
+
+
+def render(document: Mapping[str, Any]) -> str:
+    """Stable text: sorted keys, indented, so `make openapi` output is deterministic."""
+    return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def add_routes(app: web.Application, listener: Listener) -> None:
+    text = render(build(listener))
+
+    async def openapi_json(request: web.Request) -> web.Response:
+        return web.Response(text=text, content_type=JSON)
+
+    app.router.add_get("/openapi.json", openapi_json)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m mpp_server openapi",
+        description="Print the OpenAPI 3.1 description (both listeners by default; "
+                    "`make openapi` writes it to docs/openapi.json).")
+    parser.add_argument("--listener", choices=("all", "wallet", "kaspi"), default="all",
+                        help="only one listener's part, as it serves at /openapi.json")
+    args = parser.parse_args(argv)
+    print(render(build(args.listener)), end="")
+    return 0

@@ -1,0 +1,175 @@
+"""The Kaspi-facing listener: `POST /refund` (regulation §4.4), called over the tunnel.
+
+Answers are always `{"result": {resultCode, resultMessage}}`: HTTP 200 for every
+business outcome, 400 with PARAM_ILLEGAL for a request we cannot read, 403 for a
+source outside KASPI_ALLOWED_NETWORKS (checked before the body is read, nothing
+written), 500 with UNKNOWN_EXCEPTION when we failed (Kaspi retries then).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+from typing import Annotated, Any
+
+import asyncpg
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
+
+from mpp_server import jsonutil
+from mpp_server.config import Settings
+from mpp_server.domain import refunds
+from mpp_server.http.middleware import Handler, describe_validation, route_name
+from mpp_server.http.models import Amount, StoredText
+from mpp_server.kaspi_client.codes import ResultCode
+from mpp_server.logs import mask_customer_ids_in_json
+
+log = logging.getLogger(__name__)
+
+POOL: web.AppKey[asyncpg.Pool] = web.AppKey("pool", asyncpg.Pool)
+SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
+RAW_BODY: web.RequestKey[bytes] = web.RequestKey("raw_body", bytes)
+STARTED: web.RequestKey[float] = web.RequestKey("started", float)
+# Set when the handler stored the exchange itself (with the refund, one statement).
+LOGGED: web.RequestKey[bool] = web.RequestKey("logged", bool)
+_LOGGED_HEADERS = ("Content-Type", "Content-Length", "X-Request-ID", "X-Caller-Name",
+                   "X-Locale", "User-Agent")
+
+
+class RefundIn(BaseModel):
+    """Kaspi's refund request. Fields we do not model are ignored, as real Kaspi may add
+    some; keys are matched after trimming spaces (the regulation's example sends
+    `"paymentId "` and `"refundId "`)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    customerId: Annotated[StoredText, StringConstraints(min_length=1, max_length=12)]
+    paymentId: Annotated[StoredText, StringConstraints(min_length=1, max_length=64)]
+    refundAmount: Amount
+    refundId: Annotated[StoredText, StringConstraints(min_length=1, max_length=64)]
+    linkReceipt: Annotated[StoredText, StringConstraints(min_length=1, max_length=2048)]
+
+
+class ResultOut(BaseModel):
+    resultCode: str
+    resultMessage: str
+
+
+class RefundResultOut(BaseModel):
+    """Every answer of `/refund`, whatever the HTTP status."""
+
+    result: ResultOut
+
+
+def result_response(code: str, message: str, status: int = 200) -> web.Response:
+    body = RefundResultOut(result=ResultOut(resultCode=code, resultMessage=message))
+    return web.Response(text=body.model_dump_json(), status=status,
+                        content_type="application/json")
+
+
+def _normalize_keys(data: dict[str, Any]) -> dict[str, Any]:
+    """Trim keys; the same key given twice (with and without a space) must agree."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = key.strip()
+        if name in out and out[name] != value:
+            raise ValueError(f"{name} is given twice with different values")
+        out[name] = value
+    return out
+
+
+def parse_refund(raw: bytes) -> RefundIn:
+    data = jsonutil.loads(raw)
+    if not isinstance(data, dict):
+        raise ValueError("body must be a JSON object")
+    return RefundIn.model_validate(_normalize_keys(data))
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return describe_validation(exc, limit=1)
+    return str(exc)[:200]
+
+
+async def refund(request: web.Request) -> web.Response:
+    raw = await request.read()
+    request[RAW_BODY] = raw
+    try:
+        body = parse_refund(raw)
+    except (ValueError, ValidationError) as exc:
+        return result_response(ResultCode.PARAM_ILLEGAL, _describe(exc), status=400)
+    answer = await refunds.apply_refund(request.app[POOL], refunds.RefundRequest(
+        refund_id=body.refundId, payment_id=body.paymentId, customer_id=body.customerId,
+        amount_tiyn=body.refundAmount, link_receipt=body.linkReceipt),
+        _exchange(request, time.perf_counter() - request[STARTED]))
+    request[LOGGED] = True
+    return result_response(answer.code, answer.message)
+
+
+@web.middleware
+async def source_allowlist(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Only Kaspi's networks may call us; decided before the body is read."""
+    try:
+        source = ipaddress.ip_address(request.remote or "")
+    except ValueError:
+        source = None
+    allowed = request.app[SETTINGS].allowed_networks
+    if source is None or not any(source in net for net in allowed):
+        log.warning("refused a request from outside KASPI_ALLOWED_NETWORKS",
+                    extra={"source_ip": request.remote, "path": request.path})
+        return result_response(ResultCode.PARAM_ILLEGAL, "source address not allowed", 403)
+    return await handler(request)
+
+
+@web.middleware
+async def inbound_log(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Answer in the protocol's form whatever happens, and keep every exchange."""
+    started = request[STARTED] = time.perf_counter()
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        response = result_response(ResultCode.PARAM_ILLEGAL, exc.reason, exc.status)
+    except Exception:
+        log.exception("refund failed", extra={"route": route_name(request)})
+        response = result_response(ResultCode.UNKNOWN_EXCEPTION,
+                                   "internal error; please retry", 500)
+    if not request.get(LOGGED, False):
+        await _store_exchange(request, response, time.perf_counter() - started)
+    return response
+
+
+def _exchange(request: web.Request, elapsed_s: float) -> refunds.Exchange:
+    """What the inbound request log keeps of a request (the answer is added by whoever
+    stores it)."""
+    body = request.get(RAW_BODY, b"")
+    return refunds.Exchange(
+        source_ip=request.remote or "", path=request.path[:256],
+        headers={k: request.headers[k][:256] for k in _LOGGED_HEADERS if k in request.headers},
+        # PostgreSQL text cannot hold NUL: without this, such an exchange went unrecorded.
+        body_masked=mask_customer_ids_in_json(
+            body[:65536].decode(errors="replace").replace("\x00", "\ufffd")),
+        elapsed_ms=int(elapsed_s * 1000))
+
+
+async def _store_exchange(request: web.Request, response: web.StreamResponse,
+                          elapsed_s: float) -> None:
+    """The log entry of an exchange the handler did not store (refused, unreadable,
+    failed)."""
+    exchange = _exchange(request, elapsed_s)
+    answer = response.text if isinstance(response, web.Response) else None
+    try:
+        async with request.app[POOL].acquire() as conn:
+            await conn.execute(
+                """INSERT INTO inbound_requests (source_ip, method, path, headers, body_masked,
+                                                 http_status, answer, duration_ms)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
+                exchange.source_ip, request.method, exchange.path, exchange.headers,
+                exchange.body_masked, response.status,
+                jsonutil.loads(answer) if answer else None, exchange.elapsed_ms)
+    except (OSError, asyncpg.PostgresError, jsonutil.JSONDecodeError):
+        log.exception("could not store the inbound request log")
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/refund", refund)

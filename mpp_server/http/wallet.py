@@ -1,0 +1,188 @@
+"""The wallet API (shared/spec/wallet-api.md): thin handlers over the domain modules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from mpp_server.db import pending_migrations
+from mpp_server.domain import events, ledger, payments
+from mpp_server.domain.payments import Services
+from mpp_server.errors import NotFound, ValidationFailed
+from mpp_server.http.middleware import (
+    check_query,
+    json_response,
+    locale_of,
+    parse_body,
+    path_param,
+    query_int,
+)
+from mpp_server.http.models import (
+    CUSTOMER_ID_PATTERN,
+    ID_PATTERN,
+    AccountOut,
+    CancelIn,
+    CheckoutIn,
+    CheckoutOut,
+    ConfirmIn,
+    DepositIn,
+    EventOut,
+    EventsOut,
+    HealthOut,
+    MerchantOut,
+    PaymentOut,
+    RefundOut,
+    ScanIn,
+    ScanOut,
+    ScanPaymentOut,
+    ServiceOut,
+)
+from mpp_server.metrics import CONFIRM_LATENCY, REGISTRY
+
+SERVICES: web.AppKey[Services] = web.AppKey("services", Services)
+DEFAULT_LOCALE = "ru-RU"
+EVENTS_MAX_LIMIT = 1000
+EVENTS_QUERY = frozenset({"after", "limit"})
+
+
+def _svc(request: web.Request) -> Services:
+    return request.app[SERVICES]
+
+
+def _payment_id(request: web.Request) -> str:
+    return path_param(request, "payment_id", ID_PATTERN)
+
+
+def payment_out(row: asyncpg.Record, refunds: list[asyncpg.Record] | None = None) -> PaymentOut:
+    return PaymentOut(
+        paymentId=row["payment_id"], mppPaymentId=str(row["mpp_payment_id"]),
+        qrCodeType=row["qr_code_type"], status=row["status"], amount=row["amount_tiyn"],
+        refundedAmount=row["refunded_tiyn"], linkReceipt=payments.receipt_link(row),
+        refunds=[RefundOut(refundId=r["refund_id"], amount=r["amount_tiyn"],
+                           createdAt=r["created_at"]) for r in refunds or []],
+        merchant=MerchantOut.model_validate(row["merchant"]),
+        canConfirmUntil=row["can_confirm_until"],
+        declineReason=row["decline_code"] or (
+            row["kaspi_result_code"] if row["status"] == "DECLINED" else None),
+        kaspiAcknowledged=row["kaspi_acknowledged"], createdAt=row["created_at"])
+
+
+async def deposit(request: web.Request) -> web.Response:
+    customer_id = path_param(request, "customer_id", CUSTOMER_ID_PATTERN)
+    body = await parse_body(request, DepositIn)
+    if body.amount <= 0:
+        raise ValidationFailed("amount must be positive")
+    result = await ledger.deposit(_svc(request).pool, body.depositId, customer_id, body.amount)
+    return json_response(AccountOut(customerId=customer_id, balance=result.balance_tiyn),
+                         status=201 if result.created else 200)
+
+
+async def account(request: web.Request) -> web.Response:
+    customer_id = path_param(request, "customer_id", CUSTOMER_ID_PATTERN)
+    async with _svc(request).pool.acquire() as conn:
+        found = await ledger.customer_account(conn, customer_id)
+    if found is None:
+        raise NotFound(f"customer {customer_id[:4]}… has no account")
+    return json_response(AccountOut(customerId=customer_id, balance=found[1]))
+
+
+async def scan(request: web.Request) -> web.Response:
+    body = await parse_body(request, ScanIn)
+    locale = locale_of(request) or DEFAULT_LOCALE
+    outcome = await payments.scan(_svc(request), body.qrCode, body.customerId, locale)
+    payment = None
+    if outcome.payment is not None:
+        row = outcome.payment
+        payment = ScanPaymentOut(paymentId=row["payment_id"], amount=row["amount_tiyn"],
+                                 canConfirmUntil=row["can_confirm_until"], status=row["status"])
+    answer: dict[str, Any] = {
+        "qrCodeType": outcome.qr_code_type, "payment": payment,
+        "merchant": MerchantOut.model_validate(outcome.merchant) if outcome.merchant else None,
+        "service": ServiceOut.model_validate(outcome.service) if outcome.service else None,
+        "refund": {"refundId": outcome.refund_id} if outcome.refund_id else None,
+    }
+    return json_response(ScanOut.model_validate(answer))
+
+
+async def checkout(request: web.Request) -> web.Response:
+    payment_id = _payment_id(request)
+    body = await parse_body(request, CheckoutIn)
+    given = {p.id: p.value for p in body.parameters}
+    if len(given) != len(body.parameters):
+        raise ValidationFailed("a parameter id is given twice")
+    row = await payments.checkout(_svc(request), payment_id, body.customerId, given,
+                                  locale_of(request) or DEFAULT_LOCALE)
+    return json_response(CheckoutOut(paymentId=payment_id, amount=row["amount_tiyn"],
+                                     canConfirmUntil=row["can_confirm_until"],
+                                     status=row["status"]))
+
+
+async def confirm(request: web.Request) -> web.Response:
+    with CONFIRM_LATENCY.time():
+        payment_id = _payment_id(request)
+        body = await parse_body(request, ConfirmIn)
+        row = await payments.confirm(_svc(request), payment_id, body.customerId, body.amount,
+                                     locale_of(request))
+        return json_response(payment_out(row))
+
+
+async def cancel(request: web.Request) -> web.Response:
+    payment_id = _payment_id(request)
+    body = await parse_body(request, CancelIn)
+    row = await payments.cancel(_svc(request), payment_id, body.customerId)
+    return json_response(payment_out(row))
+
+
+async def get_payment(request: web.Request) -> web.Response:
+    row, refunds = await payments.get(_svc(request).pool, _payment_id(request))
+    return json_response(payment_out(row, refunds))
+
+
+async def list_events(request: web.Request) -> web.Response:
+    check_query(request, EVENTS_QUERY)
+    limit = query_int(request, "limit", 100, 1, EVENTS_MAX_LIMIT)
+    assert limit is not None
+    rows, cursor = await events.read_after(_svc(request).pool, request.query.get("after"),
+                                           limit)
+    return json_response(EventsOut(events=[
+        EventOut(id=r["id"], type=r["type"], customerId=r["customer_id"],
+                 paymentId=r["payment_id"], refundId=r["refund_id"], amount=r["amount_tiyn"],
+                 createdAt=r["created_at"]) for r in rows], next=cursor))
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return json_response(HealthOut(status="ok"))
+
+
+async def readyz(request: web.Request) -> web.Response:
+    try:
+        async with _svc(request).pool.acquire(timeout=2) as conn:
+            missing = await pending_migrations(conn)
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+        return json_response(HealthOut(status="unavailable", detail=f"database: {exc}"), 503)
+    if missing:
+        return json_response(HealthOut(status="unavailable",
+                                       detail=f"migrations not applied: {missing}"), 503)
+    return json_response(HealthOut(status="ready"))
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(body=generate_latest(REGISTRY),
+                        headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/accounts/{customer_id}/deposits", deposit)
+    app.router.add_get("/v1/accounts/{customer_id}", account)
+    app.router.add_post("/v1/scan", scan)
+    app.router.add_post("/v1/payments/{payment_id}/checkout", checkout)
+    app.router.add_post("/v1/payments/{payment_id}/confirm", confirm)
+    app.router.add_post("/v1/payments/{payment_id}/cancel", cancel)
+    app.router.add_get("/v1/payments/{payment_id}", get_payment)
+    app.router.add_get("/v1/events", list_events)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)

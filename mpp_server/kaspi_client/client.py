@@ -1,0 +1,107 @@
+"""The Kaspi client: scan, checkout, notifyPayment over HTTP (regulation §1.4–1.9, §4).
+
+Every call has a timeout and carries X-Request-ID (new per attempt, ≤ 64),
+X-Caller-Name and X-Locale. A call either returns Kaspi's parsed answer (whatever its
+resultCode) or raises KaspiNoAnswer: a timeout, a connection error, an HTTP 5xx or a
+body that is not a Kaspi answer. Retrying is the caller's decision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import TypeVar
+
+import aiohttp
+from pydantic import BaseModel, ValidationError
+
+from mpp_server import jsonutil
+from mpp_server.kaspi_client.models import (
+    CheckoutRequest,
+    CheckoutResponse,
+    NotifyRequest,
+    NotifyResponse,
+    ScanRequest,
+    ScanResponse,
+)
+from mpp_server.metrics import KASPI_CALLS, KASPI_LATENCY
+
+log = logging.getLogger(__name__)
+R = TypeVar("R", bound=BaseModel)
+LOCALES = ("ru-RU", "kk-KZ")
+
+
+class KaspiNoAnswer(Exception):
+    """Kaspi did not answer: the call may or may not have been processed."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+class KaspiClient:
+    def __init__(self, session: aiohttp.ClientSession, base_url: str, caller_name: str,
+                 timeout_ms: int) -> None:
+        self._session = session
+        self._base_url = base_url.rstrip("/")
+        self._caller_name = caller_name
+        self._timeout = aiohttp.ClientTimeout(total=timeout_ms / 1000)
+
+    async def scan(self, request: ScanRequest, locale: str) -> ScanResponse:
+        return await self._call("scan", request, locale, ScanResponse)
+
+    async def checkout(self, request: CheckoutRequest, locale: str) -> CheckoutResponse:
+        return await self._call("checkout", request, locale, CheckoutResponse)
+
+    async def notify_payment(self, request: NotifyRequest, locale: str,
+                             timeout_s: float | None = None) -> NotifyResponse:
+        """`timeout_s` shortens the configured timeout (a leased attempt must end in
+        time), never lengthens it."""
+        timeout = self._timeout
+        if timeout_s is not None and timeout.total is not None and timeout_s < timeout.total:
+            timeout = aiohttp.ClientTimeout(total=timeout_s)
+        return await self._call("notifyPayment", request, locale, NotifyResponse, timeout)
+
+    async def _call(self, method: str, payload: BaseModel, locale: str,
+                    response_model: type[R], limit: aiohttp.ClientTimeout | None = None
+                    ) -> R:
+        headers = {
+            "Content-Type": "application/json",
+            "X-Request-ID": uuid.uuid4().hex,
+            "X-Caller-Name": self._caller_name,
+            "X-Locale": locale if locale in LOCALES else "ru-RU",
+        }
+        body = payload.model_dump_json(exclude_none=True)
+        started = time.perf_counter()
+        outcome = "BAD_RESPONSE"
+        try:
+            async with self._session.post(f"{self._base_url}/api/v1/qr/{method}", data=body,
+                                          headers=headers,
+                                          timeout=limit or self._timeout) as resp:
+                raw = await resp.read()
+                if resp.status >= 500:
+                    outcome = f"HTTP_{resp.status}"
+                    raise KaspiNoAnswer(outcome, raw[:200].decode(errors="replace"))
+                try:
+                    answer = response_model.model_validate(jsonutil.loads(raw))
+                except (jsonutil.JSONDecodeError, ValidationError) as exc:
+                    outcome = "BAD_RESPONSE" if resp.status < 400 else f"HTTP_{resp.status}"
+                    raise KaspiNoAnswer(outcome, str(exc)[:300]) from exc
+                outcome = answer.result.resultCode  # type: ignore[attr-defined]
+                return answer
+        except TimeoutError as exc:
+            outcome = "TIMEOUT"
+            raise KaspiNoAnswer(outcome) from exc
+        except aiohttp.ClientError as exc:
+            outcome = "CONNECTION_ERROR"
+            raise KaspiNoAnswer(outcome, str(exc)[:200]) from exc
+        except asyncio.CancelledError:
+            outcome = "CANCELLED"
+            raise
+        finally:
+            KASPI_CALLS.labels(method, outcome).inc()
+            KASPI_LATENCY.labels(method).observe(time.perf_counter() - started)
+            log.debug("kaspi call", extra={"kaspi_method": method, "outcome": outcome,
+                                           "request_id": headers["X-Request-ID"]})

@@ -1,8 +1,0 @@
-"""The Kaspi Pay simulator: Kaspi's MPP endpoints plus a control API (docs/simulator.md)."""
-
-from __future__ import annotations
-
-from mpp_server.simulator.app import create_app
-from mpp_server.simulator.settings import SimulatorSettings
-
-__all__ = ["SimulatorSettings", "create_app"]

@@ -1,0 +1,151 @@
+"""The OpenAPI description: valid 3.1, complete against the contract, committed as
+generated, and served by both listeners."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema_rs
+import pytest
+import schemathesis
+
+from mpp_server.http import openapi
+
+COMMITTED = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
+# shared/spec/wallet-api.md: every path and method of the contract.
+CONTRACT_OPERATIONS = {
+    ("post", "/v1/accounts/{customerId}/deposits"), ("get", "/v1/accounts/{customerId}"),
+    ("post", "/v1/scan"), ("post", "/v1/payments/{paymentId}/checkout"),
+    ("post", "/v1/payments/{paymentId}/confirm"), ("post", "/v1/payments/{paymentId}/cancel"),
+    ("get", "/v1/payments/{paymentId}"), ("get", "/v1/events"),
+    ("get", "/metrics"), ("get", "/healthz"), ("get", "/readyz"), ("post", "/refund"),
+}
+# The contract's and README's error codes with their HTTP status.
+CONTRACT_CODES = {
+    "VALIDATION_ERROR": 422, "UNAUTHORIZED": 401, "NOT_FOUND": 404, "INSUFFICIENT_FUNDS": 409,
+    "PAYMENT_EXPIRED": 409, "INVALID_STATE": 409, "CUSTOMER_MISMATCH": 409,
+    "IDEMPOTENCY_CONFLICT": 409, "KASPI_UNAVAILABLE": 503,
+    "INVALID_TOKEN": 422, "PARAM_ILLEGAL": 422, "CUSTOM_QR_ERROR": 422, "EXPIRED_CODE": 410,
+    "PROCESS_FAIL": 409, "INVALID_MERCHANT": 409, "PAYMENTS_SUSPENDED": 409,
+    "UNKNOWN_EXCEPTION": 502, "UNKNOWN_SOURCE": 502,
+}
+STATUSES = ["SCANNED", "CHECKED_OUT", "PENDING", "COMPLETED", "DECLINED", "CANCELLED", "EXPIRED"]
+
+
+def operations(doc: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(method, path): op for path, item in doc["paths"].items()
+            for method, op in item.items() if method != "servers"}
+
+
+@pytest.mark.parametrize("which", ["all", "wallet", "kaspi"])
+def test_document_is_valid_openapi_3_1(which: openapi.Which) -> None:
+    doc = openapi.build(which)
+    assert doc["openapi"].startswith("3.1.")
+    schema = schemathesis.openapi.from_dict(json.loads(openapi.render(doc)))
+    schema.validate()  # the OpenAPI 3.1 meta-schema
+    assert all(result.ok() for result in schema.get_all_operations())
+    for name, component in doc["components"]["schemas"].items():
+        assert jsonschema_rs.meta.is_valid(component), name  # JSON Schema 2020-12
+
+
+def test_every_contract_path_and_method_is_described() -> None:
+    described = operations(openapi.build("all"))
+    assert CONTRACT_OPERATIONS <= set(described)
+    assert ("get", "/openapi.json") in described
+
+
+def test_each_listener_describes_only_its_own_paths() -> None:
+    wallet_paths = set(openapi.build("wallet")["paths"])
+    kaspi_paths = set(openapi.build("kaspi")["paths"])
+    assert kaspi_paths == {"/refund", "/openapi.json"}
+    assert "/refund" not in wallet_paths and "/v1/scan" in wallet_paths
+
+
+def test_every_contract_error_code_is_listed_with_its_status() -> None:
+    listed: dict[str, set[int]] = {}
+    for op in operations(openapi.build("all")).values():
+        for status, answer in op["responses"].items():
+            for code in answer.get("x-error-codes", ()):
+                listed.setdefault(code, set()).add(int(status))
+                assert code in answer["content"]["application/json"]["examples"]
+    for code, status in CONTRACT_CODES.items():
+        assert listed.get(code) == {status}, code
+
+
+def test_error_answers_use_error_out_and_refund_answers_use_result() -> None:
+    for (_, path), op in operations(openapi.build("all")).items():
+        for status, answer in op["responses"].items():
+            schema = answer["content"].get("application/json", {}).get("schema", {})
+            if path == "/refund":
+                assert schema == {"$ref": "#/components/schemas/RefundResultOut"}
+            elif int(status) >= 400 and path.startswith("/v1/"):
+                assert schema == {"$ref": "#/components/schemas/ErrorOut"}, (path, status)
+    refund = openapi.build("kaspi")["paths"]["/refund"]["post"]
+    assert set(refund["responses"]) == {"200", "400", "403", "413", "500"}
+
+
+def test_security_is_bearer_on_v1_only() -> None:
+    doc = openapi.build("all")
+    assert doc["components"]["securitySchemes"]["bearerAuth"] == {
+        **doc["components"]["securitySchemes"]["bearerAuth"], "type": "http",
+        "scheme": "bearer"}
+    for (_, path), op in operations(doc).items():
+        expected = [{"bearerAuth": []}] if path.startswith("/v1/") else []
+        assert op["security"] == expected, path
+        assert ("401" in op["responses"]) == path.startswith("/v1/"), path
+
+
+def test_parameters_statuses_and_amounts_are_described() -> None:
+    doc = openapi.build("all")
+    ops = operations(doc)
+    params = {p["name"]: p for p in ops[("post", "/v1/payments/{paymentId}/confirm")]
+              ["parameters"]}
+    assert params["paymentId"]["in"] == "path" and params["paymentId"]["schema"]["pattern"]
+    assert params["X-Locale"]["schema"]["enum"] == ["ru-RU", "kk-KZ"]
+    assert {p["name"] for p in ops[("get", "/v1/events")]["parameters"]} == {"after", "limit"}
+    schemas = doc["components"]["schemas"]
+    assert schemas["PaymentOut"]["properties"]["status"]["enum"] == STATUSES
+    assert "1500.00" in json.dumps(schemas["PaymentOut"]["properties"]["amount"])
+    refund_amount = schemas["RefundIn"]["properties"]["refundAmount"]
+    assert {s["type"] for s in refund_amount["anyOf"]} == {"string", "number"}
+    assert schemas["DepositIn"]["additionalProperties"] is False  # requests forbid extras
+    assert "paymentId " in ops[("post", "/refund")]["description"]  # the trailing space
+    assert doc["paths"]["/refund"]["servers"][0]["url"].endswith(":8081")
+    assert doc["servers"][0]["url"].endswith(":8080")
+
+
+def test_every_example_matches_its_schema() -> None:
+    doc = openapi.build("all")
+    checked = 0
+    for (method, path), op in operations(doc).items():
+        media = [op["requestBody"]["content"]["application/json"]] if "requestBody" in op else []
+        media += [m for answer in op["responses"].values() for m in answer["content"].values()]
+        for content in media:
+            validator = jsonschema_rs.Draft202012Validator(
+                {**content["schema"], "components": doc["components"]}, validate_formats=True)
+            for name, example in content.get("examples", {}).items():
+                assert validator.is_valid(example["value"]), (method, path, name)
+                checked += 1
+    assert checked > 40
+
+
+def test_committed_document_is_what_the_code_generates() -> None:
+    assert COMMITTED.read_text() == openapi.render(openapi.build("all")), (
+        "docs/openapi.json is stale: run `make openapi` and commit it")
+
+
+def test_cli_prints_the_combined_document(capsys: pytest.CaptureFixture[str]) -> None:
+    assert openapi.main([]) == 0
+    assert capsys.readouterr().out == openapi.render(openapi.build("all"))
+
+
+@pytest.mark.parametrize("listener", ["wallet", "kaspi"])
+async def test_each_listener_serves_its_part_without_a_token(stack: Any,
+                                                            listener: openapi.Listener) -> None:
+    url = stack.wallet_url if listener == "wallet" else stack.kaspi_url
+    async with stack.http.get(url + "/openapi.json") as resp:
+        assert resp.status == 200
+        assert resp.content_type == "application/json"
+        assert await resp.json() == openapi.build(listener)

@@ -1,0 +1,1 @@
+"""Shared test support: the stack, the clients, the simulator and the IPSec harness."""

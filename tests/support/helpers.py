@@ -1,0 +1,132 @@
+"""Small clients for the tests: the wallet API, the simulator's control API, the books."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+from mpp_server.domain import ledger
+
+
+def new_customer() -> str:
+    return "77" + "".join(random.choices("0123456789", k=10))
+
+
+async def call(stack: Any, method: str, path: str, body: Any = None, *,
+               token: str | None = "default", headers: dict[str, str] | None = None,
+               raw: bytes | None = None) -> tuple[int, Any]:
+    """Call the wallet API; returns (HTTP status, parsed JSON)."""
+    hdrs = dict(headers or {})
+    if token == "default":
+        hdrs.update(stack.auth)
+    elif token is not None:
+        hdrs["Authorization"] = f"Bearer {token}"
+    kwargs: dict[str, Any] = {"headers": hdrs}
+    if raw is not None:
+        kwargs["data"] = raw
+        hdrs.setdefault("Content-Type", "application/json")
+    elif body is not None:
+        kwargs["json"] = body
+    async with stack.http.request(method, stack.wallet_url + path, **kwargs) as resp:
+        return resp.status, await resp.json(content_type=None)
+
+
+async def sim(stack: Any, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    async with stack.http.request(method, stack.sim_url + path, json=body) as resp:
+        return resp.status, await resp.json(content_type=None)
+
+
+async def fault(stack: Any, endpoint: str, mode: str, times: int, **extra: Any) -> None:
+    """Make the simulator misbehave on its next `times` calls of `endpoint`."""
+    status, body = await sim(stack, "POST", "/sim/faults",
+                             {"endpoint": endpoint, "mode": mode, "times": times, **extra})
+    assert status == 200, body
+
+
+async def new_qr(stack: Any, qr_type: str, **fields: Any) -> dict[str, Any]:
+    status, body = await sim(stack, "POST", "/sim/qr", {"type": qr_type, **fields})
+    assert status == 200, body
+    return dict(body)
+
+
+async def deposit(stack: Any, customer_id: str, amount: str) -> dict[str, Any]:
+    status, body = await call(stack, "POST", f"/v1/accounts/{customer_id}/deposits",
+                              {"depositId": "dep-" + new_customer() + customer_id,
+                               "amount": amount})
+    assert status in (200, 201), body
+    return dict(body)
+
+
+async def balance(stack: Any, customer_id: str) -> str:
+    status, body = await call(stack, "GET", f"/v1/accounts/{customer_id}")
+    assert status == 200, body
+    return str(body["balance"])
+
+
+async def scan(stack: Any, qr_code: str, customer_id: str,
+               headers: dict[str, str] | None = None) -> dict[str, Any]:
+    status, body = await call(stack, "POST", "/v1/scan",
+                              {"qrCode": qr_code, "customerId": customer_id}, headers=headers)
+    assert status == 200, body
+    return dict(body)
+
+
+async def confirm(stack: Any, payment_id: str, customer_id: str, amount: str | None = None,
+                  headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    body: dict[str, Any] = {"customerId": customer_id}
+    if amount is not None:
+        body["amount"] = amount
+    return await call(stack, "POST", f"/v1/payments/{payment_id}/confirm", body,
+                      headers=headers)
+
+
+async def payment(stack: Any, payment_id: str) -> dict[str, Any]:
+    status, body = await call(stack, "GET", f"/v1/payments/{payment_id}")
+    assert status == 200, body
+    return dict(body)
+
+
+async def sim_payment(stack: Any, payment_id: str) -> dict[str, Any]:
+    status, body = await sim(stack, "GET", f"/sim/payments/{payment_id}")
+    assert status == 200, body
+    return dict(body)
+
+
+async def wait_status(stack: Any, payment_id: str, wanted: str,
+                      timeout_s: float = 15.0) -> dict[str, Any]:
+    """Poll GET /v1/payments/{id} until it shows `wanted` (bounded)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        current = await payment(stack, payment_id)
+        if current["status"] == wanted:
+            return current
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"payment stayed {current['status']}, wanted {wanted}")
+        await asyncio.sleep(0.05)
+
+
+async def complete_payment(stack: Any, customer_id: str, amount: str = "100.00"
+                           ) -> dict[str, Any]:
+    """Deposit, scan a Dynamic QR, confirm: the payment as confirm answered it."""
+    await deposit(stack, customer_id, amount)
+    qr = await new_qr(stack, "Dynamic", amount=amount)
+    scanned = await scan(stack, qr["qrCode"], customer_id)
+    status, body = await confirm(stack, scanned["payment"]["paymentId"], customer_id)
+    assert status == 200 and body["status"] == "COMPLETED", body
+    return dict(body)
+
+
+async def transfers_of(stack: Any, kind: str, reference: str) -> int:
+    """How many ledger transfers of `kind` were made for a paymentId/refundId."""
+    async with stack.pool.acquire() as conn:
+        count: int = await conn.fetchval(
+            "SELECT count(*) FROM transfers WHERE kind = $1 AND reference = $2", kind,
+            reference)
+    return count
+
+
+async def assert_books_balanced(stack: Any) -> None:
+    async with stack.pool.acquire() as conn:
+        report = await ledger.check_invariants(conn)
+    assert report.ok, report

@@ -1,0 +1,31 @@
+"""A few-second run of `python -m bench --smoke`: it completes and the books balance.
+(Timings belong to `make bench`; nothing here asserts a rate.)"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_bench_smoke_run_completes_with_invariants(admin_dsn: str, tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "-m", "bench", "--smoke", "--out", str(out)],
+                          cwd=ROOT, env={**os.environ, "DATABASE_URL": admin_dsn},
+                          capture_output=True, text=True, timeout=240, check=False)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["invariants"]["ok"] and result["invariants"]["pending_left"] == 0
+    assert result["dynamic"]["done"] > 0 and result["static"]["done"] > 0
+    assert result["refunds"]["done"] > 0
+    assert result["dynamic"]["failed"] == result["static"]["failed"] == 0
+    assert result["refunds"]["failed"] == 0
+    assert result["db_round_trips_per_payment"] > 0
+    assert "ledger invariants" in proc.stdout

@@ -1,0 +1,188 @@
+"""Real server processes: killed mid-payment, and two draining one outbox."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+
+from mpp_server.domain import ledger
+from tests.support.helpers import new_customer, new_qr, sim, sim_payment
+from tests.support.stack import TOKEN, free_port, server_env
+
+pytestmark = pytest.mark.slow
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+class ServerProcess:
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.wallet_url = "http://" + env["WALLET_LISTEN"]
+        self._log = log_path.open("ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "mpp_server", "serve"],
+                                     env={**os.environ, **env}, stdout=self._log,
+                                     stderr=subprocess.STDOUT)
+
+    async def ready(self, http: aiohttp.ClientSession, timeout_s: float = 20) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while asyncio.get_running_loop().time() < deadline:
+            assert self.proc.poll() is None, "server process exited"
+            try:
+                async with http.get(self.wallet_url + "/readyz") as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+        raise AssertionError("server process did not become ready")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+@contextmanager
+def servers(count: int, dsn: str, sim_url: str, tmp_path: Path,
+            **overrides: str) -> Iterator[list[ServerProcess]]:
+    started: list[ServerProcess] = []
+    try:
+        for i in range(count):
+            env = server_env(dsn, sim_url, kaspi_listen=f"127.0.0.1:{free_port()}",
+                             wallet_listen=f"127.0.0.1:{free_port()}")
+            env.update(overrides)
+            started.append(ServerProcess(env, tmp_path / f"server{i}.log"))
+        yield started
+    finally:
+        for server in started:
+            server.stop()
+
+
+async def wallet(http: aiohttp.ClientSession, server: ServerProcess, method: str, path: str,
+                 body: Any = None) -> tuple[int, Any]:
+    async with http.request(method, server.wallet_url + path, json=body,
+                            headers=AUTH) as resp:
+        return resp.status, await resp.json(content_type=None)
+
+
+async def scanned_payment(stack: Any, server: ServerProcess, customer: str,
+                          amount: str) -> str:
+    qr = await new_qr(stack, "Dynamic", amount=amount)
+    status, body = await wallet(stack.http, server, "POST", "/v1/scan",
+                                {"qrCode": qr["qrCode"], "customerId": customer})
+    assert status == 200, body
+    return str(body["payment"]["paymentId"])
+
+
+async def wait_db_status(dsn: str, payment_id: str, wanted: str, timeout_s: float = 30) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            status = await conn.fetchval("SELECT status FROM payments WHERE payment_id = $1",
+                                         payment_id)
+            if status == wanted:
+                return
+            assert asyncio.get_running_loop().time() < deadline, f"{payment_id} is {status}"
+            await asyncio.sleep(0.05)
+    finally:
+        await conn.close()
+
+
+async def test_killed_server_finishes_payment_after_restart_without_second_debit(
+        stack: Any, isolated_db: str, tmp_path: Path) -> None:
+    await sim(stack, "DELETE", "/sim/faults")
+    customer = new_customer()
+    # Kaspi will sit on the first notify for 8 s; the server waits up to 10 s for it.
+    slow = {"KASPI_TIMEOUT_MS": "10000"}
+    with servers(1, isolated_db, stack.sim_url, tmp_path, **slow) as (first,):
+        await first.ready(stack.http)
+        status, _ = await wallet(stack.http, first, "POST",
+                                 f"/v1/accounts/{customer}/deposits",
+                                 {"depositId": "crash-" + customer, "amount": "100.00"})
+        assert status == 201
+        payment_id = await scanned_payment(stack, first, customer, "45.00")
+        await sim(stack, "POST", "/sim/faults", {"endpoint": "notifyPayment",
+                                                 "mode": "timeout", "times": 1,
+                                                 "delayMs": 8000})
+        confirming = asyncio.create_task(wallet(stack.http, first, "POST",
+                                                f"/v1/payments/{payment_id}/confirm",
+                                                {"customerId": customer}))
+        await wait_db_status(isolated_db, payment_id, "PENDING")
+        await asyncio.sleep(0.3)  # the notify call is now in flight
+        first.kill()
+        with pytest.raises(aiohttp.ClientError):
+            await confirming
+    assert (await sim_payment(stack, payment_id))["status"] == "SCANNED"
+
+    with servers(1, isolated_db, stack.sim_url, tmp_path) as (second,):
+        await second.ready(stack.http)
+        await wait_db_status(isolated_db, payment_id, "COMPLETED")
+        status, shown = await wallet(stack.http, second, "GET", f"/v1/payments/{payment_id}")
+        assert shown["status"] == "COMPLETED" and shown["linkReceipt"]
+        status, account = await wallet(stack.http, second, "GET", f"/v1/accounts/{customer}")
+        assert account["balance"] == "55.00"
+    conn = await asyncpg.connect(isolated_db)
+    try:
+        debits = await conn.fetchval(
+            "SELECT count(*) FROM transfers WHERE kind = 'payment_debit' AND reference = $1",
+            payment_id)
+        assert debits == 1
+        assert (await ledger.check_invariants(conn)).ok
+    finally:
+        await conn.close()
+    assert (await sim_payment(stack, payment_id))["status"] == "COMPLETED"
+
+
+async def test_two_processes_drain_one_outbox_notifying_each_payment_once(
+        stack: Any, isolated_db: str, tmp_path: Path) -> None:
+    await sim(stack, "DELETE", "/sim/faults")
+    # No inline attempt: every notify goes through the shared outbox.
+    with servers(2, isolated_db, stack.sim_url, tmp_path, CONFIRM_BUDGET_MS="0") as pair:
+        for server in pair:
+            await server.ready(stack.http)
+        customers = [new_customer() for _ in range(30)]
+        payment_ids: list[str] = []
+        for i, customer in enumerate(customers):
+            server = pair[i % 2]
+            status, _ = await wallet(stack.http, server, "POST",
+                                     f"/v1/accounts/{customer}/deposits",
+                                     {"depositId": "two-" + customer, "amount": "10.00"})
+            assert status == 201
+            payment_ids.append(await scanned_payment(stack, server, customer, "10.00"))
+        answers = await asyncio.gather(*(
+            wallet(stack.http, pair[i % 2], "POST", f"/v1/payments/{pid}/confirm",
+                   {"customerId": customers[i]}) for i, pid in enumerate(payment_ids)))
+        assert all(status == 200 for status, _ in answers)
+        for pid in payment_ids:
+            await wait_db_status(isolated_db, pid, "COMPLETED")
+    counts = [(await sim_payment(stack, pid))["notifyCount"] for pid in payment_ids]
+    assert counts == [1] * len(payment_ids)
+    conn = await asyncpg.connect(isolated_db)
+    try:
+        completed = await conn.fetchval(
+            "SELECT count(*) FROM events WHERE type = 'payment.completed'")
+        assert completed == len(payment_ids)
+        assert await conn.fetchval("SELECT count(*) FROM notify_outbox") == 0
+        assert (await ledger.check_invariants(conn)).ok
+    finally:
+        await conn.close()
