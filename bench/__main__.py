@@ -31,7 +31,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 import asyncpg
 
-from mpp_server import db
+from mpp_server import migrate
 from mpp_server.devtools import devdb
 from mpp_server.domain import ledger
 
@@ -466,7 +466,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     await conn.execute(f'CREATE DATABASE "{name}"')
     await conn.close()
     dsn = urlunsplit(urlsplit(admin)._replace(path="/" + name))
-    await db.migrate(dsn)
+    await migrate.migrate(dsn)
     if args.history:
         await seed_history(dsn, args.history)
     procs = Processes(ROOT / ".data/bench-logs")

@@ -12,7 +12,7 @@ import sys
 # name -> (module with `main(argv) -> int`, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("mpp_server.serve", "run the wallet and Kaspi-facing listeners"),
-    "migrate": ("mpp_server.db", "apply sql/ migrations to DATABASE_URL"),
+    "migrate": ("mpp_server.migrate", "apply sql/migrations and sql/functions to DATABASE_URL"),
     "simulator": ("mpp_server.devtools.simulator.cli",
                   "run the Kaspi simulator (SIMULATOR_LISTEN)"),
     "ipsec": ("mpp_server.ipsec", "render the strongSwan swanctl.conf for one partner"),

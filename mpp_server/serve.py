@@ -20,7 +20,7 @@ import aiohttp
 import asyncpg
 from aiohttp import web
 
-from mpp_server import db
+from mpp_server import db, migrate
 from mpp_server.config import Settings, parse_listen
 from mpp_server.domain import payments
 from mpp_server.domain.outbox import Notifier
@@ -187,7 +187,11 @@ def main(argv: list[str]) -> int:
     setup_logging(settings.log_level)
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         if args.migrate:
-            runner.run(db.migrate(settings.database_url))
+            try:
+                runner.run(migrate.migrate(settings.database_url))
+            except migrate.MigrationChanged as exc:
+                log.error("migrate refused", extra={"error": str(exc)})
+                return 1
         runner.run(serve_forever(settings))
     return 0
 

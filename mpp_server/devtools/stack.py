@@ -21,7 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from mpp_server import db
+from mpp_server import migrate
 from mpp_server.config import Settings
 from mpp_server.devtools import devdb
 
@@ -72,8 +72,12 @@ def main(argv: list[str]) -> int:
                                       int(env.get("MPP_DEVDB_PORT", devdb.DEFAULT_PORT)))
         env["DATABASE_URL"] = asyncio.run(_ensure_database(admin, APP_DATABASE))
         print(f"stack: private PostgreSQL, database {APP_DATABASE!r} (data in .data/pg)")
-    applied = asyncio.run(db.migrate(env["DATABASE_URL"]))
-    print(f"stack: migrations applied: {applied or 'none pending'}")
+    try:
+        applied = asyncio.run(migrate.migrate(env["DATABASE_URL"]))
+    except migrate.MigrationChanged as exc:
+        raise SystemExit(f"stack: migrate refused: {exc}") from exc
+    print(f"stack: migrations applied: {applied.migrations or 'none pending'}"
+          f"{'; functions applied' if applied.functions else ''}")
     defaults = Settings(database_url=env["DATABASE_URL"])
     env.setdefault("KASPI_LISTEN", defaults.kaspi_listen)
     env.setdefault("SIMULATOR_LISTEN", defaults.simulator_listen)

@@ -8,7 +8,7 @@ import asyncpg
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from mpp_server.db import pending_migrations
+from mpp_server import migrate
 from mpp_server.domain import events, ledger, payments
 from mpp_server.domain.payments import Services
 from mpp_server.errors import NotFound, ValidationFailed
@@ -160,7 +160,7 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     try:
         async with _svc(request).pool.acquire(timeout=2) as conn:
-            missing = await pending_migrations(conn)
+            missing = await migrate.pending(conn)
     except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
         return json_response(HealthOut(status="unavailable", detail=f"database: {exc}"), 503)
     if missing:

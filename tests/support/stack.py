@@ -15,7 +15,7 @@ import aiohttp
 import asyncpg
 from aiohttp import web
 
-from mpp_server import db
+from mpp_server import db, migrate
 from mpp_server.config import Settings
 from mpp_server.domain import ledger
 from mpp_server.serve import Runtime
@@ -34,7 +34,7 @@ async def fresh_database(admin_dsn: str, prefix: str) -> AsyncIterator[str]:
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
         dsn = _with_database(admin_dsn, name)
-        await db.migrate(dsn)
+        await migrate.migrate(dsn)
         yield dsn
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -24,13 +24,3 @@ def test_format_amount_has_two_decimals() -> None:
     assert format_amount(10000) == "100.00"
     assert format_amount(5) == "0.05"
     assert is_whole_tenge(10000) and not is_whole_tenge(10050)
-
-
-async def test_migrations_are_applied_once(database_url: str, pool) -> None:  # type: ignore[no-untyped-def]
-    from mpp_server import db
-
-    assert await db.migrate(database_url) == []
-    async with pool.acquire() as conn:
-        assert await db.pending_migrations(conn) == []
-        shards = await conn.fetchval("SELECT count(*) FROM accounts WHERE kind='settlement'")
-    assert shards == 16

@@ -1,0 +1,38 @@
+-- The ledger's functions: the one way money moves, and the settlement account's shard.
+-- Re-applied by `migrate` whenever this file changes (docs/design.md, "SQL").
+
+-- The one way money moves: both legs in one call, so a transfer is balanced by
+-- construction. Accounts are locked in id order, so two transfers never deadlock.
+-- A debit that would take a customer below zero fails on the CHECK above
+-- (check_violation), aborting the caller's transaction.
+CREATE OR REPLACE FUNCTION ledger_transfer(p_kind text, p_reference text, p_debit bigint,
+                                p_credit bigint, p_amount bigint) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_transfer bigint;
+    v_debit_after bigint;
+    v_credit_after bigint;
+BEGIN
+    PERFORM 1 FROM accounts WHERE id IN (p_debit, p_credit) ORDER BY id FOR UPDATE;
+    UPDATE accounts SET balance_tiyn = balance_tiyn - p_amount, version = version + 1
+     WHERE id = p_debit RETURNING balance_tiyn INTO v_debit_after;
+    UPDATE accounts SET balance_tiyn = balance_tiyn + p_amount, version = version + 1
+     WHERE id = p_credit RETURNING balance_tiyn INTO v_credit_after;
+    IF v_debit_after IS NULL OR v_credit_after IS NULL THEN
+        RAISE EXCEPTION 'ledger_transfer: unknown account % or %', p_debit, p_credit;
+    END IF;
+    INSERT INTO transfers (kind, reference, amount_tiyn, debit_account_id, credit_account_id)
+    VALUES (p_kind, p_reference, p_amount, p_debit, p_credit) RETURNING id INTO v_transfer;
+    INSERT INTO entries (transfer_id, account_id, amount_tiyn, balance_before_tiyn,
+                         balance_after_tiyn)
+    VALUES (v_transfer, p_debit, -p_amount, v_debit_after + p_amount, v_debit_after),
+           (v_transfer, p_credit, p_amount, v_credit_after - p_amount, v_credit_after);
+    RETURN v_transfer;
+END;
+$$;
+
+-- The settlement account's shard (mpp_server/ledger.py shard_for picks it).
+CREATE OR REPLACE FUNCTION settlement_account(p_shard int) RETURNS bigint LANGUAGE sql STABLE AS $$
+    SELECT id FROM accounts WHERE kind = 'settlement' AND shard = p_shard
+                              AND customer_id IS NULL
+$$;

@@ -1,0 +1,86 @@
+-- Kaspi's answer to our notifyPayment, applied once (docs/notify-policy.md). Outcomes are
+-- declared in mpp_server/domain/outcomes.py.
+
+-- Apply Kaspi's final answer to our notifyPayment (policy: docs/notify-policy.md) and
+-- remove the outbox row, in the caller's transaction (which holds the outbox row lock).
+-- outcome: ACKNOWLEDGED (our cancel/decline was answered), COMPLETED, RECEIPT (already
+-- COMPLETED through a refund: receipt recorded), DECLINED (money returned), or
+-- CONTRADICTED (a refund proved the payment completed, yet Kaspi answers an error).
+CREATE OR REPLACE FUNCTION apply_notify_answer(p_payment_id text, p_sent_code text, p_code text,
+                                    p_message text, p_link text, p_shard int,
+                                    OUT outcome text, OUT payment payments)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_account bigint;
+    v_settlement bigint := settlement_account(p_shard);
+BEGIN
+    SELECT * INTO payment FROM payments WHERE payment_id = p_payment_id FOR UPDATE;
+    IF p_sent_code <> 'SUCCESS' THEN
+        outcome := 'ACKNOWLEDGED';
+    ELSIF p_code = 'SUCCESS' THEN
+        outcome := CASE WHEN payment.status = 'PENDING' THEN 'COMPLETED' ELSE 'RECEIPT' END;
+        IF payment.status = 'PENDING' THEN
+            INSERT INTO events (type, customer_id, payment_id, amount_tiyn)
+            VALUES ('payment.completed', payment.customer_id, p_payment_id,
+                    payment.amount_tiyn);
+        END IF;
+    ELSIF payment.status <> 'PENDING' THEN
+        outcome := 'CONTRADICTED';
+    ELSE
+        outcome := 'DECLINED';
+        SELECT id INTO v_account FROM accounts WHERE customer_id = payment.customer_id;
+        PERFORM ledger_transfer('payment_return', p_payment_id, v_settlement, v_account,
+                                payment.amount_tiyn);
+        INSERT INTO events (type, customer_id, payment_id, amount_tiyn)
+        VALUES ('payment.declined', payment.customer_id, p_payment_id, payment.amount_tiyn);
+    END IF;
+    -- One update of the row whatever the outcome (each update of an indexed status
+    -- writes every index entry again).
+    UPDATE payments
+       SET status = CASE outcome WHEN 'COMPLETED' THEN 'COMPLETED'
+                                 WHEN 'RECEIPT' THEN 'COMPLETED'
+                                 WHEN 'DECLINED' THEN 'DECLINED' ELSE status END,
+           link_receipt = CASE WHEN outcome IN ('COMPLETED', 'RECEIPT') THEN p_link
+                               ELSE link_receipt END,
+           kaspi_result_code = p_code, kaspi_result_message = p_message,
+           kaspi_acknowledged = true, updated_at = now()
+     WHERE payment_id = p_payment_id RETURNING * INTO payment;
+    DELETE FROM notify_outbox WHERE payment_id = p_payment_id;
+END;
+$$;
+
+-- Kaspi's answer applied once: the outbox row is claimed (deleted) first, and only the
+-- caller that deleted it applies the answer (sql/005 apply_notify_answer, whose own
+-- DELETE of the row then finds nothing). Two callers can hold the same answer only
+-- when the request that decided a payment, sending its first notifyPayment under the
+-- lease payment_debit gave it (next_attempt_at, no row lock: docs/notify-policy.md),
+-- overran the lease and the worker sent the same notify too; Kaspi answers both the
+-- same (it is idempotent per paymentId). The second caller waits for the first's row
+-- lock, finds no row and changes nothing: outcome ALREADY_APPLIED.
+-- Lock order, as in the worker's attempt: the outbox row, then the payment row.
+CREATE OR REPLACE FUNCTION apply_notify_answer_once(p_payment_id text, p_sent_code text, p_code text,
+                                         p_message text, p_link text, p_shard int,
+                                         OUT outcome text, OUT payment payments)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_staged text;
+    v_applied record;
+BEGIN
+    DELETE FROM notify_outbox WHERE payment_id = p_payment_id
+    RETURNING result_code INTO v_staged;
+    IF NOT FOUND THEN
+        outcome := 'ALREADY_APPLIED';
+        SELECT * INTO payment FROM payments WHERE payment_id = p_payment_id;
+        RETURN;
+    END IF;
+    IF v_staged <> p_sent_code THEN
+        RAISE EXCEPTION 'apply_notify_answer_once: % was staged with %, the answer is to %',
+            p_payment_id, v_staged, p_sent_code;
+    END IF;
+    SELECT a.outcome, a.payment INTO v_applied
+      FROM apply_notify_answer(p_payment_id, p_sent_code, p_code, p_message, p_link,
+                               p_shard) a;
+    outcome := v_applied.outcome;
+    payment := v_applied.payment;
+END;
+$$;

@@ -1,0 +1,68 @@
+-- A payment's money steps (docs/design.md, "The path of one confirm"). Each is one
+-- statement and returns an outcome declared in mpp_server/domain/outcomes.py.
+
+-- Debit the customer for a payment the caller validated in the status it read, and
+-- stage notifyPayment SUCCESS; or, without the money, decline it and stage a
+-- PROCESS_FAIL notify so Kaspi closes it. Returns 'DEBITED', 'INSUFFICIENT_FUNDS', or
+-- 'CHANGED' when the payment is no longer in the status the caller validated (another
+-- request won the race: the caller reads it again and answers what it finds).
+CREATE OR REPLACE FUNCTION payment_debit(p_payment_id text, p_customer_id text,
+                              p_expected_status text, p_amount bigint, p_shard int,
+                              p_locale text, p_hold_s double precision)
+RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    v_account bigint;
+    v_balance bigint;
+    v_settlement bigint := settlement_account(p_shard);
+    v_until timestamptz := now() + make_interval(secs => p_hold_s);
+BEGIN
+    PERFORM 1 FROM payments WHERE payment_id = p_payment_id AND status = p_expected_status
+                              AND customer_id = p_customer_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN 'CHANGED';
+    END IF;
+    SELECT id INTO v_account FROM accounts WHERE customer_id = p_customer_id;
+    IF FOUND THEN
+        -- Both accounts in id order, as ledger_transfer does: no deadlock with a refund.
+        PERFORM 1 FROM accounts WHERE id IN (v_account, v_settlement) ORDER BY id FOR UPDATE;
+        SELECT balance_tiyn INTO v_balance FROM accounts WHERE id = v_account;
+    END IF;
+    IF v_account IS NULL OR v_balance < p_amount THEN
+        UPDATE payments SET status = 'DECLINED', decline_code = 'INSUFFICIENT_FUNDS',
+               amount_tiyn = p_amount, locale = coalesce(p_locale, locale), updated_at = now()
+         WHERE payment_id = p_payment_id;
+        INSERT INTO notify_outbox (payment_id, result_code, result_message, amount_tiyn,
+                                   next_attempt_at)
+        VALUES (p_payment_id, 'PROCESS_FAIL', 'insufficient funds', p_amount, v_until);
+        INSERT INTO events (type, customer_id, payment_id, amount_tiyn)
+        VALUES ('payment.declined', p_customer_id, p_payment_id, p_amount);
+        RETURN 'INSUFFICIENT_FUNDS';
+    END IF;
+    PERFORM ledger_transfer('payment_debit', p_payment_id, v_account, v_settlement, p_amount);
+    UPDATE payments SET status = 'PENDING', amount_tiyn = p_amount,
+           locale = coalesce(p_locale, locale), confirmed_at = now(), updated_at = now()
+     WHERE payment_id = p_payment_id;
+    INSERT INTO notify_outbox (payment_id, result_code, result_message, amount_tiyn,
+                               next_attempt_at)
+    VALUES (p_payment_id, 'SUCCESS', 'success', p_amount, v_until);
+    RETURN 'DEBITED';
+END;
+$$;
+
+-- Kaspi proved it completed a PENDING payment whose notifyPayment answer we never got
+-- (it refunds it, or its registry lists it): record it COMPLETED. The caller holds the
+-- payment row FOR UPDATE. The outbox keeps running and records the receipt; it can no
+-- longer decline the payment (apply_notify_answer: RECEIPT / CONTRADICTED).
+CREATE OR REPLACE FUNCTION complete_unanswered(p_payment_id text) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE payments SET status = 'COMPLETED', updated_at = now()
+     WHERE payment_id = p_payment_id AND status = 'PENDING';
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'complete_unanswered: payment % is not PENDING', p_payment_id;
+    END IF;
+    INSERT INTO events (type, customer_id, payment_id, amount_tiyn)
+    SELECT 'payment.completed', customer_id, payment_id, amount_tiyn
+      FROM payments WHERE payment_id = p_payment_id;
+END;
+$$;

@@ -1,0 +1,97 @@
+-- Refunds Kaspi asks for, as one statement with their request-log entry (docs/refunds.md).
+-- Outcomes are declared in mpp_server/domain/outcomes.py.
+
+-- One credit per refundId: the refunds primary key is claimed first; a duplicate's
+-- INSERT waits for the first transaction and then answers what it answered.
+-- outcome: CREDITED, CREDITED_PENDING (the payment was PENDING, now COMPLETED),
+-- REPEAT, CONFLICT (same refundId, other arguments), REFUSED, REFUSED_DECLINED.
+CREATE OR REPLACE FUNCTION refund_apply(p_refund_id text, p_payment_id text, p_customer_id text,
+                             p_amount bigint, p_link text, p_shard int,
+                             OUT code text, OUT message text, OUT outcome text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_stored refunds;
+    v_payment payments;
+    v_account bigint;
+    v_transfer bigint;
+BEGIN
+    INSERT INTO refunds (refund_id, payment_id, customer_id, amount_tiyn, status,
+                         result_code, result_message, link_receipt)
+    VALUES (p_refund_id, p_payment_id, p_customer_id, p_amount, 'REFUSED', 'PROCESS_FAIL',
+            'in process', p_link)
+    ON CONFLICT (refund_id) DO NOTHING;
+    IF NOT FOUND THEN
+        SELECT * INTO v_stored FROM refunds WHERE refund_id = p_refund_id;
+        IF (v_stored.payment_id, v_stored.customer_id, v_stored.amount_tiyn)
+           IS DISTINCT FROM (p_payment_id, p_customer_id, p_amount) THEN
+            code := 'PARAM_ILLEGAL';
+            message := 'refundId was already used with another payment, customer or amount';
+            outcome := 'CONFLICT';
+        ELSE
+            code := v_stored.result_code;
+            message := v_stored.result_message;
+            outcome := 'REPEAT';
+        END IF;
+        RETURN;
+    END IF;
+
+    code := 'PARAM_ILLEGAL';
+    outcome := 'REFUSED';
+    SELECT * INTO v_payment FROM payments WHERE payment_id = p_payment_id FOR UPDATE;
+    IF p_amount <= 0 THEN
+        message := 'refundAmount must be positive';
+    ELSIF v_payment.payment_id IS NULL THEN
+        message := 'unknown paymentId';
+    ELSIF v_payment.customer_id <> p_customer_id THEN
+        message := 'customerId is not the payment''s customer';
+    ELSIF v_payment.status NOT IN ('PENDING', 'COMPLETED') THEN
+        message := format('payment is %s, not COMPLETED', v_payment.status);
+        IF v_payment.status = 'DECLINED' THEN
+            outcome := 'REFUSED_DECLINED';
+        END IF;
+    ELSIF p_amount > v_payment.amount_tiyn - v_payment.refunded_tiyn THEN
+        message := format('refund would exceed the payment: %s tiyn left to refund',
+                          v_payment.amount_tiyn - v_payment.refunded_tiyn);
+    ELSE
+        outcome := 'CREDITED';
+        IF v_payment.status = 'PENDING' THEN
+            PERFORM complete_unanswered(p_payment_id);
+            outcome := 'CREDITED_PENDING';
+        END IF;
+        SELECT id INTO v_account FROM accounts WHERE customer_id = p_customer_id;
+        v_transfer := ledger_transfer('refund_credit', p_refund_id, settlement_account(p_shard),
+                                      v_account, p_amount);
+        UPDATE payments SET refunded_tiyn = refunded_tiyn + p_amount, updated_at = now()
+         WHERE payment_id = p_payment_id;
+        INSERT INTO events (type, customer_id, payment_id, refund_id, amount_tiyn)
+        VALUES ('refund.credited', p_customer_id, p_payment_id, p_refund_id, p_amount);
+        code := 'SUCCESS';
+        message := 'success';
+    END IF;
+    UPDATE refunds SET status = CASE WHEN v_transfer IS NULL THEN 'REFUSED' ELSE 'SUCCESS' END,
+           result_code = code, result_message = message, transfer_id = v_transfer
+     WHERE refund_id = p_refund_id;
+END;
+$$;
+
+-- POST /refund and its entry in the inbound request log, in one statement (one round
+-- trip, one commit): the log row carries the answer refund_apply decided.
+CREATE OR REPLACE FUNCTION refund_apply_logged(p_refund_id text, p_payment_id text, p_customer_id text,
+                                    p_amount bigint, p_link text, p_shard int,
+                                    p_source_ip text, p_path text, p_headers jsonb,
+                                    p_body_masked text, p_elapsed_ms int,
+                                    OUT code text, OUT message text, OUT outcome text)
+LANGUAGE plpgsql AS $$
+BEGIN
+    SELECT r.code, r.message, r.outcome INTO code, message, outcome
+      FROM refund_apply(p_refund_id, p_payment_id, p_customer_id, p_amount, p_link,
+                        p_shard) r;
+    INSERT INTO inbound_requests (source_ip, method, path, headers, body_masked,
+                                  http_status, answer, duration_ms)
+    VALUES (p_source_ip, 'POST', p_path, p_headers, p_body_masked, 200,
+            jsonb_build_object('result', jsonb_build_object('resultCode', code,
+                                                            'resultMessage', message)),
+            p_elapsed_ms + (extract(epoch FROM clock_timestamp() - statement_timestamp())
+                            * 1000)::int);
+END;
+$$;
