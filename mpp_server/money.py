@@ -13,7 +13,9 @@ from decimal import Decimal, InvalidOperation
 TIYN_PER_TENGE = 100
 # 10^15 tiyn is far above any real payment and far below bigint's limit.
 MAX_AMOUNT_TIYN = 10**15
-_AMOUNT_RE = re.compile(r"^(0|[1-9][0-9]{0,15})(\.[0-9]{1,2})?$")
+# An amount as text: tenge with at most two decimals (the wire's and the schema's rule).
+AMOUNT_PATTERN = r"^(0|[1-9][0-9]{0,15})(\.[0-9]{1,2})?$"
+_AMOUNT_RE = re.compile(AMOUNT_PATTERN)
 
 
 class AmountError(ValueError):

@@ -23,12 +23,13 @@ from aiohttp import web
 from mpp_server import db, migrate
 from mpp_server.config import Settings, parse_listen
 from mpp_server.domain import payments
-from mpp_server.domain.outbox import Notifier
+from mpp_server.domain.outbox import NotifyOutbox
 from mpp_server.http import openapi, refund_listener
 from mpp_server.http import reconciliations as reconciliations_api
 from mpp_server.http import wallet as wallet_api
 from mpp_server.http.middleware import (
     LISTENER,
+    SERVICES,
     TOKENS,
     bearer_auth,
     metrics_middleware,
@@ -38,30 +39,30 @@ from mpp_server.kaspi_client.client import KaspiClient
 from mpp_server.logs import setup_logging
 from mpp_server.metrics import OUTBOX_DEPTH, OUTBOX_OLDEST_AGE, PENDING_OLDEST_AGE
 from mpp_server.reconcile import store as reconcile_store
+from mpp_server.services import Services
 
 log = logging.getLogger(__name__)
 
 
-def create_wallet_app(svc: payments.Services) -> web.Application:
+def create_wallet_app(svc: Services) -> web.Application:
     app = web.Application(middlewares=[metrics_middleware, wallet_errors, bearer_auth],
                           client_max_size=svc.settings.max_body_bytes)
     app[LISTENER] = "wallet"
     app[TOKENS] = svc.settings.tokens
-    app[wallet_api.SERVICES] = svc
+    app[SERVICES] = svc
     wallet_api.add_routes(app)
     reconciliations_api.add_routes(app)
     openapi.add_routes(app, "wallet")
     return app
 
 
-def create_refund_app(svc: payments.Services) -> web.Application:
+def create_refund_app(svc: Services) -> web.Application:
     app = web.Application(
         middlewares=[metrics_middleware, refund_listener.source_allowlist,
                      refund_listener.inbound_log],
         client_max_size=svc.settings.max_body_bytes)
     app[LISTENER] = "kaspi"
-    app[refund_listener.POOL] = svc.pool
-    app[refund_listener.SETTINGS] = svc.settings
+    app[SERVICES] = svc
     refund_listener.add_routes(app)
     openapi.add_routes(app, "kaspi")
     return app
@@ -115,7 +116,7 @@ class Runtime:
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _pool: asyncpg.Pool | None = None
     _session: aiohttp.ClientSession | None = None
-    services: payments.Services | None = None
+    services: Services | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -125,15 +126,15 @@ class Runtime:
         self._session = aiohttp.ClientSession(connector=connector)
         kaspi = KaspiClient(self._session, s.kaspi_base_url, s.kaspi_caller_name,
                             s.kaspi_timeout_ms)
-        notifier = Notifier(self._pool, kaspi,
-                            initial_backoff_s=s.notify_backoff_initial_ms / 1000,
-                            max_backoff_s=s.notify_backoff_max_ms / 1000,
-                            concurrency=s.notify_worker_concurrency,
-                            poll_interval_s=s.notify_poll_interval_ms / 1000)
-        self.services = payments.Services(self._pool, kaspi, s, notifier)
+        outbox = NotifyOutbox(self._pool, kaspi,
+                              initial_backoff_s=s.notify_backoff_initial_ms / 1000,
+                              max_backoff_s=s.notify_backoff_max_ms / 1000,
+                              concurrency=s.notify_worker_concurrency,
+                              poll_interval_s=s.notify_poll_interval_ms / 1000)
+        self.services = Services(self._pool, kaspi, s, outbox)
         self.wallet_url = await self._listen(create_wallet_app(self.services), s.wallet_listen)
         self.kaspi_url = await self._listen(create_refund_app(self.services), s.kaspi_listen)
-        self._tasks.append(asyncio.create_task(notifier.run()))
+        self._tasks.append(asyncio.create_task(outbox.run()))
         self._tasks.append(asyncio.create_task(
             housekeeping(self._pool, s.gauges_refresh_ms / 1000)))
         log.info("mpp-server started", extra={"wallet": self.wallet_url,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from mpp_server.db import Conn
-from mpp_server.errors import IdempotencyConflict, InsufficientFunds
+from mpp_server.errors import InsufficientFunds
 
 SYSTEM_SHARDS = 16
 
@@ -60,40 +60,6 @@ async def ensure_customer_account(conn: Conn, customer_id: str) -> int:
            ON CONFLICT (customer_id) DO UPDATE SET customer_id = EXCLUDED.customer_id
            RETURNING id""", customer_id)
     return account_id
-
-
-@dataclass(frozen=True)
-class Deposit:
-    customer_id: str
-    balance_tiyn: int
-    created: bool
-
-
-async def deposit(pool: asyncpg.Pool, deposit_id: str, customer_id: str,
-                  amount_tiyn: int) -> Deposit:
-    """Credit a customer from the funding account, once per depositId."""
-    async with pool.acquire() as conn, conn.transaction():
-        # The advisory lock serializes the same depositId across processes, so the
-        # duplicate waits and then sees the first one's transfer.
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 42))",
-                           deposit_id)
-        existing = await conn.fetchrow(
-            """SELECT t.amount_tiyn, a.customer_id FROM transfers t
-               JOIN accounts a ON a.id = t.credit_account_id
-               WHERE t.kind = 'deposit' AND t.reference = $1""", deposit_id)
-        if existing is not None:
-            if existing["customer_id"] != customer_id or existing["amount_tiyn"] != amount_tiyn:
-                raise IdempotencyConflict(
-                    f"depositId {deposit_id!r} was already used with another customer or amount")
-            balance = await customer_account(conn, customer_id)
-            assert balance is not None
-            return Deposit(customer_id, balance[1], created=False)
-        account_id = await ensure_customer_account(conn, customer_id)
-        funding = await system_account(conn, "funding", deposit_id)
-        await transfer(conn, "deposit", deposit_id, funding, account_id, amount_tiyn)
-        balance = await customer_account(conn, customer_id)
-        assert balance is not None
-        return Deposit(customer_id, balance[1], created=True)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ transaction and no connection across a call. After the lease (or a crash) the wo
 any process takes the row: each of its attempts is one transaction that locks the row
 with FOR UPDATE SKIP LOCKED, calls Kaspi while holding the lock, and applies the answer
 before committing; a process killed mid-call leaves the row to the next one (its lock
-dies with its connection). Applying an answer deletes the row first (sql/007), so an
+dies with its connection). Applying an answer deletes the row first (notify.sql), so an
 answer is applied once even if a stalled lease holder and a worker both sent (Kaspi
 answers a repeated notify the same). Policy and the overlap argument:
 docs/notify-policy.md.
@@ -33,9 +33,10 @@ from tenacity import (
 
 from mpp_server.db import Conn
 from mpp_server.domain import ledger
+from mpp_server.domain.outcomes import NotifyOutcome
 from mpp_server.kaspi_client.client import KaspiClient, KaspiNoAnswer
 from mpp_server.kaspi_client.codes import ResultCode, is_final_notify_answer
-from mpp_server.kaspi_client.models import NotifyPayment, NotifyRequest, NotifyResponse, OutResult
+from mpp_server.kaspi_client.models import NotifyPayment, NotifyRequest, NotifyResponse, ResultOut
 from mpp_server.logs import mask_customer
 from mpp_server.metrics import MONEY_ALARMS, NOTIFY_RETRIES, PAYMENTS
 
@@ -77,14 +78,14 @@ class Notice:
 
     def request(self) -> NotifyRequest:
         return NotifyRequest(
-            result=OutResult(resultCode=self.result_code, resultMessage=self.result_message),
+            result=ResultOut(resultCode=self.result_code, resultMessage=self.result_message),
             payment=NotifyPayment(paymentId=self.payment_id,
                                   mppPaymentId=self.mpp_payment_id,
                                   paymentAmount=self.amount_tiyn),
             customerId=self.customer_id)
 
 
-class Notifier:
+class NotifyOutbox:
     def __init__(self, pool: asyncpg.Pool, kaspi: KaspiClient, *, initial_backoff_s: float,
                  max_backoff_s: float, concurrency: int, poll_interval_s: float) -> None:
         self._pool = pool
@@ -122,7 +123,7 @@ class Notifier:
                     payment_id, attempts, reason, self.backoff_s(attempts))
                 self._count_retry(payment_id, reason, attempts)
                 return Attempt.RETRY, None
-            return Attempt.ANSWERED, await _apply_answer(conn, notice, answer)
+            return Attempt.ANSWERED, await apply_answer(conn, notice, answer)
 
     async def _leased_attempt(self, notice: Notice, lease_ends: float
                               ) -> tuple[Attempt, asyncpg.Record | None]:
@@ -142,7 +143,7 @@ class Notifier:
                     notice.payment_id, reason)
                 self._count_retry(notice.payment_id, reason, attempts or 0)
                 return Attempt.RETRY, None
-            return Attempt.ANSWERED, await _apply_answer(conn, notice, answer)
+            return Attempt.ANSWERED, await apply_answer(conn, notice, answer)
 
     async def _send(self, notice: Notice, timeout_s: float | None
                     ) -> tuple[NotifyResponse | None, str]:
@@ -217,12 +218,11 @@ class Notifier:
                 await asyncio.sleep(self._poll_interval_s)
 
 
-async def _apply_answer(conn: Conn, notice: Notice,
+async def apply_answer(conn: Conn, notice: Notice,
                         answer: NotifyResponse) -> asyncpg.Record:
-    """Apply Kaspi's final answer (sql/007 apply_notify_answer_once, sql/005
-    apply_notify_answer): COMPLETED with the receipt, or DECLINED with the debit returned
-    in the same transaction; nothing when it was applied already. Returns the payment
-    row."""
+    """Apply Kaspi's final answer (apply_notify_answer_once, sql/functions/notify.sql):
+    COMPLETED with the receipt, or DECLINED with the debit returned in the same
+    transaction; nothing when it was applied already. Returns the payment row."""
     payment_id = notice.payment_id
     code = answer.result.resultCode
     applied = await conn.fetchrow(
@@ -231,16 +231,16 @@ async def _apply_answer(conn: Conn, notice: Notice,
         payment_id, notice.result_code, code, answer.result.resultMessage,
         answer.linkReceipt, ledger.shard_for(payment_id))
     assert applied is not None
-    outcome: str = applied["outcome"]
-    if outcome in ("COMPLETED", "DECLINED"):
-        PAYMENTS.labels(outcome).inc()
-    if outcome == "DECLINED":
+    outcome = NotifyOutcome(applied["outcome"])
+    if outcome in (NotifyOutcome.COMPLETED, NotifyOutcome.DECLINED):
+        PAYMENTS.labels(outcome.value).inc()
+    if outcome is NotifyOutcome.DECLINED:
         log.info("payment declined by Kaspi, debit returned",
                  extra={"payment_id": payment_id, "result_code": code,
                         "customer": mask_customer(notice.customer_id)})
         if code not in ResultCode.__members__:
             MONEY_ALARMS.labels("unknown_notify_code").inc()
-    elif outcome == "CONTRADICTED":
+    elif outcome is NotifyOutcome.CONTRADICTED:
         # A refund already proved Kaspi completed this payment, yet notify says no.
         MONEY_ALARMS.labels("notify_declined_completed_payment").inc()
         log.error("Kaspi declined a payment its refund proved completed",

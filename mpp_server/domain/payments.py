@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any
 
 import asyncpg
 
@@ -20,6 +20,12 @@ from mpp_server.config import Settings
 from mpp_server.db import Conn
 from mpp_server.domain import ledger
 from mpp_server.domain.outbox import Notice
+from mpp_server.domain.outcomes import (
+    CANCEL_NOTICE,
+    DEBIT_NOTICES,
+    DEBIT_NOTICES_ARG,
+    DebitOutcome,
+)
 from mpp_server.errors import (
     CustomerMismatch,
     InsufficientFunds,
@@ -30,12 +36,13 @@ from mpp_server.errors import (
     PaymentExpired,
     ValidationFailed,
 )
-from mpp_server.kaspi_client.client import KaspiClient, KaspiNoAnswer
-from mpp_server.kaspi_client.codes import CANCELLED_BY_CLIENT_MESSAGE, ResultCode
+from mpp_server.kaspi_client.client import KaspiNoAnswer
+from mpp_server.kaspi_client.codes import ResultCode
 from mpp_server.kaspi_client.models import CheckoutParameter, CheckoutRequest, ScanRequest
 from mpp_server.logs import mask_customer
 from mpp_server.metrics import PAYMENTS
 from mpp_server.money import is_whole_tenge
+from mpp_server.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -69,24 +76,6 @@ PAYMENT_QR_TYPES = ("Dynamic", "Static", "Custom")
 def check_transition(current: str, new: Status) -> None:
     if new not in TRANSITIONS[Status(current)]:
         raise AssertionError(f"illegal payment transition {current} -> {new}")
-
-
-class Notifier(Protocol):  # the part of notifier.Notifier the state machine needs
-    async def deliver_now(self, notice: Notice, lease_ends: float) -> asyncpg.Record | None:
-        """Try notifyPayment until the lease ends; the payment row when Kaspi answered."""
-
-
-# What payment_debit (sql/005) stages in the outbox for each of its outcomes.
-DEBIT_NOTICES = {"DEBITED": (ResultCode.SUCCESS, "success"),
-                 InsufficientFunds.code: (ResultCode.PROCESS_FAIL, "insufficient funds")}
-
-
-@dataclass
-class Services:
-    pool: asyncpg.Pool
-    kaspi: KaspiClient
-    settings: Settings
-    notifier: Notifier
 
 
 @dataclass(frozen=True)
@@ -248,17 +237,6 @@ def _deadline_passed(row: asyncpg.Record, settings: Settings) -> bool:
     return datetime.now(UTC) >= until - margin
 
 
-async def _enqueue_notify(conn: Conn, notice: Notice, hold_s: float) -> None:
-    # The request that decided holds the row's lease for `hold_s`; after that (or after
-    # a crash) the background worker takes over.
-    await conn.execute(
-        """INSERT INTO notify_outbox (payment_id, result_code, result_message, amount_tiyn,
-                                      next_attempt_at)
-           VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))""",
-        notice.payment_id, notice.result_code, notice.result_message, notice.amount_tiyn,
-        hold_s)
-
-
 # A confirm that loses a race re-reads the payment; more rounds than this is a bug.
 CONFIRM_ROUNDS = 5
 
@@ -266,7 +244,7 @@ CONFIRM_ROUNDS = 5
 async def confirm(svc: Services, payment_id: str, customer_id: str, amount_tiyn: int | None,
                   locale: str | None) -> asyncpg.Record:
     """Validate the payment as read, then debit it in one statement that re-checks, under
-    the row lock, that it is still in the status validated (sql/005 payment_debit). A
+    the row lock, that it is still in the status validated (payment_debit). A
     request that loses the race (20 confirms at once) reads again and answers what the
     winner did: never a second debit."""
     budget_s = svc.settings.confirm_budget_ms / 1000
@@ -277,7 +255,7 @@ async def confirm(svc: Services, payment_id: str, customer_id: str, amount_tiyn:
             # A repeated confirm: never a second debit, the same outcome.
             if amount_tiyn is not None and amount_tiyn != row["amount_tiyn"]:
                 raise InvalidState(f"payment is already {status} with another amount")
-            if row["decline_code"] == InsufficientFunds.code:
+            if row["decline_code"] == DebitOutcome.INSUFFICIENT_FUNDS:
                 raise InsufficientFunds("insufficient funds")
             return row
         if status == Status.EXPIRED:
@@ -290,13 +268,13 @@ async def confirm(svc: Services, payment_id: str, customer_id: str, amount_tiyn:
             continue
         lease_ends = asyncio.get_running_loop().time() + budget_s
         outcome = await _debit_or_decline(svc, row, amount, locale, budget_s)
-        if outcome is None:
+        if outcome is DebitOutcome.CHANGED:
             continue
-        code, message = DEBIT_NOTICES[outcome]
-        notice = Notice(payment_id, str(row["mpp_payment_id"]), customer_id, amount, code,
-                        message, locale or row["locale"])
-        answered = await svc.notifier.deliver_now(notice, lease_ends)
-        if outcome == InsufficientFunds.code:
+        staged = DEBIT_NOTICES[outcome]
+        notice = Notice(payment_id, str(row["mpp_payment_id"]), customer_id, amount,
+                        staged.result_code, staged.result_message, locale or row["locale"])
+        answered = await svc.outbox.deliver_now(notice, lease_ends)
+        if outcome is DebitOutcome.INSUFFICIENT_FUNDS:
             raise InsufficientFunds("insufficient funds")
         return answered if answered is not None else await _read_payment(svc, payment_id,
                                                                          customer_id)
@@ -316,37 +294,40 @@ async def _expire(svc: Services, row: asyncpg.Record) -> None:
 
 
 async def _debit_or_decline(svc: Services, row: asyncpg.Record, amount: int,
-                            locale: str | None, budget_s: float) -> str | None:
-    """Debit the customer and stage notifyPayment SUCCESS ('DEBITED'), or, without the
-    money, stage a PROCESS_FAIL notify so Kaspi closes the payment
-    ('INSUFFICIENT_FUNDS'), in one statement (sql/005 payment_debit; DEBIT_NOTICES says
-    what it staged). None: the payment changed since it was read."""
+                            locale: str | None, budget_s: float) -> DebitOutcome:
+    """Debit the customer and stage notifyPayment SUCCESS, or, without the money, stage
+    a failure notify so Kaspi closes the payment, in one statement (payment_debit,
+    sql/functions/payments.sql; DEBIT_NOTICES says what each outcome stages)."""
     payment_id, customer_id = row["payment_id"], row["customer_id"]
     check_transition(row["status"], Status.PENDING)
     async with svc.pool.acquire() as conn:
-        outcome = await conn.fetchval(
-            "SELECT payment_debit($1, $2, $3, $4, $5, $6, $7)", payment_id, customer_id,
-            row["status"], amount, ledger.shard_for(payment_id), locale, budget_s)
-    if outcome == "CHANGED":
-        return None
-    assert outcome in DEBIT_NOTICES, outcome
-    if outcome == InsufficientFunds.code:
+        outcome = DebitOutcome(await conn.fetchval(
+            "SELECT payment_debit($1, $2, $3, $4, $5, $6, $7, $8)", payment_id, customer_id,
+            row["status"], amount, ledger.shard_for(payment_id), locale, budget_s,
+            DEBIT_NOTICES_ARG))
+    if outcome is DebitOutcome.INSUFFICIENT_FUNDS:
         check_transition(row["status"], Status.DECLINED)
         PAYMENTS.labels("INSUFFICIENT_FUNDS").inc()
         log.info("payment declined: insufficient funds",
                  extra={"payment_id": payment_id, "customer": mask_customer(customer_id)})
-    return str(outcome)
+    return outcome
+
+
+def count_completed_without_answer(payment_id: str, evidence: str) -> None:
+    """A PENDING payment became COMPLETED because Kaspi proved it (a refund of it, or its
+    registry), not through notifyPayment's answer (which the outbox still records)."""
+    PAYMENTS.labels("COMPLETED").inc()
+    log.warning(f"{evidence} for a PENDING payment: recorded as COMPLETED",
+                extra={"payment_id": payment_id})
 
 
 async def complete_unanswered(conn: Conn, payment: asyncpg.Record, *, evidence: str) -> None:
     """Kaspi proved it completed a PENDING payment whose notifyPayment answer we never got
-    (its registry lists it; refunds do the same inside sql/006 refund_apply): record it
+    (its registry lists it; refunds do the same inside refund_apply): record it
     COMPLETED. `payment` is the row the caller holds FOR UPDATE."""
     check_transition(payment["status"], Status.COMPLETED)
     await conn.execute("SELECT complete_unanswered($1)", payment["payment_id"])
-    PAYMENTS.labels("COMPLETED").inc()
-    log.warning(f"{evidence} for a PENDING payment: recorded as COMPLETED",
-                extra={"payment_id": payment["payment_id"]})
+    count_completed_without_answer(payment["payment_id"], evidence)
 
 
 async def cancel(svc: Services, payment_id: str, customer_id: str) -> asyncpg.Record:
@@ -363,11 +344,12 @@ async def cancel(svc: Services, payment_id: str, customer_id: str) -> asyncpg.Re
         await conn.execute("UPDATE payments SET status = 'CANCELLED', updated_at = now() "
                            "WHERE payment_id = $1", payment_id)
         notice = Notice(payment_id, str(row["mpp_payment_id"]), customer_id, None,
-                        ResultCode.CANCELLED_BY_CLIENT, CANCELLED_BY_CLIENT_MESSAGE,
+                        CANCEL_NOTICE.result_code, CANCEL_NOTICE.result_message,
                         row["locale"])
-        await _enqueue_notify(conn, notice, budget_s)
+        await conn.execute("SELECT notify_stage($1, $2, $3, $4, $5)", payment_id,
+                           notice.result_code, notice.result_message, None, budget_s)
     PAYMENTS.labels("CANCELLED").inc()
-    answered = await svc.notifier.deliver_now(notice, lease_ends)
+    answered = await svc.outbox.deliver_now(notice, lease_ends)
     return answered if answered is not None else await _read_payment(svc, payment_id,
                                                                      customer_id)
 

@@ -1,6 +1,6 @@
 """Refunds Kaspi asks for (regulation §1.3, §3, §4.4): exactly one credit per refundId.
 
-The work is one statement, sql/006_refund_step.sql `refund_apply`: the refunds table's
+The work is one statement, `refund_apply` (sql/functions/refunds.sql): the refunds table's
 primary key is the refundId; the first request inserts its row and holds it
 (uncommitted) while it works; a duplicate's INSERT waits on that key until the first
 commits, then answers what the first answered. So duplicates, sequential or concurrent,
@@ -17,8 +17,10 @@ from dataclasses import dataclass
 import asyncpg
 
 from mpp_server.domain import ledger
+from mpp_server.domain.outcomes import RefundOutcome
+from mpp_server.domain.payments import count_completed_without_answer
 from mpp_server.logs import mask_customer
-from mpp_server.metrics import MONEY_ALARMS, PAYMENTS, REFUNDED_TIYN, REFUNDS
+from mpp_server.metrics import MONEY_ALARMS, REFUNDED_TIYN, REFUNDS
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +35,7 @@ class RefundRequest:
 
 
 @dataclass(frozen=True)
-class Exchange:
+class InboundExchange:
     """The inbound request log's record of the HTTP request that asked for the refund."""
 
     source_ip: str
@@ -44,14 +46,14 @@ class Exchange:
 
 
 @dataclass(frozen=True)
-class RefundAnswer:
+class RefundDecision:
     code: str
     message: str
 
 
 async def apply_refund(pool: asyncpg.Pool, req: RefundRequest,
-                       exchange: Exchange) -> RefundAnswer:
-    """One statement (sql/007: refund_apply_logged, the refund and its request log entry
+                       exchange: InboundExchange) -> RefundDecision:
+    """One statement (refund_apply_logged: the refund and its request-log entry
     together); the metrics and logs follow its outcome."""
     async with pool.acquire() as conn:
         row = await conn.fetchrow(
@@ -61,20 +63,18 @@ async def apply_refund(pool: asyncpg.Pool, req: RefundRequest,
             req.link_receipt, ledger.shard_for(req.payment_id), exchange.source_ip,
             exchange.path, exchange.headers, exchange.body_masked, exchange.elapsed_ms)
     assert row is not None
-    outcome: str = row["outcome"]
-    if outcome.startswith("CREDITED"):
+    outcome = RefundOutcome(row["outcome"])
+    if outcome.credited:
         REFUNDED_TIYN.inc(req.amount_tiyn)
         log.info("refund credited", extra={"refund_id": req.refund_id,
                                            "payment_id": req.payment_id,
                                            "customer": mask_customer(req.customer_id)})
-    if outcome == "CREDITED_PENDING":
+    if outcome is RefundOutcome.CREDITED_PENDING:
         # Kaspi refunds only what it completed: our notifyPayment's answer was lost.
-        PAYMENTS.labels("COMPLETED").inc()
-        log.warning("refund for a PENDING payment: recorded as COMPLETED",
-                    extra={"payment_id": req.payment_id})
-    elif outcome == "REFUSED_DECLINED":
+        count_completed_without_answer(req.payment_id, "refund")
+    elif outcome is RefundOutcome.REFUSED_DECLINED:
         MONEY_ALARMS.labels("refund_for_declined_payment").inc()
         log.error("Kaspi refunds a payment we DECLINED and returned",
                   extra={"payment_id": req.payment_id, "refund_id": req.refund_id})
     REFUNDS.labels(row["code"]).inc()
-    return RefundAnswer(row["code"], row["message"])
+    return RefundDecision(row["code"], row["message"])

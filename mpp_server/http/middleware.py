@@ -14,15 +14,18 @@ from pydantic import BaseModel, ValidationError
 
 from mpp_server import jsonutil
 from mpp_server.errors import Unauthorized, ValidationFailed, WalletError
+from mpp_server.kaspi_client.models import LOCALES
 from mpp_server.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from mpp_server.services import Services
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+# What each listener's app keeps (both apps alike).
 LISTENER: web.AppKey[str] = web.AppKey("listener", str)
+SERVICES: web.AppKey[Services] = web.AppKey("services", Services)
 TOKENS: web.AppKey[frozenset[str]] = web.AppKey("tokens", frozenset)
-LOCALES = ("ru-RU", "kk-KZ")
 _HTTP_CODES = {400: "VALIDATION_ERROR", 401: "UNAUTHORIZED", 404: "NOT_FOUND",
                405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE",
                415: "UNSUPPORTED_MEDIA_TYPE"}

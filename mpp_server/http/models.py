@@ -21,8 +21,8 @@ from pydantic import (
 )
 
 from mpp_server.kaspi_client.models import KZ_TZ, AmountIn, AmountOut
+from mpp_server.money import AMOUNT_PATTERN
 
-AMOUNT_PATTERN = r"^(0|[1-9][0-9]{0,15})(\.[0-9]{1,2})?$"
 CUSTOMER_ID_PATTERN = r"^[A-Za-z0-9._*-]{1,12}$"
 ID_PATTERN = r"^[A-Za-z0-9._:/-]{1,64}$"
 

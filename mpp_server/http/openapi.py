@@ -29,7 +29,6 @@ from mpp_server import __version__, errors
 from mpp_server.config import Settings
 from mpp_server.domain import events
 from mpp_server.http import reconciliations, wallet
-from mpp_server.http.middleware import LOCALES
 from mpp_server.http.models import (
     CUSTOMER_ID_PATTERN,
     ID_PATTERN,
@@ -55,8 +54,9 @@ from mpp_server.http.models import (
     ServiceOut,
     ServiceParameterOut,
 )
-from mpp_server.http.refund_listener import RefundIn, RefundResultOut, ResultOut
+from mpp_server.http.refund_listener import RefundIn, RefundResultOut
 from mpp_server.kaspi_client.codes import ResultCode
+from mpp_server.kaspi_client.models import LOCALES, ResultOut
 
 Listener = Literal["wallet", "kaspi"]
 Which = Literal["wallet", "kaspi", "all"]

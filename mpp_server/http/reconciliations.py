@@ -15,9 +15,8 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, PlainSerializer
 
 from mpp_server.errors import NotFound
-from mpp_server.http.middleware import check_query, json_response, path_param, query_int
+from mpp_server.http.middleware import SERVICES, check_query, json_response, path_param, query_int
 from mpp_server.http.models import Money, Timestamp
-from mpp_server.http.wallet import SERVICES
 from mpp_server.money import format_amount
 from mpp_server.reconcile import store
 

@@ -18,17 +18,15 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 
 from mpp_server import jsonutil
-from mpp_server.config import Settings
 from mpp_server.domain import refunds
-from mpp_server.http.middleware import Handler, describe_validation, route_name
+from mpp_server.http.middleware import SERVICES, Handler, describe_validation, route_name
 from mpp_server.http.models import Amount, StoredText
 from mpp_server.kaspi_client.codes import ResultCode
+from mpp_server.kaspi_client.models import ResultOut
 from mpp_server.logs import mask_customer_ids_in_json
 
 log = logging.getLogger(__name__)
 
-POOL: web.AppKey[asyncpg.Pool] = web.AppKey("pool", asyncpg.Pool)
-SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
 RAW_BODY: web.RequestKey[bytes] = web.RequestKey("raw_body", bytes)
 STARTED: web.RequestKey[float] = web.RequestKey("started", float)
 # Set when the handler stored the exchange itself (with the refund, one statement).
@@ -49,11 +47,6 @@ class RefundIn(BaseModel):
     refundAmount: Amount
     refundId: Annotated[StoredText, StringConstraints(min_length=1, max_length=64)]
     linkReceipt: Annotated[StoredText, StringConstraints(min_length=1, max_length=2048)]
-
-
-class ResultOut(BaseModel):
-    resultCode: str
-    resultMessage: str
 
 
 class RefundResultOut(BaseModel):
@@ -99,7 +92,7 @@ async def refund(request: web.Request) -> web.Response:
         body = parse_refund(raw)
     except (ValueError, ValidationError) as exc:
         return result_response(ResultCode.PARAM_ILLEGAL, _describe(exc), status=400)
-    answer = await refunds.apply_refund(request.app[POOL], refunds.RefundRequest(
+    answer = await refunds.apply_refund(request.app[SERVICES].pool, refunds.RefundRequest(
         refund_id=body.refundId, payment_id=body.paymentId, customer_id=body.customerId,
         amount_tiyn=body.refundAmount, link_receipt=body.linkReceipt),
         _exchange(request, time.perf_counter() - request[STARTED]))
@@ -114,7 +107,7 @@ async def source_allowlist(request: web.Request, handler: Handler) -> web.Stream
         source = ipaddress.ip_address(request.remote or "")
     except ValueError:
         source = None
-    allowed = request.app[SETTINGS].allowed_networks
+    allowed = request.app[SERVICES].settings.allowed_networks
     if source is None or not any(source in net for net in allowed):
         log.warning("refused a request from outside KASPI_ALLOWED_NETWORKS",
                     extra={"source_ip": request.remote, "path": request.path})
@@ -139,11 +132,11 @@ async def inbound_log(request: web.Request, handler: Handler) -> web.StreamRespo
     return response
 
 
-def _exchange(request: web.Request, elapsed_s: float) -> refunds.Exchange:
+def _exchange(request: web.Request, elapsed_s: float) -> refunds.InboundExchange:
     """What the inbound request log keeps of a request (the answer is added by whoever
     stores it)."""
     body = request.get(RAW_BODY, b"")
-    return refunds.Exchange(
+    return refunds.InboundExchange(
         source_ip=request.remote or "", path=request.path[:256],
         headers={k: request.headers[k][:256] for k in _LOGGED_HEADERS if k in request.headers},
         # PostgreSQL text cannot hold NUL: without this, such an exchange went unrecorded.
@@ -159,11 +152,9 @@ async def _store_exchange(request: web.Request, response: web.StreamResponse,
     exchange = _exchange(request, elapsed_s)
     answer = response.text if isinstance(response, web.Response) else None
     try:
-        async with request.app[POOL].acquire() as conn:
+        async with request.app[SERVICES].pool.acquire() as conn:
             await conn.execute(
-                """INSERT INTO inbound_requests (source_ip, method, path, headers, body_masked,
-                                                 http_status, answer, duration_ms)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
+                "SELECT inbound_log_insert($1, $2, $3, $4, $5, $6, $7, $8)",
                 exchange.source_ip, request.method, exchange.path, exchange.headers,
                 exchange.body_masked, response.status,
                 jsonutil.loads(answer) if answer else None, exchange.elapsed_ms)

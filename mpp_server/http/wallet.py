@@ -9,10 +9,10 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from mpp_server import migrate
-from mpp_server.domain import events, ledger, payments
-from mpp_server.domain.payments import Services
+from mpp_server.domain import deposits, events, ledger, payments
 from mpp_server.errors import NotFound, ValidationFailed
 from mpp_server.http.middleware import (
+    SERVICES,
     check_query,
     json_response,
     locale_of,
@@ -41,8 +41,8 @@ from mpp_server.http.models import (
     ServiceOut,
 )
 from mpp_server.metrics import CONFIRM_LATENCY, REGISTRY
+from mpp_server.services import Services
 
-SERVICES: web.AppKey[Services] = web.AppKey("services", Services)
 DEFAULT_LOCALE = "ru-RU"
 EVENTS_MAX_LIMIT = 1000
 EVENTS_QUERY = frozenset({"after", "limit"})
@@ -75,7 +75,7 @@ async def deposit(request: web.Request) -> web.Response:
     body = await parse_body(request, DepositIn)
     if body.amount <= 0:
         raise ValidationFailed("amount must be positive")
-    result = await ledger.deposit(_svc(request).pool, body.depositId, customer_id, body.amount)
+    result = await deposits.deposit(_svc(request).pool, body.depositId, customer_id, body.amount)
     return json_response(AccountOut(customerId=customer_id, balance=result.balance_tiyn),
                          status=201 if result.created else 200)
 

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from mpp_server import jsonutil
 from mpp_server.kaspi_client.models import (
+    LOCALES,
     CheckoutRequest,
     CheckoutResponse,
     NotifyRequest,
@@ -30,7 +31,6 @@ from mpp_server.metrics import KASPI_CALLS, KASPI_LATENCY
 
 log = logging.getLogger(__name__)
 R = TypeVar("R", bound=BaseModel)
-LOCALES = ("ru-RU", "kk-KZ")
 
 
 class KaspiNoAnswer(Exception):

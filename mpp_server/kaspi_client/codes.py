@@ -32,9 +32,6 @@ NOTIFY_RETRYABLE: frozenset[str] = frozenset({
     ResultCode.UNKNOWN_EXCEPTION, ResultCode.UNKNOWN_SOURCE,
 })
 
-# The notifyPayment result we send when the customer backs out (regulation §4.3).
-CANCELLED_BY_CLIENT_MESSAGE = "cancelled by client"
-
 
 def is_final_notify_answer(code: str) -> bool:
     return code not in NOTIFY_RETRYABLE

@@ -31,6 +31,9 @@ def parse_kaspi_datetime(value: object) -> datetime:
     return parsed.astimezone(UTC)
 
 
+# The receipt and message languages Kaspi takes in X-Locale (regulation §4).
+LOCALES = ("ru-RU", "kk-KZ")
+
 KaspiDatetime = Annotated[datetime, BeforeValidator(parse_kaspi_datetime)]
 # Tiyn inside, "1500.00" on the wire. AmountIn parses what a peer sent (a string or a
 # bare number, in tenge); AmountOut is built from our own tiyn and only formats.
@@ -129,7 +132,9 @@ class CheckoutRequest(_Outbound):
     parameters: list[CheckoutParameter]
 
 
-class OutResult(_Outbound):
+class ResultOut(_Outbound):
+    """A result we send Kaspi: in notifyPayment, and as our answer to its /refund."""
+
     resultCode: str = Field(min_length=1, max_length=64)
     resultMessage: str = Field(max_length=256)
 
@@ -141,6 +146,6 @@ class NotifyPayment(_Outbound):
 
 
 class NotifyRequest(_Outbound):
-    result: OutResult
+    result: ResultOut
     payment: NotifyPayment
     customerId: str = Field(min_length=1, max_length=12)

@@ -1,5 +1,17 @@
--- Kaspi's answer to our notifyPayment, applied once (docs/notify-policy.md). Outcomes are
--- declared in mpp_server/domain/outcomes.py.
+-- The notifyPayment outbox (docs/notify-policy.md): staging a notify, and Kaspi's answer
+-- applied once. Outcomes are declared in mpp_server/domain/outcomes.py.
+
+-- Stage a notifyPayment in the caller's transaction (the decision it reports commits with
+-- it). The deciding request holds the row's lease for p_hold_s (next_attempt_at); the
+-- worker of any process takes it after that. Used by payment_debit and by cancel.
+CREATE OR REPLACE FUNCTION notify_stage(p_payment_id text, p_code text, p_message text,
+                                        p_amount bigint, p_hold_s double precision)
+RETURNS void LANGUAGE sql AS $$
+    INSERT INTO notify_outbox (payment_id, result_code, result_message, amount_tiyn,
+                               next_attempt_at)
+    VALUES (p_payment_id, p_code, p_message, p_amount,
+            now() + make_interval(secs => p_hold_s))
+$$;
 
 -- Apply Kaspi's final answer to our notifyPayment (policy: docs/notify-policy.md) and
 -- remove the outbox row, in the caller's transaction (which holds the outbox row lock).
@@ -17,13 +29,12 @@ BEGIN
     SELECT * INTO payment FROM payments WHERE payment_id = p_payment_id FOR UPDATE;
     IF p_sent_code <> 'SUCCESS' THEN
         outcome := 'ACKNOWLEDGED';
+    ELSIF p_code = 'SUCCESS' AND payment.status = 'PENDING' THEN
+        outcome := 'COMPLETED';
+        INSERT INTO events (type, customer_id, payment_id, amount_tiyn)
+        VALUES ('payment.completed', payment.customer_id, p_payment_id, payment.amount_tiyn);
     ELSIF p_code = 'SUCCESS' THEN
-        outcome := CASE WHEN payment.status = 'PENDING' THEN 'COMPLETED' ELSE 'RECEIPT' END;
-        IF payment.status = 'PENDING' THEN
-            INSERT INTO events (type, customer_id, payment_id, amount_tiyn)
-            VALUES ('payment.completed', payment.customer_id, p_payment_id,
-                    payment.amount_tiyn);
-        END IF;
+        outcome := 'RECEIPT';
     ELSIF payment.status <> 'PENDING' THEN
         outcome := 'CONTRADICTED';
     ELSE
@@ -50,7 +61,7 @@ END;
 $$;
 
 -- Kaspi's answer applied once: the outbox row is claimed (deleted) first, and only the
--- caller that deleted it applies the answer (sql/005 apply_notify_answer, whose own
+-- caller that deleted it applies the answer (apply_notify_answer above, whose own
 -- DELETE of the row then finds nothing). Two callers can hold the same answer only
 -- when the request that decided a payment, sending its first notifyPayment under the
 -- lease payment_debit gave it (next_attempt_at, no row lock: docs/notify-policy.md),

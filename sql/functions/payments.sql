@@ -2,19 +2,22 @@
 -- statement and returns an outcome declared in mpp_server/domain/outcomes.py.
 
 -- Debit the customer for a payment the caller validated in the status it read, and
--- stage notifyPayment SUCCESS; or, without the money, decline it and stage a
--- PROCESS_FAIL notify so Kaspi closes it. Returns 'DEBITED', 'INSUFFICIENT_FUNDS', or
--- 'CHANGED' when the payment is no longer in the status the caller validated (another
--- request won the race: the caller reads it again and answers what it finds).
+-- stage notifyPayment SUCCESS; or, without the money, decline it and stage a failure
+-- notify so Kaspi closes it. Returns an outcome of DebitOutcome: 'DEBITED',
+-- 'INSUFFICIENT_FUNDS', or 'CHANGED' when the payment is no longer in the status the
+-- caller validated (another request won the race: the caller reads it again and answers
+-- what it finds). p_notices maps each staging outcome to the [resultCode, resultMessage]
+-- it stages (mpp_server/domain/outcomes.py DEBIT_NOTICES, their one home).
 CREATE OR REPLACE FUNCTION payment_debit(p_payment_id text, p_customer_id text,
-                              p_expected_status text, p_amount bigint, p_shard int,
-                              p_locale text, p_hold_s double precision)
+                                         p_expected_status text, p_amount bigint,
+                                         p_shard int, p_locale text,
+                                         p_hold_s double precision, p_notices jsonb)
 RETURNS text LANGUAGE plpgsql AS $$
 DECLARE
     v_account bigint;
     v_balance bigint;
     v_settlement bigint := settlement_account(p_shard);
-    v_until timestamptz := now() + make_interval(secs => p_hold_s);
+    v_outcome text;
 BEGIN
     PERFORM 1 FROM payments WHERE payment_id = p_payment_id AND status = p_expected_status
                               AND customer_id = p_customer_id FOR UPDATE;
@@ -28,24 +31,23 @@ BEGIN
         SELECT balance_tiyn INTO v_balance FROM accounts WHERE id = v_account;
     END IF;
     IF v_account IS NULL OR v_balance < p_amount THEN
-        UPDATE payments SET status = 'DECLINED', decline_code = 'INSUFFICIENT_FUNDS',
+        v_outcome := 'INSUFFICIENT_FUNDS';
+        UPDATE payments SET status = 'DECLINED', decline_code = v_outcome,
                amount_tiyn = p_amount, locale = coalesce(p_locale, locale), updated_at = now()
          WHERE payment_id = p_payment_id;
-        INSERT INTO notify_outbox (payment_id, result_code, result_message, amount_tiyn,
-                                   next_attempt_at)
-        VALUES (p_payment_id, 'PROCESS_FAIL', 'insufficient funds', p_amount, v_until);
         INSERT INTO events (type, customer_id, payment_id, amount_tiyn)
         VALUES ('payment.declined', p_customer_id, p_payment_id, p_amount);
-        RETURN 'INSUFFICIENT_FUNDS';
+    ELSE
+        v_outcome := 'DEBITED';
+        PERFORM ledger_transfer('payment_debit', p_payment_id, v_account, v_settlement,
+                                p_amount);
+        UPDATE payments SET status = 'PENDING', amount_tiyn = p_amount,
+               locale = coalesce(p_locale, locale), confirmed_at = now(), updated_at = now()
+         WHERE payment_id = p_payment_id;
     END IF;
-    PERFORM ledger_transfer('payment_debit', p_payment_id, v_account, v_settlement, p_amount);
-    UPDATE payments SET status = 'PENDING', amount_tiyn = p_amount,
-           locale = coalesce(p_locale, locale), confirmed_at = now(), updated_at = now()
-     WHERE payment_id = p_payment_id;
-    INSERT INTO notify_outbox (payment_id, result_code, result_message, amount_tiyn,
-                               next_attempt_at)
-    VALUES (p_payment_id, 'SUCCESS', 'success', p_amount, v_until);
-    RETURN 'DEBITED';
+    PERFORM notify_stage(p_payment_id, p_notices -> v_outcome ->> 0,
+                         p_notices -> v_outcome ->> 1, p_amount, p_hold_s);
+    RETURN v_outcome;
 END;
 $$;
 

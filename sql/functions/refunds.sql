@@ -86,12 +86,11 @@ BEGIN
     SELECT r.code, r.message, r.outcome INTO code, message, outcome
       FROM refund_apply(p_refund_id, p_payment_id, p_customer_id, p_amount, p_link,
                         p_shard) r;
-    INSERT INTO inbound_requests (source_ip, method, path, headers, body_masked,
-                                  http_status, answer, duration_ms)
-    VALUES (p_source_ip, 'POST', p_path, p_headers, p_body_masked, 200,
-            jsonb_build_object('result', jsonb_build_object('resultCode', code,
-                                                            'resultMessage', message)),
-            p_elapsed_ms + (extract(epoch FROM clock_timestamp() - statement_timestamp())
-                            * 1000)::int);
+    PERFORM inbound_log_insert(
+        p_source_ip, 'POST', p_path, p_headers, p_body_masked, 200,
+        jsonb_build_object('result', jsonb_build_object('resultCode', code,
+                                                        'resultMessage', message)),
+        p_elapsed_ms + (extract(epoch FROM clock_timestamp() - statement_timestamp())
+                        * 1000)::int);
 END;
 $$;

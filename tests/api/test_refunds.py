@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from mpp_server.domain.payments import Services
 from mpp_server.serve import create_refund_app
+from mpp_server.services import Services
 from tests.support.helpers import (
     assert_books_balanced,
     balance,
@@ -255,7 +255,7 @@ async def test_source_outside_allowed_networks_gets_403_and_nothing_is_written(
     env = server_env(stack.database_url, stack.sim_url)
     env["KASPI_ALLOWED_NETWORKS"] = "192.0.2.0/24"
     services = Services(stack.pool, stack.runtime.services.kaspi, settings_from(env),
-                        stack.runtime.services.notifier)
+                        stack.runtime.services.outbox)
     runner = web.AppRunner(create_refund_app(services))
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

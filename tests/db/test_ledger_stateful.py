@@ -21,7 +21,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from mpp_server.domain import ledger
+from mpp_server.domain import deposits, ledger
 
 CUSTOMERS = ("770000000101", "770000000102", "770000000103")
 MERCHANT = json.dumps({"merchantId": "1", "merchantName": "M", "merchantMCC": "5812"})
@@ -64,7 +64,7 @@ class LedgerMachine(RuleBasedStateMachine):
             pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=1)
             assert pool is not None
             try:
-                await ledger.deposit(pool, deposit_id, customer, amount)
+                await deposits.deposit(pool, deposit_id, customer, amount)
             finally:
                 await pool.close()
 

@@ -12,8 +12,8 @@ import aiohttp
 import pytest
 
 from mpp_server import db
-from mpp_server.domain import ledger
-from mpp_server.domain.outbox import Notice, _apply_answer
+from mpp_server.domain import deposits, ledger
+from mpp_server.domain.outbox import Notice, apply_answer
 from mpp_server.kaspi_client.client import KaspiClient, KaspiNoAnswer
 from mpp_server.kaspi_client.models import NotifyResponse, Result
 from mpp_server.metrics import MONEY_ALARMS
@@ -24,7 +24,7 @@ from tests.support.stack import CALLER_NAME, running_stack
 async def _pending_payment(pool: db.Pool, amount_tiyn: int) -> Notice:
     """A debited PENDING payment whose outbox row is leased for an hour (no worker here)."""
     customer, payment_id = new_customer(), "lease-" + uuid.uuid4().hex[:12]
-    await ledger.deposit(pool, "dep-" + payment_id, customer, 10_000)
+    await deposits.deposit(pool, "dep-" + payment_id, customer, 10_000)
     async with pool.acquire() as conn:
         mpp_id = await conn.fetchval(
             """INSERT INTO payments (payment_id, customer_id, qr_code_type, status, amount_tiyn,
@@ -42,7 +42,7 @@ async def _pending_payment(pool: db.Pool, amount_tiyn: int) -> Notice:
 async def _apply_twice(pool: db.Pool, notice: Notice, answer: NotifyResponse) -> list[str]:
     async def apply() -> str:
         async with pool.acquire() as conn:
-            outcome: str = (await _apply_answer(conn, notice, answer))["outcome"]
+            outcome: str = (await apply_answer(conn, notice, answer))["outcome"]
             return outcome
 
     return sorted(await asyncio.gather(apply(), apply()))

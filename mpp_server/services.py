@@ -1,0 +1,20 @@
+"""The wiring: the objects one server process shares between its listeners and
+workers, built by serve.Runtime and handed to the domain's payment functions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+
+from mpp_server.config import Settings
+from mpp_server.domain.outbox import NotifyOutbox
+from mpp_server.kaspi_client.client import KaspiClient
+
+
+@dataclass
+class Services:
+    pool: asyncpg.Pool
+    kaspi: KaspiClient
+    settings: Settings
+    outbox: NotifyOutbox
