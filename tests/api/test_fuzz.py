@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -27,12 +27,17 @@ from hypothesis import HealthCheck, Phase, given
 from schemathesis import APIOperation, Case, GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.failures import FailureGroup
+from schemathesis.core.result import Ok
+from schemathesis.core.transport import Response
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     negative_data_rejection,
     response_schema_conformance,
     status_code_conformance,
 )
+
+AnyCase = Case[Any]
+AnyOperation = APIOperation[Any, Any, Any, Any]
 
 from mpp_server.domain import ledger
 from mpp_server.money import parse_amount
@@ -47,23 +52,23 @@ class FuzzReport:
     started_at: datetime
     failures: list[str] = field(default_factory=list)
     calls: Counter[str] = field(default_factory=Counter)
-    seconds: Counter[str] = field(default_factory=Counter)
+    seconds: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
     statuses: Counter[int] = field(default_factory=Counter)
     # (depositId, customerId, amount) of every deposit answered 201
     deposits: set[tuple[str, str, str]] = field(default_factory=set)
 
-    def fail(self, case: Case, why: str) -> None:
+    def fail(self, case: AnyCase, why: str) -> None:
         if len(self.failures) < 50:
             self.failures.append(f"{case.operation.label}: {why}\n  {case.as_curl_command()}")
 
 
-def _described(document: dict[str, Any], case: Case, status: int) -> dict[str, Any]:
+def _described(document: dict[str, Any], case: AnyCase, status: int) -> dict[str, Any]:
     op = document["paths"][case.operation.path][case.method.lower()]
     answer: dict[str, Any] = op["responses"].get(str(status), {})
     return answer
 
 
-def _contract_checks(document: dict[str, Any], case: Case, response: requests.Response,
+def _contract_checks(document: dict[str, Any], case: AnyCase, response: Response,
                      authorized: bool, report: FuzzReport) -> None:
     """What the generic checks cannot know: our error bodies and codes, the token rule."""
     status = response.status_code
@@ -72,7 +77,7 @@ def _contract_checks(document: dict[str, Any], case: Case, response: requests.Re
         report.fail(case, f"answered {status} without a valid token")
     if status < 400:
         if case.operation.path.endswith("/deposits") and status == 201:
-            body = case.body
+            body: dict[str, Any] = case.body  # type: ignore[assignment]  # a deposit's JSON
             customer = unquote(case.path_parameters["customerId"])  # as sent: encoded
             report.deposits.add((body["depositId"], customer, str(body["amount"])))
         return
@@ -92,6 +97,7 @@ def fuzz(name: str, document: dict[str, Any], base_url: str, headers: dict[str, 
     schema = schemathesis.openapi.from_dict(document)
     session = requests.Session()
     for result in schema.get_all_operations():
+        assert isinstance(result, Ok), result
         operation = result.ok()
         for mode in modes:
             if mode.is_negative and not (operation.body or operation.path_parameters
@@ -102,7 +108,7 @@ def fuzz(name: str, document: dict[str, Any], base_url: str, headers: dict[str, 
                             authorized=name == "wallet")
 
 
-def _fuzz_operation(key: str, operation: APIOperation, mode: GenerationMode,
+def _fuzz_operation(key: str, operation: AnyOperation, mode: GenerationMode,
                     document: dict[str, Any], base_url: str, headers: dict[str, str],
                     session: requests.Session, examples: int, report: FuzzReport, *,
                     authorized: bool) -> None:
@@ -110,7 +116,7 @@ def _fuzz_operation(key: str, operation: APIOperation, mode: GenerationMode,
                          deadline=None, phases=[Phase.generate],
                          suppress_health_check=list(HealthCheck))
     @given(case=operation.as_strategy(generation_mode=mode))
-    def run(case: Case) -> None:
+    def run(case: AnyCase) -> None:
         report.calls[key] += 1
         response = case.call(base_url=base_url, session=session, headers=headers, timeout=30)
         report.statuses[response.status_code] += 1

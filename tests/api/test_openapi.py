@@ -10,6 +10,7 @@ from typing import Any
 import jsonschema_rs
 import pytest
 import schemathesis
+from schemathesis.core.result import Ok
 
 from mpp_server.http import openapi
 
@@ -45,7 +46,7 @@ def test_document_is_valid_openapi_3_1(which: openapi.Which) -> None:
     assert doc["openapi"].startswith("3.1.")
     schema = schemathesis.openapi.from_dict(json.loads(openapi.render(doc)))
     schema.validate()  # the OpenAPI 3.1 meta-schema
-    assert all(result.ok() for result in schema.get_all_operations())
+    assert all(isinstance(result, Ok) for result in schema.get_all_operations())
     for name, component in doc["components"]["schemas"].items():
         assert jsonschema_rs.meta.is_valid(component), name  # JSON Schema 2020-12
 
@@ -92,7 +93,8 @@ def test_security_is_bearer_on_v1_only() -> None:
         **doc["components"]["securitySchemes"]["bearerAuth"], "type": "http",
         "scheme": "bearer"}
     for (_, path), op in operations(doc).items():
-        expected = [{"bearerAuth": []}] if path.startswith("/v1/") else []
+        expected: list[dict[str, list[str]]] = (
+            [{"bearerAuth": []}] if path.startswith("/v1/") else [])
         assert op["security"] == expected, path
         assert ("401" in op["responses"]) == path.startswith("/v1/"), path
 

@@ -78,7 +78,7 @@ async def test_an_answer_two_senders_got_is_applied_once(isolated_db: str, code:
                                           "WHERE customer_id = $1", notice.customer_id)
             outbox = await conn.fetchval("SELECT count(*) FROM notify_outbox")
             report = await ledger.check_invariants(conn)
-        assert row["status"] == applied and row["kaspi_acknowledged"]
+        assert row is not None and row["status"] == applied and row["kaspi_acknowledged"]
         assert kinds == ["payment_debit"] + ([transfer] if transfer else [])
         assert balance == (10_000 if transfer else 7_000)
         assert events == 1 and outbox == 0 and report.ok
@@ -131,6 +131,7 @@ async def test_the_confirming_request_retries_within_its_lease_holding_no_lock(
                        FROM notify_outbox o JOIN payments p USING (payment_id)
                        WHERE payment_id = $1""", payment_id)
             # Several attempts, all inside the lease, which they left as it was.
+            assert row is not None
             assert row["attempts"] >= 2 and row["last_error"] == "TIMEOUT", dict(row)
             assert row["lease"] == timedelta(seconds=3)
     finally:

@@ -161,7 +161,7 @@ def _wait_http_ready(tunnel: Tunnel, proc: subprocess.Popen[bytes], log: Path, n
                      host_port: str, path: str) -> None:
     def ready() -> bool | None:
         if proc.poll() is not None:
-            pytest.fail(f"{' '.join(map(str, proc.args))} exited {proc.returncode}:\n"
+            pytest.fail(f"{proc.args!r} exited {proc.returncode}:\n"
                         f"{log.read_text(errors='replace')[-3000:]}")
         try:
             status, _ = lab.http_json(netns, "GET", host_port, path, timeout_s=2)
@@ -218,30 +218,30 @@ def test_payment_and_refund_cross_the_tunnel(tunnel: Tunnel,
 
 def _pay_and_refund(mpp_ns: str, kaspi_ns: str) -> None:
     customer = f"ips{uuid.uuid4().hex[:9]}"  # ≤ 12 characters (Kaspi's limit)
-    wallet = {"token": TOKEN}
+    wallet = TOKEN
     _call(mpp_ns, "POST", WALLET, f"/v1/accounts/{customer}/deposits",
-          {"depositId": f"dep-{customer}", "amount": "5000.00"}, **wallet)
+          {"depositId": f"dep-{customer}", "amount": "5000.00"}, token=wallet)
 
     qr = _call(kaspi_ns, "POST", SIMULATOR, "/sim/qr", {"type": "Dynamic", "amount": "100.00"})
     scan = _call(mpp_ns, "POST", WALLET, "/v1/scan",
-                 {"qrCode": qr["qrCode"], "customerId": customer}, **wallet)
+                 {"qrCode": qr["qrCode"], "customerId": customer}, token=wallet)
     payment_id = scan["payment"]["paymentId"]
     assert scan["payment"]["amount"] == "100.00"
     confirm = _call(mpp_ns, "POST", WALLET, f"/v1/payments/{payment_id}/confirm",
-                    {"customerId": customer}, **wallet)
+                    {"customerId": customer}, token=wallet)
     assert confirm["status"] == "COMPLETED"
-    assert _call(mpp_ns, "GET", WALLET, f"/v1/accounts/{customer}", **wallet)[
+    assert _call(mpp_ns, "GET", WALLET, f"/v1/accounts/{customer}", token=wallet)[
         "balance"] == "4900.00"
 
     # Kaspi -> MPP: the simulator calls the server's /refund on its inner address.
     refund = _call(kaspi_ns, "POST", SIMULATOR, "/sim/refunds",
                    {"paymentId": qr["paymentId"], "amount": "40.00"})
     assert refund["resultCode"] == "SUCCESS"
-    payment = _call(mpp_ns, "GET", WALLET, f"/v1/payments/{payment_id}", **wallet)
+    payment = _call(mpp_ns, "GET", WALLET, f"/v1/payments/{payment_id}", token=wallet)
     assert payment["status"] == "COMPLETED"
     assert payment["refundedAmount"] == "40.00"
     assert [r["amount"] for r in payment["refunds"]] == ["40.00"]
-    assert _call(mpp_ns, "GET", WALLET, f"/v1/accounts/{customer}", **wallet)[
+    assert _call(mpp_ns, "GET", WALLET, f"/v1/accounts/{customer}", token=wallet)[
         "balance"] == "4940.00"
     # Kaspi's books agree: notifyPayment and the refund answer both crossed the tunnel.
     at_kaspi = _call(kaspi_ns, "GET", SIMULATOR, f"/sim/payments/{qr['paymentId']}")
