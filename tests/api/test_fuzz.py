@@ -36,11 +36,11 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-AnyCase = Case[Any]
-AnyOperation = APIOperation[Any, Any, Any, Any]
-
 from mpp_server.domain import ledger
 from mpp_server.money import parse_amount
+
+AnyCase = Case[Any]
+AnyOperation = APIOperation[Any, Any, Any, Any]
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "200"))
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
