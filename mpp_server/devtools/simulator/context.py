@@ -13,7 +13,7 @@ from aiohttp import web
 from mpp_server.devtools.simulator.faults import FaultBook
 from mpp_server.devtools.simulator.model import KaspiError
 from mpp_server.devtools.simulator.refunds import (
-    RefundAnswer,
+    MppRefundAnswer,
     RefundCaller,
     RefundStyle,
     refund_body,
@@ -40,14 +40,14 @@ class Simulator:
     caller: RefundCaller | None = None  # set while the app runs (cleanup_ctx)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
-    async def refund(self, order: RefundOrder, style: RefundStyle) -> RefundAnswer:
+    async def refund(self, order: RefundOrder, style: RefundStyle) -> MppRefundAnswer:
         """Kaspi's check, then the MPP's /refund until answered; the answer is recorded."""
         try:
             refund = self.state.prepare_refund(order)
         except KaspiError as exc:
             log.info("refund refused by Kaspi's own check",
                      extra={"refundId": order.refund_id, "resultCode": exc.code.value})
-            return RefundAnswer(exc.code.value, exc.message, 0)
+            return MppRefundAnswer(exc.code.value, exc.message, 0)
         assert self.caller is not None, "refunds are sent only while the app runs"
         answer = await self.caller.call(refund_body(refund, style), style)
         self.state.record_refund_answer(refund, answer.result_code, answer.result_message,

@@ -229,18 +229,18 @@ async def daily_registry(request: web.Request) -> web.Response:
         day = None
     if day is None:
         raise _invalid("date must be YYYY-MM-DD")
-    return await _registry(request, registry.Period.day(day))
+    return await _registry(request, registry.SimRegistryPeriod.day(day))
 
 
 async def monthly_registry(request: web.Request) -> web.Response:
     match = _MONTH_RE.match(request.query.get("month", ""))
     if not match or not 1 <= int(match.group(2)) <= 12:
         raise _invalid("month must be YYYY-MM")
-    return await _registry(request, registry.Period.month(int(match.group(1)),
+    return await _registry(request, registry.SimRegistryPeriod.month(int(match.group(1)),
                                                           int(match.group(2))))
 
 
-async def _registry(request: web.Request, period: registry.Period) -> web.Response:
+async def _registry(request: web.Request, period: registry.SimRegistryPeriod) -> web.Response:
     if request.query.get("format", "xlsx") != "xlsx":
         raise _invalid("format must be xlsx")
     sim = request.app[SIM]

@@ -39,7 +39,7 @@ class RefundStyle:
 
 
 @dataclass(frozen=True, slots=True)
-class RefundAnswer:
+class MppRefundAnswer:
     result_code: str
     result_message: str
     attempts: int
@@ -64,7 +64,7 @@ class RefundCaller:
         self._faults = faults
         self._session = session
 
-    async def call(self, body: bytes, style: RefundStyle) -> RefundAnswer:
+    async def call(self, body: bytes, style: RefundStyle) -> MppRefundAnswer:
         settings = self._settings
         loop = asyncio.get_running_loop()
         deadline = loop.time() + settings.sim_refund_total_timeout_ms / 1000
@@ -74,7 +74,7 @@ class RefundCaller:
         while True:
             remaining = deadline - loop.time()
             if remaining <= 0:
-                return RefundAnswer(NO_ANSWER, "the MPP did not answer", attempts)
+                return MppRefundAnswer(NO_ANSWER, "the MPP did not answer", attempts)
             attempts += 1
             timeout_s = min(settings.sim_refund_attempt_timeout_ms / 1000, remaining)
             answer = await self._attempt(body, timeout_s)
@@ -84,7 +84,7 @@ class RefundCaller:
                 answer = None
             if answer is not None:
                 code, message = answer
-                return RefundAnswer(code, message, attempts)
+                return MppRefundAnswer(code, message, attempts)
             await asyncio.sleep(min(backoff_s, max(deadline - loop.time(), 0)))
             backoff_s = min(backoff_s * 2, settings.sim_refund_backoff_max_ms / 1000)
 

@@ -35,7 +35,7 @@ _AMOUNT_FORMAT = "0.00"
 
 
 @dataclass(frozen=True, slots=True)
-class Row:
+class SimRegistryRow:
     customer_id: str
     mpp_id: str | None
     kaspi_operation_id: str  # paymentId for a payment, refundId for a refund
@@ -63,7 +63,7 @@ class Discrepancy:
 
 
 @dataclass(frozen=True, slots=True)
-class Period:
+class SimRegistryPeriod:
     """[start, end) in local time; `label` names the file."""
 
     start: date
@@ -71,11 +71,11 @@ class Period:
     label: str
 
     @classmethod
-    def day(cls, day: date) -> Period:
+    def day(cls, day: date) -> SimRegistryPeriod:
         return cls(day, day + timedelta(days=1), f"daily-{day.isoformat()}")
 
     @classmethod
-    def month(cls, year: int, month: int) -> Period:
+    def month(cls, year: int, month: int) -> SimRegistryPeriod:
         start = date(year, month, 1)
         end = date(year + month // 12, month % 12 + 1, 1)
         return cls(start, end, f"monthly-{year:04d}-{month:02d}")
@@ -91,40 +91,42 @@ def _local(epoch_s: float, tz: timezone) -> datetime:
 
 
 def collect_rows(payments: Iterable[Payment], refunds: Iterable[Refund],
-                 mpp_ids: dict[str, str | None], period: Period, tz: timezone,
-                 fee_percent: Decimal) -> list[Row]:
+                 mpp_ids: dict[str, str | None], period: SimRegistryPeriod, tz: timezone,
+                 fee_percent: Decimal) -> list[SimRegistryRow]:
     """The period's rows, oldest first. `mpp_ids` maps paymentId to mppPaymentId."""
-    rows: list[Row] = []
+    rows: list[SimRegistryRow] = []
     for payment in payments:
         assert payment.completed_at is not None and payment.amount_tiyn is not None
         assert payment.customer_id is not None
         at = _local(payment.completed_at, tz)
         if period.start <= at.date() < period.end:
-            rows.append(Row(payment.customer_id, payment.mpp_payment_id, payment.payment_id,
-                            payment.payment_id, at, KIND_PAYMENT, payment.amount_tiyn,
-                            fee_tiyn(payment.amount_tiyn, fee_percent)))
+            rows.append(SimRegistryRow(
+                payment.customer_id, payment.mpp_payment_id, payment.payment_id,
+                payment.payment_id, at, KIND_PAYMENT, payment.amount_tiyn,
+                fee_tiyn(payment.amount_tiyn, fee_percent)))
     for refund in refunds:
         assert refund.succeeded_at is not None
         at = _local(refund.succeeded_at, tz)
         if period.start <= at.date() < period.end:
-            rows.append(Row(refund.customer_id, mpp_ids.get(refund.payment_id),
-                            refund.refund_id, refund.payment_id, at, KIND_REFUND,
-                            refund.counted_tiyn, 0))
+            rows.append(SimRegistryRow(
+                refund.customer_id, mpp_ids.get(refund.payment_id), refund.refund_id,
+                refund.payment_id, at, KIND_REFUND, refund.counted_tiyn, 0))
     rows.sort(key=lambda row: row.at)
     return rows
 
 
-def apply_discrepancies(rows: list[Row], discrepancies: Iterable[Discrepancy],
-                        period: Period, fee_percent: Decimal) -> list[Row]:
+def apply_discrepancies(rows: list[SimRegistryRow], discrepancies: Iterable[Discrepancy],
+                        period: SimRegistryPeriod, fee_percent: Decimal) -> list[SimRegistryRow]:
     for item in discrepancies:
         if item.kind is DiscrepancyKind.ADD_ROW:
             assert item.amount_tiyn is not None and item.kaspi_id is not None
             kaspi_id = item.kaspi_id
-            rows.append(Row(item.customer_id or "000000000000", item.mpp_id, kaspi_id,
-                            kaspi_id, datetime.combine(period.start, time(12)), KIND_PAYMENT,
-                            item.amount_tiyn, fee_tiyn(item.amount_tiyn, fee_percent)))
+            rows.append(SimRegistryRow(
+                item.customer_id or "000000000000", item.mpp_id, kaspi_id, kaspi_id,
+                datetime.combine(period.start, time(12)), KIND_PAYMENT, item.amount_tiyn,
+                fee_tiyn(item.amount_tiyn, fee_percent)))
             continue
-        changed: list[Row] = []
+        changed: list[SimRegistryRow] = []
         for row in rows:
             if row.kaspi_operation_id != item.kaspi_id:
                 changed.append(row)
@@ -143,7 +145,7 @@ def _tenge(tiyn: int) -> Decimal:
     return (Decimal(tiyn) / TIYN_PER_TENGE).quantize(Decimal("0.01"))
 
 
-def to_xlsx(rows: list[Row], period: Period) -> bytes:
+def to_xlsx(rows: list[SimRegistryRow], period: SimRegistryPeriod) -> bytes:
     """The workbook's bytes. CPU-bound: call it off the event loop for big registries."""
     workbook = Workbook(write_only=True)
     sheet = workbook.create_sheet(title="Реестр")
