@@ -108,20 +108,26 @@ def _pending(applied: dict[str, str], sql_dir: Path) -> tuple[list[SqlFile], boo
     return pending, functions_stale
 
 
+# The schema's own functions (not an extension's), with where their catalogue row is.
+_SCHEMA_FUNCTIONS = """
+    SELECT p.oid, p.ctid::text AS ctid, p.oid::regprocedure::text AS signature
+      FROM pg_proc p
+     WHERE p.pronamespace = 'public'::regnamespace
+       AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e')"""
+
+
 async def _apply_functions(conn: Conn, sql_dir: Path) -> list[str]:
-    """Apply every function file, then drop the schema's functions they did not define
-    (in this transaction, `CREATE OR REPLACE` rewrote the catalogue row of each function
-    they define, so its xmin is this transaction's id). Returns the dropped ones."""
+    """Apply every function file, then drop the schema's functions they did not define.
+    `CREATE OR REPLACE` writes a new version of the catalogue row of each function it
+    defines, so a function the files defined is new or has moved (its ctid changed); one
+    left where it was is stale, even one a migration of this same transaction created.
+    Returns the dropped ones."""
     files = function_files(sql_dir)
+    before = {r["oid"]: r["ctid"] for r in await conn.fetch(_SCHEMA_FUNCTIONS)}
     for f in files:
         await conn.execute(f.text)
-    stale = await conn.fetch("""
-        SELECT p.oid::regprocedure::text AS signature FROM pg_proc p
-         WHERE p.pronamespace = 'public'::regnamespace
-           AND p.xmin <> pg_current_xact_id()::xid
-           AND NOT EXISTS (SELECT 1 FROM pg_depend d
-                            WHERE d.objid = p.oid AND d.deptype = 'e')""")
-    dropped = [r["signature"] for r in stale]
+    dropped = [r["signature"] for r in await conn.fetch(_SCHEMA_FUNCTIONS)
+               if before.get(r["oid"]) == r["ctid"]]
     for signature in dropped:
         await conn.execute(f"DROP FUNCTION {signature}")
     await conn.execute(
