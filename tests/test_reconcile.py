@@ -59,6 +59,11 @@ async def env(admin_dsn: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[
             await pool.close()
 
 
+def open_gauge() -> float:
+    """mpp_reconciliation_open_discrepancies summed over its registries."""
+    return sum(s.value for m in RECONCILIATION_OPEN.collect() for s in m.samples)
+
+
 def today() -> str:
     return datetime.now(KZ_TZ).date().isoformat()
 
@@ -233,7 +238,8 @@ async def test_injected_discrepancies_are_reported_by_row(
     assert code == 1 and report["status"] == "discrepancies"
     assert report["rows"] == 3 and report["matched"] == 1
     found = by_kind(report)
-    assert sorted(found) == ["amount_mismatch", "not_in_our_books", "not_in_registry"]
+    assert sorted(found) == ["amount_mismatch", "not_in_our_books", "not_in_registry",
+                             "settlement_mismatch"]
     [missing] = found["not_in_registry"]
     assert (missing["kaspiId"], missing["actual"], missing.get("row")) == (dropped, "10.00",
                                                                            None)
@@ -243,14 +249,16 @@ async def test_injected_discrepancies_are_reported_by_row(
     assert amount["row"] >= 2
     [extra] = found["not_in_our_books"]
     assert (extra["kaspiId"], extra["expected"]) == (added, "44.00")
-    assert "770000000001" in extra["message"]
-    assert report["openDiscrepancies"] == 3 and not report["settlementAgrees"]
+    assert extra["customerId"] == "770000000001"
+    [settlement] = found["settlement_mismatch"]  # 99.00 − 60.00
+    assert (settlement["expected"], settlement["actual"]) == ("99.00", "60.00")
+    assert report["openDiscrepancies"] == 4 and not report["settlementAgrees"]
     assert report["ours"]["payments"] == "60.00" and report["kaspi"]["payments"] == "99.00"
     assert kept["status"] == "COMPLETED"
 
     # The gauge the server exports: the open discrepancies of the latest run.
     await store.refresh_metrics(env.pool)
-    assert RECONCILIATION_OPEN._value.get() == 3
+    assert open_gauge() == 4
 
     # A duplicated row makes the file unusable: refused, nothing written.
     await sim(env, "DELETE", "/sim/registries/discrepancies")
@@ -269,7 +277,7 @@ async def test_injected_discrepancies_are_reported_by_row(
                                        "--simulator-url", env.sim_url, capsys=capsys)
     assert code == 0 and clean["matched"] == 3 and clean["discrepancies"] == 0
     await store.refresh_metrics(env.pool)
-    assert RECONCILIATION_OPEN._value.get() == 0
+    assert open_gauge() == 0
 
 
 async def test_edited_registry_reports_customer_and_type(
@@ -366,14 +374,15 @@ async def test_registry_confirming_a_declined_payment_is_a_money_alarm(
     code, report = await reconcile_json(env, "--from-simulator", "--date", today(),
                                         "--simulator-url", env.sim_url, capsys=capsys)
     assert code == 1
-    [item] = report["items"]
+    [item, settlement] = report["items"]  # and Kaspi settles 45.00 we do not hold
     assert (item["kind"], item["kaspiId"], item["expected"], item["actual"]) == (
         "registry_confirms_declined_payment", payment_id, "COMPLETED", "DECLINED")
+    assert (settlement["kind"], settlement["expected"]) == ("settlement_mismatch", "45.00")
     assert (await payment(env, payment_id))["status"] == "DECLINED"  # a person decides
     await store.refresh_metrics(env.pool)
     await store.refresh_metrics(env.pool)
     assert alarms._value.get() == before + 1
-    assert RECONCILIATION_OPEN._value.get() == 1
+    assert open_gauge() == 2
 
 
 def xlsx(rows: list[list[Any]], headers: list[str] = HEADERS) -> bytes:

@@ -2,7 +2,8 @@
 `python -m mpp_server reconcile` (docs/reconciliation.md), for the operator's screens.
 
 The same answer models are the CLI's `--json` report. Amounts are "1500.00" strings;
-`expected` is what Kaspi's registry says, `actual` what our books say.
+`expected` is what Kaspi's registry says, `actual` what our books say. A run's items
+come in pages (`limit`, `after`: a run of a bad month can have hundreds of thousands).
 """
 
 from __future__ import annotations
@@ -18,19 +19,17 @@ from mpp_server.api.middleware import check_query, json_response, path_param, qu
 from mpp_server.api.models import Money, Timestamp
 from mpp_server.api.wallet import SERVICES
 from mpp_server.errors import NotFound
-from mpp_server.money import format_amount
 from mpp_server.reconcile import store
+from mpp_server.reconcile.matching import signed_money
 
 LIST_MAX_LIMIT = 500
 LIST_QUERY = frozenset({"limit", "before"})
-
-
-def _signed(tiyn: int) -> str:
-    return ("-" if tiyn < 0 else "") + format_amount(abs(tiyn))
-
+ITEMS_DEFAULT_LIMIT = 500
+ITEMS_MAX_LIMIT = 5000
+DETAIL_QUERY = frozenset({"limit", "after"})
 
 # A settlement figure can be negative (a day of more refunds than payments).
-SignedMoney = Annotated[int, PlainSerializer(_signed, return_type=str)]
+SignedMoney = Annotated[int, PlainSerializer(signed_money, return_type=str)]
 
 
 class _Response(BaseModel):
@@ -58,7 +57,12 @@ class DiscrepancyOut(_Response):
     message: str
     resolved: bool
     resolvedAt: Timestamp | None
-    resolution: str | None
+    resolution: str | None  # why: a later run's finding, or the acknowledgement's reason
+    resolvedBy: str | None = None  # who acknowledged it (`reconcile ack`); None: a run
+    sheet: str | None = None  # the registry's sheet of `row`
+    customerId: str | None = None
+    registryAt: Timestamp | None = None  # the row's date and time
+    ourAt: Timestamp | None = None  # our completion: a payment's debit, a refund's answer
 
 
 class ReconciliationOut(_Response):
@@ -80,14 +84,16 @@ class ReconciliationOut(_Response):
     settlementAgrees: bool
     createdAt: Timestamp
     items: list[DiscrepancyOut] | None = None
+    # The next page of items: ?after=<this>; None when `items` ends the run's list.
+    nextItemsAfter: int | None = None
 
 
 class ReconciliationsOut(_Response):
     reconciliations: list[ReconciliationOut]
 
 
-def run_out(run: asyncpg.Record, items: list[asyncpg.Record] | None = None
-            ) -> ReconciliationOut:
+def run_out(run: asyncpg.Record, items: list[asyncpg.Record] | None = None,
+            next_after: int | None = None) -> ReconciliationOut:
     kaspi_net = run["kaspi_payments_tiyn"] - run["kaspi_refunds_tiyn"]
     our_net = run["our_payments_tiyn"] - run["our_refunds_tiyn"]
     start: date = run["period_start"]
@@ -112,8 +118,11 @@ def run_out(run: asyncpg.Record, items: list[asyncpg.Record] | None = None
             DiscrepancyOut(id=d["id"], kind=d["kind"], kaspiId=d["kaspi_id"],
                            ourId=d["our_id"], row=d["row_number"], expected=d["expected"],
                            actual=d["actual"], message=d["message"], resolved=d["resolved"],
-                           resolvedAt=d["resolved_at"], resolution=d["resolution"])
-            for d in items])
+                           resolvedAt=d["resolved_at"], resolution=d["resolution"],
+                           resolvedBy=d["resolved_by"], sheet=d["sheet"],
+                           customerId=d["customer_id"], registryAt=d["registry_at"],
+                           ourAt=d["our_at"])
+            for d in items], nextItemsAfter=next_after)
 
 
 async def list_reconciliations(request: web.Request) -> web.Response:
@@ -128,12 +137,18 @@ async def list_reconciliations(request: web.Request) -> web.Response:
 
 async def get_reconciliation(request: web.Request) -> web.Response:
     run_id = int(path_param(request, "run_id", r"^[0-9]{1,18}$"))
+    check_query(request, DETAIL_QUERY)
+    limit = query_int(request, "limit", ITEMS_DEFAULT_LIMIT, 1, ITEMS_MAX_LIMIT)
+    after = query_int(request, "after", None, 0, 2**63 - 1)
+    assert limit is not None
     async with request.app[SERVICES].pool.acquire() as conn:
         run = await store.get_run(conn, run_id)
         if run is None:
             raise NotFound(f"reconciliation {run_id} not found")
-        items = await store.discrepancies(conn, run_id)
-    return json_response(run_out(run, items))
+        items = await store.discrepancies(conn, run_id, limit + 1, after)
+    more = len(items) > limit
+    return json_response(run_out(run, items[:limit],
+                                 items[limit - 1]["id"] if more else None))
 
 
 def add_routes(app: web.Application) -> None:
