@@ -161,6 +161,11 @@ def read_registry(content: bytes, file_name: str, period: Period | None = None) 
         if period is None:
             period = _period_from(file_name, str(workbook.properties.title or ""))
         rows = _read_rows(workbook, file_name, period)
+    except RegistryError:
+        raise
+    except Exception as exc:  # read_only parses as it goes: a damaged part shows up here
+        raise RegistryError(f"{file_name}: not an xlsx workbook we can read "
+                            f"({type(exc).__name__}: {str(exc)[:200]})") from exc
     finally:
         workbook.close()
     return Registry(file_name, hashlib.sha256(content).hexdigest(), period, rows)
