@@ -37,3 +37,5 @@ CREATE TABLE reconciliation_matches (
     run_id        bigint NOT NULL REFERENCES reconciliation_runs (id),
     PRIMARY KEY (kind, op_type, kaspi_id)
 );
+-- A run looks its rows up by Kaspi id (of either type).
+CREATE INDEX reconciliation_matches_kaspi_id ON reconciliation_matches (kaspi_id);

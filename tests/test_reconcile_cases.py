@@ -24,7 +24,15 @@ from mpp_server.kaspi.models import KZ_TZ
 from mpp_server.logs import mask_customer
 from mpp_server.metrics import MONEY_ALARMS, RECONCILIATION_OPEN
 from mpp_server.reconcile import cli, store
-from mpp_server.reconcile.registry import KAZAKH_COLUMNS, MAX_UNPACKED_BYTES
+from mpp_server.reconcile.matching import Books, Kind, OurPayment, match
+from mpp_server.reconcile.registry import (
+    KAZAKH_COLUMNS,
+    MAX_UNPACKED_BYTES,
+    OpType,
+    Period,
+    Registry,
+    Row,
+)
 from tests import test_reconcile
 from tests.conftest import Stack
 from tests.helpers import (
@@ -224,6 +232,29 @@ async def test_payment_matched_by_one_month_is_not_matched_by_another(
     code, daily = await reconcile_json(env, "--from-simulator", "--date", today(),
                                        "--simulator-url", env.sim_url, capsys=capsys)
     assert code == 0 and daily["matched"] == 1
+
+
+def test_late_row_is_matched_within_five_minutes_only() -> None:
+    """The late bound (no simulator can be made to answer five minutes late): the row
+    against our debit, pure matching."""
+    debit = datetime(2026, 11, 29, 23, 40, 0, 300_000, tzinfo=KZ_TZ)
+    ours = OurPayment("QR1", "6f1c1e0c-0a43-4a4e-8d6f-1f8f3b0d2a11", "770000000001",
+                      "COMPLETED", 10_000, debit, debit)
+    books = Books({"QR1": ours}, {}, {"QR1": ours}, {})
+
+    def registry(at: datetime) -> Registry:
+        return Registry("r.xlsx", "0" * 64, Period.day(date(2026, 11, 29)), [
+            Row("Реестр", 2, "770000000001", ours.mpp_payment_id, "QR1", "QR1", at,
+                OpType.PAYMENT, 10_000, 95)])
+
+    # Kaspi's whole seconds: 23:40:00 for our 23:40:00.3 matches, 23:39:59 does not.
+    for late, matched in ((timedelta(minutes=4, seconds=59), True),
+                          (timedelta(minutes=5, seconds=2), False),
+                          (timedelta(0), True), (timedelta(seconds=-1), False)):
+        at = (debit + late).replace(tzinfo=None, microsecond=0)
+        result = match(registry(at), books, set())
+        assert (result.matched_count == 1) is matched, late
+        assert [f.kind for f in result.findings] == ([] if matched else [Kind.TIME_MISMATCH])
 
 
 # ---- 2. the totals decide the exit status ----------------------------------------------

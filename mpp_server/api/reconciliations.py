@@ -114,15 +114,17 @@ def run_out(run: asyncpg.Record, items: list[asyncpg.Record] | None = None,
                         refundsCount=run["our_refunds_count"], refunds=run["our_refunds_tiyn"],
                         settlement=our_net),
         settlementAgrees=kaspi_net == our_net, createdAt=run["created_at"],
-        items=None if items is None else [
-            DiscrepancyOut(id=d["id"], kind=d["kind"], kaspiId=d["kaspi_id"],
-                           ourId=d["our_id"], row=d["row_number"], expected=d["expected"],
-                           actual=d["actual"], message=d["message"], resolved=d["resolved"],
-                           resolvedAt=d["resolved_at"], resolution=d["resolution"],
-                           resolvedBy=d["resolved_by"], sheet=d["sheet"],
-                           customerId=d["customer_id"], registryAt=d["registry_at"],
-                           ourAt=d["our_at"])
-            for d in items], nextItemsAfter=next_after)
+        items=None if items is None else [item_out(d) for d in items],
+        nextItemsAfter=next_after)
+
+
+def item_out(d: asyncpg.Record) -> DiscrepancyOut:
+    return DiscrepancyOut(
+        id=d["id"], kind=d["kind"], kaspiId=d["kaspi_id"], ourId=d["our_id"],
+        row=d["row_number"], expected=d["expected"], actual=d["actual"],
+        message=d["message"], resolved=d["resolved"], resolvedAt=d["resolved_at"],
+        resolution=d["resolution"], resolvedBy=d["resolved_by"], sheet=d["sheet"],
+        customerId=d["customer_id"], registryAt=d["registry_at"], ourAt=d["our_at"])
 
 
 async def list_reconciliations(request: web.Request) -> web.Response:

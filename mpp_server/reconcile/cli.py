@@ -25,7 +25,12 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mpp_server import db
-from mpp_server.api.reconciliations import DiscrepancyOut, ReconciliationOut, run_out
+from mpp_server.api.reconciliations import (
+    DiscrepancyOut,
+    ReconciliationOut,
+    item_out,
+    run_out,
+)
 from mpp_server.config import Settings
 from mpp_server.logs import mask_customer
 from mpp_server.money import parse_amount
@@ -61,7 +66,11 @@ def _parser() -> argparse.ArgumentParser:
         description="Match Kaspi's daily or monthly registry (.xlsx, regulation §5) against "
                     "our payments and refunds; store the run and its discrepancies in "
                     "DATABASE_URL. Exit 0 all matched, 1 discrepancies, 2 bad input, "
-                    "3 database or simulator unreachable.")
+                    "3 database or simulator unreachable.",
+        epilog="A discrepancy a person has handled: python -m mpp_server reconcile ack "
+               "ITEM_ID --by NAME --reason TEXT (see its --help). KASPI_FEE_RATE (e.g. "
+               "0.0195) and KASPI_FEE_TOLERANCE (tenge, default 0.01) check each fee "
+               "against the agreed rate.")
     parser.add_argument("file", nargs="?", type=Path, help="the registry file (.xlsx)")
     when = parser.add_mutually_exclusive_group()
     when.add_argument("--date", help="a daily registry's day, YYYY-MM-DD (default for a "
@@ -107,19 +116,16 @@ def main(argv: list[str]) -> int:
         print(f"{parser.prog}: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE
     try:
-        report, created = asyncio.run(_reconcile(settings.database_url, registry, fees))
+        outcome = asyncio.run(_reconcile(settings.database_url, registry, fees))
+        del registry, content  # the report is read back from the database, page by page
+        open_count = asyncio.run(_report(settings.database_url, outcome, args.json))
     except RegistryError as exc:  # the same file imported as another registry
         return _bad(parser.prog, str(exc))
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         print(f"{parser.prog}: database: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE
-    if args.json:
-        print(json.dumps({**report.model_dump(mode="json", exclude_none=True),
-                          "alreadyImported": not created}, ensure_ascii=False, indent=2))
-    else:
-        print(format_report(report, created))
     # What is open now: a re-import after every finding was resolved is clean.
-    return EXIT_DISCREPANCIES if report.openDiscrepancies else EXIT_MATCHED
+    return EXIT_DISCREPANCIES if open_count else EXIT_MATCHED
 
 
 def _ack(argv: list[str]) -> int:
@@ -185,22 +191,56 @@ async def _fetch(base_url: str, period: Period) -> tuple[bytes, str]:
     return content, f"kaspi-registry-{period.kind}-{period.label}.xlsx"
 
 
-async def _reconcile(dsn: str, registry: Registry, fees: FeeRule
-                     ) -> tuple[ReconciliationOut, bool]:
+async def _reconcile(dsn: str, registry: Registry, fees: FeeRule) -> store.Outcome:
     pool = await db.create_pool(dsn, min_size=1, max_size=2)
     try:
-        outcome = await store.reconcile(pool, registry, fees)
-        async with pool.acquire() as conn:
-            run = await store.get_run(conn, outcome.run_id)
-            assert run is not None
-            items = await store.discrepancies(conn, outcome.run_id)
+        return await store.reconcile(pool, registry, fees)
     finally:
         await pool.close()
-    return run_out(run, items), outcome.created
 
 
-def format_report(run: ReconciliationOut, created: bool) -> str:
-    """The report for a person at a terminal (--json has the same content)."""
+async def _report(dsn: str, outcome: store.Outcome, as_json: bool) -> int:
+    """Print the run, its items streamed a page at a time (a bad month has hundreds of
+    thousands); the text form for a person (or a log), --json the API's answer. Returns
+    how many are open."""
+    pool = await db.create_pool(dsn, min_size=1, max_size=1)
+    try:
+        async with pool.acquire() as conn:
+            record = await store.get_run(conn, outcome.run_id)
+            assert record is not None
+            run = run_out(record)
+            several_sheets = await store.sheet_count(conn, run.id) > 1
+            if as_json:
+                envelope = json.dumps({**run.model_dump(mode="json", exclude_none=True),
+                                       "items": _ITEMS, "alreadyImported": not outcome.created},
+                                      ensure_ascii=False, indent=2)
+                before_items, after_items = envelope.split(json.dumps(_ITEMS))
+                print(before_items + "[")
+            else:
+                print("\n".join(_head(run, outcome.created)))
+            after: int | None = None
+            separator = "  "
+            while page := await store.discrepancies(conn, run.id, ITEMS_PAGE, after):
+                for d in map(item_out, page):
+                    if as_json:
+                        print(separator + json.dumps(d.model_dump(mode="json",
+                                                                  exclude_none=True),
+                                                     ensure_ascii=False))
+                        separator = ", "
+                    else:
+                        print(_item_line(d, several_sheets))
+                after = page[-1]["id"]
+            print("]" + after_items if as_json else "\n" + _result(run))
+    finally:
+        await pool.close()
+    return run.openDiscrepancies
+
+
+_ITEMS = "\u0000items"  # where the streamed items go in the JSON envelope
+ITEMS_PAGE = 5000
+
+
+def _head(run: ReconciliationOut, created: bool) -> list[str]:
     k, o = run.kaspi, run.ours
     lines = [f"Kaspi {run.kind} registry {run.period}: {run.fileName} "
              f"(sha256 {run.fileSha256[:12]}…)"]
@@ -223,26 +263,29 @@ def format_report(run: ReconciliationOut, created: bool) -> str:
                                run.settlementAgrees else "DIFFERS beyond the fees"),
               "", f"rows {run.rows}, matched {run.matched}, discrepancies {run.discrepancies} "
                   f"({run.openDiscrepancies} open)"]
-    if run.items:
-        sheets = len({d.sheet for d in run.items if d.sheet}) > 1
+    if run.discrepancies:
         lines += ["", f"{'row':>6}  {'kind':34} {'Kaspi id':24} {'our id':36} "
                       f"{'registry':>19} {'ours':>19}  message [customer; times]"]
-        for d in run.items:
-            row = f"{d.sheet}!{d.row}" if sheets and d.sheet and d.row else d.row or "-"
-            expected, actual = d.expected, d.actual
-            if d.kind == Kind.CUSTOMER_MISMATCH:
-                expected, actual = mask_customer(expected), mask_customer(actual)
-            lines.append(f"{row:>6}  {d.kind:34} {d.kaspiId or '-':24} "
-                         f"{d.ourId or '-':36} {expected or '-':>19} {actual or '-':>19}"
-                         f"  {d.message}{_status(d)}{_context(d)}")
+    return lines
+
+
+def _item_line(d: DiscrepancyOut, several_sheets: bool) -> str:
+    """One item; customer ids masked as the server's log masks them."""
+    row = f"{d.sheet}!{d.row}" if several_sheets and d.sheet and d.row else d.row or "-"
+    expected, actual = d.expected, d.actual
+    if d.kind == Kind.CUSTOMER_MISMATCH:
+        expected, actual = mask_customer(expected), mask_customer(actual)
+    return (f"{row:>6}  {d.kind:34} {d.kaspiId or '-':24} {d.ourId or '-':36} "
+            f"{expected or '-':>19} {actual or '-':>19}  {d.message}{_status(d)}"
+            f"{_context(d)}")
+
+
+def _result(run: ReconciliationOut) -> str:
     if run.openDiscrepancies:
-        result = f"DISCREPANCIES ({run.openDiscrepancies} open)"
-    elif run.discrepancies:
-        result = f"MATCHED (its {run.discrepancies} discrepancies are resolved)"
-    else:
-        result = "MATCHED"
-    lines += ["", "RESULT: " + result]
-    return "\n".join(lines)
+        return f"RESULT: DISCREPANCIES ({run.openDiscrepancies} open)"
+    if run.discrepancies:
+        return f"RESULT: MATCHED (its {run.discrepancies} discrepancies are resolved)"
+    return "RESULT: MATCHED"
 
 
 def _status(d: DiscrepancyOut) -> str:

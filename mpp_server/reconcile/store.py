@@ -120,29 +120,37 @@ async def _complete_pending(conn: Conn, registry: Registry) -> set[str]:
 
 
 async def _load_books(conn: Conn, registry: Registry) -> Books:
+    """Each operation is read once and held once: a month's registry names most of what
+    the period holds (memory, docs/reconciliation.md)."""
     ids = list({r.kaspi_id for r in registry.rows})
     start, end = registry.period.utc_bounds()
-    named_payments = await conn.fetch(
-        f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE payment_id = ANY($1::text[])", ids)
-    named_refunds = await conn.fetch(_REFUND_QUERY + " WHERE f.refund_id = ANY($1::text[])",
-                                     ids)
+    payments = {r["payment_id"]: OurPayment(**r) for r in await conn.fetch(
+        f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE payment_id = ANY($1::text[])", ids)}
+    refunds = {r["refund_id"]: OurRefund(**r) for r in await conn.fetch(
+        _REFUND_QUERY + " WHERE f.refund_id = ANY($1::text[])", ids)}
     # Our completion time of a payment is its debit (confirmed_at): notifyPayment goes
-    # out at once, and Kaspi completes it on the first attempt it processes.
-    period_payments = await conn.fetch(
+    # out at once, and Kaspi completes it on the first attempt it processes. What the
+    # registry names was read above; the rest of the period is read here.
+    period_payments = {p.payment_id: p for p in payments.values()
+                       if p.status == "COMPLETED" and p.confirmed_at is not None
+                       and start <= p.confirmed_at < end}
+    period_payments.update((r["payment_id"], OurPayment(**r)) for r in await conn.fetch(
         f"""SELECT {_PAYMENT_COLUMNS} FROM payments WHERE status = 'COMPLETED'
-            AND confirmed_at >= $1 AND confirmed_at < $2""", start, end)
-    period_refunds = await conn.fetch(
+            AND confirmed_at >= $1 AND confirmed_at < $2
+            AND NOT payment_id = ANY($3::text[])""", start, end, ids))
+    period_refunds = {f.refund_id: f for f in refunds.values()
+                      if f.status == "SUCCESS" and f.created_at is not None
+                      and start <= f.created_at < end}
+    period_refunds.update((r["refund_id"], OurRefund(**r)) for r in await conn.fetch(
         _REFUND_QUERY + " WHERE f.status = 'SUCCESS' AND f.created_at >= $1 "
-        "AND f.created_at < $2", start, end)
+        "AND f.created_at < $2 AND NOT f.refund_id = ANY($3::text[])", start, end, ids))
     elsewhere = await conn.fetch(
         """SELECT kaspi_id, op_type, period_start, run_id FROM reconciliation_matches
            WHERE kind = $1 AND kaspi_id = ANY($2::text[]) AND period_start <> $3""",
         registry.period.kind, ids, registry.period.start)
     return Books(
-        payments={r["payment_id"]: OurPayment(**r) for r in named_payments},
-        refunds={r["refund_id"]: OurRefund(**r) for r in named_refunds},
-        period_payments={r["payment_id"]: OurPayment(**r) for r in period_payments},
-        period_refunds={r["refund_id"]: OurRefund(**r) for r in period_refunds},
+        payments=payments, refunds=refunds, period_payments=period_payments,
+        period_refunds=period_refunds,
         matched_elsewhere={
             (r["kaspi_id"], OpType(r["op_type"])):
                 f"{registry.period.kind} {_label(registry.period.kind, r['period_start'])} "
@@ -171,7 +179,7 @@ async def _store(conn: Conn, registry: Registry, result: Result) -> int:
         columns=["run_id", "kind", "kaspi_id", "our_id", "row_number", "expected", "actual",
                  "message", "resolved", "resolved_at", "resolution", "sheet", "customer_id",
                  "registry_at", "our_at"],
-        records=[_record(run_id, f, now) for f in result.findings])
+        records=(_record(run_id, f, now) for f in result.findings))
     await _claim_matches(conn, period, run_id, result)
     # What an earlier registry lacked and this one has (a payment Kaspi completed after
     # midnight, a late registry line) is no longer missing.
@@ -223,6 +231,13 @@ async def discrepancies(conn: Conn, run_id: int, limit: int | None = None,
         """SELECT * FROM reconciliation_discrepancies
            WHERE run_id = $1 AND ($3::bigint IS NULL OR id > $3)
            ORDER BY id LIMIT $2""", run_id, limit, after_id))
+
+
+async def sheet_count(conn: Conn, run_id: int) -> int:
+    count: int = await conn.fetchval(
+        "SELECT count(DISTINCT sheet) FROM reconciliation_discrepancies WHERE run_id = $1",
+        run_id)
+    return count
 
 
 async def acknowledge(conn: Conn, item_id: int, by: str, reason: str) -> asyncpg.Record:
