@@ -8,6 +8,8 @@ refunds and cancels behind it): the simulator's .xlsx is read, edited as the cas
 from __future__ import annotations
 
 import asyncio
+import base64
+import gzip
 import io
 import json
 import struct
@@ -540,12 +542,30 @@ async def test_kazakh_headers_and_types_are_read(
     assert (report["kaspi"]["paymentsCount"], report["kaspi"]["refundsCount"]) == (2, 1)
 
 
+# A real Excel 97-2003 file (xlwt 1.3.0) of the simulator's registry columns and two
+# rows, gzipped: no project dependency writes the old binary format.
+REAL_XLS_GZ_B64 = (
+    "H4sIAAAAAAACA+1YS2hUVxj+zp0zj0zzmEyTWFMIY9C02gzM5DlEk5vEmlCKeYFYRdBJZgZFE8ukG934zFIQXCnd"
+    "CHbRjX0gtcUWdNdFQdGFIAiJgpuuChVcxIzf+efe6UQjGKiCev/L/c//vt/c85x762bt/MWfGhfwHPXBh6VCBQJl"
+    "NsW7wlUioL9QMKLbhngXPHqrqCLEjgz4ca3qr6DpQ9PfC7Dwo75BDjzgvQdfY+TwTDb2BmlQMKSVwdBLrvAtLdVY"
+    "K6iiwqeEfyj8B4n8XXi/WM4I72XsvNqNm/bIppQzir+ymsVXDVP3quTcE0sS9fjTjOJjZ1Ux1o+B/IH0obfM0aQr"
+    "cQns0OHsTDZv9I/wHd8UjpDi09PxTCa2f3/P9HTP7Ow86tjrl/C4EAP+daf39Zhnf7N2BdqfLLcHX2IPsTeft5+z"
+    "NHAchX0yW+YYNe6XGa1iupPXgB7U/XoRu1RUxj4QhvoCn7NMj96sUwzpZUhC17jmPm3T2E/TEN0pHcN2jPGqfXnA"
+    "l0hjlsvFAe4PTpDN4gkW7tRdbMtD6qHqxGXMJruNtTr1Fj2qX6xdCdXMxl7B5Ydap7cybwtNIahG3UcxxV88QD7K"
+    "VHR3J1xKrge6csmpZDYxFU+kO9rjHemObDyV6crFk7lUrn0ykWlLJ5NcCccnkowPQDVp91ckNGfVRDZnHEGoKB/V"
+    "rdsEzKAOmw1SFtTIsgW1ShaaSvIMakSuleUmwo5c/P6f29snx+y9Yjkum2hxq91gOhQFnDAZTK4Wjw/uVrtJMj4T"
+    "flKqfixyo/A6rgVsW8bqHWHolMScFm8LK7QL3bE/KZM/pTz39/ivTXMP7Y2ULw8vHK27fNe+iGZu/Rnmm+sUWlWr"
+    "unDe0G+22ypnWb4vfO0LS3TIijjYC855ogZPERaxVnhRM29HlTTLeVdFzUfNV9I0NV3S/NT8JS1ALVDSgtSCDga1"
+    "AgYlGEJOvBIMFSXNYAiXNJ+j+dgjis+PYse+hqs/tz7qL/oNjg/o/4MeJTjya0z14QaDwyCwVkBgLUNgLUNgCYLK"
+    "klaOwBIEhq44CCxBUOUgsATB7SCc9xhEnxXFL0bkRvkfheGRRx555JFHHr0npOSIVTxWajlEFY+sQee7zlPeS95n"
+    "kneWJnCY1zf8n7YNM2zzOLKq8dMAv3JrqVfMcb8XGtrJp+dxEJOC4+Cqxy8PuKr897xyYuT/m0Krff7SanC+5uc/"
+    "A8HRhggAFgAA"
+)
+
+
 async def test_old_binary_xls_is_refused_saying_so(
         env: Stack, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    await paid_and_refunded(env)
-    # An OLE2 compound file (Excel 97-2003) begins with this signature; its sectors follow.
-    ole2 = bytes.fromhex("d0cf11e0a1b11ae1") + bytes(16) + bytes.fromhex("3e000300feff0900")
-    content = ole2 + bytes(512 - len(ole2)) + await sim_registry(env)
+    content = gzip.decompress(base64.b64decode(REAL_XLS_GZ_B64))
     code, out, err = await reconcile(env, save(tmp_path, content, "registry.xls"), "--date",
                                      today(), capsys=capsys)
     assert (code, out) == (2, ""), err
