@@ -124,21 +124,21 @@ async def _load_books(conn: Conn, registry: Registry) -> Books:
     the period holds (memory, docs/reconciliation.md)."""
     ids = list({r.kaspi_id for r in registry.rows})
     start, end = registry.period.utc_bounds()
-    payments = {r["payment_id"]: OurPayment(**r) for r in await conn.fetch(
+    named_payments = {r["payment_id"]: OurPayment(**r) for r in await conn.fetch(
         f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE payment_id = ANY($1::text[])", ids)}
-    refunds = {r["refund_id"]: OurRefund(**r) for r in await conn.fetch(
+    named_refunds = {r["refund_id"]: OurRefund(**r) for r in await conn.fetch(
         _REFUND_QUERY + " WHERE f.refund_id = ANY($1::text[])", ids)}
     # Our completion time of a payment is its debit (confirmed_at): notifyPayment goes
     # out at once, and Kaspi completes it on the first attempt it processes. What the
     # registry names was read above; the rest of the period is read here.
-    period_payments = {p.payment_id: p for p in payments.values()
+    period_payments = {p.payment_id: p for p in named_payments.values()
                        if p.status == "COMPLETED" and p.confirmed_at is not None
                        and start <= p.confirmed_at < end}
     period_payments.update((r["payment_id"], OurPayment(**r)) for r in await conn.fetch(
         f"""SELECT {_PAYMENT_COLUMNS} FROM payments WHERE status = 'COMPLETED'
             AND confirmed_at >= $1 AND confirmed_at < $2
             AND NOT payment_id = ANY($3::text[])""", start, end, ids))
-    period_refunds = {f.refund_id: f for f in refunds.values()
+    period_refunds = {f.refund_id: f for f in named_refunds.values()
                       if f.status == "SUCCESS" and f.created_at is not None
                       and start <= f.created_at < end}
     period_refunds.update((r["refund_id"], OurRefund(**r)) for r in await conn.fetch(
@@ -149,7 +149,7 @@ async def _load_books(conn: Conn, registry: Registry) -> Books:
            WHERE kind = $1 AND kaspi_id = ANY($2::text[]) AND period_start <> $3""",
         registry.period.kind, ids, registry.period.start)
     return Books(
-        payments=payments, refunds=refunds, period_payments=period_payments,
+        payments=named_payments, refunds=named_refunds, period_payments=period_payments,
         period_refunds=period_refunds,
         matched_elsewhere={
             (r["kaspi_id"], OpType(r["op_type"])):
