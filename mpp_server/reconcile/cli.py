@@ -209,7 +209,6 @@ async def _report(dsn: str, outcome: store.Outcome, as_json: bool) -> int:
             record = await store.get_run(conn, outcome.run_id)
             assert record is not None
             run = run_out(record)
-            several_sheets = await store.sheet_count(conn, run.id) > 1
             if as_json:
                 envelope = json.dumps({**run.model_dump(mode="json", exclude_none=True),
                                        "items": _ITEMS, "alreadyImported": not outcome.created},
@@ -228,7 +227,7 @@ async def _report(dsn: str, outcome: store.Outcome, as_json: bool) -> int:
                                                      ensure_ascii=False))
                         separator = ", "
                     else:
-                        print(_item_line(d, several_sheets))
+                        print(_item_line(d))
                 after = page[-1]["id"]
             print("]" + after_items if as_json else "\n" + _result(run))
     finally:
@@ -264,18 +263,18 @@ def _head(run: ReconciliationOut, created: bool) -> list[str]:
               "", f"rows {run.rows}, matched {run.matched}, discrepancies {run.discrepancies} "
                   f"({run.openDiscrepancies} open)"]
     if run.discrepancies:
-        lines += ["", f"{'row':>6}  {'kind':34} {'Kaspi id':24} {'our id':36} "
+        lines += ["", f"{'sheet!row':>14}  {'kind':34} {'Kaspi id':24} {'our id':36} "
                       f"{'registry':>19} {'ours':>19}  message [customer; times]"]
     return lines
 
 
-def _item_line(d: DiscrepancyOut, several_sheets: bool) -> str:
+def _item_line(d: DiscrepancyOut) -> str:
     """One item; customer ids masked as the server's log masks them."""
-    row = f"{d.sheet}!{d.row}" if several_sheets and d.sheet and d.row else d.row or "-"
+    row = f"{d.sheet}!{d.row}" if d.sheet and d.row else d.row or "-"
     expected, actual = d.expected, d.actual
     if d.kind == Kind.CUSTOMER_MISMATCH:
         expected, actual = mask_customer(expected), mask_customer(actual)
-    return (f"{row:>6}  {d.kind:34} {d.kaspiId or '-':24} {d.ourId or '-':36} "
+    return (f"{row:>14}  {d.kind:34} {d.kaspiId or '-':24} {d.ourId or '-':36} "
             f"{expected or '-':>19} {actual or '-':>19}  {d.message}{_status(d)}"
             f"{_context(d)}")
 

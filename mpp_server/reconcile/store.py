@@ -233,13 +233,6 @@ async def discrepancies(conn: Conn, run_id: int, limit: int | None = None,
            ORDER BY id LIMIT $2""", run_id, limit, after_id))
 
 
-async def sheet_count(conn: Conn, run_id: int) -> int:
-    count: int = await conn.fetchval(
-        "SELECT count(DISTINCT sheet) FROM reconciliation_discrepancies WHERE run_id = $1",
-        run_id)
-    return count
-
-
 async def acknowledge(conn: Conn, item_id: int, by: str, reason: str) -> asyncpg.Record:
     """A person handled a discrepancy: it stops counting as open, and stays on record
     with who, when and why. NotFound, AlreadyResolved."""
