@@ -26,7 +26,7 @@ from mpp_server.kaspi.models import KZ_TZ
 from mpp_server.logs import mask_customer
 from mpp_server.metrics import MONEY_ALARMS, RECONCILIATION_OPEN
 from mpp_server.reconcile import cli, store
-from mpp_server.reconcile.matching import Books, Kind, OurPayment, match
+from mpp_server.reconcile.matching import Books, Kind, OurPayment, OurRefund, match
 from mpp_server.reconcile.registry import (
     KAZAKH_COLUMNS,
     MAX_UNPACKED_BYTES,
@@ -236,9 +236,9 @@ async def test_payment_matched_by_one_month_is_not_matched_by_another(
     assert code == 0 and daily["matched"] == 1
 
 
-def test_late_row_is_matched_within_five_minutes_only() -> None:
-    """The late bound (no simulator can be made to answer five minutes late): the row
-    against our debit, pure matching."""
+def test_row_time_bounds_late_and_early() -> None:
+    """The bounds (no simulator can be made to answer five minutes late): the row against
+    our completion, pure matching."""
     debit = datetime(2026, 11, 29, 23, 40, 0, 300_000, tzinfo=KZ_TZ)
     ours = OurPayment("QR1", "6f1c1e0c-0a43-4a4e-8d6f-1f8f3b0d2a11", "770000000001",
                       "COMPLETED", 10_000, debit, debit)
@@ -257,6 +257,18 @@ def test_late_row_is_matched_within_five_minutes_only() -> None:
         result = match(registry(at), books, set())
         assert (result.matched_count == 1) is matched, late
         assert [f.kind for f in result.findings] == ([] if matched else [Kind.TIME_MISMATCH])
+
+    # A refund is Kaspi's request: it may be dated at Kaspi's first attempt, a minute early.
+    refund = OurRefund("Ref1", "QR1", ours.mpp_payment_id, "770000000001", "SUCCESS", 10_000,
+                       debit)
+    books = Books({}, {"Ref1": refund}, {}, {"Ref1": refund})
+    for early, matched in ((timedelta(seconds=50), True), (timedelta(seconds=70), False)):
+        at = (debit - early).replace(tzinfo=None, microsecond=0)
+        rows = [Row("Реестр", 2, "770000000001", ours.mpp_payment_id, "Ref1", "QR1", at,
+                    OpType.REFUND, 10_000, 0)]
+        result = match(Registry("r.xlsx", "0" * 64, Period.day(date(2026, 11, 29)), rows),
+                       books, set())
+        assert (result.matched_count == 1) is matched, early
 
 
 # ---- 2. the totals decide the exit status ----------------------------------------------

@@ -20,11 +20,13 @@ from mpp_server.kaspi.models import KZ_TZ
 from mpp_server.money import format_amount
 from mpp_server.reconcile.registry import OpType, Registry, Row
 
-# A row's time against our completion time. Kaspi completes an operation after our debit
-# (a refund after our SUCCESS answer) and writes whole seconds, so a row may read up to
-# a second before ours, never earlier; it may be later by the time notifyPayment (or the
-# refund's answer) took to arrive, bounded by our last change of the operation.
+# A row's time against our completion time. Kaspi completes a payment after our debit
+# (we debit, then notify) and writes whole seconds, so a payment row may read up to a
+# second before ours, never earlier. A refund is Kaspi's request: it may be dated when
+# Kaspi first sent it, before a lost attempt's retry reached us. A row may be later by
+# the time our answer took to arrive, bounded by our last change of the operation.
 TIME_EARLY_TOLERANCE = timedelta(seconds=1)
+REFUND_EARLY_TOLERANCE = timedelta(minutes=1)
 TIME_LATE_TOLERANCE = timedelta(minutes=5)
 
 
@@ -266,8 +268,10 @@ def _check_time(found: _RowFindings, done_at: datetime | None,
     if done_at is None:  # never debited: the status finding says so
         return
     at = found.row.at.replace(tzinfo=KZ_TZ)
+    early = TIME_EARLY_TOLERANCE if found.row.type is OpType.PAYMENT else (
+        REFUND_EARLY_TOLERANCE)
     latest = max(done_at, last_at or done_at) + TIME_LATE_TOLERANCE
-    if at < done_at - TIME_EARLY_TOLERANCE:
+    if at < done_at - early:
         found.add(Kind.TIME_MISMATCH, _local(at), _local(done_at),
                   f"the registry dates it {_duration(done_at - at)} before we completed it")
     elif at > latest:
