@@ -66,8 +66,9 @@ MONEY_ALARMS = Counter(
 
 RECONCILIATION_OPEN = Gauge(
     "mpp_reconciliation_open_discrepancies",
-    "Discrepancies found by the latest reconciliation run of each registry",
-    registry=REGISTRY)
+    "Open (neither resolved nor acknowledged) discrepancies of the latest reconciliation "
+    "run of each registry: registry daily|monthly, period YYYY-MM-DD|YYYY-MM",
+    ["registry", "period"], registry=REGISTRY)
 
 DB_QUERIES = Counter(
     "mpp_db_queries_total",

@@ -7,7 +7,6 @@ The OpenAPI description is generated from these same models (api/openapi.py).
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -15,18 +14,16 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    PlainSerializer,
     StringConstraints,
     WithJsonSchema,
 )
 
-from mpp_server.kaspi_client.models import KZ_TZ, AmountIn, AmountOut
+from mpp_server.kaspi_client.models import AmountIn
 from mpp_server.money import AMOUNT_PATTERN
+from mpp_server.wire import Money, Timestamp
 
 CUSTOMER_ID_PATTERN = r"^[A-Za-z0-9._*-]{1,12}$"
 ID_PATTERN = r"^[A-Za-z0-9._:/-]{1,64}$"
-
-MONEY_PATTERN = r"^(0|[1-9][0-9]{0,15})\.[0-9]{2}$"
 
 # Requests: "1500.00" (bare JSON numbers accepted, as in Kaspi's own examples) parsed
 # into tiyn. The schema says so, or a client generator would refuse what we accept.
@@ -35,16 +32,8 @@ Amount = Annotated[AmountIn, WithJsonSchema({
               {"type": "number", "minimum": 0, "examples": [1500]}],
     "description": "tenge with up to two decimals: \"1500.00\"; a bare JSON number "
                    "(1500, 1500.5) is accepted too, an exponent (1e3) is not"})]
-# Answers: built from tiyn, always written as "1500.00".
-Money = Annotated[AmountOut, WithJsonSchema({
-    "type": "string", "pattern": MONEY_PATTERN, "examples": ["1500.00"],
-    "description": "tenge with two decimals"})]
 CustomerId = Annotated[str, StringConstraints(pattern=CUSTOMER_ID_PATTERN)]
 ExternalId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
-Timestamp = Annotated[datetime, PlainSerializer(
-    lambda d: d.astimezone(KZ_TZ).isoformat(timespec="seconds"), return_type=str),
-    WithJsonSchema({"type": "string", "format": "date-time",
-                    "examples": ["2024-02-19T15:57:41+05:00"]}, mode="serialization")]
 
 
 def _storable(value: str) -> str:

@@ -57,6 +57,7 @@ from mpp_server.http.models import (
 from mpp_server.http.refund_listener import RefundIn, RefundResultOut
 from mpp_server.kaspi_client.codes import ResultCode
 from mpp_server.kaspi_client.models import LOCALES, ResultOut
+from mpp_server.reconcile.report import ReconciliationOut, ReconciliationsOut
 
 Listener = Literal["wallet", "kaspi"]
 Which = Literal["wallet", "kaspi", "all"]
@@ -286,14 +287,22 @@ ROUTES: tuple[Route, ...] = (
                                            "default": 50}, "at most this many runs"),
                   Param("before", "query", {"type": "string", "pattern": "^[1-9][0-9]{0,17}$"},
                         "only runs with a smaller id (a run id)")),
-          answers={200: Answer("the runs", reconciliations.ReconciliationsOut)},
+          answers={200: Answer("the runs", ReconciliationsOut)},
           error_codes=("UNAUTHORIZED", "VALIDATION_ERROR")),
     Route(("wallet",), "get", "/v1/reconciliations/{runId}", "getReconciliation",
           "One reconciliation run with its discrepancies", tag="back office",
+          description="`items` come in pages by id: `nextItemsAfter` (absent on the last "
+                      "page) is the next page's `after`.",
           params=(Param("runId", "path", {"type": "string", "pattern": "^[0-9]{1,18}$"},
-                        "the run's id", required=True),),
+                        "the run's id", required=True),
+                  Param("limit", "query", {"type": "integer", "minimum": 1,
+                                           "maximum": reconciliations.ITEMS_MAX_LIMIT,
+                                           "default": reconciliations.ITEMS_DEFAULT_LIMIT},
+                        "at most this many items"),
+                  Param("after", "query", {"type": "string", "pattern": "^[0-9]{1,18}$"},
+                        "only items with a greater id (nextItemsAfter)")),
           answers={200: Answer("the run and its discrepancies",
-                               reconciliations.ReconciliationOut)},
+                               ReconciliationOut)},
           error_codes=("UNAUTHORIZED", "NOT_FOUND", "VALIDATION_ERROR")),
     Route(("wallet",), "get", "/healthz", "healthz", "The process is alive", tag="probes",
           secured=False,

@@ -1,12 +1,16 @@
 """Reading Kaspi's registry file (regulation §5): an .xlsx with one row per confirmed
 payment and refund. Pure: bytes in, validated rows out, nothing written anywhere.
 
-Columns are found by their header (Russian names, any order, case and surrounding
-spaces ignored). Amounts become integer tiyn exactly: a numeric cell is a float in
-openpyxl, so it goes through its shortest repr into Decimal and money.parse_amount,
-which refuses more than two decimals; no arithmetic is ever done on a float.
-Anything doubtful refuses the whole file (RegistryError): reconciling half a registry
-would report the other half as missing.
+Every sheet that carries the columns is read (a large month spans sheets); columns are
+found by their header (Russian or Kazakh names, any order, case and surrounding spaces
+ignored). Amounts become integer tiyn exactly: a numeric cell is a float in openpyxl, so
+it goes through its shortest repr into Decimal and money.parse_amount, which refuses
+more than two decimals; no arithmetic is ever done on a float.
+What is unambiguous is accepted (a blank fee, a totals row, a customer id Excel stored
+as a number); anything doubtful refuses the whole file (RegistryError) naming the sheet
+and row: reconciling half a registry would report the other half as missing.
+The zip's declared sizes are checked before anything is unpacked, and sheets are
+streamed (read_only): memory is bounded by MAX_ROWS and MAX_SHARED_STRINGS_BYTES.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import hashlib
 import io
 import math
 import re
+import zipfile
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -31,6 +36,15 @@ MAX_ROWS = 2_000_000  # far above a month of a big wallet; a bound, not a foreca
 HEADER_SEARCH_ROWS = 10  # Kaspi puts the header in row 1; tolerate a title above it
 MAX_ERRORS_SHOWN = 10
 MAX_ID_LENGTH = 64
+CUSTOMER_ID_DIGITS = 12  # an IIN/BIN: Excel drops the leading zeros of a numeric cell
+# What the zip may unpack to, by its own directory (checked before opening it; zipfile
+# stops at the declared size, so a member cannot unpack to more than it declares).
+# 2,000,000 rows are ~1 GiB of sheet XML; the shared strings are held in memory whole.
+MAX_UNPACKED_BYTES = 1536 * 1024 * 1024
+MAX_SHARED_STRINGS_BYTES = 384 * 1024 * 1024
+MAX_ZIP_MEMBERS = 1000
+# An Excel 97-2003 .xls (and a password-protected .xlsx) is an OLE2 compound file.
+OLE2_MAGIC = bytes.fromhex("d0cf11e0a1b11ae1")
 
 
 class RegistryError(ValueError):
@@ -54,7 +68,23 @@ COLUMNS = {
     "Сумма": "amount",
     "Комиссия": "fee",
 }
-TYPE_NAMES = {"оплата": OpType.PAYMENT, "возврат": OpType.REFUND}
+# The same columns as Kaspi's Kazakh-language registry names them.
+KAZAKH_COLUMNS = {
+    "Клиенттің ID": "customer_id",
+    "MPP операциясының ID": "mpp_id",
+    "Kaspi операциясының ID": "kaspi_id",
+    "Kaspi төлемінің ID": "kaspi_payment_id",
+    "Операцияның күні мен уақыты": "at",
+    "Операция түрі": "type",
+    "Сома": "amount",
+    "Комиссия": "fee",
+}
+TYPE_NAMES = {"оплата": OpType.PAYMENT, "возврат": OpType.REFUND,
+              "төлем": OpType.PAYMENT, "қайтару": OpType.REFUND}
+# A row naming itself a total (in any cell) and carrying no id is skipped.
+TOTALS_WORDS = ("итого", "всего", "барлығы", "жиыны", "total")
+# A fee cell read as no fee.
+NO_FEE = frozenset({"", "-", "–", "—"})
 _DATE_FORMATS = ("%d.%m.%Y %H:%M:%S", "%d.%m.%Y %H:%M")
 _PERIOD_IN_NAME = re.compile(r"(daily|monthly)[-_ ](\d{4}-\d{2}(?:-\d{2})?)", re.IGNORECASE)
 
@@ -99,6 +129,7 @@ class Period:
 
 @dataclass(frozen=True, slots=True)
 class Row:
+    sheet: str
     row_number: int  # as Excel shows it
     customer_id: str
     mpp_id: str | None
@@ -120,6 +151,7 @@ class Registry:
 
 def read_registry(content: bytes, file_name: str, period: Period | None = None) -> Registry:
     """Parse and validate a registry; `period` defaults to the one its name or title gives."""
+    _check_container(content, file_name)
     try:
         workbook = load_workbook(io.BytesIO(content), read_only=True, data_only=True)
     except Exception as exc:  # openpyxl raises many kinds for a file that is not xlsx
@@ -129,6 +161,11 @@ def read_registry(content: bytes, file_name: str, period: Period | None = None) 
         if period is None:
             period = _period_from(file_name, str(workbook.properties.title or ""))
         rows = _read_rows(workbook, file_name, period)
+    except RegistryError:
+        raise
+    except Exception as exc:  # read_only parses as it goes: a damaged part shows up here
+        raise RegistryError(f"{file_name}: not an xlsx workbook we can read "
+                            f"({type(exc).__name__}: {str(exc)[:200]})") from exc
     finally:
         workbook.close()
     return Registry(file_name, hashlib.sha256(content).hexdigest(), period, rows)
@@ -146,71 +183,156 @@ def _period_from(file_name: str, title: str) -> Period:
                         "or title; give --date YYYY-MM-DD or --month YYYY-MM")
 
 
+def _check_container(content: bytes, file_name: str) -> None:
+    """Refuse before unpacking: an old binary workbook, or a zip that would unpack to
+    more than the limits (a zip bomb needs no more than its directory to be seen)."""
+    if content.startswith(OLE2_MAGIC):
+        raise RegistryError(f"{file_name}: an Excel 97-2003 binary workbook (.xls) or a "
+                            "password-protected one, not an .xlsx: open it in Excel or "
+                            "LibreOffice and save it as an Excel Workbook (.xlsx)")
+    try:
+        with zipfile.ZipFile(io.BytesIO(content)) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, ValueError) as exc:
+        raise RegistryError(f"{file_name}: not an xlsx workbook (not a zip file: "
+                            f"{str(exc)[:200]})") from exc
+    if len(members) > MAX_ZIP_MEMBERS:
+        raise RegistryError(f"{file_name}: {len(members)} files in the workbook's zip, more "
+                            f"than {MAX_ZIP_MEMBERS}")
+    unpacked = sum(m.file_size for m in members)
+    if unpacked > MAX_UNPACKED_BYTES:
+        raise RegistryError(f"{file_name}: would unpack to {unpacked} bytes, more than "
+                            f"{MAX_UNPACKED_BYTES} (refused unopened)")
+    shared = sum(m.file_size for m in members
+                 if m.filename.casefold().endswith("sharedstrings.xml"))
+    if shared > MAX_SHARED_STRINGS_BYTES:
+        raise RegistryError(f"{file_name}: {shared} bytes of shared strings, more than "
+                            f"{MAX_SHARED_STRINGS_BYTES} (refused unopened)")
+
+
 def _norm(value: object) -> str:
     return " ".join(str(value).split()).casefold() if value is not None else ""
 
 
-def _find_header(workbook: Any, file_name: str) -> tuple[Any, int, dict[str, int]]:
-    """(sheet, header row number, field -> column index) of the first sheet that has
-    every column."""
-    wanted = {_norm(name): field for name, field in COLUMNS.items()}
-    first_seen: list[str] | None = None
+_HEADER_NAMES = {_norm(name): field for names in (COLUMNS, KAZAKH_COLUMNS)
+                 for name, field in names.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class _Sheet:
+    sheet: Any
+    header_row: int
+    columns: dict[str, int]  # field -> column index
+
+
+def _header(values: tuple[object, ...], where: str) -> dict[str, int] | None:
+    """field -> column index when `values` is the registry's header; None when it names
+    none of the columns; RegistryError when it is a header but not an unambiguous one."""
+    fields = [(_HEADER_NAMES.get(_norm(v)), i) for i, v in enumerate(values)]
+    found = [(f, i) for f, i in fields if f is not None]
+    if len({f for f, _ in found}) < 2:  # a title can hold one of the words
+        return None
+    columns: dict[str, int] = {}
+    for f, i in found:
+        if f in columns:
+            raise RegistryError(f"{where}: the column for {f} appears twice (columns "
+                                f"{columns[f] + 1} and {i + 1}); which one holds the data "
+                                "is ambiguous")
+        columns[f] = i
+    missing = [name for name, f in COLUMNS.items() if f not in columns]
+    if missing:
+        seen = ", ".join(str(v).strip() for v in values if v is not None)
+        raise RegistryError(f"{where}: a header that lacks columns; missing "
+                            f"{', '.join(missing)} (found: {seen})")
+    return columns
+
+
+def _is_empty(values: tuple[object, ...]) -> bool:
+    return all(v is None or (isinstance(v, str) and not v.strip()) for v in values)
+
+
+def _registry_sheets(workbook: Any, file_name: str, named: bool) -> list[_Sheet]:
+    """Every sheet carrying the header. A sheet without it must be empty: data whose
+    columns we cannot name is refused, not skipped."""
+    sheets: list[_Sheet] = []
     for sheet in workbook.worksheets:
+        where = f"{file_name}: sheet {sheet.title!r}" if named else file_name
+        columns: dict[str, int] | None = None
         for number, values in enumerate(sheet.iter_rows(max_row=HEADER_SEARCH_ROWS,
                                                         values_only=True), start=1):
-            names = [_norm(v) for v in values]
-            if first_seen is None and any(names):
-                first_seen = [str(v).strip() for v in values if v is not None]
-            found = [n for n in names if n in wanted]
-            if set(found) == set(wanted):
-                if len(found) != len(wanted):
-                    raise RegistryError(f"{file_name}: sheet {sheet.title!r} row {number} "
-                                        "has a column twice")
-                return sheet, number, {wanted[n]: i for i, n in enumerate(names)
-                                       if n in wanted}
-    missing_from = {_norm(v) for v in first_seen or []}
-    missing = [name for name in COLUMNS if _norm(name) not in missing_from]
-    raise RegistryError(f"{file_name}: no sheet has the registry's columns; missing "
-                        f"{', '.join(missing)} (found: {', '.join(first_seen or []) or 'nothing'})")
+            columns = _header(values, f"{where} row {number}")
+            if columns is not None:
+                sheets.append(_Sheet(sheet, number, columns))
+                break
+        if columns is None:
+            for number, values in enumerate(sheet.iter_rows(values_only=True), start=1):
+                if not _is_empty(values):
+                    raise RegistryError(
+                        f"{file_name}: sheet {sheet.title!r} row {number} has data but the sheet "
+                        f"has no header with the registry's columns ({', '.join(COLUMNS)}) "
+                        f"in its first {HEADER_SEARCH_ROWS} rows")
+    if not sheets:
+        raise RegistryError(f"{file_name}: no sheet has the registry's columns; missing "
+                            f"{', '.join(COLUMNS)} (found: nothing)")
+    return sheets
 
 
 def _read_rows(workbook: Any, file_name: str, period: Period) -> list[Row]:
-    sheet, header_row, columns = _find_header(workbook, file_name)
+    named = len(workbook.worksheets) > 1  # name the sheet in messages only when it helps
     rows: list[Row] = []
     errors: list[str] = []
-    seen: dict[tuple[str, OpType], int] = {}
-    for number, values in enumerate(sheet.iter_rows(min_row=header_row + 1, values_only=True),
-                                    start=header_row + 1):
-        if all(v is None or (isinstance(v, str) and not v.strip()) for v in values):
-            continue  # Excel keeps formatted but empty rows
-        if len(rows) >= MAX_ROWS:
-            raise RegistryError(f"{file_name}: more than {MAX_ROWS} rows")
-        cells = {field: values[i] if i < len(values) else None for field, i in columns.items()}
-        try:
-            row = _row(number, cells, period)
-        except RegistryError as exc:
-            errors.append(str(exc))
-            if len(errors) >= MAX_ERRORS_SHOWN:
-                break
-            continue
-        key = (row.kaspi_id, row.type)
-        if key in seen:
-            errors.append(f"rows {seen[key]} and {number}: the same Kaspi operation "
-                          f"{row.kaspi_id} ({row.type}) twice")
-        else:
-            seen[key] = number
-        rows.append(row)
+    seen: dict[tuple[str, OpType], str] = {}
+    for found in _registry_sheets(workbook, file_name, named):
+        title = found.sheet.title
+        for number, values in enumerate(
+                found.sheet.iter_rows(min_row=found.header_row + 1, values_only=True),
+                start=found.header_row + 1):
+            if _is_empty(values):
+                continue  # Excel keeps formatted but empty rows
+            where = f"sheet {title!r} row {number}" if named else f"row {number}"
+            cells = {field: values[i] if i < len(values) else None
+                     for field, i in found.columns.items()}
+            if _is_totals(values, cells):
+                continue
+            if len(rows) >= MAX_ROWS:
+                raise RegistryError(f"{file_name}: more than {MAX_ROWS} rows")
+            try:
+                row = _row(title, number, where, cells, period)
+            except RegistryError as exc:
+                errors.append(str(exc))
+                if len(errors) >= MAX_ERRORS_SHOWN:
+                    break
+                continue
+            key = (row.kaspi_id, row.type)
+            if key in seen:
+                first = seen[key]
+                both = (f"rows {first.removeprefix('row ')} and {number}" if not named
+                        else f"{first} and {where}")
+                errors.append(f"{both}: the same Kaspi operation {row.kaspi_id} ({row.type}) "
+                              "twice")
+            else:
+                seen[key] = where
+            rows.append(row)
+        if len(errors) >= MAX_ERRORS_SHOWN:
+            break
     if errors:
         raise RegistryError(f"{file_name}: " + "; ".join(errors[:MAX_ERRORS_SHOWN]))
     return rows
 
 
-def _row(number: int, cells: dict[str, object], period: Period) -> Row:
-    where = f"row {number}"
+def _is_totals(values: tuple[object, ...], cells: dict[str, object]) -> bool:
+    """A totals line (Итого, Барлығы, ...) with no operation id: not an operation."""
+    if any(_text(cells[f]) for f in ("kaspi_id", "kaspi_payment_id", "mpp_id")):
+        return False
+    return any(isinstance(v, str) and _norm(v).startswith(TOTALS_WORDS) for v in values)
+
+
+def _row(sheet: str, number: int, where: str, cells: dict[str, object], period: Period
+         ) -> Row:
     type_text = _norm(cells["type"])
     if type_text not in TYPE_NAMES:
         raise RegistryError(f"{where}: Тип операции {cells['type']!r} is neither Оплата "
-                            "nor Возврат")
+                            "nor Возврат (Төлем, Қайтару)")
     at = _datetime(cells["at"], where)
     if not period.start <= at.date() < period.end:
         raise RegistryError(f"{where}: date {at:%Y-%m-%d %H:%M:%S} is outside the registry's "
@@ -218,11 +340,24 @@ def _row(number: int, cells: dict[str, object], period: Period) -> Row:
     amount = _tiyn(cells["amount"], f"{where}: Сумма")
     if amount == 0:
         raise RegistryError(f"{where}: Сумма must be positive")
+    fee = cells["fee"]
+    fee_tiyn = 0 if fee is None or (isinstance(fee, str) and fee.strip() in NO_FEE) else (
+        _tiyn(fee, f"{where}: Комиссия"))
     mpp_id = _text(cells["mpp_id"])
-    return Row(number, _required(cells["customer_id"], f"{where}: ID клиента"),
+    return Row(sheet, number, _customer(cells["customer_id"], f"{where}: ID клиента"),
                mpp_id or None, _required(cells["kaspi_id"], f"{where}: ID операции Kaspi"),
                _required(cells["kaspi_payment_id"], f"{where}: ID платежа Kaspi"),
-               at, TYPE_NAMES[type_text], amount, _tiyn(cells["fee"], f"{where}: Комиссия"))
+               at, TYPE_NAMES[type_text], amount, fee_tiyn)
+
+
+def _customer(value: object, where: str) -> str:
+    """A customer id Excel stored as a number lost its leading zeros: an IIN has 12
+    digits, so a shorter number is padded back (text cells are taken as they are)."""
+    text = _required(value, where)
+    numeric = isinstance(value, int | float) and not isinstance(value, bool)
+    if numeric and text.isdigit() and len(text) < CUSTOMER_ID_DIGITS:
+        return text.zfill(CUSTOMER_ID_DIGITS)
+    return text
 
 
 def _text(value: object) -> str:

@@ -14,7 +14,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -23,11 +22,10 @@ from typing import Any
 import openpyxl
 import pytest
 
-from mpp_server import db
 from mpp_server.kaspi_client.models import KZ_TZ
-from mpp_server.metrics import MONEY_ALARMS, RECONCILIATION_OPEN
-from mpp_server.reconcile import cli, store
-from tests.support import helpers
+from mpp_server.metrics import MONEY_ALARMS
+from mpp_server.reconcile import store
+from tests.support import reconcile as reconcile_support
 from tests.support.helpers import (
     call,
     complete_payment,
@@ -40,79 +38,21 @@ from tests.support.helpers import (
     sim,
     wait_status,
 )
-from tests.support.stack import Stack, fresh_database, running_stack
+from tests.support.reconcile import (
+    HEADERS,
+    by_kind,
+    fault,
+    open_gauge,
+    reconcile,
+    reconcile_json,
+    registry_file,
+    runs_and_discrepancies,
+    sim_refund,
+    today,
+)
+from tests.support.stack import Stack
 
-HEADERS = ["ID клиента", "ID операции MPP", "ID операции Kaspi", "ID платежа Kaspi",
-           "Дата и время операции", "Тип операции", "Сумма", "Комиссия"]
-
-
-@pytest.fixture
-async def env(admin_dsn: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Stack]:
-    """Database, simulator and server of this test only; the CLI's DATABASE_URL is it."""
-    async with fresh_database(admin_dsn, "mpp_recon") as dsn:
-        pool = await db.create_pool(dsn, min_size=1, max_size=4)
-        monkeypatch.setenv("DATABASE_URL", dsn)
-        try:
-            async with running_stack(dsn, pool, CONFIRM_BUDGET_MS="700") as running:
-                yield running
-        finally:
-            await pool.close()
-
-
-def today() -> str:
-    return datetime.now(KZ_TZ).date().isoformat()
-
-
-async def reconcile(env: Stack, *args: str,
-                    capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """The CLI in-process: (exit status, stdout, stderr)."""
-    capsys.readouterr()
-    code = await asyncio.to_thread(cli.main, list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-async def reconcile_json(env: Stack, *args: str,
-                         capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, Any]]:
-    code, out, err = await reconcile(env, *args, "--json", capsys=capsys)
-    assert code in (0, 1), err
-    return code, dict(json.loads(out))
-
-
-async def registry_file(env: Stack, tmp_path: Path, name: str = "registry") -> Path:
-    async with env.http.get(f"{env.sim_url}/sim/registries/daily",
-                            params={"date": today()}) as resp:
-        assert resp.status == 200
-        path = tmp_path / f"{name}-daily-{today()}.xlsx"
-        path.write_bytes(await resp.read())
-    return path
-
-
-async def sim_refund(env: Stack, payment_id: str, amount: str) -> None:
-    status, body = await sim(env, "POST", "/sim/refunds",
-                             {"paymentId": payment_id, "amount": amount})
-    assert status == 200 and body["resultCode"] == "SUCCESS", body
-
-
-async def fault(env: Stack, mode: str, times: int = 1, **extra: Any) -> None:
-    await helpers.fault(env, "notifyPayment", mode, times, **extra)
-
-
-async def runs_and_discrepancies(env: Stack) -> tuple[int, int]:
-    async with env.pool.acquire() as conn:
-        row = await conn.fetchrow(
-            """SELECT (SELECT count(*) FROM reconciliation_runs) AS runs,
-                      (SELECT count(*) FROM reconciliation_discrepancies) AS items""")
-    assert row is not None
-    return row["runs"], row["items"]
-
-
-def by_kind(report: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
-    found: dict[str, list[dict[str, Any]]] = {}
-    for item in report.get("items", []):
-        found.setdefault(item["kind"], []).append(item)
-    return found
-
+env = reconcile_support.env  # the fixture: a database, simulator and server of its own
 
 async def mixed_day(env: Stack) -> dict[str, str]:
     """A day of every kind of traffic; returns payment ids by what happened to them."""
@@ -233,7 +173,8 @@ async def test_injected_discrepancies_are_reported_by_row(
     assert code == 1 and report["status"] == "discrepancies"
     assert report["rows"] == 3 and report["matched"] == 1
     found = by_kind(report)
-    assert sorted(found) == ["amount_mismatch", "not_in_our_books", "not_in_registry"]
+    assert sorted(found) == ["amount_mismatch", "not_in_our_books", "not_in_registry",
+                             "settlement_mismatch"]
     [missing] = found["not_in_registry"]
     assert (missing["kaspiId"], missing["actual"], missing.get("row")) == (dropped, "10.00",
                                                                            None)
@@ -243,14 +184,16 @@ async def test_injected_discrepancies_are_reported_by_row(
     assert amount["row"] >= 2
     [extra] = found["not_in_our_books"]
     assert (extra["kaspiId"], extra["expected"]) == (added, "44.00")
-    assert "770000000001" in extra["message"]
-    assert report["openDiscrepancies"] == 3 and not report["settlementAgrees"]
+    assert extra["customerId"] == "770000000001"
+    [settlement] = found["settlement_mismatch"]  # 99.00 − 60.00
+    assert (settlement["expected"], settlement["actual"]) == ("99.00", "60.00")
+    assert report["openDiscrepancies"] == 4 and not report["settlementAgrees"]
     assert report["ours"]["payments"] == "60.00" and report["kaspi"]["payments"] == "99.00"
     assert kept["status"] == "COMPLETED"
 
     # The gauge the server exports: the open discrepancies of the latest run.
     await store.refresh_metrics(env.pool)
-    assert RECONCILIATION_OPEN._value.get() == 3
+    assert open_gauge() == 4
 
     # A duplicated row makes the file unusable: refused, nothing written.
     await sim(env, "DELETE", "/sim/registries/discrepancies")
@@ -269,7 +212,7 @@ async def test_injected_discrepancies_are_reported_by_row(
                                        "--simulator-url", env.sim_url, capsys=capsys)
     assert code == 0 and clean["matched"] == 3 and clean["discrepancies"] == 0
     await store.refresh_metrics(env.pool)
-    assert RECONCILIATION_OPEN._value.get() == 0
+    assert open_gauge() == 0
 
 
 async def test_edited_registry_reports_customer_and_type(
@@ -366,14 +309,15 @@ async def test_registry_confirming_a_declined_payment_is_a_money_alarm(
     code, report = await reconcile_json(env, "--from-simulator", "--date", today(),
                                         "--simulator-url", env.sim_url, capsys=capsys)
     assert code == 1
-    [item] = report["items"]
+    [item, settlement] = report["items"]  # and Kaspi settles 45.00 we do not hold
     assert (item["kind"], item["kaspiId"], item["expected"], item["actual"]) == (
         "registry_confirms_declined_payment", payment_id, "COMPLETED", "DECLINED")
+    assert (settlement["kind"], settlement["expected"]) == ("settlement_mismatch", "45.00")
     assert (await payment(env, payment_id))["status"] == "DECLINED"  # a person decides
     await store.refresh_metrics(env.pool)
     await store.refresh_metrics(env.pool)
     assert alarms._value.get() == before + 1
-    assert RECONCILIATION_OPEN._value.get() == 1
+    assert open_gauge() == 2
 
 
 def xlsx(rows: list[list[Any]], headers: list[str] = HEADERS) -> bytes:
