@@ -30,7 +30,7 @@ from mpp_server.logs import mask_customer
 from mpp_server.money import parse_amount
 from mpp_server.reconcile import store
 from mpp_server.reconcile.matching import FeeRule, Kind
-from mpp_server.reconcile.registry import Period, Registry, RegistryError, read_registry
+from mpp_server.reconcile.registry import Registry, RegistryError, RegistryPeriod, read_registry
 from mpp_server.reconcile.report import (
     DiscrepancyOut,
     ReconciliationOut,
@@ -100,8 +100,8 @@ def main(argv: list[str]) -> int:
     if bool(args.file) == args.from_simulator:
         return _bad(parser.prog, "give a registry FILE or --from-simulator (not both)")
     try:
-        period = (Period.parse("daily", args.date) if args.date
-                  else Period.parse("monthly", args.month) if args.month else None)
+        period = (RegistryPeriod.parse("daily", args.date) if args.date
+                  else RegistryPeriod.parse("monthly", args.month) if args.month else None)
         if args.from_simulator:
             if period is None:
                 return _bad(parser.prog, "--from-simulator needs --date or --month")
@@ -177,7 +177,7 @@ def _read_file(path: Path) -> bytes:
     return path.read_bytes()
 
 
-async def _fetch(base_url: str, period: Period) -> tuple[bytes, str]:
+async def _fetch(base_url: str, period: RegistryPeriod) -> tuple[bytes, str]:
     path = "daily?date=" if period.kind == "daily" else "monthly?month="
     url = f"{base_url}/sim/registries/{path}{period.label}"
     try:

@@ -18,7 +18,7 @@ from enum import StrEnum
 
 from mpp_server.kaspi_client.models import KZ_TZ
 from mpp_server.money import format_amount
-from mpp_server.reconcile.registry import OpType, Registry, Row
+from mpp_server.reconcile.registry import OpType, Registry, RegistryRow
 
 # A row's time against our completion time. Kaspi completes a payment after our debit
 # (we debit, then notify) and writes whole seconds, so a payment row may read up to a
@@ -135,7 +135,7 @@ class Totals:
 
 
 @dataclass
-class Result:
+class MatchResult:
     findings: list[Finding] = field(default_factory=list)
     matched_count: int = 0
     matched: list[tuple[str, OpType]] = field(default_factory=list)
@@ -175,7 +175,7 @@ def same_uuid(a: str | None, b: str | None) -> bool:
         return a == b
 
 
-def fully_consistent(row: Row, payment: OurPayment) -> bool:
+def fully_consistent(row: RegistryRow, payment: OurPayment) -> bool:
     """A payment row that agrees with our payment on everything but the status: the only
     kind of row allowed to change a PENDING payment by itself."""
     return (row.type is OpType.PAYMENT and row.amount_tiyn == payment.amount_tiyn
@@ -188,7 +188,7 @@ def fully_consistent(row: Row, payment: OurPayment) -> bool:
 class _RowFindings:
     """One row's findings, each carrying the row's context (sheet, customer, times)."""
 
-    row: Row
+    row: RegistryRow
     our_id: str | None = None
     our_at: datetime | None = None
     findings: list[Finding] = field(default_factory=list)
@@ -202,9 +202,9 @@ class _RowFindings:
 
 
 def match(registry: Registry, books: Books, completed_now: set[str],
-          fees: FeeRule = NO_AGREED_RATE) -> Result:
+          fees: FeeRule = NO_AGREED_RATE) -> MatchResult:
     """`completed_now`: payments this run moved from PENDING to COMPLETED."""
-    result = Result()
+    result = MatchResult()
     this = f"{registry.period.kind} {registry.period.label}"
     start, end = registry.period.utc_bounds()
     across_midnight_tiyn = 0  # matched here, completed by us in another period
@@ -303,7 +303,7 @@ def _check_fee(found: _RowFindings, fees: FeeRule) -> None:
                   f"the fee is not the agreed {fees.rate} of {amount}")
 
 
-def _payment_row(row: Row, books: Books, completed_now: set[str]) -> _RowFindings:
+def _payment_row(row: RegistryRow, books: Books, completed_now: set[str]) -> _RowFindings:
     payment = books.payments.get(row.kaspi_id)
     if payment is None:
         return _missing(row, books)
@@ -339,7 +339,7 @@ def _payment_row(row: Row, books: Books, completed_now: set[str]) -> _RowFinding
     return found
 
 
-def _refund_row(row: Row, books: Books) -> _RowFindings:
+def _refund_row(row: RegistryRow, books: Books) -> _RowFindings:
     refund = books.refunds.get(row.kaspi_id)
     if refund is None:
         return _missing(row, books)
@@ -364,7 +364,7 @@ def _refund_row(row: Row, books: Books) -> _RowFindings:
     return found
 
 
-def _missing(row: Row, books: Books) -> _RowFindings:
+def _missing(row: RegistryRow, books: Books) -> _RowFindings:
     """A row whose id we do not hold as its type: the other type, or nothing at all."""
     if row.type is OpType.PAYMENT and row.kaspi_id in books.refunds:
         found = _RowFindings(row, row.kaspi_id)

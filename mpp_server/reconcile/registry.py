@@ -90,7 +90,7 @@ _PERIOD_IN_NAME = re.compile(r"(daily|monthly)[-_ ](\d{4}-\d{2}(?:-\d{2})?)", re
 
 
 @dataclass(frozen=True, slots=True)
-class Period:
+class RegistryPeriod:
     """A registry's period in local (UTC+5) dates: [start, end)."""
 
     kind: str  # "daily" | "monthly"
@@ -98,16 +98,16 @@ class Period:
     end: date
 
     @classmethod
-    def day(cls, day: date) -> Period:
+    def day(cls, day: date) -> RegistryPeriod:
         return cls("daily", day, day + timedelta(days=1))
 
     @classmethod
-    def month(cls, year: int, month: int) -> Period:
+    def month(cls, year: int, month: int) -> RegistryPeriod:
         return cls("monthly", date(year, month, 1),
                    date(year + month // 12, month % 12 + 1, 1))
 
     @classmethod
-    def parse(cls, kind: str, text: str) -> Period:
+    def parse(cls, kind: str, text: str) -> RegistryPeriod:
         """`daily` + YYYY-MM-DD or `monthly` + YYYY-MM; ValueError otherwise."""
         if kind == "daily" and re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
             return cls.day(date.fromisoformat(text))
@@ -128,7 +128,7 @@ class Period:
 
 
 @dataclass(frozen=True, slots=True)
-class Row:
+class RegistryRow:
     sheet: str
     row_number: int  # as Excel shows it
     customer_id: str
@@ -145,11 +145,11 @@ class Row:
 class Registry:
     file_name: str
     sha256: str
-    period: Period
-    rows: list[Row]
+    period: RegistryPeriod
+    rows: list[RegistryRow]
 
 
-def read_registry(content: bytes, file_name: str, period: Period | None = None) -> Registry:
+def read_registry(content: bytes, file_name: str, period: RegistryPeriod | None = None) -> Registry:
     """Parse and validate a registry; `period` defaults to the one its name or title gives."""
     _check_container(content, file_name)
     try:
@@ -171,12 +171,12 @@ def read_registry(content: bytes, file_name: str, period: Period | None = None) 
     return Registry(file_name, hashlib.sha256(content).hexdigest(), period, rows)
 
 
-def _period_from(file_name: str, title: str) -> Period:
+def _period_from(file_name: str, title: str) -> RegistryPeriod:
     for text in (file_name, title):
         match = _PERIOD_IN_NAME.search(text)
         if match:
             try:
-                return Period.parse(match.group(1).lower(), match.group(2))
+                return RegistryPeriod.parse(match.group(1).lower(), match.group(2))
             except ValueError:
                 continue
     raise RegistryError(f"{file_name}: cannot tell the registry's day or month from its name "
@@ -277,9 +277,9 @@ def _registry_sheets(workbook: Any, file_name: str, named: bool) -> list[_Sheet]
     return sheets
 
 
-def _read_rows(workbook: Any, file_name: str, period: Period) -> list[Row]:
+def _read_rows(workbook: Any, file_name: str, period: RegistryPeriod) -> list[RegistryRow]:
     named = len(workbook.worksheets) > 1  # name the sheet in messages only when it helps
-    rows: list[Row] = []
+    rows: list[RegistryRow] = []
     errors: list[str] = []
     seen: dict[tuple[str, OpType], str] = {}
     for found in _registry_sheets(workbook, file_name, named):
@@ -327,8 +327,8 @@ def _is_totals(values: tuple[object, ...], cells: dict[str, object]) -> bool:
     return any(isinstance(v, str) and _norm(v).startswith(TOTALS_WORDS) for v in values)
 
 
-def _row(sheet: str, number: int, where: str, cells: dict[str, object], period: Period
-         ) -> Row:
+def _row(sheet: str, number: int, where: str, cells: dict[str, object], period: RegistryPeriod
+         ) -> RegistryRow:
     type_text = _norm(cells["type"])
     if type_text not in TYPE_NAMES:
         raise RegistryError(f"{where}: Тип операции {cells['type']!r} is neither Оплата "
@@ -344,7 +344,7 @@ def _row(sheet: str, number: int, where: str, cells: dict[str, object], period: 
     fee_tiyn = 0 if fee is None or (isinstance(fee, str) and fee.strip() in NO_FEE) else (
         _tiyn(fee, f"{where}: Комиссия"))
     mpp_id = _text(cells["mpp_id"])
-    return Row(sheet, number, _customer(cells["customer_id"], f"{where}: ID клиента"),
+    return RegistryRow(sheet, number, _customer(cells["customer_id"], f"{where}: ID клиента"),
                mpp_id or None, _required(cells["kaspi_id"], f"{where}: ID операции Kaspi"),
                _required(cells["kaspi_payment_id"], f"{where}: ID платежа Kaspi"),
                at, TYPE_NAMES[type_text], amount, fee_tiyn)

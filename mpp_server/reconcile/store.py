@@ -27,13 +27,13 @@ from mpp_server.reconcile.matching import (
     Books,
     FeeRule,
     Finding,
+    MatchResult,
     OurPayment,
     OurRefund,
-    Result,
     fully_consistent,
     match,
 )
-from mpp_server.reconcile.registry import OpType, Period, Registry, RegistryError
+from mpp_server.reconcile.registry import OpType, Registry, RegistryError, RegistryPeriod
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ async def _load_books(conn: Conn, registry: Registry) -> Books:
                 f"(run {r['run_id']})" for r in elsewhere})
 
 
-async def _store(conn: Conn, registry: Registry, result: Result) -> int:
+async def _store(conn: Conn, registry: Registry, result: MatchResult) -> int:
     period = registry.period
     run_id: int = await conn.fetchval(
         """INSERT INTO reconciliation_runs (
@@ -191,7 +191,8 @@ async def _store(conn: Conn, registry: Registry, result: Result) -> int:
     return run_id
 
 
-async def _claim_matches(conn: Conn, period: Period, run_id: int, result: Result) -> None:
+async def _claim_matches(conn: Conn, period: RegistryPeriod, run_id: int,
+                         result: MatchResult) -> None:
     """Record which operations this run matched. The primary key is the guard: an
     operation another period's registry holds is never taken over (matching reported it
     already; should it not have, the run fails and writes nothing)."""

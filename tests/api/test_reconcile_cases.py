@@ -31,9 +31,9 @@ from mpp_server.reconcile.registry import (
     KAZAKH_COLUMNS,
     MAX_UNPACKED_BYTES,
     OpType,
-    Period,
     Registry,
-    Row,
+    RegistryPeriod,
+    RegistryRow,
 )
 from tests.support import reconcile as reconcile_support
 from tests.support.helpers import (
@@ -245,8 +245,8 @@ def test_row_time_bounds_late_and_early() -> None:
     books = Books({"QR1": ours}, {}, {"QR1": ours}, {})
 
     def registry(at: datetime) -> Registry:
-        return Registry("r.xlsx", "0" * 64, Period.day(date(2026, 11, 29)), [
-            Row("Реестр", 2, "770000000001", ours.mpp_payment_id, "QR1", "QR1", at,
+        return Registry("r.xlsx", "0" * 64, RegistryPeriod.day(date(2026, 11, 29)), [
+            RegistryRow("Реестр", 2, "770000000001", ours.mpp_payment_id, "QR1", "QR1", at,
                 OpType.PAYMENT, 10_000, 95)])
 
     # Kaspi's whole seconds: 23:40:00 for our 23:40:00.3 matches, 23:39:59 does not.
@@ -264,9 +264,9 @@ def test_row_time_bounds_late_and_early() -> None:
     books = Books({}, {"Ref1": refund}, {}, {"Ref1": refund})
     for early, matched in ((timedelta(seconds=50), True), (timedelta(seconds=70), False)):
         at = (debit - early).replace(tzinfo=None, microsecond=0)
-        rows = [Row("Реестр", 2, "770000000001", ours.mpp_payment_id, "Ref1", "QR1", at,
+        rows = [RegistryRow("Реестр", 2, "770000000001", ours.mpp_payment_id, "Ref1", "QR1", at,
                     OpType.REFUND, 10_000, 0)]
-        result = match(Registry("r.xlsx", "0" * 64, Period.day(date(2026, 11, 29)), rows),
+        result = match(Registry("r.xlsx", "0" * 64, RegistryPeriod.day(date(2026, 11, 29)), rows),
                        books, set())
         assert (result.matched_count == 1) is matched, early
 
