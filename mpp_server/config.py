@@ -17,6 +17,10 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
+def _token_set(value: str) -> frozenset[str]:
+    return frozenset(t.strip() for t in value.split(",") if t.strip())
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", frozen=True)
 
@@ -31,6 +35,9 @@ class Settings(BaseSettings):
     kaspi_timeout_ms: int = Field(default=3000, ge=50, le=60_000)
 
     wallet_api_tokens: str = ""
+    # The core-banking side's tokens: the only ones that may set a customer's
+    # identification level (shared/spec/wallet-api.md); none by default.
+    deposit_api_tokens: str = ""
     kaspi_allowed_networks: str = "127.0.0.0/8"
 
     wallet_listen: str = "127.0.0.1:8080"
@@ -70,7 +77,11 @@ class Settings(BaseSettings):
 
     @cached_property
     def tokens(self) -> frozenset[str]:
-        return frozenset(t.strip() for t in self.wallet_api_tokens.split(",") if t.strip())
+        return _token_set(self.wallet_api_tokens)
+
+    @cached_property
+    def deposit_tokens(self) -> frozenset[str]:
+        return _token_set(self.deposit_api_tokens)
 
     @cached_property
     def allowed_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:

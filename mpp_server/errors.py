@@ -20,6 +20,13 @@ class Unauthorized(WalletError):
     code, http_status = "UNAUTHORIZED", 401
 
 
+class Forbidden(WalletError):
+    """A valid token of the wrong kind: a wallet token where only the core-banking side's
+    DEPOSIT_API_TOKENS may call, or the other way round."""
+
+    code, http_status = "FORBIDDEN", 403
+
+
 class NotFound(WalletError):
     code, http_status = "NOT_FOUND", 404
 
