@@ -5,8 +5,10 @@ from __future__ import annotations
 import ipaddress
 from functools import cached_property
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from mpp_server.domain.limits import DEFAULT_LIMITS_MCI, DEFAULT_MCI_TENGE, Limits, parse_limits
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -57,6 +59,11 @@ class Settings(BaseSettings):
     # How often gauges read from the database (outbox depth, oldest PENDING) refresh.
     gauges_refresh_ms: int = Field(default=5000, ge=100)
 
+    # E-money limits by identification level (mpp_server/domain/limits.py): the tenge
+    # value of one MCI for the year, and the limits in MCI as JSON by level.
+    mci_tenge: int = Field(default=DEFAULT_MCI_TENGE, ge=1, le=10_000_000)
+    limits_mci: str = DEFAULT_LIMITS_MCI
+
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     log_level: str = "INFO"
 
@@ -74,6 +81,15 @@ class Settings(BaseSettings):
             if part.strip():
                 ipaddress.ip_network(part.strip(), strict=False)
         return value
+
+    @model_validator(mode="after")
+    def _limits_valid(self) -> Settings:
+        parse_limits(self.limits_mci, self.mci_tenge)  # a bad LIMITS_MCI stops the start
+        return self
+
+    @cached_property
+    def limits(self) -> Limits:
+        return parse_limits(self.limits_mci, self.mci_tenge)
 
     @cached_property
     def tokens(self) -> frozenset[str]:

@@ -35,6 +35,12 @@ class InsufficientFunds(WalletError):
     code, http_status = "INSUFFICIENT_FUNDS", 409
 
 
+class LimitExceeded(WalletError):
+    """A confirm or a deposit over a limit of the customer's identification level."""
+
+    code, http_status = "LIMIT_EXCEEDED", 409
+
+
 class PaymentExpired(WalletError):
     code, http_status = "PAYMENT_EXPIRED", 409
 

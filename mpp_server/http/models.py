@@ -21,7 +21,7 @@ from pydantic import (
 )
 
 from mpp_server.kaspi_client.models import KZ_TZ, AmountIn, AmountOut
-from mpp_server.money import AMOUNT_PATTERN
+from mpp_server.money import AMOUNT_PATTERN, format_signed_amount
 
 CUSTOMER_ID_PATTERN = r"^[A-Za-z0-9._*-]{1,12}$"
 ID_PATTERN = r"^[A-Za-z0-9._:/-]{1,64}$"
@@ -39,6 +39,12 @@ Amount = Annotated[AmountIn, WithJsonSchema({
 Money = Annotated[AmountOut, WithJsonSchema({
     "type": "string", "pattern": MONEY_PATTERN, "examples": ["1500.00"],
     "description": "tenge with two decimals"})]
+# Statement lines: signed, "-1500.00" for a debit.
+SignedMoney = Annotated[int, PlainSerializer(format_signed_amount, return_type=str),
+                        WithJsonSchema({"type": "string", "pattern": "^-?" + MONEY_PATTERN[1:],
+                                        "examples": ["-1500.00", "500.00"],
+                                        "description": "signed tenge with two decimals: "
+                                                       "negative for a debit"})]
 CustomerId = Annotated[str, StringConstraints(pattern=CUSTOMER_ID_PATTERN)]
 ExternalId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 Timestamp = Annotated[datetime, PlainSerializer(
@@ -61,6 +67,7 @@ def _storable(value: str) -> str:
 
 # Free text that is stored (the id types above are ASCII by their patterns).
 StoredText = Annotated[str, AfterValidator(_storable)]
+Level = Literal["NONE", "SIMPLIFIED", "FULL"]
 Status = Literal["SCANNED", "CHECKED_OUT", "PENDING", "COMPLETED", "DECLINED", "CANCELLED",
                  "EXPIRED"]
 
@@ -105,6 +112,11 @@ class CancelIn(_Request):
     customerId: CustomerId
 
 
+class IdentificationIn(_Request):
+    level: Level = Field(description="how the bank's core identified the customer "
+                                     "(Law on Payments and Payment Systems art. 42)")
+
+
 # ---- answers --------------------------------------------------------------------
 
 class ErrorBody(_Response):
@@ -120,6 +132,36 @@ class AccountOut(_Response):
     customerId: str
     balance: Money
     currency: Literal["KZT"] = "KZT"
+    identificationLevel: Level | None = Field(
+        default=None, description="GET only; its limits are configured by LIMITS_MCI")
+
+
+class IdentificationOut(_Response):
+    customerId: str
+    level: Level
+
+
+StatementType = Literal["deposit", "topup", "payment", "payment_return", "refund",
+                        "topup_refund"]
+
+
+class StatementEntryOut(_Response):
+    id: int = Field(description="the ledger entry's id; lines are in id order")
+    type: StatementType
+    amount: SignedMoney
+    balanceAfter: Money = Field(description="the previous line's balanceAfter plus amount")
+    paymentId: str | None = Field(default=None, description="payment, payment_return, "
+                                                            "refund (the refunded payment)")
+    refundId: str | None = None
+    depositId: str | None = None
+    topupId: str | None = None
+    createdAt: Timestamp
+
+
+class StatementOut(_Response):
+    entries: list[StatementEntryOut]
+    next: str = Field(description="pass as `after` for the lines that follow (the same "
+                                  "cursor when there are none yet)")
 
 
 class MerchantOut(_Response):

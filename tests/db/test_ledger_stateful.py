@@ -22,6 +22,7 @@ from hypothesis.stateful import (
 )
 
 from mpp_server.domain import deposits, ledger
+from mpp_server.domain.limits import parse_limits
 
 CUSTOMERS = ("770000000101", "770000000102", "770000000103")
 MERCHANT = json.dumps({"merchantId": "1", "merchantName": "M", "merchantMCC": "5812"})
@@ -64,7 +65,8 @@ class LedgerMachine(RuleBasedStateMachine):
             pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=1)
             assert pool is not None
             try:
-                await deposits.deposit(pool, deposit_id, customer, amount)
+                await deposits.deposit(pool, deposit_id, customer, amount,
+                                       parse_limits("{}", 1))
             finally:
                 await pool.close()
 
