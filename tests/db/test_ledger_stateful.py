@@ -21,6 +21,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from mpp_server import db
 from mpp_server.domain import deposits, ledger
 from mpp_server.domain.limits import parse_limits
 
@@ -62,8 +63,8 @@ class LedgerMachine(RuleBasedStateMachine):
         deposit_id = f"{self.prefix}-d{uuid.uuid4().hex[:10]}"
 
         async def go() -> None:
-            pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=1)
-            assert pool is not None
+            # The server's pool (its jsonb codec: deposits pass the limits as jsonb).
+            pool = await db.create_pool(self.dsn, min_size=1, max_size=1)
             try:
                 await deposits.deposit(pool, deposit_id, customer, amount,
                                        parse_limits("{}", 1))
