@@ -34,7 +34,9 @@ STATEMENT_TYPES: dict[str, tuple[str, str]] = {
     "payment_return": ("payment_return", "paymentId"),
     "refund_credit": ("refund", "refundId"),
 }
-_CURSOR = re.compile(r"^[0-9]{1,18}$")
+# The statement's cursor: an entry id (the OpenAPI document states the same pattern).
+CURSOR_PATTERN = r"^[0-9]{1,18}$"
+_CURSOR = re.compile(CURSOR_PATTERN)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from mpp_server import __version__, errors
 from mpp_server.config import Settings
-from mpp_server.domain import events
+from mpp_server.domain import accounts, events
 from mpp_server.http import reconciliations, wallet
 from mpp_server.http.models import (
     CUSTOMER_ID_PATTERN,
@@ -227,7 +227,8 @@ ROUTES: tuple[Route, ...] = (
           "Follow `next`: pages never skip or repeat a line, even while postings are "
           "being written (docs/design.md).",
           params=(CUSTOMER_ID,
-                  Param("after", "query", {"type": "string", "pattern": "^$|^[0-9]{1,18}$",
+                  Param("after", "query", {"type": "string",
+                                           "pattern": f"^$|{accounts.CURSOR_PATTERN}",
                                            "examples": ["0"]},
                         "the `next` of the previous page; omitted or empty: from the start"),
                   Param("limit", "query", {"type": "integer", "minimum": 1,
