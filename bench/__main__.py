@@ -34,6 +34,7 @@ import asyncpg
 from mpp_server import migrate
 from mpp_server.devtools import devdb
 from mpp_server.domain import ledger
+from mpp_server.domain.outcomes import DEBIT_NOTICES_ARG
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-" + secrets.token_hex(8)
@@ -427,7 +428,8 @@ BEGIN
         INSERT INTO payments (payment_id, customer_id, qr_code_type, status, amount_tiyn,
                               merchant)
         VALUES (v_payment, v_customer, 'Dynamic', 'SCANNED', 10000, '{}');
-        PERFORM payment_debit(v_payment, v_customer, 'SCANNED', 10000, v_shard, NULL, 0);
+        PERFORM payment_debit(v_payment, v_customer, 'SCANNED', 10000, v_shard, NULL, 0,
+                              '$NOTICES'::jsonb, '{}'::jsonb);
         PERFORM apply_notify_answer_once(v_payment, 'SUCCESS', 'SUCCESS', 'success',
                                          'https://receipt-test.kaspi.kz/web?seed', v_shard);
         IF i % 4 = 0 THEN
@@ -449,7 +451,8 @@ async def seed_history(dsn: str, payments: int) -> None:
     empty database measures that transient instead (docs/performance.md)."""
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute(SEED_HISTORY.replace("$1", str(int(payments))))
+        await conn.execute(SEED_HISTORY.replace("$1", str(int(payments)))
+                           .replace("$NOTICES", json.dumps(DEBIT_NOTICES_ARG)))
         await conn.execute("ANALYZE")
     finally:
         await conn.close()
@@ -498,7 +501,9 @@ async def measure(args: argparse.Namespace, dsn: str, procs: Processes) -> dict[
             "DATABASE_URL": dsn, "KASPI_BASE_URL": sim, "KASPI_CALLER_NAME": CALLER,
             "WALLET_API_TOKENS": TOKEN, "WALLET_LISTEN": f"127.0.0.1:{wallet_port}",
             "KASPI_LISTEN": f"127.0.0.1:{kaspi_port}", "DB_QUERY_METRICS": "true",
-            "DB_POOL_MAX": str(args.pool), "LOG_LEVEL": "WARNING"}))
+            "DB_POOL_MAX": str(args.pool), "LOG_LEVEL": "WARNING",
+            # The load deposits far over any balance cap: measure without limits.
+            "LIMITS_MCI": "{}"}))
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as http:
         await wait_ready(http, sim + "/sim/healthz", procs, sim_proc)

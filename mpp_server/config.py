@@ -5,8 +5,10 @@ from __future__ import annotations
 import ipaddress
 from functools import cached_property
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from mpp_server.domain.limits import DEFAULT_LIMITS_MCI, DEFAULT_MCI_TENGE, Limits, parse_limits
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -15,6 +17,10 @@ def parse_listen(value: str) -> tuple[str, int]:
     if not sep or not port.isdigit():
         raise ValueError(f"listen address must be host:port, got {value!r}")
     return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def _token_set(value: str) -> frozenset[str]:
+    return frozenset(t.strip() for t in value.split(",") if t.strip())
 
 
 class Settings(BaseSettings):
@@ -31,6 +37,9 @@ class Settings(BaseSettings):
     kaspi_timeout_ms: int = Field(default=3000, ge=50, le=60_000)
 
     wallet_api_tokens: str = ""
+    # The core-banking side's tokens: the only ones that may set a customer's
+    # identification level (shared/spec/wallet-api.md); none by default.
+    deposit_api_tokens: str = ""
     kaspi_allowed_networks: str = "127.0.0.0/8"
 
     wallet_listen: str = "127.0.0.1:8080"
@@ -50,6 +59,11 @@ class Settings(BaseSettings):
     # How often gauges read from the database (outbox depth, oldest PENDING) refresh.
     gauges_refresh_ms: int = Field(default=5000, ge=100)
 
+    # E-money limits by identification level (mpp_server/domain/limits.py): the tenge
+    # value of one MCI for the year, and the limits in MCI as JSON by level.
+    mci_tenge: int = Field(default=DEFAULT_MCI_TENGE, ge=1, le=10_000_000)
+    limits_mci: str = DEFAULT_LIMITS_MCI
+
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     log_level: str = "INFO"
 
@@ -68,9 +82,22 @@ class Settings(BaseSettings):
                 ipaddress.ip_network(part.strip(), strict=False)
         return value
 
+    @model_validator(mode="after")
+    def _limits_valid(self) -> Settings:
+        parse_limits(self.limits_mci, self.mci_tenge)  # a bad LIMITS_MCI stops the start
+        return self
+
+    @cached_property
+    def limits(self) -> Limits:
+        return parse_limits(self.limits_mci, self.mci_tenge)
+
     @cached_property
     def tokens(self) -> frozenset[str]:
-        return frozenset(t.strip() for t in self.wallet_api_tokens.split(",") if t.strip())
+        return _token_set(self.wallet_api_tokens)
+
+    @cached_property
+    def deposit_tokens(self) -> frozenset[str]:
+        return _token_set(self.deposit_api_tokens)
 
     @cached_property
     def allowed_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:

@@ -20,12 +20,25 @@ class Unauthorized(WalletError):
     code, http_status = "UNAUTHORIZED", 401
 
 
+class Forbidden(WalletError):
+    """A valid token of the wrong kind: a wallet token where only the core-banking side's
+    DEPOSIT_API_TOKENS may call, or the other way round."""
+
+    code, http_status = "FORBIDDEN", 403
+
+
 class NotFound(WalletError):
     code, http_status = "NOT_FOUND", 404
 
 
 class InsufficientFunds(WalletError):
     code, http_status = "INSUFFICIENT_FUNDS", 409
+
+
+class LimitExceeded(WalletError):
+    """A confirm or a deposit over a limit of the customer's identification level."""
+
+    code, http_status = "LIMIT_EXCEEDED", 409
 
 
 class PaymentExpired(WalletError):

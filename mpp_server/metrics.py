@@ -47,7 +47,7 @@ PENDING_OLDEST_AGE = Gauge(
 PAYMENTS = Counter(
     "mpp_payments_total",
     "Payments reaching an outcome: COMPLETED, DECLINED, CANCELLED, EXPIRED, "
-    "INSUFFICIENT_FUNDS", ["outcome"], registry=REGISTRY)
+    "INSUFFICIENT_FUNDS, LIMIT_EXCEEDED", ["outcome"], registry=REGISTRY)
 CONFIRM_LATENCY = Histogram(
     "mpp_confirm_duration_seconds", "Time to answer POST /v1/payments/{id}/confirm",
     buckets=_LATENCY_BUCKETS_S, registry=REGISTRY)
@@ -58,6 +58,15 @@ REFUNDS = Counter(
 REFUNDED_TIYN = Counter(
     "mpp_refunded_tiyn_total", "Tiyn credited back to customers by refunds",
     registry=REGISTRY)
+
+LIMIT_REFUSALS = Counter(
+    "mpp_limit_refusals_total",
+    "Confirms and deposits refused with LIMIT_EXCEEDED, by limit (payment, daily, monthly, "
+    "balance) and identification level", ["limit", "level"], registry=REGISTRY)
+BALANCE_OVER_CAP = Counter(
+    "mpp_balance_over_cap_total",
+    "Refunds credited (never refused for a limit) that left the customer's balance over "
+    "the balance cap of their identification level", registry=REGISTRY)
 
 MONEY_ALARMS = Counter(
     "mpp_money_alarms_total",
@@ -77,7 +86,8 @@ DB_QUERIES = Counter(
 
 # Series that alerts watch with increase(): exported at 0 from the start, so the first
 # event is an increase and not the series' first appearance.
-for _outcome in ("COMPLETED", "DECLINED", "CANCELLED", "EXPIRED", "INSUFFICIENT_FUNDS"):
+for _outcome in ("COMPLETED", "DECLINED", "CANCELLED", "EXPIRED", "INSUFFICIENT_FUNDS",
+                 "LIMIT_EXCEEDED"):
     PAYMENTS.labels(_outcome)
 for _kind in ("notify_declined_completed_payment", "unknown_notify_code",
               "refund_for_declined_payment", "registry_confirms_declined_payment"):

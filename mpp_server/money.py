@@ -57,5 +57,10 @@ def format_amount(tiyn: int) -> str:
     return f"{tiyn // TIYN_PER_TENGE}.{tiyn % TIYN_PER_TENGE:02d}"
 
 
+def format_signed_amount(tiyn: int) -> str:
+    """A statement line's amount: "-1500.00" for a debit, "1500.00" for a credit."""
+    return ("-" if tiyn < 0 else "") + format_amount(abs(tiyn))
+
+
 def is_whole_tenge(tiyn: int) -> bool:
     return tiyn % TIYN_PER_TENGE == 0

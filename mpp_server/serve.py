@@ -28,6 +28,7 @@ from mpp_server.http import openapi, refund_listener
 from mpp_server.http import reconciliations as reconciliations_api
 from mpp_server.http import wallet as wallet_api
 from mpp_server.http.middleware import (
+    DEPOSIT_TOKENS,
     LISTENER,
     SERVICES,
     TOKENS,
@@ -49,6 +50,7 @@ def create_wallet_app(svc: Services) -> web.Application:
                           client_max_size=svc.settings.max_body_bytes)
     app[LISTENER] = "wallet"
     app[TOKENS] = svc.settings.tokens
+    app[DEPOSIT_TOKENS] = svc.settings.deposit_tokens
     app[SERVICES] = svc
     wallet_api.add_routes(app)
     reconciliations_api.add_routes(app)

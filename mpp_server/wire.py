@@ -9,6 +9,7 @@ from typing import Annotated
 from pydantic import PlainSerializer, WithJsonSchema
 
 from mpp_server.kaspi_client.models import KZ_TZ, AmountOut
+from mpp_server.money import format_signed_amount
 
 MONEY_PATTERN = r"^(0|[1-9][0-9]{0,15})\.[0-9]{2}$"
 
@@ -16,6 +17,12 @@ MONEY_PATTERN = r"^(0|[1-9][0-9]{0,15})\.[0-9]{2}$"
 Money = Annotated[AmountOut, WithJsonSchema({
     "type": "string", "pattern": MONEY_PATTERN, "examples": ["1500.00"],
     "description": "tenge with two decimals"})]
+# Statement lines, settlement figures: signed, "-1500.00" for a debit.
+SignedMoney = Annotated[int, PlainSerializer(format_signed_amount, return_type=str),
+                        WithJsonSchema({"type": "string", "pattern": "^-?" + MONEY_PATTERN[1:],
+                                        "examples": ["-1500.00", "500.00"],
+                                        "description": "signed tenge with two decimals: "
+                                                       "negative for a debit"})]
 Timestamp = Annotated[datetime, PlainSerializer(
     lambda d: d.astimezone(KZ_TZ).isoformat(timespec="seconds"), return_type=str),
     WithJsonSchema({"type": "string", "format": "date-time",

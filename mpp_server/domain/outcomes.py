@@ -27,6 +27,7 @@ class DebitOutcome(StrEnum):
 
     DEBITED = "DEBITED"                        # customer debited, PENDING, SUCCESS staged
     INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"  # nothing debited, DECLINED, failure staged
+    LIMIT_EXCEEDED = "LIMIT_EXCEEDED"          # over a limit of the customer's level: the same
     CHANGED = "CHANGED"                        # not in the status validated: read again
 
     @property
@@ -40,6 +41,7 @@ DEBIT_NOTICES: dict[DebitOutcome, StagedNotify] = {
     DebitOutcome.DEBITED: StagedNotify(ResultCode.SUCCESS, "success"),
     DebitOutcome.INSUFFICIENT_FUNDS: StagedNotify(ResultCode.PROCESS_FAIL,
                                                   "insufficient funds"),
+    DebitOutcome.LIMIT_EXCEEDED: StagedNotify(ResultCode.PROCESS_FAIL, "limit exceeded"),
 }
 DEBIT_NOTICES_ARG: dict[str, list[str]] = {
     outcome.value: [n.result_code.value, n.result_message]

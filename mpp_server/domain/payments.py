@@ -32,6 +32,7 @@ from mpp_server.errors import (
     InvalidState,
     KaspiRefused,
     KaspiUnavailable,
+    LimitExceeded,
     NotFound,
     PaymentExpired,
     ValidationFailed,
@@ -40,7 +41,7 @@ from mpp_server.kaspi_client.client import KaspiNoAnswer
 from mpp_server.kaspi_client.codes import ResultCode
 from mpp_server.kaspi_client.models import CheckoutParameter, CheckoutRequest, ScanRequest
 from mpp_server.logs import mask_customer
-from mpp_server.metrics import PAYMENTS
+from mpp_server.metrics import LIMIT_REFUSALS, PAYMENTS
 from mpp_server.money import is_whole_tenge
 from mpp_server.services import Services
 
@@ -257,6 +258,8 @@ async def confirm(svc: Services, payment_id: str, customer_id: str, amount_tiyn:
                 raise InvalidState(f"payment is already {status} with another amount")
             if row["decline_code"] == DebitOutcome.INSUFFICIENT_FUNDS:
                 raise InsufficientFunds("insufficient funds")
+            if row["decline_code"] == DebitOutcome.LIMIT_EXCEEDED:
+                raise _limit_exceeded(svc, row)
             return row
         if status == Status.EXPIRED:
             raise PaymentExpired("the payment's canConfirmUntil has passed")
@@ -276,9 +279,20 @@ async def confirm(svc: Services, payment_id: str, customer_id: str, amount_tiyn:
         answered = await svc.outbox.deliver_now(notice, lease_ends)
         if outcome is DebitOutcome.INSUFFICIENT_FUNDS:
             raise InsufficientFunds("insufficient funds")
+        if outcome is DebitOutcome.LIMIT_EXCEEDED:
+            declined = await _read_payment(svc, payment_id, customer_id)
+            LIMIT_REFUSALS.labels(declined["exceeded_limit"], declined["exceeded_level"]).inc()
+            raise _limit_exceeded(svc, declined)
         return answered if answered is not None else await _read_payment(svc, payment_id,
                                                                          customer_id)
     raise AssertionError(f"payment {payment_id} kept changing during confirm")
+
+
+def _limit_exceeded(svc: Services, row: asyncpg.Record) -> LimitExceeded:
+    """The 409 of a payment DECLINED over a limit, naming the limit (its figure as
+    configured now)."""
+    what = svc.settings.limits.describe(row["exceeded_level"], row["exceeded_limit"])
+    return LimitExceeded(f"the payment would exceed {what}; nothing was debited")
 
 
 async def _expire(svc: Services, row: asyncpg.Record) -> None:
@@ -301,16 +315,26 @@ async def _debit_or_decline(svc: Services, row: asyncpg.Record, amount: int,
     payment_id, customer_id = row["payment_id"], row["customer_id"]
     check_transition(row["status"], Status.PENDING)
     async with svc.pool.acquire() as conn:
-        outcome = DebitOutcome(await conn.fetchval(
-            "SELECT payment_debit($1, $2, $3, $4, $5, $6, $7, $8)", payment_id, customer_id,
-            row["status"], amount, ledger.shard_for(payment_id), locale, budget_s,
-            DEBIT_NOTICES_ARG))
-    if outcome is DebitOutcome.INSUFFICIENT_FUNDS:
+        outcome = await debit(conn, payment_id, customer_id, row["status"], amount, locale,
+                              budget_s, svc.settings.limits.sql_arg)
+    if outcome in (DebitOutcome.INSUFFICIENT_FUNDS, DebitOutcome.LIMIT_EXCEEDED):
         check_transition(row["status"], Status.DECLINED)
-        PAYMENTS.labels("INSUFFICIENT_FUNDS").inc()
-        log.info("payment declined: insufficient funds",
+        PAYMENTS.labels(outcome.value).inc()
+        log.info(f"payment declined: {outcome.value}",
                  extra={"payment_id": payment_id, "customer": mask_customer(customer_id)})
     return outcome
+
+
+async def debit(conn: Conn, payment_id: str, customer_id: str, expected_status: str,
+                amount_tiyn: int, locale: str | None, hold_s: float,
+                limits: dict[str, dict[str, int]]) -> DebitOutcome:
+    """The one call of payment_debit (its arguments in one place): debit or decline a
+    payment validated in `expected_status`, staging the notify DEBIT_NOTICES names, with
+    the lease `hold_s` and the limits by level (`Limits.sql_arg`; {} for none)."""
+    return DebitOutcome(await conn.fetchval(
+        "SELECT payment_debit($1, $2, $3, $4, $5, $6, $7, $8, $9)", payment_id, customer_id,
+        expected_status, amount_tiyn, ledger.shard_for(payment_id), locale, hold_s,
+        DEBIT_NOTICES_ARG, limits))
 
 
 def count_completed_without_answer(payment_id: str, evidence: str) -> None:

@@ -17,10 +17,11 @@ from dataclasses import dataclass
 import asyncpg
 
 from mpp_server.domain import ledger
+from mpp_server.domain.limits import Limits
 from mpp_server.domain.outcomes import RefundOutcome
 from mpp_server.domain.payments import count_completed_without_answer
 from mpp_server.logs import mask_customer
-from mpp_server.metrics import MONEY_ALARMS, REFUNDED_TIYN, REFUNDS
+from mpp_server.metrics import BALANCE_OVER_CAP, MONEY_ALARMS, REFUNDED_TIYN, REFUNDS
 
 log = logging.getLogger(__name__)
 
@@ -51,21 +52,29 @@ class RefundDecision:
     message: str
 
 
-async def apply_refund(pool: asyncpg.Pool, req: RefundRequest,
-                       exchange: InboundExchange) -> RefundDecision:
+async def apply_refund(pool: asyncpg.Pool, req: RefundRequest, exchange: InboundExchange,
+                       limits: Limits) -> RefundDecision:
     """One statement (refund_apply_logged: the refund and its request-log entry
-    together); the metrics and logs follow its outcome."""
+    together); the metrics and logs follow its outcome. A refund is never refused for a
+    limit (the customer already had that money); one that leaves the balance over the
+    cap of the customer's level is counted (balance_over_cap reads after the refund)."""
     async with pool.acquire() as conn:
         row = await conn.fetchrow(
-            "SELECT code, message, outcome FROM refund_apply_logged("
-            "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            "SELECT code, message, outcome, balance_over_cap($3, $12) AS over_cap "
+            "FROM refund_apply_logged($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             req.refund_id, req.payment_id, req.customer_id, req.amount_tiyn,
             req.link_receipt, ledger.shard_for(req.payment_id), exchange.source_ip,
-            exchange.path, exchange.headers, exchange.body_masked, exchange.elapsed_ms)
+            exchange.path, exchange.headers, exchange.body_masked, exchange.elapsed_ms,
+            limits.sql_arg)
     assert row is not None
     outcome = RefundOutcome(row["outcome"])
     if outcome.credited:
         REFUNDED_TIYN.inc(req.amount_tiyn)
+        if row["over_cap"]:
+            BALANCE_OVER_CAP.inc()
+            log.warning("a refund left the balance over the balance cap",
+                        extra={"refund_id": req.refund_id,
+                               "customer": mask_customer(req.customer_id)})
         log.info("refund credited", extra={"refund_id": req.refund_id,
                                            "payment_id": req.payment_id,
                                            "customer": mask_customer(req.customer_id)})

@@ -13,7 +13,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from mpp_server import jsonutil
-from mpp_server.errors import Unauthorized, ValidationFailed, WalletError
+from mpp_server.errors import Forbidden, Unauthorized, ValidationFailed, WalletError
 from mpp_server.kaspi_client.models import LOCALES
 from mpp_server.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from mpp_server.services import Services
@@ -26,6 +26,10 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 LISTENER: web.AppKey[str] = web.AppKey("listener", str)
 SERVICES: web.AppKey[Services] = web.AppKey("services", Services)
 TOKENS: web.AppKey[frozenset[str]] = web.AppKey("tokens", frozenset)
+DEPOSIT_TOKENS: web.AppKey[frozenset[str]] = web.AppKey("deposit_tokens", frozenset)
+# (method, route) only the core-banking side's DEPOSIT_API_TOKENS may call; every other
+# /v1 route takes WALLET_API_TOKENS only.
+DEPOSIT_ROUTES = frozenset({("PUT", "/v1/accounts/{customer_id}/identification")})
 _HTTP_CODES = {400: "VALIDATION_ERROR", 401: "UNAUTHORIZED", 404: "NOT_FOUND",
                405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE",
                415: "UNSUPPORTED_MEDIA_TYPE"}
@@ -91,13 +95,24 @@ async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamRespo
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise Unauthorized("missing bearer token")
-    # Compare against every token in constant time.
-    valid = False
-    for known in request.app[TOKENS]:
-        valid |= hmac.compare_digest(token.encode(), known.encode())
-    if not valid:
+    wallet_token = _known(token, request.app[TOKENS])
+    deposit_token = _known(token, request.app[DEPOSIT_TOKENS])
+    if not (wallet_token or deposit_token):
         raise Unauthorized("invalid bearer token")
+    if (request.method, route_name(request)) in DEPOSIT_ROUTES:
+        if not deposit_token:
+            raise Forbidden("only the core banking's DEPOSIT_API_TOKENS may call this")
+    elif not wallet_token:
+        raise Forbidden("a DEPOSIT_API_TOKENS token may not call this")
     return await handler(request)
+
+
+def _known(token: str, known_tokens: frozenset[str]) -> bool:
+    """Compared against every token in constant time."""
+    valid = False
+    for known in known_tokens:
+        valid |= hmac.compare_digest(token.encode(), known.encode())
+    return valid
 
 
 def describe_validation(exc: ValidationError, limit: int = 5) -> str:

@@ -20,7 +20,7 @@ from pydantic import (
 
 from mpp_server.kaspi_client.models import AmountIn
 from mpp_server.money import AMOUNT_PATTERN
-from mpp_server.wire import Money, Timestamp
+from mpp_server.wire import Money, SignedMoney, Timestamp
 
 CUSTOMER_ID_PATTERN = r"^[A-Za-z0-9._*-]{1,12}$"
 ID_PATTERN = r"^[A-Za-z0-9._:/-]{1,64}$"
@@ -50,6 +50,7 @@ def _storable(value: str) -> str:
 
 # Free text that is stored (the id types above are ASCII by their patterns).
 StoredText = Annotated[str, AfterValidator(_storable)]
+Level = Literal["NONE", "SIMPLIFIED", "FULL"]
 Status = Literal["SCANNED", "CHECKED_OUT", "PENDING", "COMPLETED", "DECLINED", "CANCELLED",
                  "EXPIRED"]
 
@@ -94,6 +95,11 @@ class CancelIn(_Request):
     customerId: CustomerId
 
 
+class IdentificationIn(_Request):
+    level: Level = Field(description="how the bank's core identified the customer "
+                                     "(Law on Payments and Payment Systems art. 42)")
+
+
 # ---- answers --------------------------------------------------------------------
 
 class ErrorBody(_Response):
@@ -109,6 +115,36 @@ class AccountOut(_Response):
     customerId: str
     balance: Money
     currency: Literal["KZT"] = "KZT"
+    identificationLevel: Level | None = Field(
+        default=None, description="GET only; its limits are configured by LIMITS_MCI")
+
+
+class IdentificationOut(_Response):
+    customerId: str
+    level: Level
+
+
+StatementType = Literal["deposit", "topup", "payment", "payment_return", "refund",
+                        "topup_refund"]
+
+
+class StatementEntryOut(_Response):
+    id: int = Field(description="the ledger entry's id; lines are in id order")
+    type: StatementType
+    amount: SignedMoney
+    balanceAfter: Money = Field(description="the previous line's balanceAfter plus amount")
+    paymentId: str | None = Field(default=None, description="payment, payment_return, "
+                                                            "refund (the refunded payment)")
+    refundId: str | None = None
+    depositId: str | None = None
+    topupId: str | None = None
+    createdAt: Timestamp
+
+
+class StatementOut(_Response):
+    entries: list[StatementEntryOut]
+    next: str = Field(description="pass as `after` for the lines that follow (the same "
+                                  "cursor when there are none yet)")
 
 
 class MerchantOut(_Response):

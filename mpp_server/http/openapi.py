@@ -27,7 +27,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from mpp_server import __version__, errors
 from mpp_server.config import Settings
-from mpp_server.domain import events
+from mpp_server.domain import accounts, events
 from mpp_server.http import reconciliations, wallet
 from mpp_server.http.models import (
     CUSTOMER_ID_PATTERN,
@@ -43,6 +43,8 @@ from mpp_server.http.models import (
     EventOut,
     EventsOut,
     HealthOut,
+    IdentificationIn,
+    IdentificationOut,
     MerchantOut,
     OptionOut,
     PaymentOut,
@@ -53,6 +55,8 @@ from mpp_server.http.models import (
     ScanPaymentOut,
     ServiceOut,
     ServiceParameterOut,
+    StatementEntryOut,
+    StatementOut,
 )
 from mpp_server.http.refund_listener import RefundIn, RefundResultOut
 from mpp_server.kaspi_client.codes import ResultCode
@@ -107,9 +111,9 @@ PAYMENT_EXAMPLES: dict[str, BaseModel] = {
 
 # Local error codes and their HTTP status, from the exceptions the server raises.
 _LOCAL = {cls.code: cls.http_status for cls in (
-    errors.ValidationFailed, errors.Unauthorized, errors.NotFound, errors.InsufficientFunds,
-    errors.PaymentExpired, errors.InvalidState, errors.CustomerMismatch,
-    errors.IdempotencyConflict, errors.KaspiUnavailable)}
+    errors.ValidationFailed, errors.Unauthorized, errors.Forbidden, errors.NotFound,
+    errors.InsufficientFunds, errors.LimitExceeded, errors.PaymentExpired, errors.InvalidState,
+    errors.CustomerMismatch, errors.IdempotencyConflict, errors.KaspiUnavailable)}
 _KASPI_PASSED = (ResultCode.INVALID_TOKEN, ResultCode.PARAM_ILLEGAL, ResultCode.CUSTOM_QR_ERROR,
                  ResultCode.EXPIRED_CODE, ResultCode.PROCESS_FAIL, ResultCode.INVALID_MERCHANT,
                  ResultCode.PAYMENTS_SUSPENDED, ResultCode.UNKNOWN_EXCEPTION,
@@ -120,6 +124,11 @@ _STATUS_OF = {**_LOCAL, **{str(c): errors.KaspiRefused(c, "").http_status for c 
 _WHY = {
     "VALIDATION_ERROR": "the request is malformed or breaks a rule (message says which)",
     "UNAUTHORIZED": "missing or unknown bearer token",
+    "FORBIDDEN": "a valid token of the wrong kind: setting the identification level takes "
+                 "a DEPOSIT_API_TOKENS token, every other /v1 call a WALLET_API_TOKENS one",
+    "LIMIT_EXCEEDED": "over a limit of the customer's identification level (LIMITS_MCI; "
+                      "the message names it); nothing moved. A confirm's payment is "
+                      "DECLINED and Kaspi told; a deposit is not recorded",
     "NOT_FOUND": "no such account or payment",
     "INSUFFICIENT_FUNDS": "the balance does not cover the payment (it is DECLINED)",
     "PAYMENT_EXPIRED": "canConfirmUntil has passed (the payment is EXPIRED)",
@@ -192,19 +201,64 @@ ROUTES: tuple[Route, ...] = (
           "Credit a customer's wallet (idempotent on depositId)",
           "How money enters a wallet (production feeds it from core banking). The first "
           "deposit creates the account. A repeat with the same depositId, customer and "
-          "amount answers 200 and moves nothing.",
+          "amount answers 200 and moves nothing. A deposit that would lift the balance over "
+          "the cap of the customer's identification level answers 409 LIMIT_EXCEEDED and "
+          "records nothing.",
           params=(CUSTOMER_ID,), request=DepositIn,
           request_examples={"deposit": {"depositId": "d-1", "amount": "5000.00"},
                             "bare number": {"depositId": "d-2", "amount": 1500}},
           answers={201: Answer("credited", AccountOut, {
                        "credited": AccountOut(customerId=CUSTOMER, balance=500000)}),
                    200: Answer("a repeat: nothing moved, the current balance", AccountOut)},
-          error_codes=("UNAUTHORIZED", "IDEMPOTENCY_CONFLICT", *_BODY_ERRORS)),
+          error_codes=("UNAUTHORIZED", "IDEMPOTENCY_CONFLICT", "LIMIT_EXCEEDED",
+                       *_BODY_ERRORS)),
     Route(("wallet",), "get", "/v1/accounts/{customerId}", "getAccount",
           "A customer's available balance", params=(CUSTOMER_ID,),
           answers={200: Answer("the account", AccountOut, {
-              "account": AccountOut(customerId=CUSTOMER, balance=350000)})},
+              "account": AccountOut(customerId=CUSTOMER, balance=350000,
+                                    identificationLevel="SIMPLIFIED")})},
           error_codes=("UNAUTHORIZED", "NOT_FOUND", "VALIDATION_ERROR")),
+    Route(("wallet",), "get", "/v1/accounts/{customerId}/statement", "getStatement",
+          "Every posting on the customer's account, oldest first",
+          "The ledger's own entries on the account: each line's `balanceAfter` is the "
+          "previous line's plus its signed `amount` (negative for a debit), and the last "
+          "equals the balance. `type`: deposit (depositId), payment and payment_return "
+          "(paymentId: a payment Kaspi declined shows both), refund (refundId and the "
+          "refunded paymentId); topup and topup_refund (topupId) once top-ups exist. "
+          "Follow `next`: pages never skip or repeat a line, even while postings are "
+          "being written (docs/design.md).",
+          params=(CUSTOMER_ID,
+                  Param("after", "query", {"type": "string",
+                                           "pattern": f"^$|{accounts.CURSOR_PATTERN}",
+                                           "examples": ["0"]},
+                        "the `next` of the previous page; omitted or empty: from the start"),
+                  Param("limit", "query", {"type": "integer", "minimum": 1,
+                                           "maximum": wallet.STATEMENT_MAX_LIMIT,
+                                           "default": 100}, "at most this many lines")),
+          answers={200: Answer("a page of the statement", StatementOut, {
+              "page": StatementOut(entries=[
+                  StatementEntryOut(id=101, type="deposit", amount=500000,
+                                    balanceAfter=500000, depositId="d-1", createdAt=UNTIL),
+                  StatementEntryOut(id=104, type="payment", amount=-150000,
+                                    balanceAfter=350000, paymentId=PAYMENT_ID,
+                                    createdAt=UNTIL),
+                  StatementEntryOut(id=131, type="refund", amount=50000,
+                                    balanceAfter=400000, paymentId=PAYMENT_ID,
+                                    refundId="Ref1234567", createdAt=UNTIL)],
+                  next="131")})},
+          error_codes=("UNAUTHORIZED", "NOT_FOUND", "VALIDATION_ERROR")),
+    Route(("wallet",), "put", "/v1/accounts/{customerId}/identification", "setIdentification",
+          "Set the customer's identification level (the bank's core only)",
+          "Takes a DEPOSIT_API_TOKENS token; a WALLET_API_TOKENS token gets 403 FORBIDDEN. "
+          "New accounts are NONE. An account that does not exist yet is created, empty, at "
+          "the level. The level decides the limits (LIMITS_MCI, in MCI of MCI_TENGE): per "
+          "payment, per Kazakhstan calendar day and month, and the balance cap; a change "
+          "applies to the next confirm.",
+          params=(CUSTOMER_ID,), request=IdentificationIn,
+          request_examples={"identified": {"level": "FULL"}},
+          answers={200: Answer("the level now", IdentificationOut, {
+              "identified": IdentificationOut(customerId=CUSTOMER, level="FULL")})},
+          error_codes=("UNAUTHORIZED", "FORBIDDEN", *_BODY_ERRORS)),
     Route(("wallet",), "post", "/v1/scan", "scan", "Scan a Kaspi QR code",
           "Asks Kaspi what the QR code is. Payment QR codes (Dynamic, Static, Custom) "
           "create a SCANNED payment; a Refund QR only names Kaspi's refundId. A Dynamic QR "
@@ -236,13 +290,17 @@ ROUTES: tuple[Route, ...] = (
           "(CONFIRM_BUDGET_MS), otherwise PENDING: the server keeps notifying Kaspi and "
           "GET shows the final status. Repeating confirm never debits twice. `amount` is "
           "required for a Static QR (a whole number of tenge); for the others it may only "
-          "repeat the payment's amount.",
+          "repeat the payment's amount. A payment over a limit of the customer's "
+          "identification level (per payment, Kazakhstan calendar day or month) answers "
+          "409 LIMIT_EXCEEDED naming the limit: nothing debited, the payment DECLINED, "
+          "Kaspi told it failed.",
           params=(PAYMENT, LOCALE), request=ConfirmIn,
           request_examples={"Dynamic": {"customerId": CUSTOMER},
                             "Static": {"customerId": CUSTOMER, "amount": "1500.00"}},
           answers={200: _payment_answer("the payment: COMPLETED, DECLINED or PENDING")},
-          error_codes=("UNAUTHORIZED", "NOT_FOUND", "INSUFFICIENT_FUNDS", "PAYMENT_EXPIRED",
-                       "INVALID_STATE", "CUSTOMER_MISMATCH", *_BODY_ERRORS)),
+          error_codes=("UNAUTHORIZED", "NOT_FOUND", "INSUFFICIENT_FUNDS", "LIMIT_EXCEEDED",
+                       "PAYMENT_EXPIRED", "INVALID_STATE", "CUSTOMER_MISMATCH",
+                       *_BODY_ERRORS)),
     Route(("wallet",), "post", "/v1/payments/{paymentId}/cancel", "cancelPayment",
           "The customer backs out of a SCANNED or CHECKED_OUT payment",
           "CANCELLED at once; Kaspi is told CANCELLED_BY_CLIENT (kaspiAcknowledged says "
@@ -490,7 +548,9 @@ def build(which: Which = "all") -> dict[str, Any]:
             "securitySchemes": {"bearerAuth": {
                 "type": "http", "scheme": "bearer",
                 "description": "a token from WALLET_API_TOKENS (comma-separated, several "
-                               "for rotation); /v1 paths only"}},
+                               "for rotation); /v1 paths only. PUT .../identification "
+                               "takes a DEPOSIT_API_TOKENS token instead (the bank's "
+                               "core); either kind elsewhere answers 403 FORBIDDEN"}},
         },
         "tags": [{"name": "wallet", "description": "the wallet's mobile backend calls these"},
                  {"name": "probes", "description": "no token: keep the listener private"},

@@ -95,7 +95,8 @@ async def refund(request: web.Request) -> web.Response:
     answer = await refunds.apply_refund(request.app[SERVICES].pool, refunds.RefundRequest(
         refund_id=body.refundId, payment_id=body.paymentId, customer_id=body.customerId,
         amount_tiyn=body.refundAmount, link_receipt=body.linkReceipt),
-        _exchange(request, time.perf_counter() - request[STARTED]))
+        _exchange(request, time.perf_counter() - request[STARTED]),
+        request.app[SERVICES].settings.limits)
     request[LOGGED] = True
     return result_response(answer.code, answer.message)
 

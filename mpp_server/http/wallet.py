@@ -9,8 +9,9 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from mpp_server import migrate
-from mpp_server.domain import deposits, events, ledger, payments
-from mpp_server.errors import NotFound, ValidationFailed
+from mpp_server.domain import accounts, deposits, events, payments
+from mpp_server.domain.limits import Level
+from mpp_server.errors import ValidationFailed
 from mpp_server.http.middleware import (
     SERVICES,
     check_query,
@@ -32,6 +33,8 @@ from mpp_server.http.models import (
     EventOut,
     EventsOut,
     HealthOut,
+    IdentificationIn,
+    IdentificationOut,
     MerchantOut,
     PaymentOut,
     RefundOut,
@@ -39,6 +42,8 @@ from mpp_server.http.models import (
     ScanOut,
     ScanPaymentOut,
     ServiceOut,
+    StatementEntryOut,
+    StatementOut,
 )
 from mpp_server.metrics import CONFIRM_LATENCY, REGISTRY
 from mpp_server.services import Services
@@ -46,6 +51,8 @@ from mpp_server.services import Services
 DEFAULT_LOCALE = "ru-RU"
 EVENTS_MAX_LIMIT = 1000
 EVENTS_QUERY = frozenset({"after", "limit"})
+STATEMENT_MAX_LIMIT = 1000
+STATEMENT_QUERY = frozenset({"after", "limit"})
 
 
 def _svc(request: web.Request) -> Services:
@@ -75,18 +82,41 @@ async def deposit(request: web.Request) -> web.Response:
     body = await parse_body(request, DepositIn)
     if body.amount <= 0:
         raise ValidationFailed("amount must be positive")
-    result = await deposits.deposit(_svc(request).pool, body.depositId, customer_id, body.amount)
+    svc = _svc(request)
+    result = await deposits.deposit(svc.pool, body.depositId, customer_id, body.amount,
+                                    svc.settings.limits)
     return json_response(AccountOut(customerId=customer_id, balance=result.balance_tiyn),
                          status=201 if result.created else 200)
 
 
 async def account(request: web.Request) -> web.Response:
     customer_id = path_param(request, "customer_id", CUSTOMER_ID_PATTERN)
-    async with _svc(request).pool.acquire() as conn:
-        found = await ledger.customer_account(conn, customer_id)
-    if found is None:
-        raise NotFound(f"customer {customer_id[:4]}… has no account")
-    return json_response(AccountOut(customerId=customer_id, balance=found[1]))
+    found = await accounts.get(_svc(request).pool, customer_id)
+    return json_response(AccountOut(customerId=customer_id, balance=found.balance_tiyn,
+                                    identificationLevel=found.level.value))
+
+
+async def set_identification(request: web.Request) -> web.Response:
+    """Deposit tokens only (middleware.DEPOSIT_ROUTES): the bank's core knows who the
+    customer is."""
+    customer_id = path_param(request, "customer_id", CUSTOMER_ID_PATTERN)
+    body = await parse_body(request, IdentificationIn)
+    level = await accounts.set_level(_svc(request).pool, customer_id, Level(body.level))
+    return json_response(IdentificationOut(customerId=customer_id, level=level.value))
+
+
+async def statement(request: web.Request) -> web.Response:
+    customer_id = path_param(request, "customer_id", CUSTOMER_ID_PATTERN)
+    check_query(request, STATEMENT_QUERY)
+    limit = query_int(request, "limit", 100, 1, STATEMENT_MAX_LIMIT)
+    assert limit is not None
+    lines, cursor = await accounts.statement(_svc(request).pool, customer_id,
+                                             request.query.get("after"), limit)
+    return json_response(StatementOut(entries=[
+        StatementEntryOut(id=line.entry_id, type=line.type, amount=line.amount_tiyn,
+                          balanceAfter=line.balance_after_tiyn, createdAt=line.created_at,
+                          **line.ids)
+        for line in lines], next=cursor))
 
 
 async def scan(request: web.Request) -> web.Response:
@@ -177,6 +207,8 @@ async def metrics(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/accounts/{customer_id}/deposits", deposit)
     app.router.add_get("/v1/accounts/{customer_id}", account)
+    app.router.add_put("/v1/accounts/{customer_id}/identification", set_identification)
+    app.router.add_get("/v1/accounts/{customer_id}/statement", statement)
     app.router.add_post("/v1/scan", scan)
     app.router.add_post("/v1/payments/{payment_id}/checkout", checkout)
     app.router.add_post("/v1/payments/{payment_id}/confirm", confirm)

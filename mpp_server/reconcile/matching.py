@@ -17,7 +17,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
 
 from mpp_server.kaspi_client.models import KZ_TZ
-from mpp_server.money import format_amount
+from mpp_server.money import format_amount, format_signed_amount
 from mpp_server.reconcile.registry import OpType, Registry, RegistryRow
 
 # A row's time against our completion time. Kaspi completes a payment after our debit
@@ -158,10 +158,6 @@ def _money(tiyn: int | None) -> str | None:
     return None if tiyn is None else format_amount(tiyn)
 
 
-def signed_money(tiyn: int) -> str:
-    return ("-" if tiyn < 0 else "") + format_amount(abs(tiyn))
-
-
 def _local(at: datetime | None) -> str | None:
     return None if at is None else at.astimezone(KZ_TZ).strftime("%Y-%m-%d %H:%M:%S")
 
@@ -252,14 +248,15 @@ def match(registry: Registry, books: Books, completed_now: set[str],
     kaspi_net = result.kaspi_payments.tiyn - result.kaspi_refunds.tiyn
     our_net = result.our_payments.tiyn - result.our_refunds.tiyn
     if kaspi_net != our_net:
-        why = (f"; {signed_money(across_midnight_tiyn)} of it is operations matched here that "
-               "we completed in another period (around midnight)" if across_midnight_tiyn
-               else "")
+        why = (f"; {format_signed_amount(across_midnight_tiyn)} of it is operations matched "
+               "here that we completed in another period (around midnight)"
+               if across_midnight_tiyn else "")
         result.findings.append(Finding(
-            Kind.SETTLEMENT_MISMATCH, None, None, None, signed_money(kaspi_net),
-            signed_money(our_net),
-            f"Kaspi's payments − refunds differ from ours by {signed_money(kaspi_net - our_net)}"
-            f" (fees aside): the settlement would be wrong{why}"))
+            Kind.SETTLEMENT_MISMATCH, None, None, None, format_signed_amount(kaspi_net),
+            format_signed_amount(our_net),
+            "Kaspi's payments − refunds differ from ours by "
+            f"{format_signed_amount(kaspi_net - our_net)} (fees aside): the settlement would "
+            f"be wrong{why}"))
     return result
 
 

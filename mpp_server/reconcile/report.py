@@ -6,17 +6,12 @@ office's, so the CLI does not import the HTTP layer). Amounts are "1500.00" stri
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated, Literal
+from typing import Literal
 
 import asyncpg
-from pydantic import BaseModel, ConfigDict, PlainSerializer
+from pydantic import BaseModel, ConfigDict
 
-from mpp_server.reconcile.matching import signed_money
-from mpp_server.wire import Money, Timestamp
-
-# A settlement figure can be negative (a day of more refunds than payments).
-
-SignedMoney = Annotated[int, PlainSerializer(signed_money, return_type=str)]
+from mpp_server.wire import Money, SignedMoney, Timestamp
 
 
 class _Response(BaseModel):

@@ -2,21 +2,25 @@
 -- statement and returns an outcome declared in mpp_server/domain/outcomes.py.
 
 -- Debit the customer for a payment the caller validated in the status it read, and
--- stage notifyPayment SUCCESS; or, without the money, decline it and stage a failure
--- notify so Kaspi closes it. Returns an outcome of DebitOutcome: 'DEBITED',
--- 'INSUFFICIENT_FUNDS', or 'CHANGED' when the payment is no longer in the status the
--- caller validated (another request won the race: the caller reads it again and answers
--- what it finds). p_notices maps each staging outcome to the [resultCode, resultMessage]
--- it stages (mpp_server/domain/outcomes.py DEBIT_NOTICES, their one home).
+-- stage notifyPayment SUCCESS; or, without the money or over a limit of the customer's
+-- identification level, decline it and stage a failure notify so Kaspi closes it.
+-- Returns an outcome of DebitOutcome: 'DEBITED', 'INSUFFICIENT_FUNDS', 'LIMIT_EXCEEDED'
+-- (payments.exceeded_limit names the limit), or 'CHANGED' when the payment is no longer
+-- in the status the caller validated (another request won the race: the caller reads it
+-- again and answers what it finds). p_notices maps each staging outcome to the
+-- [resultCode, resultMessage] it stages (mpp_server/domain/outcomes.py DEBIT_NOTICES,
+-- their one home); p_limits are the limits by level (sql/functions/accounts.sql).
 CREATE OR REPLACE FUNCTION payment_debit(p_payment_id text, p_customer_id text,
                                          p_expected_status text, p_amount bigint,
                                          p_shard int, p_locale text,
-                                         p_hold_s double precision, p_notices jsonb)
+                                         p_hold_s double precision, p_notices jsonb,
+                                         p_limits jsonb)
 RETURNS text LANGUAGE plpgsql AS $$
 DECLARE
     v_account bigint;
     v_balance bigint;
     v_settlement bigint := settlement_account(p_shard);
+    v_limit text;
     v_outcome text;
 BEGIN
     PERFORM 1 FROM payments WHERE payment_id = p_payment_id AND status = p_expected_status
@@ -29,10 +33,15 @@ BEGIN
         -- Both accounts in id order, as ledger_transfer does: no deadlock with a refund.
         PERFORM 1 FROM accounts WHERE id IN (v_account, v_settlement) ORDER BY id FOR UPDATE;
         SELECT balance_tiyn INTO v_balance FROM accounts WHERE id = v_account;
+        -- Under the account's lock: concurrent confirms never pass a limit together.
+        v_limit := payment_limit_exceeded(v_account, p_amount, p_limits, now());
     END IF;
-    IF v_account IS NULL OR v_balance < p_amount THEN
-        v_outcome := 'INSUFFICIENT_FUNDS';
+    IF v_limit IS NOT NULL OR v_account IS NULL OR v_balance < p_amount THEN
+        v_outcome := CASE WHEN v_limit IS NOT NULL THEN 'LIMIT_EXCEEDED'
+                          ELSE 'INSUFFICIENT_FUNDS' END;
         UPDATE payments SET status = 'DECLINED', decline_code = v_outcome,
+               exceeded_limit = v_limit, exceeded_level = CASE WHEN v_limit IS NOT NULL THEN
+                   (SELECT identification_level FROM accounts WHERE id = v_account) END,
                amount_tiyn = p_amount, locale = coalesce(p_locale, locale), updated_at = now()
          WHERE payment_id = p_payment_id;
         INSERT INTO events (type, customer_id, payment_id, amount_tiyn)

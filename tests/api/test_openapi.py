@@ -21,13 +21,16 @@ CONTRACT_OPERATIONS = {
     ("post", "/v1/scan"), ("post", "/v1/payments/{paymentId}/checkout"),
     ("post", "/v1/payments/{paymentId}/confirm"), ("post", "/v1/payments/{paymentId}/cancel"),
     ("get", "/v1/payments/{paymentId}"), ("get", "/v1/events"),
+    ("get", "/v1/accounts/{customerId}/statement"),
+    ("put", "/v1/accounts/{customerId}/identification"),
     ("get", "/metrics"), ("get", "/healthz"), ("get", "/readyz"), ("post", "/refund"),
 }
 # The contract's and README's error codes with their HTTP status.
 CONTRACT_CODES = {
     "VALIDATION_ERROR": 422, "UNAUTHORIZED": 401, "NOT_FOUND": 404, "INSUFFICIENT_FUNDS": 409,
     "PAYMENT_EXPIRED": 409, "INVALID_STATE": 409, "CUSTOMER_MISMATCH": 409,
-    "IDEMPOTENCY_CONFLICT": 409, "KASPI_UNAVAILABLE": 503,
+    "IDEMPOTENCY_CONFLICT": 409, "KASPI_UNAVAILABLE": 503, "LIMIT_EXCEEDED": 409,
+    "FORBIDDEN": 403,
     "INVALID_TOKEN": 422, "PARAM_ILLEGAL": 422, "CUSTOM_QR_ERROR": 422, "EXPIRED_CODE": 410,
     "PROCESS_FAIL": 409, "INVALID_MERCHANT": 409, "PAYMENTS_SUSPENDED": 409,
     "UNKNOWN_EXCEPTION": 502, "UNKNOWN_SOURCE": 502,

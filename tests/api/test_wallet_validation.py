@@ -86,7 +86,8 @@ async def test_deposit_is_idempotent_on_deposit_id(stack: Any) -> None:
                                {**body, "amount": "11.00"})
     assert status == 409 and clash["error"]["code"] == "IDEMPOTENCY_CONFLICT"
     status, shown = await call(stack, "GET", f"/v1/accounts/{customer}")
-    assert shown == {"customerId": customer, "balance": "10.00", "currency": "KZT"}
+    assert shown == {"customerId": customer, "balance": "10.00", "currency": "KZT",
+                     "identificationLevel": "NONE"}
 
 
 async def test_unknown_payment_and_account_are_404(stack: Any) -> None:

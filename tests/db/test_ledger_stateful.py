@@ -21,10 +21,12 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from mpp_server.domain import deposits, ledger
+from mpp_server import db
+from mpp_server.domain import deposits, ledger, payments
+from mpp_server.domain.limits import parse_limits
 
 CUSTOMERS = ("770000000101", "770000000102", "770000000103")
-MERCHANT = json.dumps({"merchantId": "1", "merchantName": "M", "merchantMCC": "5812"})
+MERCHANT = {"merchantId": "1", "merchantName": "M", "merchantMCC": "5812"}
 amounts = st.integers(min_value=1, max_value=50_000)
 
 
@@ -36,7 +38,7 @@ class LedgerMachine(RuleBasedStateMachine):
         super().__init__()
         self.loop = asyncio.new_event_loop()
         self.conn: asyncpg.Connection = self.run(asyncpg.connect(self.dsn))
-        self.run(self.conn.set_type_codec("jsonb", encoder=str, decoder=json.loads,
+        self.run(self.conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads,
                                           schema="pg_catalog"))
         self.prefix = uuid.uuid4().hex[:8]
         self.balances = {c: self._balance(c) for c in CUSTOMERS}
@@ -61,10 +63,11 @@ class LedgerMachine(RuleBasedStateMachine):
         deposit_id = f"{self.prefix}-d{uuid.uuid4().hex[:10]}"
 
         async def go() -> None:
-            pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=1)
-            assert pool is not None
+            # The server's pool (its jsonb codec: deposits pass the limits as jsonb).
+            pool = await db.create_pool(self.dsn, min_size=1, max_size=1)
             try:
-                await deposits.deposit(pool, deposit_id, customer, amount)
+                await deposits.deposit(pool, deposit_id, customer, amount,
+                                       parse_limits("{}", 1))
             finally:
                 await pool.close()
 
@@ -77,9 +80,8 @@ class LedgerMachine(RuleBasedStateMachine):
         self.run(self.conn.execute(
             "INSERT INTO payments (payment_id, customer_id, qr_code_type, status, merchant) "
             "VALUES ($1, $2, 'Static', 'SCANNED', $3)", payment_id, customer, MERCHANT))
-        outcome = self.run(self.conn.fetchval(
-            "SELECT payment_debit($1, $2, 'SCANNED', $3, $4, NULL, 0)", payment_id,
-            customer, amount, ledger.shard_for(payment_id)))
+        outcome = self.run(payments.debit(self.conn, payment_id, customer, "SCANNED", amount,
+                                          None, 0, {}))
         if self.balances[customer] >= amount:
             assert outcome == "DEBITED"
             self.balances[customer] -= amount

@@ -12,7 +12,8 @@ import aiohttp
 import pytest
 
 from mpp_server import db
-from mpp_server.domain import deposits, ledger
+from mpp_server.domain import deposits, ledger, payments
+from mpp_server.domain.limits import parse_limits
 from mpp_server.domain.outbox import Notice, apply_answer
 from mpp_server.kaspi_client.client import KaspiClient, KaspiNoAnswer
 from mpp_server.kaspi_client.models import NotifyResponse, Result
@@ -24,16 +25,16 @@ from tests.support.stack import CALLER_NAME, running_stack
 async def _pending_payment(pool: db.Pool, amount_tiyn: int) -> Notice:
     """A debited PENDING payment whose outbox row is leased for an hour (no worker here)."""
     customer, payment_id = new_customer(), "lease-" + uuid.uuid4().hex[:12]
-    await deposits.deposit(pool, "dep-" + payment_id, customer, 10_000)
+    await deposits.deposit(pool, "dep-" + payment_id, customer, 10_000,
+                           parse_limits("{}", 1))
     async with pool.acquire() as conn:
         mpp_id = await conn.fetchval(
             """INSERT INTO payments (payment_id, customer_id, qr_code_type, status, amount_tiyn,
                                      merchant)
                VALUES ($1, $2, 'Dynamic', 'SCANNED', $3, '{}') RETURNING mpp_payment_id""",
             payment_id, customer, amount_tiyn)
-        debited = await conn.fetchval(
-            "SELECT payment_debit($1, $2, 'SCANNED', $3, $4, NULL, 3600)",
-            payment_id, customer, amount_tiyn, ledger.shard_for(payment_id))
+        debited = await payments.debit(conn, payment_id, customer, "SCANNED", amount_tiyn,
+                                       None, 3600, {})
     assert debited == "DEBITED"
     return Notice(payment_id, str(mpp_id), customer, amount_tiyn, "SUCCESS", "success",
                   "ru-RU")

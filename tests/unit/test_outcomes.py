@@ -77,5 +77,6 @@ def test_each_staging_debit_outcome_names_what_it_stages() -> None:
     assert DebitOutcome.CHANGED not in DEBIT_NOTICES  # it stages nothing
     assert {o.staged for o in DEBIT_NOTICES} == set(DEBIT_NOTICES.values())
     assert DEBIT_NOTICES_ARG["INSUFFICIENT_FUNDS"] == ["PROCESS_FAIL", "insufficient funds"]
+    assert DEBIT_NOTICES_ARG["LIMIT_EXCEEDED"] == ["PROCESS_FAIL", "limit exceeded"]
     assert {o for o in RefundOutcome if o.credited} == {RefundOutcome.CREDITED,
                                                          RefundOutcome.CREDITED_PENDING}
