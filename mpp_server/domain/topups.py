@@ -197,6 +197,8 @@ class Topups:
                     + ("" if wait else " SKIP LOCKED"), topup_id)
             except asyncpg.LockNotAvailableError:
                 return None
+            if wait:  # the wait was for the row only: the credit's locks are waited for
+                await conn.execute("SET LOCAL lock_timeout = 0")
             if row is None or row["status"] != TopupStatus.CREATED:
                 return row
             provider = Provider(row["provider"])
