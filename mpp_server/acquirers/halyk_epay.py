@@ -87,7 +87,11 @@ class HalykEpay:
                 headers["Content-Type"] = "application/json"
             async with self._http.call(operation, method, f"{self._base}{API}{path}",
                                        data=body, headers=headers) as (status, raw):
-                if status == 401 and attempt == 1:
+                if status == 401 and attempt == 2:
+                    # A fresh token refused too: our credentials, not the customer's
+                    # order; retried (and alerted on) like no answer.
+                    raise AcquirerNoAnswer("HTTP_401", "refused a fresh token")
+                if status == 401:
                     stale = token
                 else:
                     return status, json_object(raw) if raw else {}
