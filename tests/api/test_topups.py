@@ -202,6 +202,51 @@ async def test_twenty_concurrent_callbacks_credit_once(stack: Stack, provider: s
     assert await event_types(stack, topup["topupId"]) == ["topup.credited"]
 
 
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_paid_another_amount_credits_nothing_and_raises_the_alarm(
+        stack: Stack, provider: str) -> None:
+    topup = await create(stack, provider, "1500.00")
+    alarms = metric("mpp_money_alarms_total", kind="topup_amount_mismatch")
+    status, paid = await sim(stack, "POST", "/sim/acquiring/pay", {
+        "paymentUrl": topup["paymentUrl"], "outcome": "success", "callback": "send",
+        "chargedAmount": "1400.00"})
+    assert status == 200 and paid["status"] == "PAID"
+    failed = await wait_for(stack, topup["topupId"], "FAILED")
+    assert failed["failureReason"].startswith("AMOUNT_MISMATCH")
+    assert metric("mpp_money_alarms_total", kind="topup_amount_mismatch") == alarms + 1
+    assert await account_balance(stack, topup["customerId"]) == "0.00"
+    assert await transfers(stack, "topup", topup["topupId"]) == 0
+
+
+async def test_status_without_answer_never_expires_and_credits_once_it_answers(
+        stack: Stack) -> None:
+    """Past the session's end, a status API that does not answer leaves the top-up
+    CREATED (the card may be charged); when it answers again, it is credited."""
+    topup = await create(stack, "halyk-epay", "450.00")
+    await sim(stack, "POST", "/sim/acquiring/faults", {
+        "provider": "halyk-epay", "operation": "status", "mode": "http500", "times": 1000})
+    await pay(stack, topup, "success", "skip")
+    async with stack.pool.acquire() as conn:
+        await conn.execute("UPDATE topups SET expires_at = now(), next_check_at = now() "
+                           "WHERE topup_id = $1", topup["topupId"])
+
+    async def failed_checks() -> int:
+        async with stack.pool.acquire() as conn:
+            row = await conn.fetchrow("SELECT status, checks, last_check_error FROM topups "
+                                      "WHERE topup_id = $1", topup["topupId"])
+        assert row is not None and row["status"] == "CREATED", dict(row or {})
+        return int(row["checks"]) if row["last_check_error"] == "HTTP_500" else 0
+
+    deadline = asyncio.get_running_loop().time() + WAIT_S
+    while await failed_checks() < 3:
+        assert asyncio.get_running_loop().time() < deadline, "no failed checks"
+        await asyncio.sleep(0.05)
+    await sim(stack, "DELETE", "/sim/acquiring/faults")
+    await wait_for(stack, topup["topupId"], "CREDITED")
+    assert await account_balance(stack, topup["customerId"]) == "450.00"
+    assert await transfers(stack, "topup", topup["topupId"]) == 1
+
+
 async def test_halyk_token_expiring_mid_run_is_refreshed(stack: Stack) -> None:
     async def token_calls() -> int:
         _, recorded = await sim(stack, "GET", "/sim/acquiring/requests?provider=halyk-epay")

@@ -22,6 +22,7 @@ from mpp_server.devtools.simulator.acquirers.state import (
     OrderState,
     SimOrder,
 )
+from mpp_server.devtools.simulator.wire import AmountTiyn
 
 Callbacks = Callable[[AcquiringState, SimOrder, int], Awaitable[list[int | None]]]
 CALLBACKS: dict[str, Callbacks] = {halyk_epay.PROVIDER: halyk_epay.callbacks,
@@ -38,6 +39,8 @@ class PayIn(_Control):
     paymentUrl: str = Field(min_length=1, max_length=2048)
     outcome: Literal["success", "decline"]
     callback: Literal["send", "skip", "twice"] = "send"
+    # A broken acquirer: the card is charged another amount than the order's.
+    chargedAmount: AmountTiyn | None = Field(default=None, gt=0)
 
 
 class FaultIn(_Control):
@@ -85,6 +88,7 @@ async def pay(request: web.Request) -> web.Response:
     if order.state is OrderState.NEW:
         if body.outcome == "success":
             order.state, order.paid_at = OrderState.PAID, datetime.now(UTC)
+            order.charged_override_tiyn = body.chargedAmount
         else:
             order.state = OrderState.DECLINED
     answered = await CALLBACKS[order.provider](state, order, TIMES[body.callback])

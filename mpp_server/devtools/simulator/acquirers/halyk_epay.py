@@ -106,7 +106,7 @@ def transaction(order: SimOrder) -> dict[str, Any]:
     status = {OrderState.NEW: "NEW", OrderState.PAID: "CHARGED",
               OrderState.DECLINED: "DECLINED", OrderState.EXPIRED: "CANCELLED"}[order.state]
     answer: dict[str, Any] = {"id": order.order_id, "invoiceId": order.reference,
-                              "status": status, "amount": format_amount(order.amount_tiyn),
+                              "status": status, "amount": format_amount(order.charged_tiyn),
                               "currency": "KZT"}
     if order.state is OrderState.DECLINED:
         answer["reason"] = "insufficient funds on card"

@@ -84,7 +84,7 @@ async def order_api(request: web.Request) -> web.StreamResponse:
         order.status_checks += 1
         return _answer(operation, STATUS_OK, {
             "OrderID": order.order_id, "OrderStatus": _ORDER_STATUS[order.state],
-            "Amount": str(order.amount_tiyn)})
+            "Amount": str(order.charged_tiyn)})
     return _money_back(operation, order, root)
 
 

@@ -44,7 +44,7 @@ def payment(order: SimOrder) -> dict[str, Any]:
     data: dict[str, Any] = {
         "paymentId": order.order_id, "externalId": order.reference,
         "status": _STATUS[order.state],
-        "amount": {"value": order.amount_tiyn // TIYN_PER_TENGE, "currency": "KZT"}}
+        "amount": {"value": order.charged_tiyn // TIYN_PER_TENGE, "currency": "KZT"}}
     if order.state is OrderState.DECLINED:
         data["reason"] = "client declined"
     return {"data": data}

@@ -63,6 +63,13 @@ class SimOrder:
     paid_at: datetime | None = None
     status_checks: int = 0
     refunds: list[Refund] = field(default_factory=list)
+    # What the card was charged, when the acquirer got it wrong (control: chargedAmount).
+    charged_override_tiyn: int | None = None
+
+    @property
+    def charged_tiyn(self) -> int:
+        return self.amount_tiyn if self.charged_override_tiyn is None \
+            else self.charged_override_tiyn
 
     @property
     def refunded_tiyn(self) -> int:
