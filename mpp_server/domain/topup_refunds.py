@@ -11,7 +11,6 @@ top-up never add up to more than it credited (a CHECK on topups.refunded_tiyn).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping
 
@@ -25,6 +24,7 @@ from mpp_server.acquirers.base import (
     Provider,
 )
 from mpp_server.domain import ledger
+from mpp_server.domain.due_worker import run_due
 from mpp_server.domain.outcomes import TopupRefundAnswer, TopupRefundOutcome
 from mpp_server.errors import (
     IdempotencyConflict,
@@ -48,6 +48,9 @@ _DUE = """
     FROM topup_refunds r JOIN topups t USING (topup_id)
     WHERE r.refund_id = $1 AND r.status = 'PENDING' AND r.next_attempt_at <= now()
     FOR UPDATE OF r SKIP LOCKED"""
+_DUE_IDS = """SELECT refund_id FROM topup_refunds
+              WHERE status = 'PENDING' AND next_attempt_at <= now()
+              ORDER BY next_attempt_at LIMIT $1"""
 
 
 class TopupRefunds:
@@ -137,38 +140,8 @@ class TopupRefunds:
 
     async def run(self) -> None:
         """Background worker: attempt due refunds forever (started with the server)."""
-        sem = asyncio.Semaphore(self._concurrency)
-        in_flight: set[str] = set()
-        tasks: set[asyncio.Task[None]] = set()
-
-        async def one(refund_id: str) -> None:
-            try:
-                await self.attempt(refund_id)
-            except Exception:
-                log.exception("refund attempt failed", extra={"refund_id": refund_id})
-            finally:
-                in_flight.discard(refund_id)
-                sem.release()
-
-        while True:
-            try:
-                async with self._pool.acquire() as conn:
-                    due = await conn.fetch(
-                        """SELECT refund_id FROM topup_refunds
-                           WHERE status = 'PENDING' AND next_attempt_at <= now()
-                           ORDER BY next_attempt_at LIMIT $1""", self._concurrency * 4)
-                for record in due:
-                    refund_id = record["refund_id"]
-                    if refund_id in in_flight:
-                        continue
-                    await sem.acquire()
-                    in_flight.add(refund_id)
-                    task = asyncio.create_task(one(refund_id))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-            except (OSError, asyncpg.PostgresError) as exc:
-                log.error("refund worker cannot read the outbox", extra={"error": str(exc)})
-            await asyncio.sleep(self._poll_interval_s)
+        await run_due(self._pool, _DUE_IDS, self.attempt, what="top-up refund",
+                      concurrency=self._concurrency, poll_interval_s=self._poll_interval_s)
 
 
 def _raise_refusal(outcome: TopupRefundOutcome, refund_id: str) -> None:

@@ -37,6 +37,7 @@ from mpp_server.acquirers.base import (
 )
 from mpp_server.db import Conn
 from mpp_server.domain import ledger
+from mpp_server.domain.due_worker import run_due
 from mpp_server.domain.outcomes import TopupOutcome
 from mpp_server.errors import (
     AcquirerRefusedOrder,
@@ -61,6 +62,20 @@ MAX_CALLBACK_CHECKS = 1000
 # How long a callback's check waits for another process's check of the same top-up.
 LOCK_WAIT = "10s"
 NO_ANSWER = "NO_ANSWER"
+
+
+_DUE_IDS = """SELECT topup_id FROM topups WHERE status = 'CREATED' AND next_check_at <= now()
+              ORDER BY next_check_at LIMIT $1"""
+
+
+async def _count_overdue(conn: Conn) -> None:
+    """mpp_topup_created_overdue: CREATED past the session's end (MppTopupStuckCreated)."""
+    rows = await conn.fetch("""SELECT provider, count(*) AS n FROM topups
+                               WHERE status = 'CREATED' AND expires_at < now()
+                               GROUP BY provider""")
+    counts = {r["provider"]: r["n"] for r in rows}
+    for provider in Provider:
+        TOPUP_OVERDUE.labels(provider.value).set(counts.get(provider.value, 0))
 
 
 class TopupStatus(StrEnum):
@@ -295,37 +310,13 @@ class Topups:
     async def run_poller(self) -> None:
         """Background: check every CREATED top-up that is due (the first check within
         TOPUP_FIRST_CHECK_MS of creation, then with backoff), forever."""
-        sem = asyncio.Semaphore(self.policy.concurrency)
 
-        async def one(topup_id: str) -> None:
-            try:
-                await self._coalesced(topup_id, "poll", wait=False)
-            except Exception:
-                log.exception("top-up status check failed", extra={"topup_id": topup_id})
-            finally:
-                sem.release()
+        async def poll(topup_id: str) -> None:
+            await self._coalesced(topup_id, "poll", wait=False)
 
-        while True:
-            try:
-                async with self._pool.acquire() as conn:
-                    due = await conn.fetch(
-                        """SELECT topup_id FROM topups
-                           WHERE status = 'CREATED' AND next_check_at <= now()
-                           ORDER BY next_check_at LIMIT $1""", self.policy.concurrency * 4)
-                    overdue = await conn.fetch(
-                        """SELECT provider, count(*) AS n FROM topups
-                           WHERE status = 'CREATED' AND expires_at < now() GROUP BY provider""")
-                for provider in Provider:
-                    TOPUP_OVERDUE.labels(provider.value).set(
-                        next((r["n"] for r in overdue if r["provider"] == provider), 0))
-                for record in due:
-                    if record["topup_id"] in self._checking:
-                        continue
-                    await sem.acquire()
-                    self._spawn(one(record["topup_id"]))
-            except (OSError, asyncpg.PostgresError) as exc:
-                log.error("top-up poller cannot read top-ups", extra={"error": str(exc)})
-            await asyncio.sleep(self.policy.poll_interval_s)
+        await run_due(self._pool, _DUE_IDS, poll, what="top-up status check",
+                      concurrency=self.policy.concurrency,
+                      poll_interval_s=self.policy.poll_interval_s, each_round=_count_overdue)
 
     async def stop(self) -> None:
         for task in list(self._tasks):
