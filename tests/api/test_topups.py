@@ -247,6 +247,20 @@ async def test_status_without_answer_never_expires_and_credits_once_it_answers(
     assert await transfers(stack, "topup", topup["topupId"]) == 1
 
 
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_status_call_timing_out_is_asked_again(stack: Stack, provider: str) -> None:
+    topup = await create(stack, provider, "80.00")
+    status, _ = await sim(stack, "POST", "/sim/acquiring/faults", {
+        "provider": provider, "operation": "status", "mode": "timeout", "times": 2,
+        "delayMs": 3000})  # past ACQUIRER_TIMEOUT_MS (1 s in the tests)
+    assert status == 200
+    await pay(stack, topup, "success", "send")
+    await wait_for(stack, topup["topupId"], "CREDITED")
+    assert metric("mpp_acquirer_calls_total", provider=provider, operation="status",
+                  outcome="TIMEOUT") >= 1
+    assert await transfers(stack, "topup", topup["topupId"]) == 1
+
+
 async def test_halyk_token_expiring_mid_run_is_refreshed(stack: Stack) -> None:
     async def token_calls() -> int:
         _, recorded = await sim(stack, "GET", "/sim/acquiring/requests?provider=halyk-epay")
