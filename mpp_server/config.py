@@ -63,6 +63,33 @@ class Settings(BaseSettings):
     # value of one MCI for the year, and the limits in MCI as JSON by level.
     mci_tenge: int = Field(default=DEFAULT_MCI_TENGE, ge=1, le=10_000_000)
     limits_mci: str = DEFAULT_LIMITS_MCI
+    # Top-ups by card (docs/topups.md): the acquirers (each defaults to the simulator's),
+    # the callback listener and how acquirers reach it, the status poller, the refunds.
+    halyk_epay_base_url: str = "http://127.0.0.1:8090/halyk-epay"
+    halyk_epay_client_id: str = "mpp-test"
+    halyk_epay_client_secret: str = "mpp-test-secret"
+    halyk_epay_terminal: str = "67e34d63-102f-4bd1-898e-370781d0074d"
+    kapital_base_url: str = "http://127.0.0.1:8090/kapital"
+    kapital_merchant_id: str = "MPPTEST"
+    kaspi_ecom_base_url: str = "http://127.0.0.1:8090/kaspi-ecom"
+    kaspi_ecom_token: str = "mpp-test-token"
+    acquiring_listen: str = "127.0.0.1:8082"
+    # Unset: http://ACQUIRING_LISTEN (right for the simulator; set it in production).
+    acquiring_public_url: str = ""
+    acquirer_timeout_ms: int = Field(default=5000, ge=50, le=60_000)
+    # How long each acquirer's payment page takes payment (Kapital: 15-20 minutes);
+    # past it a top-up gets one last status check, then EXPIRED.
+    halyk_epay_session_s: int = Field(default=1800, ge=1, le=86_400)
+    kapital_session_s: int = Field(default=1200, ge=1, le=86_400)
+    kaspi_ecom_session_s: int = Field(default=1800, ge=1, le=86_400)
+    # The first status check without a callback (the contract: within 30 s), then
+    # doubling up to the cap, until the session is over.
+    topup_first_check_ms: int = Field(default=20_000, ge=10, le=30_000)
+    topup_check_backoff_max_ms: int = Field(default=120_000, ge=100)
+    topup_poll_interval_ms: int = Field(default=1000, ge=10)
+    topup_worker_concurrency: int = Field(default=8, ge=1, le=256)
+    topup_refund_backoff_initial_ms: int = Field(default=500, ge=10)
+    topup_refund_backoff_max_ms: int = Field(default=60_000, ge=100)
 
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     log_level: str = "INFO"
@@ -90,6 +117,11 @@ class Settings(BaseSettings):
     @cached_property
     def limits(self) -> Limits:
         return parse_limits(self.limits_mci, self.mci_tenge)
+
+    @cached_property
+    def acquiring_url(self) -> str:
+        """Where acquirers send callbacks (ACQUIRING_PUBLIC_URL, else the listener)."""
+        return (self.acquiring_public_url or f"http://{self.acquiring_listen}").rstrip("/")
 
     @cached_property
     def tokens(self) -> frozenset[str]:

@@ -63,6 +63,25 @@ class KaspiUnavailable(WalletError):
     code, http_status = "KASPI_UNAVAILABLE", 503
 
 
+class AcquirerUnavailable(WalletError):
+    """The card acquirer did not answer the order's creation; the top-up is kept and the
+    same request may be repeated."""
+
+    code, http_status = "ACQUIRER_UNAVAILABLE", 503
+
+
+class AcquirerRefusedOrder(WalletError):
+    """The card acquirer refused to create the order: the top-up is FAILED."""
+
+    code, http_status = "ACQUIRER_REFUSED", 502
+
+
+class RefundExceedsCredit(WalletError):
+    """Money back to the card beyond what the top-up credited (less earlier refunds)."""
+
+    code, http_status = "REFUND_EXCEEDS_CREDITED", 409
+
+
 # How Kaspi's own error codes from scan/checkout reach the wallet (docs/wallet-errors.md).
 _KASPI_HTTP_STATUS = {
     "INVALID_TOKEN": 422, "PARAM_ILLEGAL": 422, "CUSTOM_QR_ERROR": 422,

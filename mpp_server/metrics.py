@@ -84,6 +84,37 @@ DB_QUERIES = Counter(
     "Statements sent to PostgreSQL (BEGIN/COMMIT included); counted only when "
     "DB_QUERY_METRICS=true, as the benchmark does", registry=REGISTRY)
 
+ACQUIRER_CALLS = Counter(
+    "mpp_acquirer_calls_total",
+    "Calls to card acquirers (top-ups) by provider, operation and outcome: HTTP_<status>, "
+    "TIMEOUT, CONNECTION_ERROR, BAD_RESPONSE", ["provider", "operation", "outcome"],
+    registry=REGISTRY)
+ACQUIRER_LATENCY = Histogram(
+    "mpp_acquirer_call_duration_seconds", "Latency of calls to card acquirers",
+    ["provider", "operation"], buckets=_LATENCY_BUCKETS_S, registry=REGISTRY)
+TOPUPS = Counter(
+    "mpp_topups_total",
+    "Top-ups reaching an outcome by acquirer: CREATED (order placed), CREDITED, FAILED, "
+    "EXPIRED, MISMATCHED (paid another amount: a person looks)", ["provider", "outcome"],
+    registry=REGISTRY)
+TOPUP_STATUS_CHECKS = Counter(
+    "mpp_topup_status_checks_total",
+    "Acquirer status checks by provider, what triggered them (callback, poll) and the "
+    "verdict (PAID, DECLINED, EXPIRED, WAITING, NO_ANSWER)", ["provider", "trigger", "verdict"],
+    registry=REGISTRY)
+TOPUP_CALLBACK_DISAGREEMENTS = Counter(
+    "mpp_topup_callback_disagreements_total",
+    "Callbacks claiming a payment the acquirer's status API did not confirm (forged, "
+    "early or wrong)", ["provider"], registry=REGISTRY)
+TOPUP_OVERDUE = Gauge(
+    "mpp_topup_created_overdue", "Top-ups still CREATED past their acquirer session's end "
+    "(the status API has not answered since)", ["provider"], registry=REGISTRY)
+TOPUP_REFUNDS = Counter(
+    "mpp_topup_refunds_total",
+    "Money back to the card by provider and outcome: STAGED (wallet debited), COMPLETED, "
+    "REFUSED (money returned to the wallet), RETRY (no answer yet)", ["provider", "outcome"],
+    registry=REGISTRY)
+
 # Series that alerts watch with increase(): exported at 0 from the start, so the first
 # event is an increase and not the series' first appearance.
 for _outcome in ("COMPLETED", "DECLINED", "CANCELLED", "EXPIRED", "INSUFFICIENT_FUNDS",
@@ -94,3 +125,7 @@ for _kind in ("notify_declined_completed_payment", "unknown_notify_code",
     MONEY_ALARMS.labels(_kind)
 for _code in ("SUCCESS", "PARAM_ILLEGAL"):
     REFUNDS.labels(_code)
+for _provider in ("halyk-epay", "kapital", "kaspi-ecom"):
+    TOPUP_OVERDUE.labels(_provider)
+    TOPUP_CALLBACK_DISAGREEMENTS.labels(_provider)
+MONEY_ALARMS.labels("topup_amount_mismatch")

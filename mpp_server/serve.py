@@ -1,5 +1,6 @@
 """`python -m mpp_server serve`: the wallet listener, the Kaspi-facing listener, the
-notifyPayment worker and the gauge refresher, in one process.
+acquiring (card top-up callbacks) listener, the notifyPayment worker, the top-up status
+poller and refund outbox, and the gauge refresher, in one process.
 
 Several such processes may run against one database: the outbox is shared safely
 (FOR UPDATE SKIP LOCKED), every money movement is guarded by row locks and unique keys.
@@ -20,12 +21,13 @@ import aiohttp
 import asyncpg
 from aiohttp import web
 
-from mpp_server import db, migrate
+from mpp_server import db, migrate, topup_wiring
 from mpp_server.config import Settings, parse_listen
 from mpp_server.domain import payments
 from mpp_server.domain.outbox import NotifyOutbox
-from mpp_server.http import openapi, refund_listener
+from mpp_server.http import acquiring_listener, openapi, refund_listener
 from mpp_server.http import reconciliations as reconciliations_api
+from mpp_server.http import topups as topups_api
 from mpp_server.http import wallet as wallet_api
 from mpp_server.http.middleware import (
     DEPOSIT_TOKENS,
@@ -45,7 +47,8 @@ from mpp_server.services import Services
 log = logging.getLogger(__name__)
 
 
-def create_wallet_app(svc: Services) -> web.Application:
+def create_wallet_app(svc: Services,
+                      topups: topups_api.TopupServices | None = None) -> web.Application:
     app = web.Application(middlewares=[metrics_middleware, wallet_errors, bearer_auth],
                           client_max_size=svc.settings.max_body_bytes)
     app[LISTENER] = "wallet"
@@ -53,6 +56,9 @@ def create_wallet_app(svc: Services) -> web.Application:
     app[DEPOSIT_TOKENS] = svc.settings.deposit_tokens
     app[SERVICES] = svc
     wallet_api.add_routes(app)
+    if topups is not None:
+        app[topups_api.TOPUP_SERVICES] = topups
+        topups_api.add_routes(app)
     reconciliations_api.add_routes(app)
     openapi.add_routes(app, "wallet")
     return app
@@ -114,11 +120,13 @@ class Runtime:
     settings: Settings
     wallet_url: str = ""
     kaspi_url: str = ""
+    acquiring_url: str = ""
     _runners: list[web.AppRunner] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _pool: asyncpg.Pool | None = None
     _session: aiohttp.ClientSession | None = None
     services: Services | None = None
+    _topups: topups_api.TopupServices | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -134,13 +142,21 @@ class Runtime:
                               concurrency=s.notify_worker_concurrency,
                               poll_interval_s=s.notify_poll_interval_ms / 1000)
         self.services = Services(self._pool, kaspi, s, outbox)
-        self.wallet_url = await self._listen(create_wallet_app(self.services), s.wallet_listen)
+        topups = topup_wiring.build(s, self._pool, self._session)
+        self._topups = topups
+        self.wallet_url = await self._listen(create_wallet_app(self.services, topups),
+                                             s.wallet_listen)
         self.kaspi_url = await self._listen(create_refund_app(self.services), s.kaspi_listen)
+        self.acquiring_url = await self._listen(acquiring_listener.create_app(topups),
+                                                s.acquiring_listen)
         self._tasks.append(asyncio.create_task(outbox.run()))
+        self._tasks.append(asyncio.create_task(topups.topups.run_poller()))
+        self._tasks.append(asyncio.create_task(topups.refunds.run()))
         self._tasks.append(asyncio.create_task(
             housekeeping(self._pool, s.gauges_refresh_ms / 1000)))
         log.info("mpp-server started", extra={"wallet": self.wallet_url,
                                               "kaspi_facing": self.kaspi_url,
+                                              "acquiring": self.acquiring_url,
                                               "kaspi_base_url": s.kaspi_base_url})
 
     async def _listen(self, app: web.Application, listen: str) -> str:
@@ -158,6 +174,8 @@ class Runtime:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._topups is not None:
+            await self._topups.topups.stop()
         for runner in reversed(self._runners):
             await runner.cleanup()
         if self._session is not None:

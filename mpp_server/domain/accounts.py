@@ -26,10 +26,14 @@ from mpp_server.domain.limits import Level
 from mpp_server.errors import NotFound, ValidationFailed
 
 # transfers.kind -> the statement's type and the id field its reference fills. Every
-# kind the transfers table allows must be here (tests/db/test_accounts.py checks it):
-# top-ups add theirs when they land (topup, topupId; topup_refund, topupId).
+# kind the transfers table allows must be here (tests/db/test_accounts.py checks it). A
+# refund to the card is debited as `topup_refund` and, when the acquirer finally refuses
+# it, returned as `topup_refund` too (a positive amount), both under the refund's id.
 STATEMENT_TYPES: dict[str, tuple[str, str]] = {
     "deposit": ("deposit", "depositId"),
+    "topup": ("topup", "topupId"),
+    "topup_refund": ("topup_refund", "refundId"),
+    "topup_refund_return": ("topup_refund", "refundId"),
     "payment_debit": ("payment", "paymentId"),
     "payment_return": ("payment_return", "paymentId"),
     "refund_credit": ("refund", "refundId"),

@@ -40,7 +40,7 @@ async def read_after(pool: asyncpg.Pool, cursor: str | None,
     async with pool.acquire() as conn:
         rows = await conn.fetch(
             """SELECT id, txid::text::numeric AS txid, type, customer_id, payment_id, refund_id,
-                      amount_tiyn, created_at
+                      topup_id, amount_tiyn, created_at
                FROM events
                WHERE (txid, id) > ($1::text::xid8, $2)
                  AND txid < pg_snapshot_xmin(pg_current_snapshot())

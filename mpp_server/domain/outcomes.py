@@ -78,9 +78,47 @@ class RefundOutcome(StrEnum):
         return self in (RefundOutcome.CREDITED, RefundOutcome.CREDITED_PENDING)
 
 
+class TopupOutcome(StrEnum):
+    """`topup_apply_status` (sql/functions/topups.sql): the acquirer's status applied."""
+
+    CREDITED = "CREDITED"            # paid: the customer credited, topup.credited
+    MISMATCHED = "MISMATCHED"        # paid another amount: FAILED, nothing credited, alarm
+    FAILED = "FAILED"                # declined or cancelled: topup.failed
+    EXPIRED = "EXPIRED"              # the session is over and it was not paid
+    WAITING = "WAITING"              # not paid yet (or no answer): checked again later
+    ALREADY_FINAL = "ALREADY_FINAL"  # another check decided first: nothing changed
+
+    @property
+    def final(self) -> bool:
+        return self not in (TopupOutcome.WAITING, TopupOutcome.ALREADY_FINAL)
+
+
+class TopupRefundOutcome(StrEnum):
+    """`topup_refund_stage`: money back to the card, the wallet debited first."""
+
+    STAGED = "STAGED"                          # debited; the acquirer is told by the outbox
+    REPEAT = "REPEAT"                          # this refundId was staged before: nothing more
+    CONFLICT = "CONFLICT"                      # this refundId with other arguments
+    UNKNOWN_TOPUP = "UNKNOWN_TOPUP"
+    NOT_CREDITED = "NOT_CREDITED"              # the top-up was never credited
+    EXCEEDS = "EXCEEDS"                        # more than credited less refunded
+    INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"  # the wallet no longer holds the money
+
+
+class TopupRefundAnswer(StrEnum):
+    """`topup_refund_answer`: the acquirer's final answer to a refund, applied once."""
+
+    COMPLETED = "COMPLETED"              # the acquirer accepted it
+    REFUSED = "REFUSED"                  # refused finally: the money is back in the wallet
+    ALREADY_APPLIED = "ALREADY_APPLIED"  # answered before
+
+
 # The SQL function that returns each enum: the outcome test reads their bodies.
 RETURNED_BY: dict[type[StrEnum], tuple[str, ...]] = {
     DebitOutcome: ("payment_debit",),
     NotifyOutcome: ("apply_notify_answer", "apply_notify_answer_once"),
     RefundOutcome: ("refund_apply",),
+    TopupOutcome: ("topup_apply_status",),
+    TopupRefundOutcome: ("topup_refund_stage",),
+    TopupRefundAnswer: ("topup_refund_answer",),
 }

@@ -229,6 +229,7 @@ class EventOut(_Response):
     customerId: str
     paymentId: str | None = None
     refundId: str | None = None
+    topupId: str | None = None
     amount: Money | None = None
     createdAt: Timestamp
 
@@ -241,3 +242,50 @@ class EventsOut(_Response):
 class HealthOut(_Response):
     status: str
     detail: str | None = None
+
+
+# ---- top-ups by card (docs/topups.md) ---------------------------------------------
+
+TopupProvider = Literal["halyk-epay", "kapital", "kaspi-ecom"]
+TopupStatus = Literal["CREATED", "CREDITED", "FAILED", "EXPIRED"]
+
+
+class TopupIn(_Request):
+    topupId: ExternalId
+    customerId: CustomerId
+    provider: TopupProvider
+    amount: Amount = Field(description="more than zero; whole tenge for kaspi-ecom")
+
+
+class TopupOut(_Response):
+    topupId: str
+    customerId: str
+    provider: TopupProvider
+    amount: Money
+    status: TopupStatus
+    refundedAmount: Money
+    paymentUrl: str | None = Field(
+        default=None, description="the acquirer's payment page the app opens")
+    providerOrderId: str | None = Field(
+        default=None, description="Halyk's invoice id, Kapital's OrderId, Kaspi's paymentId")
+    failureReason: str | None = None
+    createdAt: Timestamp
+    creditedAt: Timestamp | None = None
+    expiresAt: Timestamp = Field(description="when the acquirer's payment session ends")
+
+
+class TopupRefundIn(_Request):
+    refundId: ExternalId
+    amount: Amount
+
+
+class TopupRefundOut(_Response):
+    refundId: str
+    topupId: str
+    amount: Money
+    status: Literal["PENDING", "COMPLETED", "REFUSED"] = Field(
+        description="PENDING: the wallet is debited, the acquirer not answered yet (the "
+                    "server keeps telling it); REFUSED: the money is back in the wallet")
+    operation: str | None = Field(default=None, description="refund, Reverse or Refund")
+    reason: str | None = Field(default=None, description="the acquirer's refusal")
+    createdAt: Timestamp

@@ -57,6 +57,10 @@ from mpp_server.http.models import (
     ServiceParameterOut,
     StatementEntryOut,
     StatementOut,
+    TopupIn,
+    TopupOut,
+    TopupRefundIn,
+    TopupRefundOut,
 )
 from mpp_server.http.refund_listener import RefundIn, RefundResultOut
 from mpp_server.kaspi_client.codes import ResultCode
@@ -107,13 +111,36 @@ PAYMENT_EXAMPLES: dict[str, BaseModel] = {
         RefundOut(refundId="Ref1234567", amount=50000, createdAt=UNTIL)]),
 }
 
+TOPUP_EXAMPLES: dict[str, BaseModel] = {
+    "CREATED": TopupOut(topupId="tu-1", customerId=CUSTOMER, provider="halyk-epay",
+                        amount=500000, status="CREATED", refundedAmount=0,
+                        paymentUrl="https://epayment.halykbank.kz/pay/invoices/4821",
+                        providerOrderId="4821", createdAt=UNTIL, expiresAt=UNTIL),
+    "CREDITED": TopupOut(topupId="tu-1", customerId=CUSTOMER, provider="halyk-epay",
+                         amount=500000, status="CREDITED", refundedAmount=0,
+                         paymentUrl="https://epayment.halykbank.kz/pay/invoices/4821",
+                         providerOrderId="4821", createdAt=UNTIL, creditedAt=UNTIL,
+                         expiresAt=UNTIL),
+    "FAILED": TopupOut(topupId="tu-3", customerId=CUSTOMER, provider="kapital",
+                       amount=150000, status="FAILED", refundedAmount=0,
+                       providerOrderId="90817", failureReason="DECLINED", createdAt=UNTIL,
+                       expiresAt=UNTIL),
+}
+REFUND_EXAMPLES: dict[str, BaseModel] = {
+    "COMPLETED": TopupRefundOut(refundId="rf-1", topupId="tu-1", amount=50000,
+                                status="COMPLETED", operation="refund", createdAt=UNTIL),
+    "PENDING": TopupRefundOut(refundId="rf-2", topupId="tu-1", amount=50000,
+                              status="PENDING", createdAt=UNTIL),
+}
+
 # ---- the route table ---------------------------------------------------------------
 
 # Local error codes and their HTTP status, from the exceptions the server raises.
 _LOCAL = {cls.code: cls.http_status for cls in (
     errors.ValidationFailed, errors.Unauthorized, errors.Forbidden, errors.NotFound,
     errors.InsufficientFunds, errors.LimitExceeded, errors.PaymentExpired, errors.InvalidState,
-    errors.CustomerMismatch, errors.IdempotencyConflict, errors.KaspiUnavailable)}
+    errors.CustomerMismatch, errors.IdempotencyConflict, errors.KaspiUnavailable,
+    errors.AcquirerUnavailable, errors.AcquirerRefusedOrder, errors.RefundExceedsCredit)}
 _KASPI_PASSED = (ResultCode.INVALID_TOKEN, ResultCode.PARAM_ILLEGAL, ResultCode.CUSTOM_QR_ERROR,
                  ResultCode.EXPIRED_CODE, ResultCode.PROCESS_FAIL, ResultCode.INVALID_MERCHANT,
                  ResultCode.PAYMENTS_SUSPENDED, ResultCode.UNKNOWN_EXCEPTION,
@@ -134,7 +161,12 @@ _WHY = {
     "PAYMENT_EXPIRED": "canConfirmUntil has passed (the payment is EXPIRED)",
     "INVALID_STATE": "the payment's status does not allow this",
     "CUSTOMER_MISMATCH": "another customer scanned this payment",
-    "IDEMPOTENCY_CONFLICT": "the depositId was used with another customer or amount",
+    "IDEMPOTENCY_CONFLICT": "the idempotency key (depositId, topupId, refundId) was used "
+                            "with other arguments",
+    "ACQUIRER_UNAVAILABLE": "the card acquirer did not answer; the top-up is kept, repeat "
+                            "the same request",
+    "ACQUIRER_REFUSED": "the card acquirer refused the order; the top-up is FAILED",
+    "REFUND_EXCEEDS_CREDITED": "the refunds would add up to more than the top-up credited",
     "KASPI_UNAVAILABLE": "Kaspi did not answer (timeout, network); safe to retry",
     "PAYLOAD_TOO_LARGE": "the body is larger than MAX_BODY_BYTES",
 }
@@ -190,6 +222,8 @@ PAYMENT = Param("paymentId", "path", {"type": "string", "pattern": ID_PATTERN},
 LOCALE = Param("X-Locale", "header", {"type": "string", "enum": list(LOCALES)},
                "passed on to Kaspi; kk-KZ also makes the receipt link Kazakh")
 PROBE = ("probes",)
+TOPUP = Param("topupId", "path", {"type": "string", "pattern": ID_PATTERN},
+              "the topupId the wallet chose", required=True)
 
 
 def _payment_answer(description: str) -> Answer:
@@ -336,6 +370,47 @@ ROUTES: tuple[Route, ...] = (
                        paymentId=PAYMENT_ID, refundId="Ref1234567", amount=50000,
                        createdAt=UNTIL)], next="1093-18")})},
           error_codes=("UNAUTHORIZED", "VALIDATION_ERROR")),
+    Route(("wallet",), "post", "/v1/topups", "createTopup",
+          "Top up a wallet by card through an acquirer (idempotent on topupId)",
+          "The top-up is stored CREATED before the acquirer hears of it; the answer's "
+          "paymentUrl is the acquirer's page the app opens. The wallet is credited once, "
+          "only after the acquirer's own status API confirms the payment (callbacks on "
+          "ACQUIRING_LISTEN trigger the check; without one the server polls until the "
+          "acquirer's session ends: then EXPIRED). A repeat with the same body answers 200; "
+          "after ACQUIRER_UNAVAILABLE it creates the order. docs/topups.md.",
+          request=TopupIn,
+          request_examples={"halyk": {"topupId": "tu-1", "customerId": CUSTOMER,
+                                      "provider": "halyk-epay", "amount": "5000.00"},
+                            "kaspi": {"topupId": "tu-2", "customerId": CUSTOMER,
+                                      "provider": "kaspi-ecom", "amount": 5000}},
+          answers={201: Answer("created: open paymentUrl", TopupOut, TOPUP_EXAMPLES),
+                   200: Answer("a repeat: the same top-up, as it is now", TopupOut)},
+          error_codes=("UNAUTHORIZED", "IDEMPOTENCY_CONFLICT", "ACQUIRER_UNAVAILABLE",
+                       "ACQUIRER_REFUSED", *_BODY_ERRORS)),
+    Route(("wallet",), "get", "/v1/topups/{topupId}", "getTopup",
+          "A top-up and its status (CREATED, CREDITED, FAILED, EXPIRED)", params=(TOPUP,),
+          answers={200: Answer("the top-up", TopupOut, TOPUP_EXAMPLES)},
+          error_codes=("UNAUTHORIZED", "NOT_FOUND", "VALIDATION_ERROR")),
+    Route(("wallet",), "post", "/v1/topups/{topupId}/refunds", "refundTopup",
+          "Money back to the card (halyk-epay, kapital; idempotent on refundId)",
+          "The wallet is debited first (INSUFFICIENT_FUNDS when it no longer holds the "
+          "money), then the acquirer is told, retried until it answers: PENDING until then. "
+          "A final refusal returns the money to the wallet (REFUSED). Refunds never add up "
+          "to more than the top-up credited. Kapital: Reverse for the whole amount on the "
+          "day it was paid, Refund otherwise.",
+          params=(TOPUP,), request=TopupRefundIn,
+          request_examples={"partial": {"refundId": "rf-1", "amount": "500.00"}},
+          answers={201: Answer("staged, and the acquirer's answer if it came at once",
+                               TopupRefundOut, REFUND_EXAMPLES),
+                   200: Answer("a repeat: the refund as it is now", TopupRefundOut)},
+          error_codes=("UNAUTHORIZED", "NOT_FOUND", "INVALID_STATE", "INSUFFICIENT_FUNDS",
+                       "REFUND_EXCEEDS_CREDITED", "IDEMPOTENCY_CONFLICT", *_BODY_ERRORS)),
+    Route(("wallet",), "get", "/v1/topups/{topupId}/refunds/{refundId}", "getTopupRefund",
+          "A refund to the card and its status",
+          params=(TOPUP, Param("refundId", "path", {"type": "string", "pattern": ID_PATTERN},
+                               "the refundId given", required=True)),
+          answers={200: Answer("the refund", TopupRefundOut, REFUND_EXAMPLES)},
+          error_codes=("UNAUTHORIZED", "NOT_FOUND", "VALIDATION_ERROR")),
     Route(("wallet",), "get", "/v1/reconciliations", "listReconciliations",
           "Reconciliation runs against Kaspi's registries, newest first",
           "One run per imported registry file (`python -m mpp_server reconcile`, "

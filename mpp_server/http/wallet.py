@@ -179,7 +179,8 @@ async def list_events(request: web.Request) -> web.Response:
                                            limit)
     return json_response(EventsOut(events=[
         EventOut(id=r["id"], type=r["type"], customerId=r["customer_id"],
-                 paymentId=r["payment_id"], refundId=r["refund_id"], amount=r["amount_tiyn"],
+                 paymentId=r["payment_id"], refundId=r["refund_id"], topupId=r["topup_id"],
+                 amount=r["amount_tiyn"],
                  createdAt=r["created_at"]) for r in rows], next=cursor))
 
 

@@ -56,7 +56,8 @@ CALLER_NAME = "MPPSERVER"
 
 
 def server_env(database_url: str, sim_url: str, kaspi_listen: str = "127.0.0.1:0",
-               wallet_listen: str = "127.0.0.1:0") -> dict[str, str]:
+               wallet_listen: str = "127.0.0.1:0",
+               acquiring_listen: str = "127.0.0.1:0") -> dict[str, str]:
     """The environment a test server runs with (in-process or as a subprocess)."""
     return {
         "DATABASE_URL": database_url, "KASPI_BASE_URL": sim_url,
@@ -67,6 +68,15 @@ def server_env(database_url: str, sim_url: str, kaspi_listen: str = "127.0.0.1:0
         "CONFIRM_BUDGET_MS": "3000", "CONFIRM_SAFETY_MARGIN_MS": "200",
         "NOTIFY_BACKOFF_INITIAL_MS": "50", "NOTIFY_BACKOFF_MAX_MS": "400",
         "NOTIFY_POLL_INTERVAL_MS": "100", "GAUGES_REFRESH_MS": "500",
+        # Top-ups: the simulator's acquirers, callbacks to our acquiring listener, quick
+        # status polling (the contract's first check within 30 s, here much sooner).
+        "ACQUIRING_LISTEN": acquiring_listen,
+        "ACQUIRING_PUBLIC_URL": f"http://{acquiring_listen}",
+        "HALYK_EPAY_BASE_URL": f"{sim_url}/halyk-epay", "KAPITAL_BASE_URL": f"{sim_url}/kapital",
+        "KASPI_ECOM_BASE_URL": f"{sim_url}/kaspi-ecom", "ACQUIRER_TIMEOUT_MS": "1000",
+        "TOPUP_FIRST_CHECK_MS": "300", "TOPUP_CHECK_BACKOFF_MAX_MS": "1000",
+        "TOPUP_POLL_INTERVAL_MS": "100", "TOPUP_REFUND_BACKOFF_INITIAL_MS": "50",
+        "TOPUP_REFUND_BACKOFF_MAX_MS": "400",
     }
 
 
@@ -78,6 +88,7 @@ def settings_from(env: dict[str, str]) -> Settings:
 class Stack:
     wallet_url: str
     kaspi_url: str
+    acquiring_url: str
     sim_url: str
     token: str
     database_url: str
@@ -107,13 +118,14 @@ async def running_stack(database_url: str, pool: db.Pool,
     await sim_runner.setup()
     await web.TCPSite(sim_runner, "127.0.0.1", 0).start()
     sim_url = f"http://127.0.0.1:{sim_runner.addresses[0][1]}"
-    env = server_env(database_url, sim_url, kaspi_listen=f"127.0.0.1:{kaspi_port}")
+    env = server_env(database_url, sim_url, kaspi_listen=f"127.0.0.1:{kaspi_port}",
+                     acquiring_listen=f"127.0.0.1:{free_port()}")
     runtime = Runtime(settings_from({**env, **env_overrides}))
     await runtime.start()
     try:
         async with aiohttp.ClientSession() as http:
-            yield Stack(runtime.wallet_url, runtime.kaspi_url, sim_url, TOKEN, database_url,
-                        pool, http, runtime)
+            yield Stack(runtime.wallet_url, runtime.kaspi_url, runtime.acquiring_url, sim_url,
+                        TOKEN, database_url, pool, http, runtime)
     finally:
         await runtime.stop()
         await sim_runner.cleanup()

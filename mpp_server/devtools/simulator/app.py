@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from mpp_server.devtools.simulator import control, fake_qr_api
+from mpp_server.devtools.simulator import acquirers, control, fake_qr_api
 from mpp_server.devtools.simulator.context import SIM, Simulator
 from mpp_server.devtools.simulator.refunds import RefundCaller
 from mpp_server.devtools.simulator.settings import SimulatorSettings
@@ -25,6 +25,7 @@ def create_app(settings: SimulatorSettings | None = None) -> web.Application:
     app[SIM] = Simulator(settings=settings, state=SimState(settings))
     fake_qr_api.add_routes(app)
     control.add_routes(app)
+    acquirers.add_routes(app)
     app.on_shutdown.append(_stop_waiting)
     app.cleanup_ctx.append(_refund_client)
     return app

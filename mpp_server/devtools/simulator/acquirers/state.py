@@ -1,0 +1,171 @@
+"""The fake acquirers' shared state: orders, Halyk's tokens, injected faults, a record of
+what the MPP sent (so tests can check wire details such as Kapital's encoding), and the
+callbacks the payment page sends."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import secrets
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from mpp_server.devtools.simulator.faults import drop_connection, pause
+
+log = logging.getLogger("mpp_server.devtools.simulator.acquirers")
+
+MAX_ORDERS = 1_000_000
+MAX_RECORDED = 1000
+MAX_QUEUED_FAULTS = 10_000
+CALLBACK_TIMEOUT_S = 5.0
+TOKEN_TTL_S = 3600
+
+
+class OrderState(StrEnum):
+    NEW = "NEW"
+    PAID = "PAID"
+    DECLINED = "DECLINED"
+    EXPIRED = "EXPIRED"
+
+
+class FaultMode(StrEnum):
+    TIMEOUT = "timeout"              # no answer: wait delayMs, drop the connection
+    HTTP500 = "http500"              # HTTP 500, not processed
+    EXPIRED_TOKEN = "expired_token"  # Halyk: every token issued so far expires now
+    REFUSE = "refuse"                # a final business refusal, not processed
+
+
+@dataclass
+class Refund:
+    operation: str
+    amount_tiyn: int
+    reference: str
+
+
+@dataclass
+class SimOrder:
+    provider: str
+    order_id: str
+    reference: str  # our topupId where the acquirer takes one
+    amount_tiyn: int
+    payment_url: str
+    callback_urls: dict[str, str]  # by outcome: success, decline (Kapital: cancel too)
+    session_id: str | None = None
+    state: OrderState = OrderState.NEW
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    paid_at: datetime | None = None
+    status_checks: int = 0
+    refunds: list[Refund] = field(default_factory=list)
+    # What the card was charged, when the acquirer got it wrong (control: chargedAmount).
+    charged_override_tiyn: int | None = None
+
+    @property
+    def charged_tiyn(self) -> int:
+        return self.amount_tiyn if self.charged_override_tiyn is None \
+            else self.charged_override_tiyn
+
+    @property
+    def refunded_tiyn(self) -> int:
+        return sum(r.amount_tiyn for r in self.refunds)
+
+    def view(self) -> dict[str, Any]:
+        return {"provider": self.provider, "providerOrderId": self.order_id,
+                "reference": self.reference, "amountTiyn": self.amount_tiyn,
+                "status": self.state.value, "statusChecks": self.status_checks,
+                "refunds": [{"operation": r.operation, "amountTiyn": r.amount_tiyn}
+                            for r in self.refunds]}
+
+
+@dataclass(frozen=True)
+class Fault:
+    mode: FaultMode
+    delay_ms: int = 0
+
+
+@dataclass
+class AcquiringState:
+    orders: dict[tuple[str, str], SimOrder] = field(default_factory=dict)
+    by_url: dict[str, tuple[str, str]] = field(default_factory=dict)
+    tokens: dict[str, float] = field(default_factory=dict)  # Halyk token -> expiry (loop)
+    faults: dict[tuple[str, str], deque[Fault]] = field(default_factory=dict)
+    recorded: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=MAX_RECORDED))
+    ids: itertools.count[int] = field(default_factory=lambda: itertools.count(
+        secrets.randbelow(10**6) * 1000 + 1))
+    session: aiohttp.ClientSession | None = None
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def next_id(self) -> str:
+        return str(next(self.ids))
+
+    def add(self, order: SimOrder) -> None:
+        if len(self.orders) >= MAX_ORDERS:
+            raise web.HTTPServiceUnavailable(text="simulator: too many orders")
+        self.orders[(order.provider, order.order_id)] = order
+        self.by_url[order.payment_url] = (order.provider, order.order_id)
+
+    def find(self, provider: str, order_id: str) -> SimOrder | None:
+        return self.orders.get((provider, order_id))
+
+    def find_reference(self, provider: str, reference: str) -> SimOrder | None:
+        for order in self.orders.values():
+            if order.provider == provider and order.reference == reference:
+                return order
+        return None
+
+    def record(self, provider: str, operation: str, request: web.Request, body: bytes) -> None:
+        self.recorded.append({
+            "provider": provider, "operation": operation,
+            "contentType": request.headers.get("Content-Type", ""),
+            "authorization": request.headers.get("Authorization", "")[:16],
+            "bom": body.startswith(b"\xef\xbb\xbf"), "bodyHead": body[:16].hex(),
+            "body": body[:4096].decode("utf-8", errors="replace")})
+
+    def add_fault(self, provider: str, operation: str, fault: Fault, times: int) -> None:
+        queued = sum(len(q) for q in self.faults.values())
+        if queued + times > MAX_QUEUED_FAULTS:
+            raise web.HTTPBadRequest(text=f"at most {MAX_QUEUED_FAULTS} faults may be queued")
+        self.faults.setdefault((provider, operation), deque()).extend([fault] * times)
+
+    async def fault(self, provider: str, operation: str, request: web.Request,
+                    refusal: web.Response | None = None) -> web.StreamResponse | None:
+        """Play the next injected fault of this operation, if any: an answer to send
+        instead of the real one (None: go on). `refusal`: the acquirer's own final "no"
+        (a JSON 400 unless given)."""
+        queue = self.faults.get((provider, operation))
+        fault = queue.popleft() if queue else None
+        if fault is None:
+            return None
+        if fault.mode is FaultMode.EXPIRED_TOKEN:
+            self.tokens.clear()
+            return None  # the call goes on and meets the expired token
+        if fault.mode is FaultMode.REFUSE:
+            return refusal if refusal is not None else web.json_response(
+                {"code": "REFUSED", "message": "simulated refusal"}, status=400)
+        if fault.mode is FaultMode.HTTP500:
+            return web.Response(status=500, text="simulated acquirer failure")
+        await pause(request, fault.delay_ms or 30_000, self.stopping)
+        drop_connection(request)
+        return web.Response(status=500, text="dropped")
+
+    async def send_callback(self, method: str, url: str, **kwargs: Any) -> int | None:
+        """One callback to the MPP; its HTTP status, or None when it was not answered."""
+        assert self.session is not None
+        try:
+            async with self.session.request(
+                    method, url, timeout=aiohttp.ClientTimeout(total=CALLBACK_TIMEOUT_S),
+                    **kwargs) as resp:
+                await resp.read()
+                return resp.status
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            log.info("callback not answered", extra={"url": url, "error": str(exc)})
+            return None
+
+
+ACQUIRING: web.AppKey[AcquiringState] = web.AppKey("acquiring", AcquiringState)

@@ -1,0 +1,60 @@
+"""The background loop the top-up status poller and the top-up refund outbox share:
+read the ids of due rows, attempt each one in its own task (at most `concurrency` at
+once, never the same id twice at once), sleep, forever. Each attempt decides itself,
+under its row's lock, whether the row is still due; a failed attempt is logged and the
+row stays due."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+
+from mpp_server.db import Conn
+
+log = logging.getLogger(__name__)
+
+
+async def run_due(pool: asyncpg.Pool, due_sql: str, attempt: Callable[[str], Awaitable[object]],
+                  *, what: str, concurrency: int, poll_interval_s: float,
+                  each_round: Callable[[Conn], Awaitable[None]] | None = None) -> None:
+    """`due_sql` takes the batch size as $1 and returns rows whose first column is the id;
+    `each_round` runs on the same connection after each read (gauges)."""
+    sem = asyncio.Semaphore(concurrency)
+    in_flight: set[str] = set()
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def one(row_id: str) -> None:
+        try:
+            await attempt(row_id)
+        except Exception:
+            log.exception(f"{what} attempt failed", extra={"id": row_id})
+        finally:
+            in_flight.discard(row_id)
+            sem.release()
+
+    try:
+        while True:
+            try:
+                async with pool.acquire() as conn:
+                    due = await conn.fetch(due_sql, concurrency * 4)
+                    if each_round is not None:
+                        await each_round(conn)
+                for record in due:
+                    row_id = record[0]
+                    if row_id in in_flight:
+                        continue
+                    await sem.acquire()
+                    in_flight.add(row_id)
+                    task = asyncio.create_task(one(row_id))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.error(f"{what} cannot read its due rows", extra={"error": str(exc)})
+            await asyncio.sleep(poll_interval_s)
+    finally:
+        for task in list(tasks):
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
