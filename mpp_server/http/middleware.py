@@ -91,6 +91,10 @@ async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamRespo
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise Unauthorized("missing bearer token")
+    # Our tokens are printable ASCII; aiohttp hands other header bytes over as lone
+    # surrogates, which token.encode() refused with a 500 (issue 14).
+    if not (token.isascii() and token.isprintable()):
+        raise Unauthorized("invalid bearer token")
     # Compare against every token in constant time.
     valid = False
     for known in request.app[TOKENS]:
