@@ -5,8 +5,26 @@ from __future__ import annotations
 import ipaddress
 from functools import cached_property
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(value: str) -> tuple[Network, ...]:
+    """KASPI_ALLOWED_NETWORKS, strictly: a CIDR with host bits set (`10.1.2.3/0`) is
+    refused, not widened to its network (that one was everyone), and so is anything
+    that is not a CIDR or an address."""
+    networks = []
+    for part in (p.strip() for p in value.split(",")):
+        if not part:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(part, strict=True))
+        except ValueError as exc:
+            raise ValueError(f"KASPI_ALLOWED_NETWORKS: {part[:64]!r} is not a network "
+                             f"({exc})") from exc
+    return tuple(networks)
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -63,9 +81,7 @@ class Settings(BaseSettings):
     @field_validator("kaspi_allowed_networks")
     @classmethod
     def _networks_valid(cls, value: str) -> str:
-        for part in value.split(","):
-            if part.strip():
-                ipaddress.ip_network(part.strip(), strict=False)
+        parse_networks(value)
         return value
 
     @cached_property
@@ -73,6 +89,15 @@ class Settings(BaseSettings):
         return frozenset(t.strip() for t in self.wallet_api_tokens.split(",") if t.strip())
 
     @cached_property
-    def allowed_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-        return tuple(ipaddress.ip_network(p.strip(), strict=False)
-                     for p in self.kaspi_allowed_networks.split(",") if p.strip())
+    def allowed_networks(self) -> tuple[Network, ...]:
+        return parse_networks(self.kaspi_allowed_networks)
+
+
+def describe_settings_error(exc: ValidationError) -> str:
+    """Each refused setting as `VARIABLE: why`, named as the environment names it."""
+    parts = []
+    for err in exc.errors(include_url=False):
+        name = ".".join(str(p) for p in err["loc"]).upper() or "SETTINGS"
+        why = str(err["msg"]).removeprefix("Value error, ")
+        parts.append(why if why.startswith(name) else f"{name}: {why}")
+    return "; ".join(parts)

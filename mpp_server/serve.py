@@ -13,15 +13,17 @@ import contextlib
 import logging
 import signal
 import socket
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiohttp
 import asyncpg
+import pydantic
 from aiohttp import web
 
 from mpp_server import db, migrate
-from mpp_server.config import Settings, parse_listen
+from mpp_server.config import Settings, describe_settings_error, parse_listen
 from mpp_server.domain import payments
 from mpp_server.domain.outbox import NotifyOutbox
 from mpp_server.http import openapi, refund_listener
@@ -184,7 +186,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--migrate", action="store_true",
                         help="apply pending sql/ migrations before starting")
     args = parser.parse_args(argv)
-    settings = Settings()
+    try:
+        settings = Settings()
+    except pydantic.ValidationError as exc:
+        print(f"mpp-server: configuration refused: {describe_settings_error(exc)}",
+              file=sys.stderr)
+        return 2
     setup_logging(settings.log_level)
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         if args.migrate:

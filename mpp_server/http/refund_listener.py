@@ -107,6 +107,10 @@ async def source_allowlist(request: web.Request, handler: Handler) -> web.Stream
         source = ipaddress.ip_address(request.remote or "")
     except ValueError:
         source = None
+    if isinstance(source, ipaddress.IPv6Address) and source.ipv4_mapped is not None:
+        # A dual-stack listener sees an IPv4 peer as ::ffff:a.b.c.d; the allow-list
+        # names it as IPv4.
+        source = source.ipv4_mapped
     allowed = request.app[SERVICES].settings.allowed_networks
     if source is None or not any(source in net for net in allowed):
         log.warning("refused a request from outside KASPI_ALLOWED_NETWORKS",
