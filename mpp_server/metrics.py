@@ -64,6 +64,12 @@ MONEY_ALARMS = Counter(
     "Events that need a person: Kaspi contradicting our books, a refused debit that "
     "the database constraint caught, ...", ["kind"], registry=REGISTRY)
 
+KASPI_DEFECTS = Counter(
+    "mpp_kaspi_defects_total",
+    "A field of Kaspi's message that breaks the regulation but did not stop the money "
+    "(taken cut, dropped or sanitised): someone should tell Kaspi",
+    ["message", "field", "defect"], registry=REGISTRY)
+
 RECONCILIATION_OPEN = Gauge(
     "mpp_reconciliation_open_discrepancies",
     "Discrepancies found by the latest reconciliation run of each registry",

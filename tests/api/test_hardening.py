@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from mpp_server import db
-from tests.support.helpers import new_customer
+from tests.api.test_refunds import post_refund
+from tests.support.helpers import balance, complete_payment, new_customer, transfers_of
 from tests.support.stack import free_port, running_stack
 
 
@@ -50,3 +51,48 @@ async def test_ipv4_mapped_peer_is_matched_against_ipv4_networks(
     assert status == 200, body
     assert body["result"]["resultCode"] == "PARAM_ILLEGAL"
     assert body["result"]["resultMessage"] == "unknown paymentId"
+
+
+# ---- item 6: /refund's ambiguous and incomplete bodies -----------------------------------
+
+def metric_value(name: str, **labels: str) -> float:
+    from mpp_server.metrics import REGISTRY
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_refund_with_refund_amount_given_twice_is_param_illegal(stack: Any) -> None:
+    customer = new_customer()
+    done = await complete_payment(stack, customer, "50.00")
+    refund_id = "dup-" + new_customer()
+    raw = (f'{{"customerId": "{customer}", "paymentId": "{done["paymentId"]}", '
+           f'"refundAmount": "1.00", "refundId": "{refund_id}", "linkReceipt": "l", '
+           f'"refundAmount": "50.00"}}').encode()
+    status, body = await post_refund(stack, raw=raw)
+    assert status == 400 and body["result"]["resultCode"] == "PARAM_ILLEGAL", body
+    assert "refundAmount" in body["result"]["resultMessage"]
+    async with stack.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM refunds WHERE refund_id = $1",
+                                   refund_id) == 0
+    assert await balance(stack, customer) == "0.00"
+
+
+@pytest.mark.parametrize("link", [None, ""])
+async def test_refund_without_link_receipt_is_credited_and_counted(
+        stack: Any, link: str | None) -> None:
+    customer = new_customer()
+    done = await complete_payment(stack, customer, "30.00")
+    body = {"customerId": customer, "paymentId": done["paymentId"],
+            "refundAmount": "30.00", "refundId": "nolink-" + new_customer()}
+    if link is not None:
+        body["linkReceipt"] = link
+    counted = metric_value("mpp_kaspi_defects_total", message="refund",
+                           field="linkReceipt", defect="missing")
+    status, answer = await post_refund(stack, body)
+    assert status == 200 and answer["result"]["resultCode"] == "SUCCESS", answer
+    assert await balance(stack, customer) == "30.00"
+    assert await transfers_of(stack, "refund_credit", body["refundId"]) == 1
+    assert metric_value("mpp_kaspi_defects_total", message="refund", field="linkReceipt",
+                        defect="missing") == counted + 1
+    # A repeat: the same answer, no second credit.
+    assert await post_refund(stack, body) == (status, answer)
+    assert await balance(stack, customer) == "30.00"
