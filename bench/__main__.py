@@ -37,6 +37,8 @@ from mpp_server.domain import ledger
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-" + secrets.token_hex(8)
+DEPOSIT_TOKEN = "bench-deposit-" + secrets.token_hex(8)
+BENCH_DEPOSIT = "100000000.00"  # enough for every payment of a run
 CALLER = "MPPSERVER"
 
 
@@ -497,6 +499,7 @@ async def measure(args: argparse.Namespace, dsn: str, procs: Processes) -> dict[
         servers.append(procs.start(f"server{i}", [sys.executable, *program, "serve"], {
             "DATABASE_URL": dsn, "KASPI_BASE_URL": sim, "KASPI_CALLER_NAME": CALLER,
             "WALLET_API_TOKENS": TOKEN, "WALLET_LISTEN": f"127.0.0.1:{wallet_port}",
+            "DEPOSIT_API_TOKENS": DEPOSIT_TOKEN, "DEPOSIT_MAX_AMOUNT": BENCH_DEPOSIT,
             "KASPI_LISTEN": f"127.0.0.1:{kaspi_port}", "DB_QUERY_METRICS": "true",
             "DB_POOL_MAX": str(args.pool), "LOG_LEVEL": "WARNING"}))
     connector = aiohttp.TCPConnector(limit=0)
@@ -508,7 +511,8 @@ async def measure(args: argparse.Namespace, dsn: str, procs: Processes) -> dict[
         customers = [f"77{i:010d}" for i in range(args.concurrency)]
         await gather_limited([
             load.post(f"{load.wallet()}/v1/accounts/{c}/deposits",
-                      {"depositId": f"bench-{c}", "amount": "100000000.00"}, load.auth)
+                      {"depositId": f"bench-{c}", "amount": BENCH_DEPOSIT},
+                      {"Authorization": f"Bearer {DEPOSIT_TOKEN}"})
             for c in customers])
         qr_count = int(args.duration * args.expected_rate)
         qr_pool = await gather_limited([load.new_qr("Dynamic", "100.00")

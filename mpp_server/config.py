@@ -8,6 +8,8 @@ from functools import cached_property
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mpp_server.money import parse_amount
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -49,6 +51,11 @@ class Settings(BaseSettings):
     kaspi_timeout_ms: int = Field(default=3000, ge=50, le=60_000)
 
     wallet_api_tokens: str = ""
+    # The core-banking side's tokens: the only ones that may create money (deposits) or
+    # set a customer's identity (http/middleware.py, deposit_tokens_only).
+    deposit_api_tokens: str = ""
+    # The most one deposit may credit, in tenge ("1000000.00"); more is 422.
+    deposit_max_amount: str = "1000000.00"
     kaspi_allowed_networks: str = "127.0.0.0/8"
 
     wallet_listen: str = "127.0.0.1:8080"
@@ -84,13 +91,32 @@ class Settings(BaseSettings):
         parse_networks(value)
         return value
 
+    @field_validator("deposit_max_amount")
+    @classmethod
+    def _deposit_max_valid(cls, value: str) -> str:
+        if parse_amount(value) <= 0:
+            raise ValueError("DEPOSIT_MAX_AMOUNT must be positive")
+        return value
+
     @cached_property
     def tokens(self) -> frozenset[str]:
-        return frozenset(t.strip() for t in self.wallet_api_tokens.split(",") if t.strip())
+        return _token_set(self.wallet_api_tokens)
+
+    @cached_property
+    def deposit_tokens(self) -> frozenset[str]:
+        return _token_set(self.deposit_api_tokens)
+
+    @cached_property
+    def deposit_max_tiyn(self) -> int:
+        return parse_amount(self.deposit_max_amount)
 
     @cached_property
     def allowed_networks(self) -> tuple[Network, ...]:
         return parse_networks(self.kaspi_allowed_networks)
+
+
+def _token_set(text: str) -> frozenset[str]:
+    return frozenset(t.strip() for t in text.split(",") if t.strip())
 
 
 def describe_settings_error(exc: ValidationError) -> str:

@@ -20,6 +20,12 @@ class Unauthorized(WalletError):
     code, http_status = "UNAUTHORIZED", 401
 
 
+class Forbidden(WalletError):
+    """A valid token that may not make this call (a wallet token on a deposit)."""
+
+    code, http_status = "FORBIDDEN", 403
+
+
 class NotFound(WalletError):
     code, http_status = "NOT_FOUND", 404
 

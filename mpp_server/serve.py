@@ -35,6 +35,7 @@ from mpp_server.http.middleware import (
     TOKENS,
     bearer_auth,
     metrics_middleware,
+    token_scopes,
     wallet_errors,
 )
 from mpp_server.kaspi_client.client import KaspiClient
@@ -50,7 +51,7 @@ def create_wallet_app(svc: Services) -> web.Application:
     app = web.Application(middlewares=[metrics_middleware, wallet_errors, bearer_auth],
                           client_max_size=svc.settings.max_body_bytes)
     app[LISTENER] = "wallet"
-    app[TOKENS] = svc.settings.tokens
+    app[TOKENS] = token_scopes(svc.settings)
     app[SERVICES] = svc
     wallet_api.add_routes(app)
     reconciliations_api.add_routes(app)

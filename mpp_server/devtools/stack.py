@@ -86,6 +86,11 @@ def main(argv: list[str]) -> int:
     if not env.get("WALLET_API_TOKENS"):
         env["WALLET_API_TOKENS"] = "dev-" + secrets.token_urlsafe(18)
         print(f"stack: WALLET_API_TOKENS was unset; this run's token: {env['WALLET_API_TOKENS']}")
+    if not env.get("DEPOSIT_API_TOKENS"):
+        # Deposits create money: they take only these tokens, never a wallet token.
+        env["DEPOSIT_API_TOKENS"] = "dev-deposit-" + secrets.token_urlsafe(18)
+        print(f"stack: DEPOSIT_API_TOKENS was unset; this run's deposit token: "
+              f"{env['DEPOSIT_API_TOKENS']}")
     wallet_listen = env.get("WALLET_LISTEN", defaults.wallet_listen)
     procs: list[subprocess.Popen[bytes]] = []
     # Installed explicitly: a shell that starts us in the background ignores SIGINT.

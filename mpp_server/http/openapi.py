@@ -106,7 +106,8 @@ PAYMENT_EXAMPLES: dict[str, BaseModel] = {
 
 # Local error codes and their HTTP status, from the exceptions the server raises.
 _LOCAL = {cls.code: cls.http_status for cls in (
-    errors.ValidationFailed, errors.Unauthorized, errors.NotFound, errors.InsufficientFunds,
+    errors.ValidationFailed, errors.Unauthorized, errors.Forbidden, errors.NotFound,
+    errors.InsufficientFunds,
     errors.PaymentExpired, errors.InvalidState, errors.CustomerMismatch,
     errors.IdempotencyConflict, errors.KaspiUnavailable)}
 _KASPI_PASSED = (ResultCode.INVALID_TOKEN, ResultCode.PARAM_ILLEGAL, ResultCode.CUSTOM_QR_ERROR,
@@ -119,6 +120,8 @@ _STATUS_OF = {**_LOCAL, **{str(c): errors.KaspiRefused(c, "").http_status for c 
 _WHY = {
     "VALIDATION_ERROR": "the request is malformed or breaks a rule (message says which)",
     "UNAUTHORIZED": "missing or unknown bearer token",
+    "FORBIDDEN": "a valid token that may not call this (deposits take only "
+                 "DEPOSIT_API_TOKENS, every other call only WALLET_API_TOKENS)",
     "NOT_FOUND": "no such account or payment",
     "INSUFFICIENT_FUNDS": "the balance does not cover the payment (it is DECLINED)",
     "PAYMENT_EXPIRED": "canConfirmUntil has passed (the payment is EXPIRED)",
@@ -162,6 +165,8 @@ class Route:
     description: str = ""
     tag: str = "wallet"
     secured: bool = True
+    # Which token list may call it (middleware.Scope); a token of the other gets 403.
+    deposit_tokens_only: bool = False
     params: tuple[Param, ...] = ()
     request: type[BaseModel] | None = None
     # Request examples stay as written (a bare number stays bare); build() validates them.
@@ -189,10 +194,11 @@ def _payment_answer(description: str) -> Answer:
 ROUTES: tuple[Route, ...] = (
     Route(("wallet",), "post", "/v1/accounts/{customerId}/deposits", "createDeposit",
           "Credit a customer's wallet (idempotent on depositId)",
-          "How money enters a wallet (production feeds it from core banking). The first "
-          "deposit creates the account. A repeat with the same depositId, customer and "
-          "amount answers 200 and moves nothing.",
-          params=(CUSTOMER_ID,), request=DepositIn,
+          "How money enters a wallet (production feeds it from core banking). Only a "
+          "DEPOSIT_API_TOKENS token may call it. The first deposit creates the account. A "
+          "repeat with the same depositId, customer and amount answers 200 and moves "
+          "nothing. One deposit is at most DEPOSIT_MAX_AMOUNT.",
+          deposit_tokens_only=True, params=(CUSTOMER_ID,), request=DepositIn,
           request_examples={"deposit": {"depositId": "d-1", "amount": "5000.00"},
                             "bare number": {"depositId": "d-2", "amount": 1500}},
           answers={201: Answer("credited", AccountOut, {
@@ -377,7 +383,7 @@ def _examples(examples: Mapping[str, Any]) -> dict[str, Any]:
 
 def _error_answers(route: Route) -> dict[int, dict[str, Any]]:
     by_status: dict[int, list[str]] = {}
-    for code in route.error_codes:
+    for code in route.error_codes + (("FORBIDDEN",) if route.secured else ()):
         by_status.setdefault(_STATUS_OF[code], []).append(code)
     if route.passes_kaspi_codes:
         by_status.setdefault(502, [])
@@ -403,7 +409,8 @@ def _operation(route: Route, refs: Mapping[Any, dict[str, Any]]) -> dict[str, An
                           "tags": [route.tag]}
     if route.description:
         op["description"] = route.description
-    op["security"] = [{"bearerAuth": []}] if route.secured else []
+    scheme = "depositAuth" if route.deposit_tokens_only else "bearerAuth"
+    op["security"] = [{scheme: []}] if route.secured else []
     if route.params:
         op["parameters"] = [{"name": p.name, "in": p.where, "required": p.required,
                              "description": p.description, "schema": dict(p.schema)}
@@ -478,10 +485,15 @@ def build(which: Which = "all") -> dict[str, Any]:
         "paths": paths,
         "components": {
             "schemas": defs.get("$defs", {}),
-            "securitySchemes": {"bearerAuth": {
-                "type": "http", "scheme": "bearer",
-                "description": "a token from WALLET_API_TOKENS (comma-separated, several "
-                               "for rotation); /v1 paths only"}},
+            "securitySchemes": {
+                "bearerAuth": {
+                    "type": "http", "scheme": "bearer",
+                    "description": "a token from WALLET_API_TOKENS (comma-separated, "
+                                   "several for rotation); /v1 paths only"},
+                "depositAuth": {
+                    "type": "http", "scheme": "bearer",
+                    "description": "a token from DEPOSIT_API_TOKENS (the core-banking "
+                                   "side): the only tokens that may create money"}},
         },
         "tags": [{"name": "wallet", "description": "the wallet's mobile backend calls these"},
                  {"name": "probes", "description": "no token: keep the listener private"},

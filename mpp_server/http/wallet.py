@@ -14,6 +14,7 @@ from mpp_server.errors import NotFound, ValidationFailed
 from mpp_server.http.middleware import (
     SERVICES,
     check_query,
+    deposit_tokens_only,
     json_response,
     locale_of,
     parse_body,
@@ -70,11 +71,16 @@ def payment_out(row: asyncpg.Record, refunds: list[asyncpg.Record] | None = None
         kaspiAcknowledged=row["kaspi_acknowledged"], createdAt=row["created_at"])
 
 
+@deposit_tokens_only
 async def deposit(request: web.Request) -> web.Response:
     customer_id = path_param(request, "customer_id", CUSTOMER_ID_PATTERN)
     body = await parse_body(request, DepositIn)
     if body.amount <= 0:
         raise ValidationFailed("amount must be positive")
+    settings = _svc(request).settings
+    if body.amount > settings.deposit_max_tiyn:
+        raise ValidationFailed(f"amount is above DEPOSIT_MAX_AMOUNT "
+                               f"({settings.deposit_max_amount}) for one deposit")
     result = await deposits.deposit(_svc(request).pool, body.depositId, customer_id, body.amount)
     return json_response(AccountOut(customerId=customer_id, balance=result.balance_tiyn),
                          status=201 if result.created else 200)

@@ -130,7 +130,8 @@ async def raw_http(url: str, request: bytes) -> tuple[int, Any]:
 async def test_deposit_amount_of_5000_digits_is_a_validation_error(stack: Any) -> None:
     customer = new_customer()
     raw = b'{"depositId": "d5000-' + customer.encode() + b'", "amount": ' + b"1" * 5000 + b"}"
-    status, body = await call(stack, "POST", f"/v1/accounts/{customer}/deposits", raw=raw)
+    status, body = await call(stack, "POST", f"/v1/accounts/{customer}/deposits", raw=raw,
+                              token=stack.deposit_token)
     assert status == 422 and body["error"]["code"] == "VALIDATION_ERROR", body
     status, _ = await call(stack, "GET", f"/v1/accounts/{customer}")
     assert status == 404  # nothing written

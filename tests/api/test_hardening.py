@@ -12,7 +12,13 @@ import pytest
 
 from mpp_server import db
 from tests.api.test_refunds import post_refund
-from tests.support.helpers import balance, complete_payment, new_customer, transfers_of
+from tests.support.helpers import (
+    balance,
+    call,
+    complete_payment,
+    new_customer,
+    transfers_of,
+)
 from tests.support.stack import free_port, running_stack
 
 
@@ -96,3 +102,44 @@ async def test_refund_without_link_receipt_is_credited_and_counted(
     # A repeat: the same answer, no second credit.
     assert await post_refund(stack, body) == (status, answer)
     assert await balance(stack, customer) == "30.00"
+
+
+# ---- item 7: who may create money ---------------------------------------------------------
+
+async def test_wallet_token_cannot_deposit(stack: Any) -> None:
+    customer = new_customer()
+    status, body = await call(stack, "POST", f"/v1/accounts/{customer}/deposits",
+                              {"depositId": "steal-" + customer, "amount": "1000.00"})
+    assert status == 403 and body["error"]["code"] == "FORBIDDEN", body
+    status, _ = await call(stack, "GET", f"/v1/accounts/{customer}")
+    assert status == 404  # no account, no money
+
+
+async def test_deposit_token_deposits_but_makes_no_wallet_calls(stack: Any) -> None:
+    customer = new_customer()
+    status, body = await call(stack, "POST", f"/v1/accounts/{customer}/deposits",
+                              {"depositId": "core-" + customer, "amount": "25.00"},
+                              token=stack.deposit_token)
+    assert status == 201 and body["balance"] == "25.00", body
+    status, body = await call(stack, "GET", f"/v1/accounts/{customer}",
+                              token=stack.deposit_token)
+    assert status == 403 and body["error"]["code"] == "FORBIDDEN", body
+    assert await balance(stack, customer) == "25.00"
+
+
+async def test_deposit_above_deposit_max_amount_is_refused(stack: Any) -> None:
+    customer = new_customer()
+    limit = stack.runtime.settings.deposit_max_amount
+    assert limit == "1000000.00"  # the default
+    status, body = await call(stack, "POST", f"/v1/accounts/{customer}/deposits",
+                              {"depositId": "big-" + customer, "amount": "1000000.01"},
+                              token=stack.deposit_token)
+    assert status == 422 and body["error"]["code"] == "VALIDATION_ERROR", body
+    assert "DEPOSIT_MAX_AMOUNT" in body["error"]["message"]
+    status, _ = await call(stack, "GET", f"/v1/accounts/{customer}")
+    assert status == 404
+    status, body = await call(stack, "POST", f"/v1/accounts/{customer}/deposits",
+                              {"depositId": "max-" + customer, "amount": limit},
+                              token=stack.deposit_token)
+    assert status == 201 and body["balance"] == limit, body
+

@@ -51,6 +51,7 @@ def free_port() -> int:
 
 
 TOKEN = "test-token-" + uuid.uuid4().hex[:8]
+DEPOSIT_TOKEN = "test-deposit-" + uuid.uuid4().hex[:8]
 CALLER_NAME = "MPPSERVER"
 
 
@@ -60,7 +61,8 @@ def server_env(database_url: str, sim_url: str, kaspi_listen: str = "127.0.0.1:0
     return {
         "DATABASE_URL": database_url, "KASPI_BASE_URL": sim_url,
         "KASPI_CALLER_NAME": CALLER_NAME, "KASPI_TIMEOUT_MS": "1000",
-        "WALLET_API_TOKENS": f"other-token,{TOKEN}", "KASPI_ALLOWED_NETWORKS": "127.0.0.0/8",
+        "WALLET_API_TOKENS": f"other-token,{TOKEN}", "DEPOSIT_API_TOKENS": DEPOSIT_TOKEN,
+        "KASPI_ALLOWED_NETWORKS": "127.0.0.0/8",
         "WALLET_LISTEN": wallet_listen, "KASPI_LISTEN": kaspi_listen,
         "CONFIRM_BUDGET_MS": "3000", "CONFIRM_SAFETY_MARGIN_MS": "200",
         "NOTIFY_BACKOFF_INITIAL_MS": "50", "NOTIFY_BACKOFF_MAX_MS": "400",
@@ -78,6 +80,7 @@ class Stack:
     kaspi_url: str
     sim_url: str
     token: str
+    deposit_token: str
     database_url: str
     pool: db.Pool
     http: aiohttp.ClientSession
@@ -110,7 +113,8 @@ async def running_stack(database_url: str, pool: db.Pool,
     await runtime.start()
     try:
         async with aiohttp.ClientSession() as http:
-            yield Stack(runtime.wallet_url, runtime.kaspi_url, sim_url, TOKEN, database_url,
+            yield Stack(runtime.wallet_url, runtime.kaspi_url, sim_url, TOKEN,
+                        DEPOSIT_TOKEN, database_url,
                         pool, http, runtime)
     finally:
         await runtime.stop()
