@@ -27,6 +27,7 @@ class DebitOutcome(StrEnum):
 
     DEBITED = "DEBITED"                        # customer debited, PENDING, SUCCESS staged
     INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"  # nothing debited, DECLINED, failure staged
+    EXPIRED = "EXPIRED"                        # past canConfirmUntil - margin: EXPIRED
     CHANGED = "CHANGED"                        # not in the status validated: read again
 
     @property

@@ -270,6 +270,8 @@ async def confirm(svc: Services, payment_id: str, customer_id: str, amount_tiyn:
         outcome = await _debit_or_decline(svc, row, amount, locale, budget_s)
         if outcome is DebitOutcome.CHANGED:
             continue
+        if outcome is DebitOutcome.EXPIRED:
+            raise PaymentExpired("the payment's canConfirmUntil has passed")
         staged = DEBIT_NOTICES[outcome]
         notice = Notice(payment_id, str(row["mpp_payment_id"]), customer_id, amount,
                         staged.result_code, staged.result_message, locale or row["locale"])
@@ -302,9 +304,14 @@ async def _debit_or_decline(svc: Services, row: asyncpg.Record, amount: int,
     check_transition(row["status"], Status.PENDING)
     async with svc.pool.acquire() as conn:
         outcome = DebitOutcome(await conn.fetchval(
-            "SELECT payment_debit($1, $2, $3, $4, $5, $6, $7, $8)", payment_id, customer_id,
-            row["status"], amount, ledger.shard_for(payment_id), locale, budget_s,
-            DEBIT_NOTICES_ARG))
+            "SELECT payment_debit($1, $2, $3, $4, $5, $6, $7, $8, $9)", payment_id,
+            customer_id, row["status"], amount, ledger.shard_for(payment_id), locale,
+            budget_s, DEBIT_NOTICES_ARG, svc.settings.confirm_safety_margin_ms))
+    if outcome is DebitOutcome.EXPIRED:
+        # The deadline passed while the debit waited for its locks (payment_debit).
+        check_transition(row["status"], Status.EXPIRED)
+        PAYMENTS.labels("EXPIRED").inc()
+        log.info("payment expired at the debit", extra={"payment_id": payment_id})
     if outcome is DebitOutcome.INSUFFICIENT_FUNDS:
         check_transition(row["status"], Status.DECLINED)
         PAYMENTS.labels("INSUFFICIENT_FUNDS").inc()

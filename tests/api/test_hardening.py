@@ -3,11 +3,14 @@ test failed on the code before the fix it names."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import pytest
 
 from mpp_server import db
@@ -16,7 +19,12 @@ from tests.support.helpers import (
     balance,
     call,
     complete_payment,
+    confirm,
+    deposit,
     new_customer,
+    new_qr,
+    payment,
+    scan,
     transfers_of,
 )
 from tests.support.stack import free_port, running_stack
@@ -143,3 +151,80 @@ async def test_deposit_above_deposit_max_amount_is_refused(stack: Any) -> None:
                               token=stack.deposit_token)
     assert status == 201 and body["balance"] == limit, body
 
+
+
+# ---- item 3: canConfirmUntil is enforced by the debit itself -----------------------------
+
+async def wait_until_blocked(pool: db.Pool, text: str) -> None:
+    """Until a statement containing `text` waits on a lock in this database. (Asked
+    outside the lock holder's transaction: pg_stat_activity is a snapshot taken once
+    per transaction.)"""
+    for _ in range(400):
+        waiting = await pool.fetchval(
+            """SELECT count(*) FROM pg_stat_activity
+               WHERE datname = current_database() AND wait_event_type = 'Lock'
+                 AND query LIKE '%' || $1 || '%'""", text)
+        if waiting:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no statement with {text!r} ever waited on a lock")
+
+
+async def test_confirm_that_waits_past_the_deadline_is_expired_not_debited(
+        stack: Any) -> None:
+    customer = new_customer()
+    await deposit(stack, customer, "100.00")
+    qr = await new_qr(stack, "Dynamic", amount="10.00", ttlSeconds=3)
+    scanned = await scan(stack, qr["qrCode"], customer)
+    payment_id = scanned["payment"]["paymentId"]
+    locker = await asyncpg.connect(stack.database_url)
+    try:
+        # Hold the customer's account: the debit passes the deadline check in Python,
+        # takes the payment row, then waits here (as behind a concurrent refund).
+        tx = locker.transaction()
+        await tx.start()
+        await locker.execute("SELECT 1 FROM accounts WHERE customer_id = $1 FOR UPDATE",
+                             customer)
+        confirming = asyncio.create_task(confirm(stack, payment_id, customer))
+        await wait_until_blocked(stack.pool, "payment_debit")
+        until = datetime.fromisoformat(scanned["payment"]["canConfirmUntil"])
+        # Let the deadline pass while it waits.
+        await asyncio.sleep(max(0.0, (until - datetime.now(UTC)).total_seconds()) + 0.1)
+        await tx.rollback()
+        status, body = await confirming
+    finally:
+        await locker.close()
+    assert status == 409 and body["error"]["code"] == "PAYMENT_EXPIRED", body
+    assert await balance(stack, customer) == "100.00"
+    assert await transfers_of(stack, "payment_debit", payment_id) == 0
+    assert (await payment(stack, payment_id))["status"] == "EXPIRED"
+    async with stack.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM notify_outbox WHERE payment_id = $1",
+                                   payment_id) == 0
+
+
+async def test_confirmed_at_is_the_clock_at_the_debit_not_the_transaction_start(
+        stack: Any) -> None:
+    customer = new_customer()
+    await deposit(stack, customer, "100.00")
+    qr = await new_qr(stack, "Dynamic", amount="10.00")
+    payment_id = (await scan(stack, qr["qrCode"], customer))["payment"]["paymentId"]
+    locker = await asyncpg.connect(stack.database_url)
+    try:
+        tx = locker.transaction()
+        await tx.start()
+        await locker.execute("SELECT 1 FROM accounts WHERE customer_id = $1 FOR UPDATE",
+                             customer)
+        confirming = asyncio.create_task(confirm(stack, payment_id, customer))
+        await wait_until_blocked(stack.pool, "payment_debit")
+        released_at = await locker.fetchval("SELECT clock_timestamp()")
+        await tx.rollback()
+        status, body = await confirming
+    finally:
+        await locker.close()
+    assert status == 200 and body["status"] == "COMPLETED", body
+    async with stack.pool.acquire() as conn:
+        confirmed_at = await conn.fetchval(
+            "SELECT confirmed_at FROM payments WHERE payment_id = $1", payment_id)
+    # The debit happened after the lock it waited for was released.
+    assert confirmed_at > released_at
