@@ -21,11 +21,13 @@ from tests.support.helpers import (
     complete_payment,
     confirm,
     deposit,
+    fault,
     new_customer,
     new_qr,
     payment,
     scan,
     transfers_of,
+    wait_status,
 )
 from tests.support.stack import free_port, running_stack
 
@@ -228,3 +230,140 @@ async def test_confirmed_at_is_the_clock_at_the_debit_not_the_transaction_start(
             "SELECT confirmed_at FROM payments WHERE payment_id = $1", payment_id)
     # The debit happened after the lock it waited for was released.
     assert confirmed_at > released_at
+
+
+# ---- items 1 and 2: Kaspi's notifyPayment answers as they come -------------------------
+
+async def pending_payment(stack: Any, amount: str = "10.00") -> tuple[str, str]:
+    """A customer with 100.00 and a scanned Dynamic payment of `amount`, not confirmed."""
+    customer = new_customer()
+    await deposit(stack, customer, "100.00")
+    qr = await new_qr(stack, "Dynamic", amount=amount)
+    return customer, (await scan(stack, qr["qrCode"], customer))["payment"]["paymentId"]
+
+
+async def stored_answer(stack: Any, payment_id: str) -> asyncpg.Record:
+    async with stack.pool.acquire() as conn:
+        row: asyncpg.Record = await conn.fetchrow(
+            "SELECT status, kaspi_result_code, kaspi_result_message, link_receipt, "
+            "kaspi_acknowledged FROM payments WHERE payment_id = $1", payment_id)
+    return row
+
+
+def defects(field: str, kind: str) -> float:
+    return metric_value("mpp_kaspi_defects_total", message="notifyPayment", field=field,
+                        defect=kind)
+
+
+def answer_text(code: str, message: str, link: str | None = None) -> str:
+    """A notifyPayment answer as JSON text: `message` and `link` are inserted as written,
+    so JSON escapes (\\u0000, \\ud800) reach the server."""
+    text = f'{{"result": {{"resultCode": "{code}", "resultMessage": "{message}"}}'
+    return text + (f', "linkReceipt": "{link}"}}' if link is not None else "}")
+
+
+@pytest.mark.usefixtures("clean_faults")
+async def test_final_decline_with_over_long_message_decides_the_payment(stack: Any) -> None:
+    customer, payment_id = await pending_payment(stack)
+    # Kaspi repeats the same answer: without the fix it was "no answer", for ever.
+    await fault(stack, "notifyPayment", "replace_answer", 20,
+                rawBody=answer_text("PROCESS_FAIL", "m" * 300))
+    counted = defects("resultMessage", "too_long")
+    status, body = await confirm(stack, payment_id, customer)
+    assert status == 200 and body["status"] == "DECLINED", body
+    assert await balance(stack, customer) == "100.00"  # the debit returned
+    row = await stored_answer(stack, payment_id)
+    assert row["kaspi_result_code"] == "PROCESS_FAIL"
+    assert row["kaspi_result_message"] == "m" * 256
+    assert defects("resultMessage", "too_long") == counted + 1
+
+
+@pytest.mark.usefixtures("clean_faults")
+async def test_success_with_over_long_link_completes_without_the_link(stack: Any) -> None:
+    customer, payment_id = await pending_payment(stack)
+    await fault(stack, "notifyPayment", "replace_answer", 20,
+                rawBody=answer_text("SUCCESS", "success", "https://r.kaspi.kz/" + "a" * 2100))
+    counted = defects("linkReceipt", "too_long")
+    status, body = await confirm(stack, payment_id, customer)
+    assert status == 200 and body["status"] == "COMPLETED", body
+    assert "linkReceipt" not in body
+    assert await balance(stack, customer) == "90.00"
+    assert defects("linkReceipt", "too_long") == counted + 1
+
+
+@pytest.mark.usefixtures("clean_faults")
+async def test_success_with_over_long_message_keeps_a_usable_link(stack: Any) -> None:
+    customer, payment_id = await pending_payment(stack)
+    link = "https://receipt-test.kaspi.kz/web?extTranId=QR1"
+    await fault(stack, "notifyPayment", "replace_answer", 20,
+                rawBody=answer_text("SUCCESS", "s" * 1000, link))
+    status, body = await confirm(stack, payment_id, customer)
+    assert status == 200 and body["status"] == "COMPLETED", body
+    assert body["linkReceipt"] == link
+    assert (await stored_answer(stack, payment_id))["kaspi_result_message"] == "s" * 256
+
+
+@pytest.mark.usefixtures("clean_faults")
+async def test_nul_in_link_receipt_completes_without_the_link(stack: Any) -> None:
+    customer, payment_id = await pending_payment(stack)
+    await fault(stack, "notifyPayment", "replace_answer", 20,
+                rawBody=answer_text("SUCCESS", "ok\\u0000", "https://r\\u0000x"))
+    counted = defects("linkReceipt", "unstorable")
+    status, body = await confirm(stack, payment_id, customer)
+    assert status == 200 and body["status"] == "COMPLETED", body
+    assert "linkReceipt" not in body
+    row = await stored_answer(stack, payment_id)
+    assert row["kaspi_result_message"] == "ok\ufffd" and row["link_receipt"] is None
+    assert defects("linkReceipt", "unstorable") == counted + 1
+    assert await balance(stack, customer) == "90.00"
+
+
+@pytest.mark.usefixtures("clean_faults")
+async def test_lone_surrogate_in_decline_message_is_sanitised_and_decides(stack: Any) -> None:
+    customer, payment_id = await pending_payment(stack)
+    await fault(stack, "notifyPayment", "replace_answer", 20,
+                rawBody=answer_text("RISK_REJECT", "risk \\ud800 rejected"))
+    status, body = await confirm(stack, payment_id, customer)
+    assert status == 200 and body["status"] == "DECLINED", body
+    assert (await stored_answer(stack, payment_id))["kaspi_result_message"] == (
+        "risk \ufffd rejected")
+    assert await balance(stack, customer) == "100.00"
+
+
+async def outbox_row(stack: Any, payment_id: str) -> asyncpg.Record | None:
+    async with stack.pool.acquire() as conn:
+        row: asyncpg.Record | None = await conn.fetchrow(
+            "SELECT attempts, last_error FROM notify_outbox WHERE payment_id = $1",
+            payment_id)
+    return row
+
+
+@pytest.mark.usefixtures("clean_faults")
+@pytest.mark.parametrize("extra", ["1" * 5000, "[" * 30_000 + "]" * 30_000],
+                         ids=["5000-digit integer", "nested 30000 deep"])
+async def test_unreadable_answer_is_counted_and_waits_its_backoff(stack: Any,
+                                                                  extra: str) -> None:
+    customer, payment_id = await pending_payment(stack)
+    raw = answer_text("SUCCESS", "success")[:-1] + f', "extra": {extra}}}'
+    await fault(stack, "notifyPayment", "replace_answer", 100_000, rawBody=raw)
+    retried = metric_value("mpp_notify_retries_total", reason="BAD_RESPONSE")
+    status, body = await confirm(stack, payment_id, customer)
+    # Never a 500 after the debit: the payment as it stands.
+    assert status == 200 and body["status"] == "PENDING", body
+    assert await balance(stack, customer) == "90.00"
+    row = await outbox_row(stack, payment_id)
+    assert row is not None and row["attempts"] >= 1, row
+    assert row["last_error"] == "BAD_RESPONSE"
+    assert metric_value("mpp_notify_retries_total", reason="BAD_RESPONSE") >= retried + 1
+    # After the lease the worker counts its attempts too (each sets the row's backoff).
+    seen = row["attempts"]
+    for _ in range(200):
+        row = await outbox_row(stack, payment_id)
+        assert row is not None
+        if row["attempts"] > seen:
+            break
+        await asyncio.sleep(0.05)
+    assert row["attempts"] > seen, row
+    async with stack.http.delete(stack.sim_url + "/sim/faults"):
+        pass
+    await wait_status(stack, payment_id, "COMPLETED")
