@@ -75,6 +75,11 @@ class Settings(BaseSettings):
     # How often gauges read from the database (outbox depth, oldest PENDING) refresh.
     gauges_refresh_ms: int = Field(default=5000, ge=100)
 
+    # The event feed holds a committed event back while an older transaction of ours
+    # that writes events is still open (so the feed follows id order), never longer
+    # than this after the event's transaction began (domain/events.py).
+    events_hold_ms: int = Field(default=2000, ge=0, le=60_000)
+
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     log_level: str = "INFO"
 

@@ -267,8 +267,11 @@ ROUTES: tuple[Route, ...] = (
           "What to tell the customers, in commit-safe order",
           "Follow `next`: pass it as `after` to read the events that follow; a reader that "
           "does so never misses an event, even one whose transaction committed after a "
-          "later-numbered event's. Types: payment.completed, payment.declined, "
-          "refund.credited.",
+          "later-numbered event's, and no transaction outside the server's own short "
+          "writes can hold an event back (at most EVENTS_HOLD_MS). A cursor is the last "
+          "event's place in the feed (\"18\"); cursors of the form \"txid-id\" "
+          "from earlier versions are still taken. Types: payment.completed, "
+          "payment.declined, refund.credited.",
           params=(Param("after", "query", {"type": "string",
                                            "pattern": f"^$|{events._CURSOR.pattern}",
                                            "examples": [events.START]},
@@ -281,7 +284,7 @@ ROUTES: tuple[Route, ...] = (
                        paymentId=PAYMENT_ID, amount=150000, createdAt=UNTIL),
               EventOut(id=18, type="refund.credited", customerId=CUSTOMER,
                        paymentId=PAYMENT_ID, refundId="Ref1234567", amount=50000,
-                       createdAt=UNTIL)], next="1093-18")})},
+                       createdAt=UNTIL)], next="18")})},
           error_codes=("UNAUTHORIZED", "VALIDATION_ERROR")),
     Route(("wallet",), "get", "/v1/reconciliations", "listReconciliations",
           "Reconciliation runs against Kaspi's registries, newest first",

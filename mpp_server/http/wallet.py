@@ -151,8 +151,9 @@ async def list_events(request: web.Request) -> web.Response:
     check_query(request, EVENTS_QUERY)
     limit = query_int(request, "limit", 100, 1, EVENTS_MAX_LIMIT)
     assert limit is not None
-    rows, cursor = await events.read_after(_svc(request).pool, request.query.get("after"),
-                                           limit)
+    svc = _svc(request)
+    rows, cursor = await events.read_after(svc.pool, request.query.get("after"), limit,
+                                           svc.settings.events_hold_ms)
     return json_response(EventsOut(events=[
         EventOut(id=r["id"], type=r["type"], customerId=r["customer_id"],
                  paymentId=r["payment_id"], refundId=r["refund_id"], amount=r["amount_tiyn"],

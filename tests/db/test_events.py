@@ -3,11 +3,15 @@ transaction commits after a later-numbered event's."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
+import pytest
 
-from tests.support.helpers import call, new_customer
+from tests.support.helpers import call, complete_payment, new_customer
+from tests.support.stack import fresh_database
 
 
 async def drain(stack: Any, cursor: str) -> tuple[list[dict[str, Any]], str]:
@@ -51,3 +55,78 @@ async def test_late_committing_event_is_not_skipped(stack: Any) -> None:
     finally:
         await slow.close()
         await fast.close()
+
+
+# ---- issue 14 item 4: nothing outside the server's own short writes stalls the feed -----
+
+async def seen_within(stack: Any, cursor: str, customer: str, payment_id: str,
+                      tries: int = 100) -> tuple[bool, str]:
+    """Follow the feed from `cursor` until the event of `payment_id` shows (bounded)."""
+    for _ in range(tries):
+        seen, cursor = await drain(stack, cursor)
+        if any(e["customerId"] == customer and e["paymentId"] == payment_id for e in seen):
+            return True, cursor
+        await asyncio.sleep(0.1)
+    return False, cursor
+
+
+@pytest.fixture
+async def other_database(admin_dsn: str) -> AsyncIterator[str]:
+    async with fresh_database(admin_dsn, "mpp_other") as dsn:
+        yield dsn
+
+
+async def test_transaction_open_in_another_database_does_not_stall_the_feed(
+        stack: Any, other_database: str) -> None:
+    _, cursor = await drain(stack, "0")
+    elsewhere = await asyncpg.connect(other_database)
+    try:
+        tx = elsewhere.transaction()
+        await tx.start()
+        await elsewhere.fetchval("SELECT pg_current_xact_id()")  # holds back the xmin
+        customer = new_customer()
+        done = await complete_payment(stack, customer, "5.00")
+        shown, _ = await seen_within(stack, cursor, customer, done["paymentId"])
+        assert shown, "the event stayed hidden while another database's transaction ran"
+        await tx.rollback()
+    finally:
+        await elsewhere.close()
+
+
+async def test_idle_in_transaction_session_does_not_stall_the_feed(stack: Any) -> None:
+    _, cursor = await drain(stack, "0")
+    idle = await asyncpg.connect(stack.database_url)
+    try:
+        tx = idle.transaction()
+        await tx.start()
+        # A session with a transaction id that then sits idle, as a forgotten psql or a
+        # long reconciliation run does.
+        await idle.fetchval("SELECT pg_current_xact_id()")
+        customer = new_customer()
+        done = await complete_payment(stack, customer, "6.00")
+        shown, _ = await seen_within(stack, cursor, customer, done["paymentId"])
+        assert shown, "the event stayed hidden while an idle transaction was open"
+        await tx.rollback()
+    finally:
+        await idle.close()
+
+
+async def test_open_event_writer_holds_newer_events_back_at_most_the_hold(
+        stack: Any) -> None:
+    """An event-writing transaction that stays open (ours, stalled) delays newer events
+    by at most EVENTS_HOLD_MS, and its own event still appears once it commits."""
+    _, cursor = await drain(stack, "0")
+    customer = new_customer()
+    stalled = await asyncpg.connect(stack.database_url)
+    try:
+        tx = stalled.transaction()
+        await tx.start()
+        await insert_event(stalled, customer, "stalled-writer")
+        done = await complete_payment(stack, customer, "7.00")
+        shown, cursor = await seen_within(stack, cursor, customer, done["paymentId"])
+        assert shown, "a newer event stayed hidden past the hold"
+        await tx.commit()
+        shown, _ = await seen_within(stack, cursor, customer, "stalled-writer")
+        assert shown, "the late writer's event was missed"
+    finally:
+        await stalled.close()
