@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 from functools import cached_property
 
 from pydantic import Field, ValidationError, field_validator
@@ -11,6 +12,18 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from mpp_server.money import parse_amount
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# The private PostgreSQL of `make run` / `make test` (devtools/devdb.py) and the database
+# `make run` keeps the books in: without DATABASE_URL every command uses that database.
+DEVDB_DEFAULT_PORT = 54329
+DEV_DATABASE = "mpp"
+
+
+def dev_database_url() -> str:
+    """DATABASE_URL's default: `make run`'s database on the private PostgreSQL, on
+    MPP_DEVDB_PORT when set (a second checkout's cluster)."""
+    port = os.environ.get("MPP_DEVDB_PORT", "").strip() or str(DEVDB_DEFAULT_PORT)
+    return f"postgresql://mpp@127.0.0.1:{port}/{DEV_DATABASE}"
 
 
 def parse_networks(value: str) -> tuple[Network, ...]:
@@ -40,7 +53,7 @@ def parse_listen(value: str) -> tuple[str, int]:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", frozen=True)
 
-    database_url: str = "postgresql://mpp@127.0.0.1:54329/postgres"
+    database_url: str = Field(default_factory=dev_database_url)
     db_pool_min: int = Field(default=2, ge=1)
     db_pool_max: int = Field(default=20, ge=1, le=500)
     # Count every statement in mpp_db_queries_total (the benchmark's round-trip figure).
