@@ -89,3 +89,9 @@ for _kind in ("notify_declined_completed_payment", "unknown_notify_code",
     MONEY_ALARMS.labels(_kind)
 for _code in ("SUCCESS", "PARAM_ILLEGAL"):
     REFUNDS.labels(_code)
+for _field, _defect in (("resultCode", "unstorable"), ("resultMessage", "not_text"),
+                        ("resultMessage", "unstorable"), ("resultMessage", "too_long"),
+                        ("linkReceipt", "not_text"), ("linkReceipt", "unstorable"),
+                        ("linkReceipt", "too_long")):
+    KASPI_DEFECTS.labels("notifyPayment", _field, _defect)
+KASPI_DEFECTS.labels("refund", "linkReceipt", "missing")
