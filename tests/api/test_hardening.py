@@ -7,6 +7,8 @@ import asyncio
 import os
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -172,6 +174,27 @@ async def wait_until_blocked(pool: db.Pool, text: str) -> None:
     raise AssertionError(f"no statement with {text!r} ever waited on a lock")
 
 
+@asynccontextmanager
+async def confirm_waiting_on_the_account(
+        stack: Any, payment_id: str, customer: str
+) -> AsyncIterator[tuple[asyncpg.Connection, asyncio.Task[tuple[int, Any]]]]:
+    """A confirm whose debit waits for the customer's account, which another transaction
+    holds (as a concurrent refund would): it passed the deadline check in Python and took
+    the payment row. Yields the holder (roll it back to release) and the confirm."""
+    holder = await asyncpg.connect(stack.database_url)
+    try:
+        held = holder.transaction()
+        await held.start()
+        await holder.execute("SELECT 1 FROM accounts WHERE customer_id = $1 FOR UPDATE",
+                             customer)
+        confirming = asyncio.create_task(confirm(stack, payment_id, customer))
+        await wait_until_blocked(stack.pool, "payment_debit")
+        yield holder, confirming
+        await held.rollback()
+    finally:
+        await holder.close()
+
+
 async def test_confirm_that_waits_past_the_deadline_is_expired_not_debited(
         stack: Any) -> None:
     customer = new_customer()
@@ -179,23 +202,11 @@ async def test_confirm_that_waits_past_the_deadline_is_expired_not_debited(
     qr = await new_qr(stack, "Dynamic", amount="10.00", ttlSeconds=3)
     scanned = await scan(stack, qr["qrCode"], customer)
     payment_id = scanned["payment"]["paymentId"]
-    locker = await asyncpg.connect(stack.database_url)
-    try:
-        # Hold the customer's account: the debit passes the deadline check in Python,
-        # takes the payment row, then waits here (as behind a concurrent refund).
-        tx = locker.transaction()
-        await tx.start()
-        await locker.execute("SELECT 1 FROM accounts WHERE customer_id = $1 FOR UPDATE",
-                             customer)
-        confirming = asyncio.create_task(confirm(stack, payment_id, customer))
-        await wait_until_blocked(stack.pool, "payment_debit")
+    async with confirm_waiting_on_the_account(stack, payment_id, customer) as (_, confirming):
         until = datetime.fromisoformat(scanned["payment"]["canConfirmUntil"])
         # Let the deadline pass while it waits.
         await asyncio.sleep(max(0.0, (until - datetime.now(UTC)).total_seconds()) + 0.1)
-        await tx.rollback()
-        status, body = await confirming
-    finally:
-        await locker.close()
+    status, body = await confirming
     assert status == 409 and body["error"]["code"] == "PAYMENT_EXPIRED", body
     assert await balance(stack, customer) == "100.00"
     assert await transfers_of(stack, "payment_debit", payment_id) == 0
@@ -207,23 +218,11 @@ async def test_confirm_that_waits_past_the_deadline_is_expired_not_debited(
 
 async def test_confirmed_at_is_the_clock_at_the_debit_not_the_transaction_start(
         stack: Any) -> None:
-    customer = new_customer()
-    await deposit(stack, customer, "100.00")
-    qr = await new_qr(stack, "Dynamic", amount="10.00")
-    payment_id = (await scan(stack, qr["qrCode"], customer))["payment"]["paymentId"]
-    locker = await asyncpg.connect(stack.database_url)
-    try:
-        tx = locker.transaction()
-        await tx.start()
-        await locker.execute("SELECT 1 FROM accounts WHERE customer_id = $1 FOR UPDATE",
-                             customer)
-        confirming = asyncio.create_task(confirm(stack, payment_id, customer))
-        await wait_until_blocked(stack.pool, "payment_debit")
-        released_at = await locker.fetchval("SELECT clock_timestamp()")
-        await tx.rollback()
-        status, body = await confirming
-    finally:
-        await locker.close()
+    customer, payment_id = await pending_payment(stack)
+    async with confirm_waiting_on_the_account(stack, payment_id, customer) as (holder,
+                                                                             confirming):
+        released_at = await holder.fetchval("SELECT clock_timestamp()")
+    status, body = await confirming
     assert status == 200 and body["status"] == "COMPLETED", body
     async with stack.pool.acquire() as conn:
         confirmed_at = await conn.fetchval(
