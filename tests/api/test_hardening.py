@@ -366,3 +366,48 @@ async def test_unreadable_answer_is_counted_and_waits_its_backoff(stack: Any,
     async with stack.http.delete(stack.sim_url + "/sim/faults"):
         pass
     await wait_status(stack, payment_id, "COMPLETED")
+
+
+async def test_failure_applying_an_answer_is_counted_and_retried_never_a_500(
+        isolated_db: str) -> None:
+    """Whatever fails while an answer is applied (here the database itself refuses the
+    update) is counted like no answer, in the confirming request and in the worker."""
+    pool = await db.create_pool(isolated_db, min_size=1, max_size=4)
+    try:
+        async with pool.acquire() as conn:
+            await conn.execute("""
+                CREATE FUNCTION test_refuse_answer() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN
+                    IF NEW.kaspi_result_message = 'refuse me' THEN
+                        RAISE EXCEPTION 'the database refuses this answer';
+                    END IF;
+                    RETURN NEW;
+                END $$;
+                CREATE TRIGGER test_refuse_answer BEFORE UPDATE ON payments
+                FOR EACH ROW EXECUTE FUNCTION test_refuse_answer();""")
+        async with running_stack(isolated_db, pool) as stack:
+            customer, payment_id = await pending_payment(stack)
+            await fault(stack, "notifyPayment", "replace_answer", 100_000,
+                        rawBody=answer_text("SUCCESS", "refuse me"))
+            retried = metric_value("mpp_notify_retries_total", reason="INTERNAL_ERROR")
+            status, body = await confirm(stack, payment_id, customer)
+            assert status == 200 and body["status"] == "PENDING", body
+            row = await outbox_row(stack, payment_id)
+            assert row is not None and row["attempts"] >= 1, row
+            assert row["last_error"].startswith("INTERNAL_ERROR"), row
+            seen = row["attempts"]
+            for _ in range(200):  # the worker, after the lease: counted too
+                row = await outbox_row(stack, payment_id)
+                assert row is not None
+                if row["attempts"] > seen:
+                    break
+                await asyncio.sleep(0.05)
+            assert row["attempts"] > seen and row["last_error"].startswith("INTERNAL_ERROR")
+            assert metric_value("mpp_notify_retries_total",
+                                reason="INTERNAL_ERROR") >= retried + 2
+            async with stack.http.delete(stack.sim_url + "/sim/faults"):
+                pass
+            await wait_status(stack, payment_id, "COMPLETED")
+            assert await balance(stack, customer) == "90.00"
+    finally:
+        await pool.close()
