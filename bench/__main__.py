@@ -38,6 +38,8 @@ from mpp_server.domain.outcomes import DEBIT_NOTICES_ARG
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-" + secrets.token_hex(8)
+DEPOSIT_TOKEN = "bench-deposit-" + secrets.token_hex(8)
+BENCH_DEPOSIT = "100000000.00"  # enough for every payment of a run
 CALLER = "MPPSERVER"
 
 
@@ -429,7 +431,7 @@ BEGIN
                               merchant)
         VALUES (v_payment, v_customer, 'Dynamic', 'SCANNED', 10000, '{}');
         PERFORM payment_debit(v_payment, v_customer, 'SCANNED', 10000, v_shard, NULL, 0,
-                              '$NOTICES'::jsonb, '{}'::jsonb);
+                              '$NOTICES'::jsonb, '{}'::jsonb, 0);
         PERFORM apply_notify_answer_once(v_payment, 'SUCCESS', 'SUCCESS', 'success',
                                          'https://receipt-test.kaspi.kz/web?seed', v_shard);
         IF i % 4 = 0 THEN
@@ -500,6 +502,7 @@ async def measure(args: argparse.Namespace, dsn: str, procs: Processes) -> dict[
         servers.append(procs.start(f"server{i}", [sys.executable, *program, "serve"], {
             "DATABASE_URL": dsn, "KASPI_BASE_URL": sim, "KASPI_CALLER_NAME": CALLER,
             "WALLET_API_TOKENS": TOKEN, "WALLET_LISTEN": f"127.0.0.1:{wallet_port}",
+            "DEPOSIT_API_TOKENS": DEPOSIT_TOKEN, "DEPOSIT_MAX_AMOUNT": BENCH_DEPOSIT,
             "KASPI_LISTEN": f"127.0.0.1:{kaspi_port}", "DB_QUERY_METRICS": "true",
             "DB_POOL_MAX": str(args.pool), "LOG_LEVEL": "WARNING",
             # The load deposits far over any balance cap: measure without limits.
@@ -513,7 +516,8 @@ async def measure(args: argparse.Namespace, dsn: str, procs: Processes) -> dict[
         customers = [f"77{i:010d}" for i in range(args.concurrency)]
         await gather_limited([
             load.post(f"{load.wallet()}/v1/accounts/{c}/deposits",
-                      {"depositId": f"bench-{c}", "amount": "100000000.00"}, load.auth)
+                      {"depositId": f"bench-{c}", "amount": BENCH_DEPOSIT},
+                      {"Authorization": f"Bearer {DEPOSIT_TOKEN}"})
             for c in customers])
         qr_count = int(args.duration * args.expected_rate)
         qr_pool = await gather_limited([load.new_qr("Dynamic", "100.00")

@@ -3,12 +3,44 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 from functools import cached_property
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mpp_server.domain.limits import DEFAULT_LIMITS_MCI, DEFAULT_MCI_TENGE, Limits, parse_limits
+from mpp_server.money import parse_amount
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# The private PostgreSQL of `make run` / `make test` (devtools/devdb.py) and the database
+# `make run` keeps the books in: without DATABASE_URL every command uses that database.
+DEVDB_DEFAULT_PORT = 54329
+DEV_DATABASE = "mpp"
+
+
+def dev_database_url() -> str:
+    """DATABASE_URL's default: `make run`'s database on the private PostgreSQL, on
+    MPP_DEVDB_PORT when set (a second checkout's cluster)."""
+    port = os.environ.get("MPP_DEVDB_PORT", "").strip() or str(DEVDB_DEFAULT_PORT)
+    return f"postgresql://mpp@127.0.0.1:{port}/{DEV_DATABASE}"
+
+
+def parse_networks(value: str) -> tuple[Network, ...]:
+    """KASPI_ALLOWED_NETWORKS, strictly: a CIDR with host bits set (`10.1.2.3/0`) is
+    refused, not widened to its network (that one was everyone), and so is anything
+    that is not a CIDR or an address."""
+    networks = []
+    for part in (p.strip() for p in value.split(",")):
+        if not part:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(part, strict=True))
+        except ValueError as exc:
+            raise ValueError(f"KASPI_ALLOWED_NETWORKS: {part[:64]!r} is not a network "
+                             f"({exc})") from exc
+    return tuple(networks)
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -26,7 +58,7 @@ def _token_set(value: str) -> frozenset[str]:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", frozen=True)
 
-    database_url: str = "postgresql://mpp@127.0.0.1:54329/postgres"
+    database_url: str = Field(default_factory=dev_database_url)
     db_pool_min: int = Field(default=2, ge=1)
     db_pool_max: int = Field(default=20, ge=1, le=500)
     # Count every statement in mpp_db_queries_total (the benchmark's round-trip figure).
@@ -37,9 +69,11 @@ class Settings(BaseSettings):
     kaspi_timeout_ms: int = Field(default=3000, ge=50, le=60_000)
 
     wallet_api_tokens: str = ""
-    # The core-banking side's tokens: the only ones that may set a customer's
-    # identification level (shared/spec/wallet-api.md); none by default.
+    # The core-banking side's tokens: the only ones that may create money (deposits) or
+    # set a customer's identity (http/middleware.py, deposit_tokens_only).
     deposit_api_tokens: str = ""
+    # The most one deposit may credit, in tenge ("1000000.00"); more is 422.
+    deposit_max_amount: str = "1000000.00"
     kaspi_allowed_networks: str = "127.0.0.0/8"
 
     wallet_listen: str = "127.0.0.1:8080"
@@ -90,6 +124,10 @@ class Settings(BaseSettings):
     topup_worker_concurrency: int = Field(default=8, ge=1, le=256)
     topup_refund_backoff_initial_ms: int = Field(default=500, ge=10)
     topup_refund_backoff_max_ms: int = Field(default=60_000, ge=100)
+    # The event feed holds a committed event back while an older transaction of ours
+    # that writes events is still open (so the feed follows id order), never longer
+    # than this after the event's transaction began (domain/events.py).
+    events_hold_ms: int = Field(default=2000, ge=0, le=60_000)
 
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     log_level: str = "INFO"
@@ -104,9 +142,14 @@ class Settings(BaseSettings):
     @field_validator("kaspi_allowed_networks")
     @classmethod
     def _networks_valid(cls, value: str) -> str:
-        for part in value.split(","):
-            if part.strip():
-                ipaddress.ip_network(part.strip(), strict=False)
+        parse_networks(value)
+        return value
+
+    @field_validator("deposit_max_amount")
+    @classmethod
+    def _deposit_max_valid(cls, value: str) -> str:
+        if parse_amount(value) <= 0:
+            raise ValueError("DEPOSIT_MAX_AMOUNT must be positive")
         return value
 
     @model_validator(mode="after")
@@ -132,6 +175,19 @@ class Settings(BaseSettings):
         return _token_set(self.deposit_api_tokens)
 
     @cached_property
-    def allowed_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-        return tuple(ipaddress.ip_network(p.strip(), strict=False)
-                     for p in self.kaspi_allowed_networks.split(",") if p.strip())
+    def deposit_max_tiyn(self) -> int:
+        return parse_amount(self.deposit_max_amount)
+
+    @cached_property
+    def allowed_networks(self) -> tuple[Network, ...]:
+        return parse_networks(self.kaspi_allowed_networks)
+
+
+def describe_settings_error(exc: ValidationError) -> str:
+    """Each refused setting as `VARIABLE: why`, named as the environment names it."""
+    parts = []
+    for err in exc.errors(include_url=False):
+        name = ".".join(str(p) for p in err["loc"]).upper() or "SETTINGS"
+        why = str(err["msg"]).removeprefix("Value error, ")
+        parts.append(why if why.startswith(name) else f"{name}: {why}")
+    return "; ".join(parts)

@@ -73,6 +73,12 @@ MONEY_ALARMS = Counter(
     "Events that need a person: Kaspi contradicting our books, a refused debit that "
     "the database constraint caught, ...", ["kind"], registry=REGISTRY)
 
+KASPI_DEFECTS = Counter(
+    "mpp_kaspi_defects_total",
+    "A field of Kaspi's message that breaks the regulation but did not stop the money "
+    "(taken cut, dropped or sanitised): someone should tell Kaspi",
+    ["message", "field", "defect"], registry=REGISTRY)
+
 RECONCILIATION_OPEN = Gauge(
     "mpp_reconciliation_open_discrepancies",
     "Open (neither resolved nor acknowledged) discrepancies of the latest reconciliation "
@@ -129,3 +135,9 @@ for _provider in ("halyk-epay", "kapital", "kaspi-ecom"):
     TOPUP_OVERDUE.labels(_provider)
     TOPUP_CALLBACK_DISAGREEMENTS.labels(_provider)
 MONEY_ALARMS.labels("topup_amount_mismatch")
+for _field, _defect in (("resultCode", "unstorable"), ("resultMessage", "not_text"),
+                        ("resultMessage", "unstorable"), ("resultMessage", "too_long"),
+                        ("linkReceipt", "not_text"), ("linkReceipt", "unstorable"),
+                        ("linkReceipt", "too_long")):
+    KASPI_DEFECTS.labels("notifyPayment", _field, _defect)
+KASPI_DEFECTS.labels("refund", "linkReceipt", "missing")

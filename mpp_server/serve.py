@@ -14,15 +14,17 @@ import contextlib
 import logging
 import signal
 import socket
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiohttp
 import asyncpg
+import pydantic
 from aiohttp import web
 
 from mpp_server import db, migrate, topup_wiring
-from mpp_server.config import Settings, parse_listen
+from mpp_server.config import Settings, describe_settings_error, parse_listen
 from mpp_server.domain import payments
 from mpp_server.domain.outbox import NotifyOutbox
 from mpp_server.http import acquiring_listener, openapi, refund_listener
@@ -30,12 +32,12 @@ from mpp_server.http import reconciliations as reconciliations_api
 from mpp_server.http import topups as topups_api
 from mpp_server.http import wallet as wallet_api
 from mpp_server.http.middleware import (
-    DEPOSIT_TOKENS,
     LISTENER,
     SERVICES,
     TOKENS,
     bearer_auth,
     metrics_middleware,
+    token_scopes,
     wallet_errors,
 )
 from mpp_server.kaspi_client.client import KaspiClient
@@ -52,8 +54,7 @@ def create_wallet_app(svc: Services,
     app = web.Application(middlewares=[metrics_middleware, wallet_errors, bearer_auth],
                           client_max_size=svc.settings.max_body_bytes)
     app[LISTENER] = "wallet"
-    app[TOKENS] = svc.settings.tokens
-    app[DEPOSIT_TOKENS] = svc.settings.deposit_tokens
+    app[TOKENS] = token_scopes(svc.settings)
     app[SERVICES] = svc
     wallet_api.add_routes(app)
     if topups is not None:
@@ -204,7 +205,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--migrate", action="store_true",
                         help="apply pending sql/ migrations before starting")
     args = parser.parse_args(argv)
-    settings = Settings()
+    try:
+        settings = Settings()
+    except pydantic.ValidationError as exc:
+        print(f"mpp-server: configuration refused: {describe_settings_error(exc)}",
+              file=sys.stderr)
+        return 2
     setup_logging(settings.log_level)
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         if args.migrate:

@@ -11,12 +11,15 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-DEFAULT_PORT = 54329
+from mpp_server.config import DEVDB_DEFAULT_PORT
+
+DEFAULT_PORT = DEVDB_DEFAULT_PORT
 SUPERUSER = "mpp"
 PG_BIN_CANDIDATES = ("/usr/lib/postgresql/17/bin", "/usr/lib/postgresql/16/bin",
                      "/usr/lib/postgresql/15/bin")
@@ -60,9 +63,51 @@ def is_running(data_dir: Path) -> bool:
     return status.returncode == 0
 
 
+class PortTaken(SystemExit):
+    pass
+
+
+def running_port(data_dir: Path) -> int | None:
+    """The port the cluster in data_dir was started on (postmaster.pid's 4th line)."""
+    try:
+        lines = (data_dir / "postmaster.pid").read_text().splitlines()
+        return int(lines[3])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _taken(port: int, why: str) -> PortTaken:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        free = sock.getsockname()[1]
+    return PortTaken(
+        f"devdb: port {port} on 127.0.0.1 {why}. Another checkout's private PostgreSQL? "
+        f"Give this checkout its own port with MPP_DEVDB_PORT (e.g. "
+        f"MPP_DEVDB_PORT={free} make run), and use the same MPP_DEVDB_PORT for the other "
+        f"commands (serve, reconcile) that should find it.")
+
+
 def ensure_postgres(data_dir: Path, port: int = DEFAULT_PORT) -> str:
-    """Start (initdb if needed) the private cluster and return its DSN."""
+    """Start (initdb if needed) the private cluster and return its DSN. A port that is
+    taken by something else stops here with a message naming MPP_DEVDB_PORT (it was
+    pg_ctl's log before, after an initdb)."""
     data_dir = data_dir.resolve()
+    if is_running(data_dir):
+        actual = running_port(data_dir)
+        if actual is not None and actual != port:
+            raise _taken(port, f"is not where this checkout's PostgreSQL runs (it runs on "
+                               f"{actual})")
+    elif not _port_is_free(port):
+        raise _taken(port, "is taken")
     owner = _owner()
     if not (data_dir / "PG_VERSION").exists():
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -116,7 +161,7 @@ def stop_postgres(data_dir: Path) -> None:
 def main(argv: list[str]) -> int:
     """`python -m mpp_server devdb [start|stop]`: print the DSN of the private cluster."""
     data_dir = Path(os.environ.get("MPP_DEVDB_DIR", ".data/pg"))
-    port = int(os.environ.get("MPP_DEVDB_PORT", DEFAULT_PORT))
+    port = int(os.environ.get("MPP_DEVDB_PORT") or DEFAULT_PORT)
     action = argv[0] if argv else "start"
     if action == "stop":
         stop_postgres(data_dir)

@@ -22,10 +22,10 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 from mpp_server import migrate
-from mpp_server.config import Settings
+from mpp_server.config import DEV_DATABASE, Settings
 from mpp_server.devtools import devdb
 
-APP_DATABASE = "mpp"
+APP_DATABASE = DEV_DATABASE
 
 
 async def _ensure_database(admin_dsn: str, name: str) -> str:
@@ -68,10 +68,12 @@ def main(argv: list[str]) -> int:
         data_dir = Path(env.get("MPP_DEVDB_DIR", ".data/pg"))
         if not devdb.is_running(data_dir):
             started_postgres = data_dir
-        admin = devdb.ensure_postgres(data_dir,
-                                      int(env.get("MPP_DEVDB_PORT", devdb.DEFAULT_PORT)))
+        port = int(env.get("MPP_DEVDB_PORT") or devdb.DEFAULT_PORT)
+        admin = devdb.ensure_postgres(data_dir, port)
         env["DATABASE_URL"] = asyncio.run(_ensure_database(admin, APP_DATABASE))
-        print(f"stack: private PostgreSQL, database {APP_DATABASE!r} (data in .data/pg)")
+        print(f"stack: private PostgreSQL on 127.0.0.1:{port} (MPP_DEVDB_PORT), database "
+              f"{APP_DATABASE!r} (data in {data_dir}); commands run without DATABASE_URL "
+              f"find it")
     try:
         applied = asyncio.run(migrate.migrate(env["DATABASE_URL"]))
     except migrate.MigrationChanged as exc:
@@ -86,6 +88,11 @@ def main(argv: list[str]) -> int:
     if not env.get("WALLET_API_TOKENS"):
         env["WALLET_API_TOKENS"] = "dev-" + secrets.token_urlsafe(18)
         print(f"stack: WALLET_API_TOKENS was unset; this run's token: {env['WALLET_API_TOKENS']}")
+    if not env.get("DEPOSIT_API_TOKENS"):
+        # Deposits create money: they take only these tokens, never a wallet token.
+        env["DEPOSIT_API_TOKENS"] = "dev-deposit-" + secrets.token_urlsafe(18)
+        print(f"stack: DEPOSIT_API_TOKENS was unset; this run's deposit token: "
+              f"{env['DEPOSIT_API_TOKENS']}")
     wallet_listen = env.get("WALLET_LISTEN", defaults.wallet_listen)
     procs: list[subprocess.Popen[bytes]] = []
     # Installed explicitly: a shell that starts us in the background ignores SIGINT.

@@ -38,7 +38,7 @@ from mpp_server.kaspi_client.client import KaspiClient, KaspiNoAnswer
 from mpp_server.kaspi_client.codes import ResultCode, is_final_notify_answer
 from mpp_server.kaspi_client.models import NotifyPayment, NotifyRequest, NotifyResponse, ResultOut
 from mpp_server.logs import mask_customer
-from mpp_server.metrics import MONEY_ALARMS, NOTIFY_RETRIES, PAYMENTS
+from mpp_server.metrics import KASPI_DEFECTS, MONEY_ALARMS, NOTIFY_RETRIES, PAYMENTS
 
 log = logging.getLogger(__name__)
 
@@ -114,16 +114,22 @@ class NotifyOutbox:
                 return Attempt.SKIPPED, None
             notice = Notice.from_row(row)
             answer, reason = await self._send(notice, None)
-            if answer is None:
-                attempts = row["attempts"] + 1
-                await conn.execute(
-                    """UPDATE notify_outbox SET attempts = $2, last_error = $3,
-                              next_attempt_at = now() + make_interval(secs => $4)
-                       WHERE payment_id = $1""",
-                    payment_id, attempts, reason, self.backoff_s(attempts))
-                self._count_retry(payment_id, reason, attempts)
-                return Attempt.RETRY, None
-            return Attempt.ANSWERED, await apply_answer(conn, notice, answer)
+            if answer is not None:
+                try:
+                    # A savepoint: an answer that fails to apply leaves the row to be
+                    # counted below, in this transaction.
+                    async with conn.transaction():
+                        return Attempt.ANSWERED, await apply_answer(conn, notice, answer)
+                except Exception as exc:  # every failure is counted
+                    reason = self._unexpected(payment_id, "applying the answer", exc)
+            attempts = row["attempts"] + 1
+            await conn.execute(
+                """UPDATE notify_outbox SET attempts = $2, last_error = $3,
+                          next_attempt_at = now() + make_interval(secs => $4)
+                   WHERE payment_id = $1""",
+                payment_id, attempts, reason[:500], self.backoff_s(attempts))
+            self._count_retry(payment_id, reason, attempts)
+            return Attempt.RETRY, None
 
     async def _leased_attempt(self, notice: Notice, lease_ends: float
                               ) -> tuple[Attempt, asyncpg.Record | None]:
@@ -136,30 +142,49 @@ class NotifyOutbox:
             return Attempt.SKIPPED, None
         answer, reason = await self._send(notice, time_left)
         async with self._pool.acquire() as conn:
-            if answer is None:
-                attempts = await conn.fetchval(
-                    """UPDATE notify_outbox SET attempts = attempts + 1, last_error = $2
-                       WHERE payment_id = $1 RETURNING attempts""",
-                    notice.payment_id, reason)
-                self._count_retry(notice.payment_id, reason, attempts or 0)
-                return Attempt.RETRY, None
-            return Attempt.ANSWERED, await apply_answer(conn, notice, answer)
+            if answer is not None:
+                try:
+                    return Attempt.ANSWERED, await apply_answer(conn, notice, answer)
+                except Exception as exc:  # every failure is counted
+                    reason = self._unexpected(notice.payment_id, "applying the answer", exc)
+            # The row keeps its lease; deliver_now waits the backoff before the next try.
+            attempts = await conn.fetchval(
+                """UPDATE notify_outbox SET attempts = attempts + 1, last_error = $2
+                   WHERE payment_id = $1 RETURNING attempts""",
+                notice.payment_id, reason[:500])
+            self._count_retry(notice.payment_id, reason, attempts or 0)
+            return Attempt.RETRY, None
 
     async def _send(self, notice: Notice, timeout_s: float | None
                     ) -> tuple[NotifyResponse | None, str]:
-        """Kaspi's final answer, or None and why there is none (no answer, or an answer
-        that says nothing about the payment: docs/notify-policy.md)."""
+        """Kaspi's final answer, or None and why there is none (no answer, an answer
+        that says nothing about the payment: docs/notify-policy.md, or our own failure
+        to handle it, which is counted and retried like no answer)."""
         try:
             answer = await self._kaspi.notify_payment(notice.request(), notice.locale,
                                                       timeout_s=timeout_s)
         except KaspiNoAnswer as exc:
             return None, exc.reason
+        except Exception as exc:  # every failure is counted
+            return None, self._unexpected(notice.payment_id, "calling Kaspi", exc)
         code = answer.result.resultCode
         return (answer, "") if is_final_notify_answer(code) else (None, code)
 
     @staticmethod
+    def _unexpected(payment_id: str, doing: str, exc: Exception) -> str:
+        """An attempt failed in a way nobody foresaw (issue 14: text PostgreSQL refuses,
+        a parser error): logged with its stack, then counted like no answer (reason
+        INTERNAL_ERROR) so the row waits its backoff instead of being re-sent on every
+        poll with nothing recorded."""
+        log.exception(f"notifyPayment attempt failed while {doing}",
+                      extra={"payment_id": payment_id})
+        return f"INTERNAL_ERROR: {type(exc).__name__}: {str(exc)[:300]}"
+
+    @staticmethod
     def _count_retry(payment_id: str, reason: str, attempts: int) -> None:
-        NOTIFY_RETRIES.labels(reason or "UNKNOWN").inc()
+        # The label is the reason's code (INTERNAL_ERROR, BAD_RESPONSE, a result code),
+        # never its free text: a bounded set of series.
+        NOTIFY_RETRIES.labels(reason.partition(":")[0][:64] or "UNKNOWN").inc()
         log.warning("notifyPayment not answered, will retry",
                     extra={"payment_id": payment_id, "reason": reason, "attempts": attempts})
 
@@ -175,8 +200,16 @@ class NotifyOutbox:
             stop=stop_before_delay(max(0.0, time_left)), wait=self._wait, reraise=False,
             retry=retry_if_result(lambda outcome: outcome[0] is Attempt.RETRY),
             retry_error_callback=lambda state: (Attempt.RETRY, None))
-        result: tuple[Attempt, asyncpg.Record | None] = await retrying(
-            self._leased_attempt, notice, lease_ends)
+        try:
+            result: tuple[Attempt, asyncpg.Record | None] = await retrying(
+                self._leased_attempt, notice, lease_ends)
+        except Exception:  # the decision is committed: never a 500 now
+            # Even the bookkeeping failed (the database went away mid-attempt): the
+            # request answers the payment as it stands; the worker carries on after the
+            # lease.
+            log.exception("notifyPayment attempts of the deciding request failed",
+                          extra={"payment_id": notice.payment_id})
+            return None
         return result[1]
 
     async def run(self) -> None:
@@ -225,6 +258,13 @@ async def apply_answer(conn: Conn, notice: Notice,
     transaction; nothing when it was applied already. Returns the payment row."""
     payment_id = notice.payment_id
     code = answer.result.resultCode
+    for defect in answer.defects:
+        # The answer decides the payment all the same (NotifyResponse); someone should
+        # tell Kaspi its answer breaks the regulation.
+        field, _, kind = defect.partition(":")
+        KASPI_DEFECTS.labels("notifyPayment", field, kind).inc()
+        log.warning("Kaspi's notifyPayment answer has a defect; taken as sanitised",
+                    extra={"payment_id": payment_id, "defect": defect})
     applied = await conn.fetchrow(
         "SELECT a.outcome, (a.payment).* "
         "FROM apply_notify_answer_once($1, $2, $3, $4, $5, $6) a",

@@ -28,6 +28,7 @@ class DebitOutcome(StrEnum):
     DEBITED = "DEBITED"                        # customer debited, PENDING, SUCCESS staged
     INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"  # nothing debited, DECLINED, failure staged
     LIMIT_EXCEEDED = "LIMIT_EXCEEDED"          # over a limit of the customer's level: the same
+    EXPIRED = "EXPIRED"                        # past canConfirmUntil - margin: EXPIRED
     CHANGED = "CHANGED"                        # not in the status validated: read again
 
     @property

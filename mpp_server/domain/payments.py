@@ -273,6 +273,8 @@ async def confirm(svc: Services, payment_id: str, customer_id: str, amount_tiyn:
         outcome = await _debit_or_decline(svc, row, amount, locale, budget_s)
         if outcome is DebitOutcome.CHANGED:
             continue
+        if outcome is DebitOutcome.EXPIRED:
+            raise PaymentExpired("the payment's canConfirmUntil has passed")
         staged = DEBIT_NOTICES[outcome]
         notice = Notice(payment_id, str(row["mpp_payment_id"]), customer_id, amount,
                         staged.result_code, staged.result_message, locale or row["locale"])
@@ -316,7 +318,13 @@ async def _debit_or_decline(svc: Services, row: asyncpg.Record, amount: int,
     check_transition(row["status"], Status.PENDING)
     async with svc.pool.acquire() as conn:
         outcome = await debit(conn, payment_id, customer_id, row["status"], amount, locale,
-                              budget_s, svc.settings.limits.sql_arg)
+                              budget_s, svc.settings.limits.sql_arg,
+                              svc.settings.confirm_safety_margin_ms)
+    if outcome is DebitOutcome.EXPIRED:
+        # The deadline passed while the debit waited for its locks (payment_debit).
+        check_transition(row["status"], Status.EXPIRED)
+        PAYMENTS.labels("EXPIRED").inc()
+        log.info("payment expired at the debit", extra={"payment_id": payment_id})
     if outcome in (DebitOutcome.INSUFFICIENT_FUNDS, DebitOutcome.LIMIT_EXCEEDED):
         check_transition(row["status"], Status.DECLINED)
         PAYMENTS.labels(outcome.value).inc()
@@ -327,14 +335,15 @@ async def _debit_or_decline(svc: Services, row: asyncpg.Record, amount: int,
 
 async def debit(conn: Conn, payment_id: str, customer_id: str, expected_status: str,
                 amount_tiyn: int, locale: str | None, hold_s: float,
-                limits: dict[str, dict[str, int]]) -> DebitOutcome:
+                limits: dict[str, dict[str, int]], margin_ms: int) -> DebitOutcome:
     """The one call of payment_debit (its arguments in one place): debit or decline a
     payment validated in `expected_status`, staging the notify DEBIT_NOTICES names, with
-    the lease `hold_s` and the limits by level (`Limits.sql_arg`; {} for none)."""
+    the lease `hold_s`, the limits by level (`Limits.sql_arg`; {} for none) and the
+    safety margin before canConfirmUntil."""
     return DebitOutcome(await conn.fetchval(
-        "SELECT payment_debit($1, $2, $3, $4, $5, $6, $7, $8, $9)", payment_id, customer_id,
-        expected_status, amount_tiyn, ledger.shard_for(payment_id), locale, hold_s,
-        DEBIT_NOTICES_ARG, limits))
+        "SELECT payment_debit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)", payment_id,
+        customer_id, expected_status, amount_tiyn, ledger.shard_for(payment_id), locale,
+        hold_s, DEBIT_NOTICES_ARG, limits, margin_ms))
 
 
 def count_completed_without_answer(payment_id: str, evidence: str) -> None:

@@ -21,7 +21,13 @@ from mpp_server.domain.limits import Limits
 from mpp_server.domain.outcomes import RefundOutcome
 from mpp_server.domain.payments import count_completed_without_answer
 from mpp_server.logs import mask_customer
-from mpp_server.metrics import BALANCE_OVER_CAP, MONEY_ALARMS, REFUNDED_TIYN, REFUNDS
+from mpp_server.metrics import (
+    BALANCE_OVER_CAP,
+    KASPI_DEFECTS,
+    MONEY_ALARMS,
+    REFUNDED_TIYN,
+    REFUNDS,
+)
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +38,7 @@ class RefundRequest:
     payment_id: str
     customer_id: str
     amount_tiyn: int
-    link_receipt: str
+    link_receipt: str | None  # None: Kaspi sent none, or an empty one
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,10 @@ async def apply_refund(pool: asyncpg.Pool, req: RefundRequest, exchange: Inbound
         log.info("refund credited", extra={"refund_id": req.refund_id,
                                            "payment_id": req.payment_id,
                                            "customer": mask_customer(req.customer_id)})
+        if req.link_receipt is None:
+            KASPI_DEFECTS.labels("refund", "linkReceipt", "missing").inc()
+            log.warning("refund credited without a linkReceipt",
+                        extra={"refund_id": req.refund_id, "payment_id": req.payment_id})
     if outcome is RefundOutcome.CREDITED_PENDING:
         # Kaspi refunds only what it completed: our notifyPayment's answer was lost.
         count_completed_without_answer(req.payment_id, "refund")

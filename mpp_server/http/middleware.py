@@ -6,13 +6,15 @@ import hmac
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from enum import StrEnum
 from typing import TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from mpp_server import jsonutil
+from mpp_server.config import Settings
 from mpp_server.errors import Forbidden, Unauthorized, ValidationFailed, WalletError
 from mpp_server.kaspi_client.models import LOCALES
 from mpp_server.metrics import HTTP_LATENCY, HTTP_REQUESTS
@@ -22,15 +24,23 @@ log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+
+
+class Scope(StrEnum):
+    """What a bearer token may do. A route needs WALLET unless it is marked
+    deposit_tokens_only; a token has the scopes of the lists it is in."""
+
+    WALLET = "wallet"    # WALLET_API_TOKENS: the wallet's mobile backend
+    DEPOSIT = "deposit"  # DEPOSIT_API_TOKENS: core banking; creates money, sets identity
+
+
 # What each listener's app keeps (both apps alike).
 LISTENER: web.AppKey[str] = web.AppKey("listener", str)
 SERVICES: web.AppKey[Services] = web.AppKey("services", Services)
-TOKENS: web.AppKey[frozenset[str]] = web.AppKey("tokens", frozenset)
-DEPOSIT_TOKENS: web.AppKey[frozenset[str]] = web.AppKey("deposit_tokens", frozenset)
-# (method, route) only the core-banking side's DEPOSIT_API_TOKENS may call; every other
-# /v1 route takes WALLET_API_TOKENS only.
-DEPOSIT_ROUTES = frozenset({("PUT", "/v1/accounts/{customer_id}/identification")})
-_HTTP_CODES = {400: "VALIDATION_ERROR", 401: "UNAUTHORIZED", 404: "NOT_FOUND",
+TOKENS: web.AppKey[Mapping[str, frozenset[Scope]]] = web.AppKey("tokens", dict)
+_SCOPE_ATTR = "_mpp_token_scope"
+_HTTP_CODES = {400: "VALIDATION_ERROR", 401: "UNAUTHORIZED", 403: "FORBIDDEN",
+               404: "NOT_FOUND",
                405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE",
                415: "UNSUPPORTED_MEDIA_TYPE"}
 # Paths that need no token: probes and metrics (scraped on a trusted network).
@@ -87,6 +97,28 @@ async def wallet_errors(request: web.Request, handler: Handler) -> web.StreamRes
         return error_response(500, "INTERNAL_ERROR", "internal error; the request was logged")
 
 
+def token_scopes(settings: Settings) -> dict[str, frozenset[Scope]]:
+    """Every configured token with what it may do (a token in both lists may do both)."""
+    scopes: dict[str, set[Scope]] = {}
+    for token in settings.tokens:
+        scopes.setdefault(token, set()).add(Scope.WALLET)
+    for token in settings.deposit_tokens:
+        scopes.setdefault(token, set()).add(Scope.DEPOSIT)
+    return {token: frozenset(s) for token, s in scopes.items()}
+
+
+def deposit_tokens_only(handler: Handler) -> Handler:
+    """Mark a handler that creates money or sets a customer's identity: only
+    DEPOSIT_API_TOKENS may call it; any other valid token gets 403 FORBIDDEN."""
+    setattr(handler, _SCOPE_ATTR, Scope.DEPOSIT)
+    return handler
+
+
+def required_scope(handler: object) -> Scope:
+    scope: Scope = getattr(handler, _SCOPE_ATTR, Scope.WALLET)
+    return scope
+
+
 @web.middleware
 async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path in PUBLIC_PATHS:
@@ -95,15 +127,22 @@ async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamRespo
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise Unauthorized("missing bearer token")
-    wallet_token = _known(token, request.app[TOKENS])
-    deposit_token = _known(token, request.app[DEPOSIT_TOKENS])
-    if not (wallet_token or deposit_token):
+    # Our tokens are printable ASCII; aiohttp hands other header bytes over as lone
+    # surrogates, which token.encode() refused with a 500 (issue 14).
+    if not (token.isascii() and token.isprintable()):
         raise Unauthorized("invalid bearer token")
-    if (request.method, route_name(request)) in DEPOSIT_ROUTES:
-        if not deposit_token:
-            raise Forbidden("only the core banking's DEPOSIT_API_TOKENS may call this")
-    elif not wallet_token:
-        raise Forbidden("a DEPOSIT_API_TOKENS token may not call this")
+    # Compare against every token in constant time.
+    granted: frozenset[Scope] = frozenset()
+    for known, scopes in request.app[TOKENS].items():
+        if hmac.compare_digest(token.encode(), known.encode()):
+            granted = scopes
+    if not granted:
+        raise Unauthorized("invalid bearer token")
+    if request.match_info.http_exception is None:  # a route of ours: 404/405 otherwise
+        needed = required_scope(request.match_info.handler)
+        if needed not in granted:
+            raise Forbidden(f"this token may not call this endpoint (it needs a token "
+                            f"from {needed.upper()}_API_TOKENS)")
     return await handler(request)
 
 

@@ -151,11 +151,12 @@ _STATUS_OF = {**_LOCAL, **{str(c): errors.KaspiRefused(c, "").http_status for c 
 _WHY = {
     "VALIDATION_ERROR": "the request is malformed or breaks a rule (message says which)",
     "UNAUTHORIZED": "missing or unknown bearer token",
-    "FORBIDDEN": "a valid token of the wrong kind: setting the identification level takes "
-                 "a DEPOSIT_API_TOKENS token, every other /v1 call a WALLET_API_TOKENS one",
+    "FORBIDDEN": "a valid token that may not call this (deposits and setting the "
+                 "identification level take only DEPOSIT_API_TOKENS, every other call only "
+                 "WALLET_API_TOKENS)",
     "LIMIT_EXCEEDED": "over a limit of the customer's identification level (LIMITS_MCI; "
                       "the message names it); nothing moved. A confirm's payment is "
-                      "DECLINED and Kaspi told; a deposit is not recorded",
+                      "DECLINED and Kaspi told; a deposit or top-up is not recorded",
     "NOT_FOUND": "no such account or payment",
     "INSUFFICIENT_FUNDS": "the balance does not cover the payment (it is DECLINED)",
     "PAYMENT_EXPIRED": "canConfirmUntil has passed (the payment is EXPIRED)",
@@ -204,6 +205,8 @@ class Route:
     description: str = ""
     tag: str = "wallet"
     secured: bool = True
+    # Which token list may call it (middleware.Scope); a token of the other gets 403.
+    deposit_tokens_only: bool = False
     params: tuple[Param, ...] = ()
     request: type[BaseModel] | None = None
     # Request examples stay as written (a bare number stays bare); build() validates them.
@@ -233,12 +236,13 @@ def _payment_answer(description: str) -> Answer:
 ROUTES: tuple[Route, ...] = (
     Route(("wallet",), "post", "/v1/accounts/{customerId}/deposits", "createDeposit",
           "Credit a customer's wallet (idempotent on depositId)",
-          "How money enters a wallet (production feeds it from core banking). The first "
-          "deposit creates the account. A repeat with the same depositId, customer and "
-          "amount answers 200 and moves nothing. A deposit that would lift the balance over "
-          "the cap of the customer's identification level answers 409 LIMIT_EXCEEDED and "
-          "records nothing.",
-          params=(CUSTOMER_ID,), request=DepositIn,
+          "How money enters a wallet (production feeds it from core banking). Only a "
+          "DEPOSIT_API_TOKENS token may call it. The first deposit creates the account. A "
+          "repeat with the same depositId, customer and amount answers 200 and moves "
+          "nothing. One deposit is at most DEPOSIT_MAX_AMOUNT. A deposit that would lift "
+          "the balance over the cap of the customer's identification level answers 409 "
+          "LIMIT_EXCEEDED and records nothing.",
+          deposit_tokens_only=True, params=(CUSTOMER_ID,), request=DepositIn,
           request_examples={"deposit": {"depositId": "d-1", "amount": "5000.00"},
                             "bare number": {"depositId": "d-2", "amount": 1500}},
           answers={201: Answer("credited", AccountOut, {
@@ -288,7 +292,7 @@ ROUTES: tuple[Route, ...] = (
           "the level. The level decides the limits (LIMITS_MCI, in MCI of MCI_TENGE): per "
           "payment, per Kazakhstan calendar day and month, and the balance cap; a change "
           "applies to the next confirm.",
-          params=(CUSTOMER_ID,), request=IdentificationIn,
+          deposit_tokens_only=True, params=(CUSTOMER_ID,), request=IdentificationIn,
           request_examples={"identified": {"level": "FULL"}},
           answers={200: Answer("the level now", IdentificationOut, {
               "identified": IdentificationOut(customerId=CUSTOMER, level="FULL")})},
@@ -354,8 +358,11 @@ ROUTES: tuple[Route, ...] = (
           "What to tell the customers, in commit-safe order",
           "Follow `next`: pass it as `after` to read the events that follow; a reader that "
           "does so never misses an event, even one whose transaction committed after a "
-          "later-numbered event's. Types: payment.completed, payment.declined, "
-          "refund.credited.",
+          "later-numbered event's, and no transaction outside the server's own short "
+          "writes can hold an event back (at most EVENTS_HOLD_MS). A cursor is the last "
+          "event's place in the feed (\"18\"); cursors of the form \"txid-id\" "
+          "from earlier versions are still taken. Types: payment.completed, "
+          "payment.declined, refund.credited.",
           params=(Param("after", "query", {"type": "string",
                                            "pattern": f"^$|{events._CURSOR.pattern}",
                                            "examples": [events.START]},
@@ -368,7 +375,7 @@ ROUTES: tuple[Route, ...] = (
                        paymentId=PAYMENT_ID, amount=150000, createdAt=UNTIL),
               EventOut(id=18, type="refund.credited", customerId=CUSTOMER,
                        paymentId=PAYMENT_ID, refundId="Ref1234567", amount=50000,
-                       createdAt=UNTIL)], next="1093-18")})},
+                       createdAt=UNTIL)], next="18")})},
           error_codes=("UNAUTHORIZED", "VALIDATION_ERROR")),
     Route(("wallet",), "post", "/v1/topups", "createTopup",
           "Top up a wallet by card through an acquirer (idempotent on topupId)",
@@ -377,7 +384,9 @@ ROUTES: tuple[Route, ...] = (
           "only after the acquirer's own status API confirms the payment (callbacks on "
           "ACQUIRING_LISTEN trigger the check; without one the server polls until the "
           "acquirer's session ends: then EXPIRED). A repeat with the same body answers 200; "
-          "after ACQUIRER_UNAVAILABLE it creates the order. docs/topups.md.",
+          "after ACQUIRER_UNAVAILABLE it creates the order. A top-up that would lift the "
+          "balance over the cap of the customer's identification level answers 409 "
+          "LIMIT_EXCEEDED before the acquirer hears of it. docs/topups.md.",
           request=TopupIn,
           request_examples={"halyk": {"topupId": "tu-1", "customerId": CUSTOMER,
                                       "provider": "halyk-epay", "amount": "5000.00"},
@@ -385,8 +394,8 @@ ROUTES: tuple[Route, ...] = (
                                       "provider": "kaspi-ecom", "amount": 5000}},
           answers={201: Answer("created: open paymentUrl", TopupOut, TOPUP_EXAMPLES),
                    200: Answer("a repeat: the same top-up, as it is now", TopupOut)},
-          error_codes=("UNAUTHORIZED", "IDEMPOTENCY_CONFLICT", "ACQUIRER_UNAVAILABLE",
-                       "ACQUIRER_REFUSED", *_BODY_ERRORS)),
+          error_codes=("UNAUTHORIZED", "IDEMPOTENCY_CONFLICT", "LIMIT_EXCEEDED",
+                       "ACQUIRER_UNAVAILABLE", "ACQUIRER_REFUSED", *_BODY_ERRORS)),
     Route(("wallet",), "get", "/v1/topups/{topupId}", "getTopup",
           "A top-up and its status (CREATED, CREDITED, FAILED, EXPIRED)", params=(TOPUP,),
           answers={200: Answer("the top-up", TopupOut, TOPUP_EXAMPLES)},
@@ -519,7 +528,7 @@ def _examples(examples: Mapping[str, Any]) -> dict[str, Any]:
 
 def _error_answers(route: Route) -> dict[int, dict[str, Any]]:
     by_status: dict[int, list[str]] = {}
-    for code in route.error_codes:
+    for code in route.error_codes + (("FORBIDDEN",) if route.secured else ()):
         by_status.setdefault(_STATUS_OF[code], []).append(code)
     if route.passes_kaspi_codes:
         by_status.setdefault(502, [])
@@ -545,7 +554,8 @@ def _operation(route: Route, refs: Mapping[Any, dict[str, Any]]) -> dict[str, An
                           "tags": [route.tag]}
     if route.description:
         op["description"] = route.description
-    op["security"] = [{"bearerAuth": []}] if route.secured else []
+    scheme = "depositAuth" if route.deposit_tokens_only else "bearerAuth"
+    op["security"] = [{scheme: []}] if route.secured else []
     if route.params:
         op["parameters"] = [{"name": p.name, "in": p.where, "required": p.required,
                              "description": p.description, "schema": dict(p.schema)}
@@ -620,12 +630,16 @@ def build(which: Which = "all") -> dict[str, Any]:
         "paths": paths,
         "components": {
             "schemas": defs.get("$defs", {}),
-            "securitySchemes": {"bearerAuth": {
-                "type": "http", "scheme": "bearer",
-                "description": "a token from WALLET_API_TOKENS (comma-separated, several "
-                               "for rotation); /v1 paths only. PUT .../identification "
-                               "takes a DEPOSIT_API_TOKENS token instead (the bank's "
-                               "core); either kind elsewhere answers 403 FORBIDDEN"}},
+            "securitySchemes": {
+                "bearerAuth": {
+                    "type": "http", "scheme": "bearer",
+                    "description": "a token from WALLET_API_TOKENS (comma-separated, "
+                                   "several for rotation); /v1 paths only"},
+                "depositAuth": {
+                    "type": "http", "scheme": "bearer",
+                    "description": "a token from DEPOSIT_API_TOKENS (the core-banking "
+                                   "side): the only tokens that may create money or set a "
+                                   "customer's identification level"}},
         },
         "tags": [{"name": "wallet", "description": "the wallet's mobile backend calls these"},
                  {"name": "probes", "description": "no token: keep the listener private"},

@@ -15,6 +15,7 @@ from mpp_server.errors import ValidationFailed
 from mpp_server.http.middleware import (
     SERVICES,
     check_query,
+    deposit_tokens_only,
     json_response,
     locale_of,
     parse_body,
@@ -77,12 +78,16 @@ def payment_out(row: asyncpg.Record, refunds: list[asyncpg.Record] | None = None
         kaspiAcknowledged=row["kaspi_acknowledged"], createdAt=row["created_at"])
 
 
+@deposit_tokens_only
 async def deposit(request: web.Request) -> web.Response:
     customer_id = path_param(request, "customer_id", CUSTOMER_ID_PATTERN)
     body = await parse_body(request, DepositIn)
     if body.amount <= 0:
         raise ValidationFailed("amount must be positive")
     svc = _svc(request)
+    if body.amount > svc.settings.deposit_max_tiyn:
+        raise ValidationFailed(f"amount is above DEPOSIT_MAX_AMOUNT "
+                               f"({svc.settings.deposit_max_amount}) for one deposit")
     result = await deposits.deposit(svc.pool, body.depositId, customer_id, body.amount,
                                     svc.settings.limits)
     return json_response(AccountOut(customerId=customer_id, balance=result.balance_tiyn),
@@ -96,9 +101,9 @@ async def account(request: web.Request) -> web.Response:
                                     identificationLevel=found.level.value))
 
 
+@deposit_tokens_only
 async def set_identification(request: web.Request) -> web.Response:
-    """Deposit tokens only (middleware.DEPOSIT_ROUTES): the bank's core knows who the
-    customer is."""
+    """Deposit tokens only: the bank's core knows who the customer is."""
     customer_id = path_param(request, "customer_id", CUSTOMER_ID_PATTERN)
     body = await parse_body(request, IdentificationIn)
     level = await accounts.set_level(_svc(request).pool, customer_id, Level(body.level))
@@ -175,8 +180,9 @@ async def list_events(request: web.Request) -> web.Response:
     check_query(request, EVENTS_QUERY)
     limit = query_int(request, "limit", 100, 1, EVENTS_MAX_LIMIT)
     assert limit is not None
-    rows, cursor = await events.read_after(_svc(request).pool, request.query.get("after"),
-                                           limit)
+    svc = _svc(request)
+    rows, cursor = await events.read_after(svc.pool, request.query.get("after"), limit,
+                                           svc.settings.events_hold_ms)
     return json_response(EventsOut(events=[
         EventOut(id=r["id"], type=r["type"], customerId=r["customer_id"],
                  paymentId=r["payment_id"], refundId=r["refund_id"], topupId=r["topup_id"],

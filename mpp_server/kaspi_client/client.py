@@ -86,7 +86,8 @@ class KaspiClient:
                     raise KaspiNoAnswer(outcome, raw[:200].decode(errors="replace"))
                 try:
                     answer = response_model.model_validate(jsonutil.loads(raw))
-                except (jsonutil.JSONDecodeError, ValidationError) as exc:
+                except (jsonutil.JSONDecodeError, ValidationError, ValueError,
+                        TypeError) as exc:
                     outcome = "BAD_RESPONSE" if resp.status < 400 else f"HTTP_{resp.status}"
                     raise KaspiNoAnswer(outcome, str(exc)[:300]) from exc
                 outcome = answer.result.resultCode  # type: ignore[attr-defined]

@@ -7,10 +7,18 @@ as strings or bare JSON numbers. Outbound models always send amounts as "100.00"
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    model_validator,
+)
 
 from mpp_server.money import format_amount, parse_amount
 
@@ -105,9 +113,63 @@ class CheckoutResponse(_Inbound):
     merchant: Merchant | None = None
 
 
+RESULT_MESSAGE_MAX = 256
+LINK_RECEIPT_MAX = 2048
+# PostgreSQL text holds neither NUL nor a lone UTF-16 surrogate; JSON carries both.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def sanitise(text: str) -> str:
+    """Kaspi's text made storable: NUL and lone surrogates become U+FFFD."""
+    return _UNSTORABLE.sub("\ufffd", text)
+
+
 class NotifyResponse(_Inbound):
+    """notifyPayment's answer. A final resultCode decides the payment whatever the other
+    fields hold (issue 14: an over-long resultMessage made a decline "no answer",
+    retried for ever while the customer's money was held): the resultMessage is
+    sanitised and cut to 256, a linkReceipt that is over 2048, not text, or not
+    storable as sent is dropped. Each such defect is listed in `defects`
+    (`field:defect`) for the caller to count. Only a resultCode that is missing, not
+    text or longer than 64 makes the answer unreadable (no answer)."""
+
     result: Result
-    linkReceipt: str | None = Field(default=None, max_length=2048)
+    linkReceipt: str | None = Field(default=None, max_length=LINK_RECEIPT_MAX)
+    defects: tuple[str, ...] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _take_what_decides(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not isinstance(data.get("result"), dict):
+            return data  # unreadable: the model refuses it
+        defects: list[str] = []
+        result = dict(data["result"])
+        code = result.get("resultCode")
+        if isinstance(code, str) and sanitise(code) != code:
+            defects.append("resultCode:unstorable")
+            result["resultCode"] = sanitise(code)
+        message = result.get("resultMessage", "")
+        if not isinstance(message, str):
+            defects.append("resultMessage:not_text")
+            message = ""
+        if sanitise(message) != message:
+            defects.append("resultMessage:unstorable")
+            message = sanitise(message)
+        if len(message) > RESULT_MESSAGE_MAX:
+            defects.append("resultMessage:too_long")
+            message = message[:RESULT_MESSAGE_MAX]
+        result["resultMessage"] = message
+        link = data.get("linkReceipt")
+        if link is not None and not isinstance(link, str):
+            defects.append("linkReceipt:not_text")
+            link = None
+        elif link is not None and sanitise(link) != link:
+            defects.append("linkReceipt:unstorable")
+            link = None
+        elif link is not None and len(link) > LINK_RECEIPT_MAX:
+            defects.append("linkReceipt:too_long")
+            link = None
+        return {**data, "result": result, "linkReceipt": link, "defects": tuple(defects)}
 
 
 # ---- what we send ---------------------------------------------------------------

@@ -5,26 +5,34 @@
 -- stage notifyPayment SUCCESS; or, without the money or over a limit of the customer's
 -- identification level, decline it and stage a failure notify so Kaspi closes it.
 -- Returns an outcome of DebitOutcome: 'DEBITED', 'INSUFFICIENT_FUNDS', 'LIMIT_EXCEEDED'
--- (payments.exceeded_limit names the limit), or 'CHANGED' when the payment is no longer
--- in the status the caller validated (another request won the race: the caller reads it
--- again and answers what it finds). p_notices maps each staging outcome to the
--- [resultCode, resultMessage] it stages (mpp_server/domain/outcomes.py DEBIT_NOTICES,
--- their one home); p_limits are the limits by level (sql/functions/accounts.sql).
+-- (payments.exceeded_limit names the limit), 'EXPIRED' (canConfirmUntil less
+-- p_margin_ms has passed by the time the locks are held: nothing debited, the payment
+-- EXPIRED, nothing staged), or 'CHANGED' when the payment is no longer in the status the
+-- caller validated (another request won the race: the caller reads it again and answers
+-- what it finds). p_notices maps each staging outcome to the [resultCode, resultMessage]
+-- it stages (mpp_server/domain/outcomes.py DEBIT_NOTICES, their one home); p_limits are
+-- the limits by level (sql/functions/accounts.sql).
+-- The deadline is checked here, after every lock is held and against the wall clock
+-- (clock_timestamp(), not the transaction's start): a confirm that passed the caller's
+-- check and then waited on a lock must not debit late (issue 14: it committed 3.5 s
+-- past canConfirmUntil). p_margin_ms covers the rest of the statement and the commit.
 CREATE OR REPLACE FUNCTION payment_debit(p_payment_id text, p_customer_id text,
                                          p_expected_status text, p_amount bigint,
                                          p_shard int, p_locale text,
                                          p_hold_s double precision, p_notices jsonb,
-                                         p_limits jsonb)
+                                         p_limits jsonb, p_margin_ms int)
 RETURNS text LANGUAGE plpgsql AS $$
 DECLARE
     v_account bigint;
     v_balance bigint;
     v_settlement bigint := settlement_account(p_shard);
+    v_until timestamptz;
     v_limit text;
     v_outcome text;
 BEGIN
-    PERFORM 1 FROM payments WHERE payment_id = p_payment_id AND status = p_expected_status
-                              AND customer_id = p_customer_id FOR UPDATE;
+    SELECT can_confirm_until INTO v_until FROM payments
+     WHERE payment_id = p_payment_id AND status = p_expected_status
+       AND customer_id = p_customer_id FOR UPDATE;
     IF NOT FOUND THEN
         RETURN 'CHANGED';
     END IF;
@@ -34,7 +42,13 @@ BEGIN
         PERFORM 1 FROM accounts WHERE id IN (v_account, v_settlement) ORDER BY id FOR UPDATE;
         SELECT balance_tiyn INTO v_balance FROM accounts WHERE id = v_account;
         -- Under the account's lock: concurrent confirms never pass a limit together.
-        v_limit := payment_limit_exceeded(v_account, p_amount, p_limits, now());
+        v_limit := payment_limit_exceeded(v_account, p_amount, p_limits, clock_timestamp());
+    END IF;
+    IF v_until IS NOT NULL
+       AND clock_timestamp() >= v_until - make_interval(secs => p_margin_ms / 1000.0) THEN
+        UPDATE payments SET status = 'EXPIRED', updated_at = clock_timestamp()
+         WHERE payment_id = p_payment_id;
+        RETURN 'EXPIRED';
     END IF;
     IF v_limit IS NOT NULL OR v_account IS NULL OR v_balance < p_amount THEN
         v_outcome := CASE WHEN v_limit IS NOT NULL THEN 'LIMIT_EXCEEDED'
@@ -51,7 +65,8 @@ BEGIN
         PERFORM ledger_transfer('payment_debit', p_payment_id, v_account, v_settlement,
                                 p_amount);
         UPDATE payments SET status = 'PENDING', amount_tiyn = p_amount,
-               locale = coalesce(p_locale, locale), confirmed_at = now(), updated_at = now()
+               locale = coalesce(p_locale, locale), confirmed_at = clock_timestamp(),
+               updated_at = clock_timestamp()
          WHERE payment_id = p_payment_id;
     END IF;
     PERFORM notify_stage(p_payment_id, p_notices -> v_outcome ->> 0,

@@ -103,7 +103,7 @@ async def deposit_as(stack: Any, customer: str, amount: str,
                      deposit_id: str | None = None) -> tuple[int, Any]:
     return await call(stack, "POST", f"/v1/accounts/{customer}/deposits",
                       {"depositId": deposit_id or "dep-" + uuid.uuid4().hex[:16],
-                       "amount": amount})
+                       "amount": amount}, token=stack.deposit_token)
 
 
 async def windows(stack: Any) -> tuple[datetime, datetime]:

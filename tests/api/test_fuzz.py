@@ -69,12 +69,13 @@ def _described(document: dict[str, Any], case: AnyCase, status: int) -> dict[str
 
 
 def _contract_checks(document: dict[str, Any], case: AnyCase, response: Response,
-                     authorized: bool, report: FuzzReport) -> None:
-    """What the generic checks cannot know: our error bodies and codes, the token rule."""
+                     refused: int | None, report: FuzzReport) -> None:
+    """What the generic checks cannot know: our error bodies and codes, the token rule
+    (`refused`: the status every secured call must get with this run's token)."""
     status = response.status_code
     secured = case.operation.path.startswith("/v1/")
-    if secured and not authorized and status != 401:
-        report.fail(case, f"answered {status} without a valid token")
+    if secured and refused is not None and status != refused:
+        report.fail(case, f"answered {status} where the token must get {refused}")
     if status < 400:
         if case.operation.path.endswith("/deposits") and status == 201:
             body: dict[str, Any] = case.body  # type: ignore[assignment]  # a deposit's JSON
@@ -91,27 +92,38 @@ def _contract_checks(document: dict[str, Any], case: AnyCase, response: Response
         report.fail(case, f"{status} {body['error']['code']} is not one of {codes}")
 
 
+def _deposit_only(document: dict[str, Any], operation: AnyOperation) -> bool:
+    """An operation only DEPOSIT_API_TOKENS may call (its security scheme says so)."""
+    op = document["paths"][operation.path][operation.method.lower()]
+    return bool(op.get("security") == [{"depositAuth": []}])
+
+
 def fuzz(name: str, document: dict[str, Any], base_url: str, headers: dict[str, str], *,
-         examples: int, modes: tuple[GenerationMode, ...], report: FuzzReport) -> None:
-    """Run `examples` generated cases per operation and mode; collect, do not raise."""
+         examples: int, modes: tuple[GenerationMode, ...], report: FuzzReport,
+         deposit_only: bool | None = None, refused: int | None = None) -> None:
+    """Run `examples` generated cases per operation and mode; collect, do not raise.
+    `deposit_only`: True for only the deposit-token operations, False for only the
+    others, None for all."""
     schema = schemathesis.openapi.from_dict(document)
     session = requests.Session()
     for result in schema.get_all_operations():
         assert isinstance(result, Ok), result
         operation = result.ok()
+        if deposit_only is not None and _deposit_only(document, operation) != deposit_only:
+            continue
         for mode in modes:
             if mode.is_negative and not (operation.body or operation.path_parameters
                                          or operation.query or operation.headers):
                 continue  # nothing to get wrong
             _fuzz_operation(f"{name}: {operation.label} ({mode.value})", operation, mode,
                             document, base_url, headers, session, examples, report,
-                            authorized=name == "wallet")
+                            refused=refused)
 
 
 def _fuzz_operation(key: str, operation: AnyOperation, mode: GenerationMode,
                     document: dict[str, Any], base_url: str, headers: dict[str, str],
                     session: requests.Session, examples: int, report: FuzzReport, *,
-                    authorized: bool) -> None:
+                    refused: int | None) -> None:
     @hypothesis.settings(max_examples=examples, derandomize=True, database=None,
                          deadline=None, phases=[Phase.generate],
                          suppress_health_check=list(HealthCheck))
@@ -125,7 +137,7 @@ def _fuzz_operation(key: str, operation: AnyOperation, mode: GenerationMode,
         except FailureGroup as exc:
             report.fail(case, "; ".join(f.title for f in exc.exceptions))
             return
-        _contract_checks(document, case, response, authorized, report)
+        _contract_checks(document, case, response, refused, report)
 
     started = time.monotonic()
     run()
@@ -192,15 +204,22 @@ async def test_fuzzing_both_listeners_finds_no_server_error(stack: Any) -> None:
     report = FuzzReport(started_at=await stack.pool.fetchval("SELECT now()"))
     both = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
     token = {"Authorization": f"Bearer {stack.token}"}
+    deposit_token = {"Authorization": f"Bearer {stack.deposit_token}"}
 
     def run_all() -> None:
         fuzz("wallet", wallet_doc, stack.wallet_url, token, examples=EXAMPLES, modes=both,
-             report=report)
+             report=report, deposit_only=False)
+        fuzz("deposit", wallet_doc, stack.wallet_url, deposit_token, examples=EXAMPLES,
+             modes=both, report=report, deposit_only=True)
+        # The other token list on each: FORBIDDEN, never a 2xx.
+        fuzz("wallet token on deposits", wallet_doc, stack.wallet_url, token,
+             examples=max(EXAMPLES // 6, 10), modes=(GenerationMode.POSITIVE,),
+             report=report, deposit_only=True, refused=403)
         fuzz("kaspi", kaspi_doc, stack.kaspi_url, {}, examples=EXAMPLES, modes=both,
              report=report)
         for name, bad in (("no token", {}), ("wrong token", {"Authorization": "Bearer x"})):
             fuzz(name, wallet_doc, stack.wallet_url, bad, examples=max(EXAMPLES // 6, 10),
-                 modes=(GenerationMode.POSITIVE,), report=report)
+                 modes=(GenerationMode.POSITIVE,), report=report, refused=401)
 
     started = time.monotonic()
     await asyncio.to_thread(run_all)

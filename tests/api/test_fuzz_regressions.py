@@ -3,6 +3,9 @@ requests so each stays fixed even if the fuzzer's generation changes."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import re
 from typing import Any
 
 import pytest
@@ -104,3 +107,53 @@ async def test_checkout_value_with_nul_is_refused_before_kaspi(stack: Any) -> No
     assert status == 422 and body["error"]["code"] == "VALIDATION_ERROR", body
     status, body = await call(stack, "GET", f"/v1/payments/{payment_id}")
     assert status == 200 and body["status"] == "SCANNED"
+
+
+# ---- issue 14, item 5: wallet inputs that answered 500 ---------------------------------
+
+async def raw_http(url: str, request: bytes) -> tuple[int, Any]:
+    """Send `request` as bytes (headers aiohttp's client would not send) and read the
+    answer: the status and the JSON body."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host.strip("[]"), int(port))
+    try:
+        writer.write(request)
+        await writer.drain()
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+        body = await reader.readexactly(length)
+    finally:
+        writer.close()
+    return int(head.split()[1]), json.loads(body)
+
+
+async def test_deposit_amount_of_5000_digits_is_a_validation_error(stack: Any) -> None:
+    customer = new_customer()
+    raw = b'{"depositId": "d5000-' + customer.encode() + b'", "amount": ' + b"1" * 5000 + b"}"
+    status, body = await call(stack, "POST", f"/v1/accounts/{customer}/deposits", raw=raw,
+                              token=stack.deposit_token)
+    assert status == 422 and body["error"]["code"] == "VALIDATION_ERROR", body
+    status, _ = await call(stack, "GET", f"/v1/accounts/{customer}")
+    assert status == 404  # nothing written
+
+
+async def test_confirm_amount_of_5000_digits_is_a_validation_error(stack: Any) -> None:
+    raw = b'{"customerId": "770000000001", "amount": ' + b"9" * 5000 + b"}"
+    status, body = await call(stack, "POST", "/v1/payments/no-such-payment/confirm", raw=raw)
+    assert status == 422 and body["error"]["code"] == "VALIDATION_ERROR", body
+
+
+async def test_json_nested_30000_deep_is_a_validation_error(stack: Any) -> None:
+    raw = b"[" * 30_000 + b"]" * 30_000
+    assert len(raw) < 64 * 1024  # under the body limit: the parser must refuse it
+    status, body = await call(stack, "POST", "/v1/scan", raw=raw)
+    assert status == 422 and body["error"]["code"] == "VALIDATION_ERROR", body
+
+
+async def test_bearer_token_that_is_not_utf8_is_unauthorized(stack: Any) -> None:
+    host = stack.wallet_url.removeprefix("http://")
+    request = (b"GET /v1/events HTTP/1.1\r\nHost: " + host.encode() +
+               b"\r\nAuthorization: Bearer \xff\xfe" + stack.token.encode() +
+               b"\r\nConnection: close\r\n\r\n")
+    status, body = await raw_http(stack.wallet_url, request)
+    assert status == 401 and body["error"]["code"] == "UNAUTHORIZED", body

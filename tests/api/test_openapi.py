@@ -10,9 +10,13 @@ from typing import Any
 import jsonschema_rs
 import pytest
 import schemathesis
+from aiohttp import web
 from schemathesis.core.result import Ok
 
 from mpp_server.http import openapi
+from mpp_server.http import reconciliations as reconciliations_api
+from mpp_server.http import wallet as wallet_api
+from mpp_server.http.middleware import Scope, required_scope
 
 COMMITTED = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
 # shared/spec/wallet-api.md: every path and method of the contract.
@@ -90,16 +94,32 @@ def test_error_answers_use_error_out_and_refund_answers_use_result() -> None:
     assert set(refund["responses"]) == {"200", "400", "403", "413", "500"}
 
 
-def test_security_is_bearer_on_v1_only() -> None:
+def _server_scopes() -> dict[tuple[str, str], Scope]:
+    """(method, path) -> the token scope the wallet listener's handler requires."""
+    app = web.Application()
+    wallet_api.add_routes(app)
+    reconciliations_api.add_routes(app)
+    return {(route.method.lower(), route.resource.canonical.replace("customer_id", "customerId")
+             .replace("payment_id", "paymentId")): required_scope(route.handler)
+            for route in app.router.routes() if route.resource is not None}
+
+
+def test_security_is_bearer_on_v1_only_and_says_which_tokens() -> None:
     doc = openapi.build("all")
-    assert doc["components"]["securitySchemes"]["bearerAuth"] == {
-        **doc["components"]["securitySchemes"]["bearerAuth"], "type": "http",
-        "scheme": "bearer"}
-    for (_, path), op in operations(doc).items():
-        expected: list[dict[str, list[str]]] = (
-            [{"bearerAuth": []}] if path.startswith("/v1/") else [])
+    for scheme in ("bearerAuth", "depositAuth"):
+        assert doc["components"]["securitySchemes"][scheme] == {
+            **doc["components"]["securitySchemes"][scheme], "type": "http",
+            "scheme": "bearer"}
+    scopes = _server_scopes()
+    for (method, path), op in operations(doc).items():
+        scheme = ("depositAuth" if scopes.get((method, path)) is Scope.DEPOSIT
+                  else "bearerAuth")
+        expected: list[dict[str, list[str]]] = [{scheme: []}] if path.startswith("/v1/") else []
         assert op["security"] == expected, path
         assert ("401" in op["responses"]) == path.startswith("/v1/"), path
+        if path.startswith("/v1/"):
+            assert "FORBIDDEN" in op["responses"]["403"]["x-error-codes"], path
+    assert scopes[("post", "/v1/accounts/{customerId}/deposits")] is Scope.DEPOSIT
 
 
 def test_parameters_statuses_and_amounts_are_described() -> None:

@@ -311,6 +311,23 @@ async def test_reset_after_processing_loses_the_reply_not_the_payment(kaspi: Kas
     assert (await kaspi.payment(qr["paymentId"]))["notifyCount"] == 2
 
 
+async def test_replace_answer_processes_then_sends_the_raw_body(kaspi: Kaspi) -> None:
+    qr = await kaspi.qr("Dynamic", amount=100)
+    await kaspi.scan(qr["qrCode"])
+    raw = '{"result": {"resultCode": "SUCCESS", "resultMessage": "' + "m" * 300 + '"}}'
+    await kaspi.control("POST", "/sim/faults", {"endpoint": "notifyPayment",
+                                                "mode": "replace_answer", "rawBody": raw})
+    assert await kaspi.raw_call("notifyPayment", {
+        "result": {"resultCode": "SUCCESS", "resultMessage": "success"},
+        "payment": {"paymentId": qr["paymentId"], "mppPaymentId": "mpp-1"},
+        "customerId": "900900900900"}) == raw.encode()
+    assert (await kaspi.payment(qr["paymentId"]))["status"] == "COMPLETED"
+    for bad in ({"endpoint": "refund", "mode": "replace_answer", "rawBody": "{}"},
+                {"endpoint": "scan", "mode": "replace_answer"},
+                {"endpoint": "scan", "mode": "http500", "rawBody": "{}"}):
+        await kaspi.control("POST", "/sim/faults", bad, expect=400)
+
+
 async def test_faults_queue_per_endpoint_and_clear(kaspi: Kaspi) -> None:
     qr = await kaspi.qr("Static")
     await kaspi.control("POST", "/sim/faults", {"endpoint": "scan", "mode": "error_code",

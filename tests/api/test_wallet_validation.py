@@ -54,7 +54,8 @@ BAD_DEPOSITS = [
 async def test_bad_deposit_is_refused_and_writes_nothing(stack: Any, raw: bytes,
                                                          why: str) -> None:
     before = await row_counts(stack)
-    status, body = await call(stack, "POST", f"/v1/accounts/{CUSTOMER}/deposits", raw=raw)
+    status, body = await call(stack, "POST", f"/v1/accounts/{CUSTOMER}/deposits", raw=raw,
+                              token=stack.deposit_token)
     assert status == 422, body
     assert body["error"]["code"] == "VALIDATION_ERROR"
     assert why.lower() in body["error"]["message"].lower(), body
@@ -64,7 +65,8 @@ async def test_bad_deposit_is_refused_and_writes_nothing(stack: Any, raw: bytes,
 async def test_over_long_customer_id_is_refused(stack: Any) -> None:
     before = await row_counts(stack)
     status, body = await call(stack, "POST", "/v1/accounts/1234567890123/deposits",
-                              {"depositId": "d-long", "amount": "1.00"})
+                              {"depositId": "d-long", "amount": "1.00"},
+                              token=stack.deposit_token)
     assert status == 422 and body["error"]["code"] == "VALIDATION_ERROR"
     status, body = await call(stack, "POST", "/v1/scan",
                               {"qrCode": "x", "customerId": "1234567890123"})
@@ -78,12 +80,14 @@ async def test_over_long_customer_id_is_refused(stack: Any) -> None:
 async def test_deposit_is_idempotent_on_deposit_id(stack: Any) -> None:
     customer = new_customer()
     body = {"depositId": "dep-idem-" + customer, "amount": "10.00"}
-    status, first = await call(stack, "POST", f"/v1/accounts/{customer}/deposits", body)
+    status, first = await call(stack, "POST", f"/v1/accounts/{customer}/deposits", body,
+                              token=stack.deposit_token)
     assert status == 201 and first["balance"] == "10.00"
-    status, again = await call(stack, "POST", f"/v1/accounts/{customer}/deposits", body)
+    status, again = await call(stack, "POST", f"/v1/accounts/{customer}/deposits", body,
+                              token=stack.deposit_token)
     assert status == 200 and again["balance"] == "10.00"
     status, clash = await call(stack, "POST", f"/v1/accounts/{customer}/deposits",
-                               {**body, "amount": "11.00"})
+                               {**body, "amount": "11.00"}, token=stack.deposit_token)
     assert status == 409 and clash["error"]["code"] == "IDEMPOTENCY_CONFLICT"
     status, shown = await call(stack, "GET", f"/v1/accounts/{customer}")
     assert shown == {"customerId": customer, "balance": "10.00", "currency": "KZT",

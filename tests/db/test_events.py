@@ -3,11 +3,15 @@ transaction commits after a later-numbered event's."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
+import pytest
 
-from tests.support.helpers import call, new_customer
+from tests.support.helpers import call, complete_payment, new_customer
+from tests.support.stack import fresh_database
 
 
 async def drain(stack: Any, cursor: str) -> tuple[list[dict[str, Any]], str]:
@@ -51,3 +55,65 @@ async def test_late_committing_event_is_not_skipped(stack: Any) -> None:
     finally:
         await slow.close()
         await fast.close()
+
+
+# ---- issue 14 item 4: nothing outside the server's own short writes stalls the feed -----
+
+async def seen_within(stack: Any, cursor: str, customer: str, payment_id: str,
+                      tries: int = 100) -> tuple[bool, str]:
+    """Follow the feed from `cursor` until the event of `payment_id` shows (bounded)."""
+    for _ in range(tries):
+        seen, cursor = await drain(stack, cursor)
+        if any(e["customerId"] == customer and e["paymentId"] == payment_id for e in seen):
+            return True, cursor
+        await asyncio.sleep(0.1)
+    return False, cursor
+
+
+@pytest.fixture
+async def other_database(admin_dsn: str) -> AsyncIterator[str]:
+    async with fresh_database(admin_dsn, "mpp_other") as dsn:
+        yield dsn
+
+
+@pytest.mark.parametrize("where", ["another database", "this database"])
+async def test_open_transaction_that_wrote_no_event_does_not_stall_the_feed(
+        stack: Any, other_database: str, where: str) -> None:
+    """A transaction left open in another database, or an idle-in-transaction session
+    here (a forgotten psql, a long reconciliation run), hid every new event before: the
+    feed waited for the cluster's oldest transaction (pg_snapshot_xmin)."""
+    _, cursor = await drain(stack, "0")
+    idle = await asyncpg.connect(other_database if where == "another database"
+                                 else stack.database_url)
+    try:
+        tx = idle.transaction()
+        await tx.start()
+        await idle.fetchval("SELECT pg_current_xact_id()")  # it has an xid: holds the xmin
+        customer = new_customer()
+        done = await complete_payment(stack, customer, "5.00")
+        shown, _ = await seen_within(stack, cursor, customer, done["paymentId"])
+        assert shown, f"the event stayed hidden while a transaction in {where} was open"
+        await tx.rollback()
+    finally:
+        await idle.close()
+
+
+async def test_open_event_writer_holds_newer_events_back_at_most_the_hold(
+        stack: Any) -> None:
+    """An event-writing transaction that stays open (ours, stalled) delays newer events
+    by at most EVENTS_HOLD_MS, and its own event still appears once it commits."""
+    _, cursor = await drain(stack, "0")
+    customer = new_customer()
+    stalled = await asyncpg.connect(stack.database_url)
+    try:
+        tx = stalled.transaction()
+        await tx.start()
+        await insert_event(stalled, customer, "stalled-writer")
+        done = await complete_payment(stack, customer, "7.00")
+        shown, cursor = await seen_within(stack, cursor, customer, done["paymentId"])
+        assert shown, "a newer event stayed hidden past the hold"
+        await tx.commit()
+        shown, _ = await seen_within(stack, cursor, customer, "stalled-writer")
+        assert shown, "the late writer's event was missed"
+    finally:
+        await stalled.close()

@@ -81,7 +81,7 @@ class LedgerMachine(RuleBasedStateMachine):
             "INSERT INTO payments (payment_id, customer_id, qr_code_type, status, merchant) "
             "VALUES ($1, $2, 'Static', 'SCANNED', $3)", payment_id, customer, MERCHANT))
         outcome = self.run(payments.debit(self.conn, payment_id, customer, "SCANNED", amount,
-                                          None, 0, {}))
+                                          None, 0, {}, 0))
         if self.balances[customer] >= amount:
             assert outcome == "DEBITED"
             self.balances[customer] -= amount

@@ -53,7 +53,7 @@ async def new_qr(stack: Any, qr_type: str, **fields: Any) -> dict[str, Any]:
 async def deposit(stack: Any, customer_id: str, amount: str) -> dict[str, Any]:
     status, body = await call(stack, "POST", f"/v1/accounts/{customer_id}/deposits",
                               {"depositId": "dep-" + new_customer() + customer_id,
-                               "amount": amount})
+                               "amount": amount}, token=stack.deposit_token)
     assert status in (200, 201), body
     return dict(body)
 

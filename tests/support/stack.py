@@ -51,7 +51,7 @@ def free_port() -> int:
 
 
 TOKEN = "test-token-" + uuid.uuid4().hex[:8]
-DEPOSIT_TOKEN = "test-deposit-token-" + uuid.uuid4().hex[:8]
+DEPOSIT_TOKEN = "test-deposit-" + uuid.uuid4().hex[:8]
 CALLER_NAME = "MPPSERVER"
 
 
@@ -91,6 +91,7 @@ class Stack:
     acquiring_url: str
     sim_url: str
     token: str
+    deposit_token: str
     database_url: str
     pool: db.Pool
     http: aiohttp.ClientSession
@@ -125,7 +126,7 @@ async def running_stack(database_url: str, pool: db.Pool,
     try:
         async with aiohttp.ClientSession() as http:
             yield Stack(runtime.wallet_url, runtime.kaspi_url, runtime.acquiring_url, sim_url,
-                        TOKEN, database_url, pool, http, runtime)
+                        TOKEN, DEPOSIT_TOKEN, database_url, pool, http, runtime)
     finally:
         await runtime.stop()
         await sim_runner.cleanup()

@@ -146,6 +146,7 @@ WALLET = "127.0.0.1:8080"  # inside the MPP namespace: only the test reaches it
 KASPI_FACING = f"{lab.MPP_INNER}:8081"
 SIMULATOR = f"{lab.KASPI_INNER}:8090"
 TOKEN = "ipsec-test-token"
+DEPOSIT_TOKEN = "ipsec-test-deposit-token"
 
 
 def _namespaced_dsn(database_url: str) -> str | None:
@@ -200,7 +201,8 @@ def test_payment_and_refund_cross_the_tunnel(tunnel: Tunnel,
     # and admits only Kaspi's inner network.
     env = server_env(dsn, f"http://{SIMULATOR}", kaspi_listen=KASPI_FACING,
                      wallet_listen=WALLET)
-    env |= {"WALLET_API_TOKENS": TOKEN, "KASPI_ALLOWED_NETWORKS": f"{lab.KASPI_INNER}/32"}
+    env |= {"WALLET_API_TOKENS": TOKEN, "DEPOSIT_API_TOKENS": DEPOSIT_TOKEN,
+            "KASPI_ALLOWED_NETWORKS": f"{lab.KASPI_INNER}/32"}
     server = lab.spawn_in_netns(tunnel.mpp.netns, env, [*python, "serve"], server_log)
     try:
         _wait_http_ready(tunnel, simulator, sim_log, tunnel.kaspi.netns, SIMULATOR,
@@ -220,7 +222,7 @@ def _pay_and_refund(mpp_ns: str, kaspi_ns: str) -> None:
     customer = f"ips{uuid.uuid4().hex[:9]}"  # ≤ 12 characters (Kaspi's limit)
     wallet = TOKEN
     _call(mpp_ns, "POST", WALLET, f"/v1/accounts/{customer}/deposits",
-          {"depositId": f"dep-{customer}", "amount": "5000.00"}, token=wallet)
+          {"depositId": f"dep-{customer}", "amount": "5000.00"}, token=DEPOSIT_TOKEN)
 
     qr = _call(kaspi_ns, "POST", SIMULATOR, "/sim/qr", {"type": "Dynamic", "amount": "100.00"})
     scan = _call(mpp_ns, "POST", WALLET, "/v1/scan",

@@ -18,10 +18,11 @@ import pytest
 
 from mpp_server.domain import ledger
 from tests.support.helpers import new_customer, new_qr, sim, sim_payment
-from tests.support.stack import TOKEN, free_port, server_env
+from tests.support.stack import DEPOSIT_TOKEN, TOKEN, free_port, server_env
 
 pytestmark = pytest.mark.slow
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+DEPOSIT_AUTH = {"Authorization": f"Bearer {DEPOSIT_TOKEN}"}
 
 
 class ServerProcess:
@@ -78,9 +79,9 @@ def servers(count: int, dsn: str, sim_url: str, tmp_path: Path,
 
 
 async def wallet(http: aiohttp.ClientSession, server: ServerProcess, method: str, path: str,
-                 body: Any = None) -> tuple[int, Any]:
+                 body: Any = None, auth: dict[str, str] = AUTH) -> tuple[int, Any]:
     async with http.request(method, server.wallet_url + path, json=body,
-                            headers=AUTH) as resp:
+                            headers=auth) as resp:
         return resp.status, await resp.json(content_type=None)
 
 
@@ -118,7 +119,8 @@ async def test_killed_server_finishes_payment_after_restart_without_second_debit
         await first.ready(stack.http)
         status, _ = await wallet(stack.http, first, "POST",
                                  f"/v1/accounts/{customer}/deposits",
-                                 {"depositId": "crash-" + customer, "amount": "100.00"})
+                                 {"depositId": "crash-" + customer, "amount": "100.00"},
+                                 DEPOSIT_AUTH)
         assert status == 201
         payment_id = await scanned_payment(stack, first, customer, "45.00")
         await sim(stack, "POST", "/sim/faults", {"endpoint": "notifyPayment",
@@ -166,7 +168,8 @@ async def test_two_processes_drain_one_outbox_notifying_each_payment_once(
             server = pair[i % 2]
             status, _ = await wallet(stack.http, server, "POST",
                                      f"/v1/accounts/{customer}/deposits",
-                                     {"depositId": "two-" + customer, "amount": "10.00"})
+                                     {"depositId": "two-" + customer, "amount": "10.00"},
+                                     DEPOSIT_AUTH)
             assert status == 201
             payment_ids.append(await scanned_payment(stack, server, customer, "10.00"))
         answers = await asyncio.gather(*(

@@ -64,11 +64,16 @@ class FaultCreate(_Control):
     times: int = Field(default=1, ge=1, le=100_000)
     resultCode: str | None = Field(default=None, min_length=1, max_length=64)
     delayMs: int = Field(default=0, ge=0, le=600_000)
+    rawBody: str | None = Field(default=None, max_length=1_000_000)
 
     @model_validator(mode="after")
     def _code_fits_mode(self) -> FaultCreate:
         if (self.mode is FaultMode.ERROR_CODE) != (self.resultCode is not None):
             raise ValueError("resultCode is required for error_code and only for it")
+        if (self.mode is FaultMode.REPLACE_ANSWER) != (self.rawBody is not None):
+            raise ValueError("rawBody is required for replace_answer and only for it")
+        if self.mode is FaultMode.REPLACE_ANSWER and self.endpoint is Endpoint.REFUND:
+            raise ValueError("replace_answer is for Kaspi's endpoints, not refund")
         return self
 
 
@@ -206,7 +211,8 @@ async def add_fault(request: web.Request) -> web.Response:
     body = await _body(request, FaultCreate)
     try:
         request.app[SIM].faults.add(body.endpoint, Fault(body.mode, body.delayMs,
-                                                         body.resultCode), body.times)
+                                                         body.resultCode, body.rawBody),
+                                  body.times)
     except FaultQueueFull as exc:
         raise _invalid(str(exc)) from exc
     return _json({})

@@ -110,6 +110,8 @@ def kaspi_handler(endpoint: Endpoint, operation: Operation) -> Handler:
             body = error_answer(exc.code, exc.message)
         except CapacityExceeded as exc:
             body = error_answer(ResultCode.UNKNOWN_EXCEPTION, str(exc))
+        if fault is not None and fault.raw_body is not None:  # replace_answer
+            return web.Response(text=fault.raw_body, content_type=JSON)
         if fault is not None:  # reset_after_processing: done, but the reply is lost
             drop_connection(request)
         return web.Response(body=body, content_type=JSON)

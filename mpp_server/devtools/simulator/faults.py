@@ -32,6 +32,9 @@ class FaultMode(StrEnum):
     HTTP500 = "http500"  # HTTP 500, plain text, request not processed
     RESET_AFTER_PROCESSING = "reset_after_processing"  # processed, reply lost
     ERROR_CODE = "error_code"  # HTTP 200 with resultCode, request not processed
+    # Processed, then answered HTTP 200 with `rawBody` verbatim instead of the real
+    # answer: a Kaspi that breaks its own format (over-long fields, NUL, huge numbers).
+    REPLACE_ANSWER = "replace_answer"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +42,7 @@ class Fault:
     mode: FaultMode
     delay_ms: int = 0
     result_code: str | None = None
+    raw_body: str | None = None
 
 
 class FaultQueueFull(Exception):
