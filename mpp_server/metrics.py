@@ -74,6 +74,12 @@ DB_QUERIES = Counter(
     "Statements sent to PostgreSQL (BEGIN/COMMIT included); counted only when "
     "DB_QUERY_METRICS=true, as the benchmark does", registry=REGISTRY)
 
+DB_UNAVAILABLE = Counter(
+    "mpp_db_unavailable_total",
+    "Times the database was unavailable (refused, stalled past its bound, failing over, "
+    "not the primary), by who noticed: wallet, kaspi (/refund), notify_worker, "
+    "housekeeping", ["where"], registry=REGISTRY)
+
 # Series that alerts watch with increase(): exported at 0 from the start, so the first
 # event is an increase and not the series' first appearance.
 for _outcome in ("COMPLETED", "DECLINED", "CANCELLED", "EXPIRED", "INSUFFICIENT_FUNDS"):
@@ -81,5 +87,7 @@ for _outcome in ("COMPLETED", "DECLINED", "CANCELLED", "EXPIRED", "INSUFFICIENT_
 for _kind in ("notify_declined_completed_payment", "unknown_notify_code",
               "refund_for_declined_payment", "registry_confirms_declined_payment"):
     MONEY_ALARMS.labels(_kind)
+for _where in ("wallet", "kaspi", "notify_worker", "housekeeping"):
+    DB_UNAVAILABLE.labels(_where)
 for _code in ("SUCCESS", "PARAM_ILLEGAL"):
     REFUNDS.labels(_code)

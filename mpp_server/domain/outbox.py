@@ -31,6 +31,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from mpp_server import db
 from mpp_server.db import Conn
 from mpp_server.domain import ledger
 from mpp_server.kaspi_client.client import KaspiClient, KaspiNoAnswer
@@ -187,8 +188,8 @@ class Notifier:
         async def one(payment_id: str) -> None:
             try:
                 await self.attempt(payment_id)
-            except Exception:
-                log.exception("notify attempt failed", extra={"payment_id": payment_id})
+            except Exception as exc:
+                db.background_failure("notify_worker", exc)
             finally:
                 in_flight.discard(payment_id)
                 sem.release()
@@ -211,8 +212,8 @@ class Notifier:
                     task = asyncio.create_task(one(payment_id))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
-            except (OSError, asyncpg.PostgresError) as exc:
-                log.error("notify worker cannot read the outbox", extra={"error": str(exc)})
+            except Exception as exc:  # the database away, or a bug: log, count, carry on
+                db.background_failure("notify_worker", exc)
             if not full:
                 await asyncio.sleep(self._poll_interval_s)
 
