@@ -387,6 +387,10 @@ class Topology:
         self._wait(lambda: self.leader() is not None and self.sync_standby() is not None,
                    "a leader with a synchronous standby", timeout_s=timeout_s)
 
+    def log_tail(self, name: str, chars: int = 3000) -> str:
+        path = self.base / "logs" / f"{name}.log"
+        return path.read_text(errors="replace")[-chars:] if path.exists() else ""
+
     def node(self, name: str) -> Node:
         return next(n for n in self.nodes if n.name == name)
 
