@@ -53,6 +53,14 @@ def is_unavailable(exc: BaseException) -> bool:
     return type(exc) is pg_errors.InterfaceError or isinstance(exc, _UNAVAILABLE)
 
 
+def connection_lost(exc: BaseException) -> bool:
+    """The connection died under a statement (the server was killed or shut down): its
+    outcome is unknown, and a new connection may find the (new) primary."""
+    return (type(exc) is pg_errors.InterfaceError
+            or isinstance(exc, (pg_errors.PostgresConnectionError,
+                                pg_errors.AdminShutdownError, pg_errors.CrashShutdownError)))
+
+
 def background_failure(where: str, exc: Exception) -> None:
     """A round of a background task (notify worker, housekeeping) failed: log and count
     it; the task carries on with its next round, which succeeds once the database is

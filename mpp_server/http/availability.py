@@ -37,7 +37,7 @@ async def database_unavailable(request: web.Request, handler: Handler
         if not db.is_unavailable(exc):
             raise
         failure: Exception = exc
-    if request.method in READS and not isinstance(failure, TimeoutError):
+    if request.method in READS and db.connection_lost(failure):
         try:
             return await handler(request)
         except Exception as exc:
