@@ -218,6 +218,8 @@ class Topology:
         if self.base.exists():
             shutil.rmtree(self.base)
         (self.base / "logs").mkdir(parents=True)
+        # Where Patroni (the postgres user) can run it.
+        shutil.copy(TEMPLATES / "post_bootstrap.sh", self.base)
         if self._owner is None:
             return
         # Patroni runs as postgres: it must reach its folder through the parents.
@@ -252,6 +254,7 @@ class Topology:
             REPLICATION_USER="replicator",
             # Loopback only, a developer's scratch cluster: trust, as devdb does.
             CLIENT_NETWORK="127.0.0.1/32", AUTH_METHOD="trust",
+            POST_BOOTSTRAP=self.base / "post_bootstrap.sh",
             SUPERUSER_PASSWORD=secrets.token_hex(12),
             REPLICATION_PASSWORD=secrets.token_hex(12))
         node.config.write_text(text)
@@ -287,7 +290,7 @@ class Topology:
 
     def start_database(self) -> None:
         """etcd, the Patroni nodes, HAProxy; waits for a leader and a synchronous
-        standby, then creates and migrates the database."""
+        standby, then migrates the database (post_bootstrap.sh created it)."""
         self._prepare_folder()
         self._start_etcd()
         for node in self.nodes:
@@ -300,24 +303,18 @@ class Topology:
             raise SystemExit(f"haproxy refused {config}: {check.stderr}")
         self._spawn("haproxy", [_tool("haproxy") or "haproxy", "-db", "-f", str(config)])
         self.wait_sync_standby()
-        asyncio.run(self._create_database())
+        asyncio.run(self._migrate())
 
-    async def _create_database(self) -> None:
-        admin = self.primary_dsn.rsplit("/", 1)[0] + "/postgres"
+    async def _migrate(self) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while True:  # HAProxy needs a check or two to see the primary
             try:
-                conn = await asyncpg.connect(admin, timeout=2)
-                break
+                await migrate.migrate(self.primary_dsn)
+                return
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
                 if time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(0.3)
-        try:
-            await conn.execute(f'CREATE DATABASE "{DATABASE}"')
-        finally:
-            await conn.close()
-        await migrate.migrate(self.primary_dsn)
 
     def start_apps(self) -> None:
         """The simulator and the servers, each ready before this returns."""
