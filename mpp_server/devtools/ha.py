@@ -49,6 +49,10 @@ TOOLS = {"patroni": "patroni", "patronictl": "patroni", "etcd": "etcd-server",
 READY_TIMEOUT_S = 120.0
 
 
+class TopologyError(RuntimeError):
+    """A part of the topology did not start; the message says which and where its log is."""
+
+
 def _tool(name: str) -> str | None:
     return shutil.which(name) or (f"/usr/bin/{name}" if Path(f"/usr/bin/{name}").exists()
                                   else None)
@@ -94,7 +98,8 @@ def get_json(url: str, timeout_s: float = 2.0) -> Any:
         return json.loads(resp.read())
 
 
-def _children(parent: int) -> list[int]:
+def children_of(parent: int) -> list[int]:
+    """The pids whose parent is `parent` (from /proc)."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -143,7 +148,7 @@ class Node:
             return None
         if os.geteuid() != 0:
             return self.proc.pid
-        children = _children(self.proc.pid)
+        children = children_of(self.proc.pid)
         return children[0] if children else None
 
     def postmaster_pid(self) -> int | None:
@@ -300,7 +305,7 @@ class Topology:
         check = subprocess.run([_tool("haproxy") or "haproxy", "-c", "-q", "-f", str(config)],
                                capture_output=True, text=True, check=False)
         if check.returncode != 0:
-            raise SystemExit(f"haproxy refused {config}: {check.stderr}")
+            raise TopologyError(f"haproxy refused {config}: {check.stderr}")
         self._spawn("haproxy", [_tool("haproxy") or "haproxy", "-db", "-f", str(config)])
         self.wait_sync_standby()
         asyncio.run(self._migrate())
@@ -345,7 +350,7 @@ class Topology:
         while time.monotonic() < deadline:
             proc = self.procs.get(proc_name or "")
             if proc is not None and proc.poll() is not None:
-                raise SystemExit(f"{proc_name} exited with {proc.returncode}; see "
+                raise TopologyError(f"{proc_name} exited with {proc.returncode}; see "
                                  f"{self.base / 'logs' / f'{proc_name}.log'}")
             try:
                 if ready():
@@ -353,7 +358,10 @@ class Topology:
             except (OSError, ValueError, KeyError, urllib.error.URLError):
                 pass
             time.sleep(0.2)
-        raise SystemExit(f"ha: not {what} after {timeout_s:.0f} s; logs in {self.base / 'logs'}")
+        tails = "".join(f"\n--- {n.name}'s log ends:\n{self.log_tail(n.name, 1500)}"
+                        for n in self.nodes)
+        raise TopologyError(f"not {what} after {timeout_s:.0f} s; logs in "
+                         f"{self.base / 'logs'}{tails}")
 
     # ---- the cluster's state and the operations on it ------------------------------
 
@@ -497,6 +505,9 @@ def main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         print("\nha: stopping")
         return 0
+    except TopologyError as exc:
+        print(f"ha: {exc}", file=sys.stderr)
+        return 1
     finally:
         topology.stop()
         print("ha: stopped")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -40,8 +39,8 @@ RECEIPT = "https://receipt-test.kaspi.kz/web?extTranId=QRAWAY"
 
 
 @pytest.fixture
-async def away(tmp_path: Path) -> AsyncIterator[tuple[PrivateCluster, Stack]]:
-    with private_cluster(tmp_path) as cluster:
+async def away() -> AsyncIterator[tuple[PrivateCluster, Stack]]:
+    with private_cluster() as cluster:
         dsn = await cluster.create_database("mpp")
         pool = await db.create_pool(dsn, min_size=1, max_size=4)
         try:

@@ -4,7 +4,9 @@ stall, stop and start under a running server without touching the shared one."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,6 +16,7 @@ import asyncpg
 
 from mpp_server import migrate
 from mpp_server.devtools import devdb
+from mpp_server.devtools.ha import children_of
 from tests.support.stack import free_port
 
 
@@ -46,42 +49,43 @@ class PrivateCluster:
     def _postmaster(self) -> int:
         return int((self.data_dir / "postmaster.pid").read_text().split()[0])
 
-    def _children(self, parent: int) -> list[int]:
-        found = []
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    stat = (entry / "stat").read_text()
-                except OSError:
-                    continue
-                if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
-                    found.append(int(entry.name))
-        return found
-
     def pause(self) -> None:
         """SIGSTOP the postmaster (first: it forks no more), then every backend: the
         database stalls, its sockets stay open."""
         postmaster = self._postmaster()
         os.kill(postmaster, signal.SIGSTOP)
-        for pid in self._children(postmaster):
+        for pid in children_of(postmaster):
             os.kill(pid, signal.SIGSTOP)
 
     def resume(self) -> None:
         postmaster = self._postmaster()
-        for pid in self._children(postmaster):
+        for pid in children_of(postmaster):
             os.kill(pid, signal.SIGCONT)
         os.kill(postmaster, signal.SIGCONT)
 
 
 @contextmanager
-def private_cluster(tmp_path: Path) -> Iterator[PrivateCluster]:
-    cluster = PrivateCluster(tmp_path / "pg", free_port())
-    cluster.start()
+def folder_for_postgres(prefix: str) -> Iterator[Path]:
+    """A fresh folder under /tmp that the `postgres` user can reach. Not pytest's
+    tmp_path: every pytest session on the machine resets /tmp/pytest-of-USER to 0700,
+    which would cut a running cluster off its own data directory."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
     try:
-        yield cluster
+        yield folder
     finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextmanager
+def private_cluster() -> Iterator[PrivateCluster]:
+    with folder_for_postgres("mpp-away-") as folder:
+        cluster = PrivateCluster(folder / "pg", free_port())
+        cluster.start()
         try:
-            cluster.resume()
-        except (OSError, ValueError):
-            pass
-        cluster.stop()
+            yield cluster
+        finally:
+            try:
+                cluster.resume()
+            except (OSError, ValueError):
+                pass
+            cluster.stop()

@@ -34,6 +34,7 @@ import pytest
 
 from mpp_server.devtools.ha import Topology, missing_requirements
 from mpp_server.domain import ledger
+from tests.support.pgcluster import folder_for_postgres
 from tests.support.stack import server_env
 
 pytestmark = pytest.mark.slow
@@ -44,6 +45,8 @@ SETTLE_BOUND_S = 60.0
 # How long the wallet keeps repeating a call answered 503 (the feature: it ends).
 REPEAT_BOUND_S = 90.0
 CUSTOMERS = 6
+# A steady load that leaves the machine's two vCPUs some room for Patroni and etcd.
+ROUND_PAUSE_S = 0.02
 DEPOSIT_TIYN = 1_000_000
 RECEIPT = "https://receipt-test.kaspi.kz/web?extTranId=QRHA"
 # The servers' tuning as in the other tests: fast notify retries.
@@ -52,18 +55,19 @@ TUNING = {k: v for k, v in server_env("", "").items()
 
 
 @pytest.fixture(scope="module")
-async def ha(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Topology]:
+async def ha() -> AsyncIterator[Topology]:
     reason = missing_requirements()
     if reason:
         print(f"SKIP: {reason}")
         pytest.skip(reason)
-    topology = Topology(tmp_path_factory.mktemp("ha") / "cluster", server_env=TUNING)
-    try:
-        await asyncio.to_thread(topology.start_database)
-        await asyncio.to_thread(topology.start_apps)
-        yield topology
-    finally:
-        await asyncio.to_thread(topology.stop)
+    with folder_for_postgres("mpp-ha-") as folder:
+        topology = Topology(folder / "cluster", server_env=TUNING)
+        try:
+            await asyncio.to_thread(topology.start_database)
+            await asyncio.to_thread(topology.start_apps)
+            yield topology
+        finally:
+            await asyncio.to_thread(topology.stop)
 
 
 def tenge(tiyn: int) -> str:
@@ -164,6 +168,7 @@ class Load:
             self.payments[payment_id] = (customer, amount, paid["status"])
             if rounds % 3 == 0:
                 await self.refund(kaspi, customer, payment_id)
+            await asyncio.sleep(ROUND_PAUSE_S)
 
     async def refund(self, kaspi: str, customer: str, payment_id: str) -> None:
         refund_id = "HA" + uuid.uuid4().hex[:22]
