@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 import pytest
 
 from mpp_server import db
@@ -30,7 +31,6 @@ from tests.support.helpers import (
 from tests.support.pgcluster import PrivateCluster, private_cluster
 from tests.support.stack import Stack, running_stack
 
-pytestmark = pytest.mark.slow
 # "Within a few seconds": DB_ACQUIRE_TIMEOUT_MS (2 s) plus DB_STATEMENT_TIMEOUT_MS (5 s)
 # at worst, with room for a loaded machine. The old code hung 30 s, then answered 500.
 ANSWER_BOUND_S = 10.0
@@ -154,13 +154,56 @@ async def scenario(stack: Stack, away: Any, back: Any) -> None:
     assert 'mpp_db_unavailable_total{where="wallet"}' in metrics
 
 
+@pytest.mark.slow
 async def test_stalled_database_answers_503_within_seconds_and_resumes(
         away: tuple[PrivateCluster, Stack]) -> None:
     cluster, stack = away
     await scenario(stack, cluster.pause, cluster.resume)
 
 
+@pytest.mark.slow
 async def test_stopped_database_answers_503_and_resumes_when_it_restarts(
         away: tuple[PrivateCluster, Stack]) -> None:
     cluster, stack = away
     await scenario(stack, cluster.stop, cluster.start)
+
+
+async def test_deposit_whose_connection_died_mid_statement_is_run_again_once(
+        stack: Stack) -> None:
+    """A failover ends the old primary's sessions under their statements: a deposit (one
+    transaction keyed by its depositId) is run again on a new connection, credited once.
+    Played here by terminating the server's backend while the deposit waits on a lock."""
+    customer = new_customer()
+    await deposit(stack, customer, "10.00")
+    deposit_id = "rerun-" + uuid.uuid4().hex
+    holder = await asyncpg.connect(stack.database_url)
+    try:
+        held = holder.transaction()
+        await held.start()
+        await holder.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 42))",
+                             deposit_id)
+        depositing = asyncio.create_task(call(
+            stack, "POST", f"/v1/accounts/{customer}/deposits",
+            {"depositId": deposit_id, "amount": "5.00"}))
+        waiting = await waiting_backends(holder, 1)
+        await holder.execute("SELECT pg_terminate_backend($1)", waiting[0])
+        await waiting_backends(holder, 1)  # the deposit, run again, waits once more
+        await held.commit()
+        status, body = await depositing
+    finally:
+        await holder.close()
+    assert (status, body["balance"]) == (201, "15.00"), body
+    assert await transfers_of(stack, "deposit", deposit_id) == 1
+
+
+async def waiting_backends(conn: asyncpg.Connection, count: int) -> list[int]:
+    """The backends of this database waiting on a lock, once there are `count`."""
+    deadline = asyncio.get_running_loop().time() + ANSWER_BOUND_S
+    while True:
+        pids: list[int] = [r["pid"] for r in await conn.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()")]
+        if len(pids) == count:
+            return pids
+        assert asyncio.get_running_loop().time() < deadline, pids
+        await asyncio.sleep(0.05)
