@@ -484,7 +484,7 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         print(f"ha: starting etcd, {topology.nodes_count} Patroni nodes and HAProxy in "
-              f"{topology.base} (about half a minute)", flush=True)
+              f"{topology.base} (about 20 s)", flush=True)
         topology.start_database()
         topology.start_apps()
         ctl = f"patronictl -c {topology.nodes[0].config}"
