@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: run test lint bench openapi devdb stop-devdb clean
+.PHONY: run ha test lint bench openapi devdb stop-devdb clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,12 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	$(PY) -m mpp_server stack
+
+# The high-availability topology (docs/high-availability.md): etcd, two Patroni nodes,
+# HAProxy, the simulator and HA_SERVERS servers; Ctrl-C stops it all.
+HA_SERVERS ?= 2
+ha: $(STAMP)
+	$(PY) -m mpp_server ha --servers $(HA_SERVERS)
 
 test: $(STAMP)
 	$(PY) -m ruff check mpp_server tests bench

@@ -18,6 +18,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "ipsec": ("mpp_server.ipsec", "render the strongSwan swanctl.conf for one partner"),
     "reconcile": ("mpp_server.reconcile.cli", "reconcile the books against a Kaspi registry"),
     "stack": ("mpp_server.devtools.stack", "the whole stack on one machine (make run)"),
+    "ha": ("mpp_server.devtools.ha",
+           "etcd, Patroni-managed PostgreSQL, HAProxy and N servers (make ha)"),
     "devdb": ("mpp_server.devtools.devdb",
               "start the private PostgreSQL in .data/pg and print its DSN"),
     "openapi": ("mpp_server.http.openapi", "print the OpenAPI description"),

@@ -61,6 +61,14 @@ class Settings(BaseSettings):
     database_url: str = Field(default_factory=dev_database_url)
     db_pool_min: int = Field(default=2, ge=1)
     db_pool_max: int = Field(default=20, ge=1, le=500)
+    # The database going away (docs/high-availability.md): the longest wait for a pooled
+    # connection (connecting included, retried while a failover finds a primary), and for
+    # one statement (asyncpg's command_timeout: it covers a stalled server, which a
+    # server-side statement_timeout cannot). Past either the wallet call answers 503
+    # DATABASE_UNAVAILABLE. A statement may wait on a row lock that the notify worker
+    # holds across one Kaspi call: keep it above KASPI_TIMEOUT_MS.
+    db_acquire_timeout_ms: int = Field(default=2000, ge=10, le=60_000)
+    db_statement_timeout_ms: int = Field(default=5000, ge=100, le=600_000)
     # Count every statement in mpp_db_queries_total (the benchmark's round-trip figure).
     db_query_metrics: bool = False
 

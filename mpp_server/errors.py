@@ -82,6 +82,13 @@ class RefundExceedsCredit(WalletError):
     code, http_status = "REFUND_EXCEEDS_CREDITED", 409
 
 
+class DatabaseUnavailable(WalletError):
+    """PostgreSQL did not answer within its bounds, refused, or is not the primary (a
+    failover): the call may be repeated (http/availability.py says what a repeat does)."""
+
+    code, http_status = "DATABASE_UNAVAILABLE", 503
+
+
 # How Kaspi's own error codes from scan/checkout reach the wallet (docs/wallet-errors.md).
 _KASPI_HTTP_STATUS = {
     "INVALID_TOKEN": 422, "PARAM_ILLEGAL": 422, "CUSTOM_QR_ERROR": 422,

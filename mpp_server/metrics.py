@@ -120,6 +120,11 @@ TOPUP_REFUNDS = Counter(
     "Money back to the card by provider and outcome: STAGED (wallet debited), COMPLETED, "
     "REFUSED (money returned to the wallet), RETRY (no answer yet)", ["provider", "outcome"],
     registry=REGISTRY)
+DB_UNAVAILABLE = Counter(
+    "mpp_db_unavailable_total",
+    "Times the database was unavailable (refused, stalled past its bound, failing over, "
+    "not the primary), by who noticed: wallet, kaspi (/refund), notify_worker, "
+    "housekeeping", ["where"], registry=REGISTRY)
 
 # Series that alerts watch with increase(): exported at 0 from the start, so the first
 # event is an increase and not the series' first appearance.
@@ -129,6 +134,8 @@ for _outcome in ("COMPLETED", "DECLINED", "CANCELLED", "EXPIRED", "INSUFFICIENT_
 for _kind in ("notify_declined_completed_payment", "unknown_notify_code",
               "refund_for_declined_payment", "registry_confirms_declined_payment"):
     MONEY_ALARMS.labels(_kind)
+for _where in ("wallet", "kaspi", "notify_worker", "housekeeping"):
+    DB_UNAVAILABLE.labels(_where)
 for _code in ("SUCCESS", "PARAM_ILLEGAL"):
     REFUNDS.labels(_code)
 for _provider in ("halyk-epay", "kapital", "kaspi-ecom"):

@@ -31,6 +31,7 @@ from mpp_server.http import acquiring_listener, openapi, refund_listener
 from mpp_server.http import reconciliations as reconciliations_api
 from mpp_server.http import topups as topups_api
 from mpp_server.http import wallet as wallet_api
+from mpp_server.http.availability import database_unavailable
 from mpp_server.http.middleware import (
     LISTENER,
     SERVICES,
@@ -51,7 +52,8 @@ log = logging.getLogger(__name__)
 
 def create_wallet_app(svc: Services,
                       topups: topups_api.TopupServices | None = None) -> web.Application:
-    app = web.Application(middlewares=[metrics_middleware, wallet_errors, bearer_auth],
+    app = web.Application(middlewares=[metrics_middleware, wallet_errors,
+                                       database_unavailable, bearer_auth],
                           client_max_size=svc.settings.max_body_bytes)
     app[LISTENER] = "wallet"
     app[TOKENS] = token_scopes(svc.settings)
@@ -97,8 +99,8 @@ async def housekeeping(pool: asyncpg.Pool, interval_s: float) -> None:
         try:
             await payments.expire_stale(pool)
             await refresh_gauges(pool)
-        except (OSError, asyncpg.PostgresError) as exc:
-            log.error("housekeeping failed", extra={"error": str(exc)})
+        except Exception as exc:  # the database away, or a bug: log, count, carry on
+            db.background_failure("housekeeping", exc)
         await asyncio.sleep(interval_s)
 
 
@@ -132,7 +134,9 @@ class Runtime:
     async def start(self) -> None:
         s = self.settings
         self._pool = await db.create_pool(s.database_url, s.db_pool_min, s.db_pool_max,
-                                         count_queries=s.db_query_metrics)
+                                         count_queries=s.db_query_metrics,
+                                         acquire_timeout_ms=s.db_acquire_timeout_ms,
+                                         statement_timeout_ms=s.db_statement_timeout_ms)
         connector = aiohttp.TCPConnector(limit=s.db_pool_max * 4, keepalive_timeout=30)
         self._session = aiohttp.ClientSession(connector=connector)
         kaspi = KaspiClient(self._session, s.kaspi_base_url, s.kaspi_caller_name,

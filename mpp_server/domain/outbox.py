@@ -31,6 +31,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from mpp_server import db
 from mpp_server.db import Conn
 from mpp_server.domain import ledger
 from mpp_server.domain.outcomes import NotifyOutcome
@@ -221,8 +222,8 @@ class NotifyOutbox:
         async def one(payment_id: str) -> None:
             try:
                 await self.attempt(payment_id)
-            except Exception:
-                log.exception("notify attempt failed", extra={"payment_id": payment_id})
+            except Exception as exc:
+                db.background_failure("notify_worker", exc)
             finally:
                 in_flight.discard(payment_id)
                 sem.release()
@@ -245,8 +246,8 @@ class NotifyOutbox:
                     task = asyncio.create_task(one(payment_id))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
-            except (OSError, asyncpg.PostgresError) as exc:
-                log.error("notify worker cannot read the outbox", extra={"error": str(exc)})
+            except Exception as exc:  # the database away, or a bug: log, count, carry on
+                db.background_failure("notify_worker", exc)
             if not full:
                 await asyncio.sleep(self._poll_interval_s)
 

@@ -13,17 +13,17 @@ import logging
 import time
 from typing import Annotated, Any
 
-import asyncpg
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 
-from mpp_server import jsonutil
+from mpp_server import db, jsonutil
 from mpp_server.domain import refunds
 from mpp_server.http.middleware import SERVICES, Handler, describe_validation, route_name
 from mpp_server.http.models import Amount, StoredText
 from mpp_server.kaspi_client.codes import ResultCode
 from mpp_server.kaspi_client.models import ResultOut
 from mpp_server.logs import mask_customer_ids_in_json
+from mpp_server.metrics import DB_UNAVAILABLE
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +132,15 @@ async def inbound_log(request: web.Request, handler: Handler) -> web.StreamRespo
         response = await handler(request)
     except web.HTTPException as exc:
         response = result_response(ResultCode.PARAM_ILLEGAL, exc.reason, exc.status)
-    except Exception:
-        log.exception("refund failed", extra={"route": route_name(request)})
+    except Exception as exc:
+        if db.is_unavailable(exc):
+            # Nowhere to keep the exchange either; Kaspi retries on UNKNOWN_EXCEPTION.
+            DB_UNAVAILABLE.labels("kaspi").inc()
+            log.warning("refund: database unavailable",
+                        extra={"error": f"{type(exc).__name__}: {exc}"})
+            request[LOGGED] = True
+        else:
+            log.exception("refund failed", extra={"route": route_name(request)})
         response = result_response(ResultCode.UNKNOWN_EXCEPTION,
                                    "internal error; please retry", 500)
     if not request.get(LOGGED, False):
@@ -167,7 +174,7 @@ async def _store_exchange(request: web.Request, response: web.StreamResponse,
                 exchange.source_ip, request.method, exchange.path, exchange.headers,
                 exchange.body_masked, response.status,
                 jsonutil.loads(answer) if answer else None, exchange.elapsed_ms)
-    except (OSError, asyncpg.PostgresError, jsonutil.JSONDecodeError):
+    except Exception:  # never instead of the protocol's answer
         log.exception("could not store the inbound request log")
 
 

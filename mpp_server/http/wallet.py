@@ -8,7 +8,7 @@ import asyncpg
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from mpp_server import migrate
+from mpp_server import db, migrate
 from mpp_server.domain import accounts, deposits, events, payments
 from mpp_server.domain.limits import Level
 from mpp_server.errors import ValidationFailed
@@ -196,9 +196,11 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     try:
-        async with _svc(request).pool.acquire(timeout=2) as conn:
+        async with _svc(request).pool.acquire() as conn:  # DB_ACQUIRE_TIMEOUT_MS
             missing = await migrate.pending(conn)
-    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+    except Exception as exc:
+        if not (db.is_unavailable(exc) or isinstance(exc, asyncpg.PostgresError)):
+            raise
         return json_response(HealthOut(status="unavailable", detail=f"database: {exc}"), 503)
     if missing:
         return json_response(HealthOut(status="unavailable",

@@ -227,6 +227,19 @@ def test_compose_file_is_accepted_with_the_example_env(tmp_path: Path,
     assert "SIM_MPP_REFUND_URL: http://server:8081/refund" in resolved.stdout
 
 
+def test_compose_ha_profile_renders_the_patroni_pair_behind_haproxy(tmp_path: Path) -> None:
+    compose = tool("docker-compose", "docker-compose")
+    env_file = env_file_with_secrets(tmp_path)
+    resolved = run(compose, "--env-file", str(env_file), "--profile", "ha", "config")
+    assert resolved.returncode == 0, resolved.stderr
+    for service in ("etcd", "pg1", "pg2", "haproxy", "migrate-ha", "server-ha-1",
+                    "server-ha-2"):
+        assert f"\n  {service}:\n" in resolved.stdout, service
+    # One server through HAProxy's primary port, one listing both nodes.
+    assert "@haproxy:5000/mpp" in resolved.stdout
+    assert "@pg1:5432,pg2:5432/mpp?target_session_attrs=read-write" in resolved.stdout
+
+
 @pytest.mark.parametrize("secret", SECRETS)
 def test_compose_refuses_to_start_without_a_secret(tmp_path: Path, secret: str) -> None:
     compose = tool("docker-compose", "docker-compose")

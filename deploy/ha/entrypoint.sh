@@ -1,0 +1,17 @@
+#!/bin/sh
+# The HA image's entrypoint (docker-compose.yml, profile `ha`): render the template of the
+# role given as $1 with the container's environment, then run it in the foreground.
+set -eu
+case "${1:-}" in
+  patroni)
+    mkdir -p "$(dirname "$DATA_DIR")" "$SOCKET_DIR"
+    chown postgres:postgres "$(dirname "$DATA_DIR")" "$SOCKET_DIR"
+    envsubst < /etc/mpp-ha/patroni.yml > /etc/mpp-ha/node.yml
+    chown postgres:postgres /etc/mpp-ha/node.yml
+    exec runuser -u postgres -- patroni /etc/mpp-ha/node.yml ;;
+  haproxy)
+    envsubst < /etc/mpp-ha/haproxy.cfg > /etc/mpp-ha/rendered.cfg
+    exec haproxy -db -f /etc/mpp-ha/rendered.cfg ;;
+  *)
+    echo "usage: entrypoint.sh patroni|haproxy" >&2; exit 2 ;;
+esac
