@@ -77,7 +77,10 @@ def running_port(data_dir: Path) -> int | None:
 
 
 def _port_is_free(port: int) -> bool:
+    """No listener on the port. SO_REUSEADDR as PostgreSQL sets it: a port whose last
+    connections are still in TIME_WAIT (a cluster just stopped) is free to listen on."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:

@@ -168,6 +168,7 @@ class Topology:
     sim_port: int = 0
     server_env: dict[str, str] = field(default_factory=dict)
     token: str = field(default_factory=lambda: "dev-" + secrets.token_urlsafe(18))
+    deposit_token: str = field(default_factory=lambda: "dev-deposit-" + secrets.token_urlsafe(18))
     nodes: list[Node] = field(default_factory=list)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     server_dsns: list[str] = field(default_factory=list)
@@ -325,7 +326,8 @@ class Topology:
         """The simulator and the servers, each ready before this returns."""
         defaults = Settings()
         common = {"KASPI_BASE_URL": self.sim_url, "KASPI_CALLER_NAME": CALLER_NAME,
-                  "WALLET_API_TOKENS": self.token, "KASPI_ALLOWED_NETWORKS": "127.0.0.0/8",
+                  "WALLET_API_TOKENS": self.token, "DEPOSIT_API_TOKENS": self.deposit_token,
+                  "KASPI_ALLOWED_NETWORKS": "127.0.0.0/8",
                   "LOG_LEVEL": defaults.log_level}
         self._spawn("simulator", [sys.executable, "-m", "mpp_server", "simulator"], {
             "SIMULATOR_LISTEN": f"127.0.0.1:{self.sim_port}",
@@ -491,6 +493,7 @@ def main(argv: list[str]) -> int:
         rows = [
             (f"wallet API (HAProxy, {args.servers} servers)",
              f"{topology.wallet_url}  token {topology.token}"),
+            ("deposit token (DEPOSIT_API_TOKENS)", topology.deposit_token),
             ("Kaspi-facing /refund (HAProxy)", f"http://127.0.0.1:{topology.kaspi_port}/refund"),
             ("simulator", topology.sim_url),
             ("primary (HAProxy)", topology.primary_dsn),

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 
+from mpp_server import db
 from mpp_server.db import Conn
 
 log = logging.getLogger(__name__)
@@ -29,8 +30,8 @@ async def run_due(pool: asyncpg.Pool, due_sql: str, attempt: Callable[[str], Awa
     async def one(row_id: str) -> None:
         try:
             await attempt(row_id)
-        except Exception:
-            log.exception(f"{what} attempt failed", extra={"id": row_id})
+        except Exception as exc:
+            db.background_failure(f"{what} attempt", exc)
         finally:
             in_flight.discard(row_id)
             sem.release()
@@ -51,8 +52,8 @@ async def run_due(pool: asyncpg.Pool, due_sql: str, attempt: Callable[[str], Awa
                     task = asyncio.create_task(one(row_id))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
-            except (OSError, asyncpg.PostgresError) as exc:
-                log.error(f"{what} cannot read its due rows", extra={"error": str(exc)})
+            except Exception as exc:  # the database away (a failover), or a bug: go on
+                db.background_failure(what, exc)
             await asyncio.sleep(poll_interval_s)
     finally:
         for task in list(tasks):

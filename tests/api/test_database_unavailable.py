@@ -51,10 +51,10 @@ async def away() -> AsyncIterator[tuple[PrivateCluster, Stack]]:
             await pool.close()
 
 
-async def timed(stack: Stack, method: str, path: str, body: Any = None
-                ) -> tuple[int, Any, float]:
+async def timed(stack: Stack, method: str, path: str, body: Any = None,
+                token: str = "default") -> tuple[int, Any, float]:
     started = asyncio.get_running_loop().time()
-    status, answer = await call(stack, method, path, body)
+    status, answer = await call(stack, method, path, body, token=token)
     return status, answer, asyncio.get_running_loop().time() - started
 
 
@@ -105,7 +105,7 @@ async def calls_while_away(stack: Stack, customer: str, deposit_id: str, qr_code
         timed(stack, "GET", f"/v1/accounts/{customer}"),
         timed(stack, "GET", f"/v1/payments/{payment_id}"),
         timed(stack, "POST", f"/v1/accounts/{customer}/deposits",
-              {"depositId": deposit_id, "amount": "5.00"}),
+              {"depositId": deposit_id, "amount": "5.00"}, token=stack.deposit_token),
         timed(stack, "POST", "/v1/scan", {"qrCode": qr_code, "customerId": customer}),
         timed(stack, "GET", "/v1/events"),
         timed(stack, "GET", "/readyz"))
@@ -138,7 +138,8 @@ async def scenario(stack: Stack, away: Any, back: Any) -> None:
     await assert_resumes(stack, customer)
     # A call answered 503 may or may not have taken effect; its repeat counts once.
     status, body = await call(stack, "POST", f"/v1/accounts/{customer}/deposits",
-                              {"depositId": deposit_id, "amount": "5.00"})
+                              {"depositId": deposit_id, "amount": "5.00"},
+                              token=stack.deposit_token)
     assert status in (200, 201), body
     status, answer, _ = await refund_call(stack, refund)
     assert (status, answer["result"]["resultCode"]) == (200, "SUCCESS"), answer
@@ -184,7 +185,7 @@ async def test_deposit_whose_connection_died_mid_statement_is_run_again_once(
                              deposit_id)
         depositing = asyncio.create_task(call(
             stack, "POST", f"/v1/accounts/{customer}/deposits",
-            {"depositId": deposit_id, "amount": "5.00"}))
+            {"depositId": deposit_id, "amount": "5.00"}, token=stack.deposit_token))
         waiting = await waiting_backends(holder, 1)
         await holder.execute("SELECT pg_terminate_backend($1)", waiting[0])
         await waiting_backends(holder, 1)  # the deposit, run again, waits once more

@@ -92,6 +92,12 @@ def _contract_checks(document: dict[str, Any], case: AnyCase, response: Response
         report.fail(case, f"{status} {body['error']['code']} is not one of {codes}")
 
 
+def _mutates_the_token(case: AnyCase) -> bool:
+    """A negative case whose violation is in the Authorization header."""
+    data = getattr(getattr(case.meta, "phase", None), "data", None)
+    return getattr(data, "parameter", None) == "Authorization"
+
+
 def _deposit_only(document: dict[str, Any], operation: AnyOperation) -> bool:
     """An operation only DEPOSIT_API_TOKENS may call (its security scheme says so)."""
     op = document["paths"][operation.path][operation.method.lower()]
@@ -129,6 +135,11 @@ def _fuzz_operation(key: str, operation: AnyOperation, mode: GenerationMode,
                          suppress_health_check=list(HealthCheck))
     @given(case=operation.as_strategy(generation_mode=mode))
     def run(case: AnyCase) -> None:
+        if _mutates_the_token(case):
+            # The run sends its own Authorization header over schemathesis' mutated one,
+            # so such a case would be a valid call judged as a violating one; the token
+            # rule has runs of its own (no token, a wrong token, the other kind).
+            return
         report.calls[key] += 1
         response = case.call(base_url=base_url, session=session, headers=headers, timeout=30)
         report.statuses[response.status_code] += 1

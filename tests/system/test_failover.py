@@ -131,7 +131,8 @@ class Load:
     async def set_up(self) -> None:
         for i in range(CUSTOMERS):
             customer = "77" + "".join(random.choices("0123456789", k=10))
-            url, auth = self.wallet(i)
+            url, _ = self.wallet(i)
+            auth = {"Authorization": f"Bearer {self.ha.deposit_token}"}
             status, body = await self.call(
                 "deposit", "POST", f"{url}/v1/accounts/{customer}/deposits",
                 {"depositId": "ha-" + uuid.uuid4().hex, "amount": tenge(DEPOSIT_TIYN)}, auth)
