@@ -33,6 +33,7 @@ import asyncpg
 
 from mpp_server import migrate
 from mpp_server.devtools import devdb
+from mpp_server.devtools.ports import free_ports
 from mpp_server.domain import ledger
 from mpp_server.domain.outcomes import DEBIT_NOTICES_ARG
 
@@ -41,20 +42,6 @@ TOKEN = "bench-" + secrets.token_hex(8)
 DEPOSIT_TOKEN = "bench-deposit-" + secrets.token_hex(8)
 BENCH_DEPOSIT = "100000000.00"  # enough for every payment of a run
 CALLER = "MPPSERVER"
-
-
-def free_ports(count: int) -> list[int]:
-    """`count` distinct free loopback ports (all held open together, so none repeats)."""
-    import socket
-
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
 
 
 async def gather_limited(coros: list[Any], limit: int = 32) -> list[Any]:

@@ -21,7 +21,6 @@ import pwd
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -37,6 +36,7 @@ import asyncpg
 from mpp_server import migrate
 from mpp_server.config import Settings
 from mpp_server.devtools import devdb
+from mpp_server.devtools.ports import free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = ROOT / "deploy" / "ha"
@@ -79,18 +79,6 @@ def missing_requirements() -> str | None:
         except KeyError:
             return "running as root and no 'postgres' user to run Patroni as"
     return None
-
-
-def free_ports(count: int) -> list[int]:
-    """`count` distinct free loopback ports (held open together, so none repeats)."""
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
 
 
 def get_json(url: str, timeout_s: float = 2.0) -> Any:
