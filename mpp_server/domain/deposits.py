@@ -7,10 +7,9 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from mpp_server.domain import ledger
-from mpp_server.domain.limits import BALANCE, Limits
-from mpp_server.errors import IdempotencyConflict, LimitExceeded
-from mpp_server.metrics import LIMIT_REFUSALS
+from mpp_server.domain import accounts, ledger
+from mpp_server.domain.limits import Limits
+from mpp_server.errors import IdempotencyConflict
 
 
 @dataclass(frozen=True)
@@ -42,15 +41,8 @@ async def deposit(pool: asyncpg.Pool, deposit_id: str, customer_id: str,
             assert balance is not None
             return Deposit(customer_id, balance[1], created=False)
         account_id = await ledger.ensure_customer_account(conn, customer_id)
-        cap = await conn.fetchrow("SELECT * FROM balance_cap_exceeded($1, $2, $3)",
-                                  account_id, amount_tiyn, limits.sql_arg)
-        assert cap is not None
-        if cap["exceeded"]:
-            LIMIT_REFUSALS.labels(BALANCE, cap["level"]).inc()
-            # Raising rolls back the transaction: an account created just now goes too.
-            raise LimitExceeded(f"the deposit would lift the balance over "
-                                f"{limits.describe(cap['level'], BALANCE)}; nothing was "
-                                "credited")
+        await accounts.refuse_over_balance_cap(conn, account_id, amount_tiyn, limits,
+                                               "deposit")
         funding = await ledger.system_account(conn, "funding", deposit_id)
         await ledger.transfer(conn, "deposit", deposit_id, funding, account_id, amount_tiyn)
         balance = await ledger.customer_account(conn, customer_id)

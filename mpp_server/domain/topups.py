@@ -36,21 +36,19 @@ from mpp_server.acquirers.base import (
     Verdict,
 )
 from mpp_server.db import Conn
-from mpp_server.domain import ledger
+from mpp_server.domain import accounts, ledger
 from mpp_server.domain.due_worker import run_due
-from mpp_server.domain.limits import BALANCE, Limits
+from mpp_server.domain.limits import Limits
 from mpp_server.domain.outcomes import TopupOutcome
 from mpp_server.errors import (
     AcquirerRefusedOrder,
     AcquirerUnavailable,
     IdempotencyConflict,
-    LimitExceeded,
     NotFound,
 )
 from mpp_server.logs import mask_customer
 from mpp_server.metrics import (
     BALANCE_OVER_CAP,
-    LIMIT_REFUSALS,
     MONEY_ALARMS,
     TOPUP_CALLBACK_DISAGREEMENTS,
     TOPUP_OVERDUE,
@@ -160,25 +158,14 @@ class Topups:
                     raise IdempotencyConflict(f"topupId {topup_id!r} was already used with "
                                               "another customer, provider or amount")
             else:
+                # The balance cap, before the card is charged (docs/topups.md); a credit
+                # that finds the balance over it later is made and counted.
                 account_id = await ledger.ensure_customer_account(conn, customer_id)
-                await self._refuse_over_cap(conn, account_id, amount_tiyn)
+                await accounts.refuse_over_balance_cap(conn, account_id, amount_tiyn,
+                                                       self._limits, "top-up")
         if row["payment_url"] is not None or row["status"] != TopupStatus.CREATED:
             return row, created
         return await self._place_order(row), created
-
-    async def _refuse_over_cap(self, conn: Conn, account_id: int, amount_tiyn: int) -> None:
-        """The balance cap of the customer's level (LIMITS_MCI), checked before the card
-        is charged: LimitExceeded rolls the new top-up back, nothing is written. A credit
-        that finds the balance over the cap later (a deposit came in between) is still
-        made, the card being charged, and counted (`_count_over_cap`)."""
-        cap = await conn.fetchrow("SELECT * FROM balance_cap_exceeded($1, $2, $3)",
-                                  account_id, amount_tiyn, self._limits.sql_arg)
-        assert cap is not None
-        if cap["exceeded"]:
-            LIMIT_REFUSALS.labels(BALANCE, cap["level"]).inc()
-            raise LimitExceeded("the top-up would lift the balance over "
-                                f"{self._limits.describe(cap['level'], BALANCE)}; nothing "
-                                "was created")
 
     async def _count_over_cap(self, conn: Conn, customer_id: str) -> None:
         if await conn.fetchval("SELECT balance_over_cap($1, $2)", customer_id,
