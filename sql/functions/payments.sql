@@ -41,14 +41,16 @@ BEGIN
         -- Both accounts in id order, as ledger_transfer does: no deadlock with a refund.
         PERFORM 1 FROM accounts WHERE id IN (v_account, v_settlement) ORDER BY id FOR UPDATE;
         SELECT balance_tiyn INTO v_balance FROM accounts WHERE id = v_account;
-        -- Under the account's lock: concurrent confirms never pass a limit together.
-        v_limit := payment_limit_exceeded(v_account, p_amount, p_limits, clock_timestamp());
     END IF;
     IF v_until IS NOT NULL
        AND clock_timestamp() >= v_until - make_interval(secs => p_margin_ms / 1000.0) THEN
         UPDATE payments SET status = 'EXPIRED', updated_at = clock_timestamp()
          WHERE payment_id = p_payment_id;
         RETURN 'EXPIRED';
+    END IF;
+    IF v_account IS NOT NULL THEN
+        -- Under the account's lock: concurrent confirms never pass a limit together.
+        v_limit := payment_limit_exceeded(v_account, p_amount, p_limits, clock_timestamp());
     END IF;
     IF v_limit IS NOT NULL OR v_account IS NULL OR v_balance < p_amount THEN
         v_outcome := CASE WHEN v_limit IS NOT NULL THEN 'LIMIT_EXCEEDED'
