@@ -18,8 +18,9 @@ from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 
 from mpp_server import db, jsonutil
 from mpp_server.domain import refunds
-from mpp_server.http.middleware import SERVICES, Handler, describe_validation, route_name
+from mpp_server.http.middleware import SERVICES, describe_validation
 from mpp_server.http.models import Amount, StoredText
+from mpp_server.http.routing import Handler, route_name
 from mpp_server.kaspi_client.codes import ResultCode
 from mpp_server.kaspi_client.models import ResultOut
 from mpp_server.logs import mask_customer_ids_in_json
@@ -176,7 +177,3 @@ async def _store_exchange(request: web.Request, response: web.StreamResponse,
                 jsonutil.loads(answer) if answer else None, exchange.elapsed_ms)
     except Exception:  # never instead of the protocol's answer
         log.exception("could not store the inbound request log")
-
-
-def add_routes(app: web.Application) -> None:
-    app.router.add_post("/refund", refund)

@@ -1,4 +1,5 @@
-"""The wallet API (shared/spec/wallet-api.md): thin handlers over the domain modules."""
+"""The wallet API (shared/spec/wallet-api.md): thin handlers over the domain modules
+(declared, with their paths and errors, in http/routes.py)."""
 
 from __future__ import annotations
 
@@ -14,17 +15,12 @@ from mpp_server.domain.limits import Level
 from mpp_server.errors import ValidationFailed
 from mpp_server.http.middleware import (
     SERVICES,
-    check_query,
-    deposit_tokens_only,
     json_response,
     locale_of,
     parse_body,
-    path_param,
     query_int,
 )
 from mpp_server.http.models import (
-    CUSTOMER_ID_PATTERN,
-    ID_PATTERN,
     AccountOut,
     CancelIn,
     CheckoutIn,
@@ -51,9 +47,7 @@ from mpp_server.services import Services
 
 DEFAULT_LOCALE = "ru-RU"
 EVENTS_MAX_LIMIT = 1000
-EVENTS_QUERY = frozenset({"after", "limit"})
 STATEMENT_MAX_LIMIT = 1000
-STATEMENT_QUERY = frozenset({"after", "limit"})
 
 
 def _svc(request: web.Request) -> Services:
@@ -61,7 +55,7 @@ def _svc(request: web.Request) -> Services:
 
 
 def _payment_id(request: web.Request) -> str:
-    return path_param(request, "payment_id", ID_PATTERN)
+    return request.match_info["paymentId"]
 
 
 def payment_out(row: asyncpg.Record, refunds: list[asyncpg.Record] | None = None) -> PaymentOut:
@@ -78,9 +72,8 @@ def payment_out(row: asyncpg.Record, refunds: list[asyncpg.Record] | None = None
         kaspiAcknowledged=row["kaspi_acknowledged"], createdAt=row["created_at"])
 
 
-@deposit_tokens_only
 async def deposit(request: web.Request) -> web.Response:
-    customer_id = path_param(request, "customer_id", CUSTOMER_ID_PATTERN)
+    customer_id = request.match_info["customerId"]
     body = await parse_body(request, DepositIn)
     if body.amount <= 0:
         raise ValidationFailed("amount must be positive")
@@ -95,24 +88,22 @@ async def deposit(request: web.Request) -> web.Response:
 
 
 async def account(request: web.Request) -> web.Response:
-    customer_id = path_param(request, "customer_id", CUSTOMER_ID_PATTERN)
+    customer_id = request.match_info["customerId"]
     found = await accounts.get(_svc(request).pool, customer_id)
     return json_response(AccountOut(customerId=customer_id, balance=found.balance_tiyn,
                                     identificationLevel=found.level.value))
 
 
-@deposit_tokens_only
 async def set_identification(request: web.Request) -> web.Response:
     """Deposit tokens only: the bank's core knows who the customer is."""
-    customer_id = path_param(request, "customer_id", CUSTOMER_ID_PATTERN)
+    customer_id = request.match_info["customerId"]
     body = await parse_body(request, IdentificationIn)
     level = await accounts.set_level(_svc(request).pool, customer_id, Level(body.level))
     return json_response(IdentificationOut(customerId=customer_id, level=level.value))
 
 
 async def statement(request: web.Request) -> web.Response:
-    customer_id = path_param(request, "customer_id", CUSTOMER_ID_PATTERN)
-    check_query(request, STATEMENT_QUERY)
+    customer_id = request.match_info["customerId"]
     limit = query_int(request, "limit", 100, 1, STATEMENT_MAX_LIMIT)
     assert limit is not None
     lines, cursor = await accounts.statement(_svc(request).pool, customer_id,
@@ -177,7 +168,6 @@ async def get_payment(request: web.Request) -> web.Response:
 
 
 async def list_events(request: web.Request) -> web.Response:
-    check_query(request, EVENTS_QUERY)
     limit = query_int(request, "limit", 100, 1, EVENTS_MAX_LIMIT)
     assert limit is not None
     svc = _svc(request)
@@ -211,19 +201,3 @@ async def readyz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=generate_latest(REGISTRY),
                         headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-
-def add_routes(app: web.Application) -> None:
-    app.router.add_post("/v1/accounts/{customer_id}/deposits", deposit)
-    app.router.add_get("/v1/accounts/{customer_id}", account)
-    app.router.add_put("/v1/accounts/{customer_id}/identification", set_identification)
-    app.router.add_get("/v1/accounts/{customer_id}/statement", statement)
-    app.router.add_post("/v1/scan", scan)
-    app.router.add_post("/v1/payments/{payment_id}/checkout", checkout)
-    app.router.add_post("/v1/payments/{payment_id}/confirm", confirm)
-    app.router.add_post("/v1/payments/{payment_id}/cancel", cancel)
-    app.router.add_get("/v1/payments/{payment_id}", get_payment)
-    app.router.add_get("/v1/events", list_events)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
