@@ -25,9 +25,8 @@ from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from mpp_server import __version__, errors
+from mpp_server import __version__, cursors, errors
 from mpp_server.config import Settings
-from mpp_server.domain import accounts, events
 from mpp_server.http import reconciliations, wallet
 from mpp_server.http.models import (
     CUSTOMER_ID_PATTERN,
@@ -172,6 +171,9 @@ _WHY = {
     "PAYLOAD_TOO_LARGE": "the body is larger than MAX_BODY_BYTES",
 }
 _BODY_ERRORS = ("VALIDATION_ERROR", "PAYLOAD_TOO_LARGE")
+_AFTER = ("the `next` of the previous page; omitted or empty: from the start. A cursor "
+          "beyond the end of the list is 422 VALIDATION_ERROR (the server never hands one "
+          "out: `next` is at most the last position returned or the one given)")
 _SCAN_KASPI = tuple(str(c) for c in _KASPI_PASSED)
 _CHECKOUT_KASPI = ("PARAM_ILLEGAL", "EXPIRED_CODE", "PROCESS_FAIL", "PAYMENTS_SUSPENDED",
                    "UNKNOWN_EXCEPTION", "UNKNOWN_SOURCE")
@@ -267,9 +269,9 @@ ROUTES: tuple[Route, ...] = (
           "being written (docs/design.md).",
           params=(CUSTOMER_ID,
                   Param("after", "query", {"type": "string",
-                                           "pattern": f"^$|{accounts.CURSOR_PATTERN}",
+                                           "pattern": f"^$|{cursors.PATTERN}",
                                            "examples": ["0"]},
-                        "the `next` of the previous page; omitted or empty: from the start"),
+                        _AFTER),
                   Param("limit", "query", {"type": "integer", "minimum": 1,
                                            "maximum": wallet.STATEMENT_MAX_LIMIT,
                                            "default": 100}, "at most this many lines")),
@@ -364,9 +366,10 @@ ROUTES: tuple[Route, ...] = (
           "from earlier versions are still taken. Types: payment.completed, "
           "payment.declined, refund.credited.",
           params=(Param("after", "query", {"type": "string",
-                                           "pattern": f"^$|{events._CURSOR.pattern}",
-                                           "examples": [events.START]},
-                        "the `next` of the previous page; omitted or empty: from the start"),
+                                           "pattern": f"^$|{cursors.PATTERN}|"
+                                                      f"{cursors.LEGACY_PATTERN}",
+                                           "examples": ["0"]},
+                        _AFTER),
                   Param("limit", "query", {"type": "integer", "minimum": 1,
                                            "maximum": wallet.EVENTS_MAX_LIMIT, "default": 100},
                         "at most this many events")),
@@ -441,8 +444,9 @@ ROUTES: tuple[Route, ...] = (
                                            "maximum": reconciliations.ITEMS_MAX_LIMIT,
                                            "default": reconciliations.ITEMS_DEFAULT_LIMIT},
                         "at most this many items"),
-                  Param("after", "query", {"type": "string", "pattern": "^[0-9]{1,18}$"},
-                        "only items with a greater id (nextItemsAfter)")),
+                  Param("after", "query", {"type": "string", "pattern": cursors.PATTERN},
+                        "only items with a greater id (nextItemsAfter); an id beyond the "
+                        "run's last item is 422 VALIDATION_ERROR")),
           answers={200: Answer("the run and its discrepancies",
                                ReconciliationOut)},
           error_codes=("UNAUTHORIZED", "NOT_FOUND", "VALIDATION_ERROR")),
