@@ -11,7 +11,14 @@ from typing import Any
 import pytest
 
 from tests.support import reconcile as reconcile_support
-from tests.support.helpers import call, complete_payment, deposit, new_customer, sim
+from tests.support.helpers import (
+    call,
+    complete_payment,
+    deposit,
+    drain_events,
+    new_customer,
+    sim,
+)
 from tests.support.reconcile import reconcile_json, today
 from tests.support.stack import Stack
 
@@ -34,17 +41,6 @@ async def assert_cursor_rules(stack: Any, path: str, last: int, of: str) -> None
         status, body = await call(stack, "GET", f"{path}after={beyond}")
         assert status == 422 and body["error"]["code"] == "VALIDATION_ERROR", (beyond, body)
         assert f"after={beyond} is beyond the end of {of}" in body["error"]["message"], body
-
-
-async def drain_events(stack: Any, cursor: str) -> tuple[list[dict[str, Any]], str]:
-    seen: list[dict[str, Any]] = []
-    while True:
-        status, page = await call(stack, "GET", f"/v1/events?after={cursor}&limit=1000")
-        assert status == 200, page
-        seen += page["events"]
-        cursor = page["next"]
-        if not page["events"]:
-            return seen, cursor
 
 
 # ---- the event feed ----------------------------------------------------------------------
