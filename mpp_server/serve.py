@@ -28,7 +28,7 @@ from mpp_server import db, migrate, topup_wiring
 from mpp_server.config import Settings, describe_settings_error, parse_listen
 from mpp_server.domain import payments
 from mpp_server.domain.outbox import NotifyOutbox
-from mpp_server.http import acquiring_listener, openapi, refund_listener
+from mpp_server.http import acquiring_listener, openapi, refund_listener, unreadable
 from mpp_server.http import topups as topups_api
 from mpp_server.http.availability import database_unavailable
 from mpp_server.http.middleware import (
@@ -36,6 +36,7 @@ from mpp_server.http.middleware import (
     SERVICES,
     TOKENS,
     bearer_auth,
+    error_response,
     metrics_middleware,
     token_scopes,
     wallet_errors,
@@ -127,6 +128,7 @@ class Runtime:
     kaspi_url: str = ""
     acquiring_url: str = ""
     _runners: list[web.AppRunner] = field(default_factory=list)
+    _servers: list[asyncio.Server] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _pool: asyncpg.Pool | None = None
     _session: aiohttp.ClientSession | None = None
@@ -153,7 +155,8 @@ class Runtime:
         self._topups = topups
         self.wallet_url = await self._listen(create_wallet_app(self.services, topups),
                                              s.wallet_listen)
-        self.kaspi_url = await self._listen(create_refund_app(self.services), s.kaspi_listen)
+        self.kaspi_url = await self._listen(create_refund_app(self.services), s.kaspi_listen,
+                                            refund_listener.unreadable_answer)
         self.acquiring_url = await self._listen(create_acquiring_app(topups),
                                                 s.acquiring_listen)
         self._tasks.append(asyncio.create_task(outbox.run()))
@@ -166,12 +169,15 @@ class Runtime:
                                               "acquiring": self.acquiring_url,
                                               "kaspi_base_url": s.kaspi_base_url})
 
-    async def _listen(self, app: web.Application, listen: str) -> str:
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    async def _listen(self, app: web.Application, listen: str,
+                      answer: unreadable.Answer = error_response) -> str:
+        """Serve `app`; a request the HTTP parser cannot read gets `answer`, the
+        listener's own error form (http/unreadable.py)."""
+        runner = web.AppRunner(app, handle_signals=False)
         await runner.setup()
-        sock = _socket(listen)
-        await web.SockSite(runner, sock).start()
         self._runners.append(runner)
+        sock = _socket(listen)
+        self._servers.append(await unreadable.serve(runner, sock, app[LISTENER], answer))
         host, port = sock.getsockname()[:2]
         return f"http://{host if ':' not in host else f'[{host}]'}:{port}"
 
@@ -183,6 +189,8 @@ class Runtime:
                 await task
         if self._topups is not None:
             await self._topups.topups.stop()
+        for server in self._servers:
+            server.close()
         for runner in reversed(self._runners):
             await runner.cleanup()
         if self._session is not None:

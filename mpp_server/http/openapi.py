@@ -26,6 +26,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from mpp_server import __version__, errors
 from mpp_server.config import Settings
+from mpp_server.http import unreadable
 from mpp_server.http.models import ErrorBody, ErrorOut
 from mpp_server.http.routes import ROUTES
 from mpp_server.http.routing import Listener, Route, Scope
@@ -163,7 +164,14 @@ def build(which: Which = "all") -> dict[str, Any]:
                            "with two decimals (\"1500.00\"), timestamps ISO 8601 with "
                            "offset. Wallet API errors are `{\"error\": {code, message}}`; "
                            "the Kaspi-facing `/refund` always answers `{\"result\": "
-                           "{resultCode, resultMessage}}`.",
+                           "{resultCode, resultMessage}}`. On every path, in the "
+                           "listener's form: a request line over "
+                           f"{unreadable.MAX_REQUEST_LINE_BYTES} bytes is 414 "
+                           "(URI_TOO_LONG), a header over "
+                           f"{unreadable.MAX_HEADER_FIELD_BYTES} bytes or more than "
+                           f"{unreadable.MAX_HEADERS} headers 431 (HEADERS_TOO_LARGE), "
+                           "a request that is not HTTP/1.1 400 (VALIDATION_ERROR); Kaspi's "
+                           "form says PARAM_ILLEGAL.",
         },
         "paths": paths,
         "components": {

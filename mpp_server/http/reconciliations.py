@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from mpp_server import cursors
 from mpp_server.errors import NotFound
 from mpp_server.http.middleware import SERVICES, json_response, query_int
 from mpp_server.reconcile import store
@@ -31,7 +32,7 @@ async def list_reconciliations(request: web.Request) -> web.Response:
 async def get_reconciliation(request: web.Request) -> web.Response:
     run_id = int(request.match_info["runId"])
     limit = query_int(request, "limit", ITEMS_DEFAULT_LIMIT, 1, ITEMS_MAX_LIMIT)
-    after = query_int(request, "after", None, 0, 2**63 - 1)
+    after = cursors.parse(request.query.get("after"))
     assert limit is not None
     async with request.app[SERVICES].pool.acquire() as conn:
         run = await store.get_run(conn, run_id)

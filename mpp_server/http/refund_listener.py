@@ -64,6 +64,12 @@ def result_response(code: str, message: str, status: int = 200) -> web.Response:
                         content_type="application/json")
 
 
+def unreadable_answer(status: int, code: str, message: str) -> web.Response:
+    """A request the HTTP parser refused (http/unreadable.py), in Kaspi's form: the
+    status says what was too long, PARAM_ILLEGAL as for any request we cannot read."""
+    return result_response(ResultCode.PARAM_ILLEGAL, message, status)
+
+
 def _normalize_keys(data: dict[str, Any]) -> dict[str, Any]:
     """Trim keys; the same key given twice (with and without a space) must agree."""
     out: dict[str, Any] = {}

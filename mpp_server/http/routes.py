@@ -3,8 +3,7 @@ wallet API, the Kaspi-facing `/refund`, the acquirers' callbacks and the probes.
 
 from __future__ import annotations
 
-from mpp_server import errors
-from mpp_server.domain import accounts, events
+from mpp_server import cursors, errors
 from mpp_server.http import acquiring_listener, reconciliations, refund_listener, topups, wallet
 from mpp_server.http.examples import (
     CUSTOMER,
@@ -56,6 +55,11 @@ TOPUP = Param("topupId", "path", {"type": "string", "pattern": ID_PATTERN},
               "the topupId the wallet chose", required=True)
 
 
+AFTER = ("the `next` of the previous page; omitted or empty: from the start. A cursor "
+         "beyond the end of the list is 422 VALIDATION_ERROR (the server never hands one "
+         "out: `next` is at most the last position returned or the one given)")
+
+
 def _payment_answer(description: str) -> Answer:
     return Answer(description, PaymentOut, PAYMENT_EXAMPLES)
 
@@ -95,9 +99,9 @@ ROUTES: tuple[Route, ...] = (
           "being written (docs/design.md).",
           params=(CUSTOMER_ID,
                   Param("after", "query", {"type": "string",
-                                           "pattern": f"^$|{accounts.CURSOR_PATTERN}",
+                                           "pattern": f"^$|{cursors.PATTERN}",
                                            "examples": ["0"]},
-                        "the `next` of the previous page; omitted or empty: from the start"),
+                        AFTER),
                   Param("limit", "query", {"type": "integer", "minimum": 1,
                                            "maximum": wallet.STATEMENT_MAX_LIMIT,
                                            "default": 100}, "at most this many lines")),
@@ -189,9 +193,10 @@ ROUTES: tuple[Route, ...] = (
           "from earlier versions are still taken. Types: payment.completed, "
           "payment.declined, refund.credited.",
           params=(Param("after", "query", {"type": "string",
-                                           "pattern": f"^$|{events._CURSOR.pattern}",
-                                           "examples": [events.START]},
-                        "the `next` of the previous page; omitted or empty: from the start"),
+                                           "pattern": f"^$|{cursors.PATTERN}|"
+                                                      f"{cursors.LEGACY_PATTERN}",
+                                           "examples": ["0"]},
+                        AFTER),
                   Param("limit", "query", {"type": "integer", "minimum": 1,
                                            "maximum": wallet.EVENTS_MAX_LIMIT, "default": 100},
                         "at most this many events")),
@@ -267,8 +272,9 @@ ROUTES: tuple[Route, ...] = (
                                            "maximum": reconciliations.ITEMS_MAX_LIMIT,
                                            "default": reconciliations.ITEMS_DEFAULT_LIMIT},
                         "at most this many items"),
-                  Param("after", "query", {"type": "string", "pattern": "^[0-9]{1,18}$"},
-                        "only items with a greater id (nextItemsAfter)")),
+                  Param("after", "query", {"type": "string", "pattern": cursors.PATTERN},
+                        "only items with a greater id (nextItemsAfter); an id beyond the "
+                        "run's last item is 422 VALIDATION_ERROR")),
           answers={200: Answer("the run and its discrepancies",
                                ReconciliationOut)},
           errors=(errors.NotFound,)),

@@ -9,7 +9,7 @@ import asyncpg
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from mpp_server import db, migrate
+from mpp_server import cursors, db, migrate
 from mpp_server.domain import accounts, deposits, events, payments
 from mpp_server.domain.limits import Level
 from mpp_server.errors import ValidationFailed
@@ -107,7 +107,7 @@ async def statement(request: web.Request) -> web.Response:
     limit = query_int(request, "limit", 100, 1, STATEMENT_MAX_LIMIT)
     assert limit is not None
     lines, cursor = await accounts.statement(_svc(request).pool, customer_id,
-                                             request.query.get("after"), limit)
+                                             cursors.parse(request.query.get("after")), limit)
     return json_response(StatementOut(entries=[
         StatementEntryOut(id=line.entry_id, type=line.type, amount=line.amount_tiyn,
                           balanceAfter=line.balance_after_tiyn, createdAt=line.created_at,
@@ -171,7 +171,9 @@ async def list_events(request: web.Request) -> web.Response:
     limit = query_int(request, "limit", 100, 1, EVENTS_MAX_LIMIT)
     assert limit is not None
     svc = _svc(request)
-    rows, cursor = await events.read_after(svc.pool, request.query.get("after"), limit,
+    text = request.query.get("after")
+    after = cursors.parse_legacy(text) or cursors.parse(text)  # an old "txid-id", or a seq
+    rows, cursor = await events.read_after(svc.pool, after, limit,
                                            svc.settings.events_hold_ms)
     return json_response(EventsOut(events=[
         EventOut(id=r["id"], type=r["type"], customerId=r["customer_id"],
