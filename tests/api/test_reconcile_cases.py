@@ -317,6 +317,28 @@ async def test_settlement_difference_is_an_item_until_acknowledged(
     assert await ack(missing["id"], "--by", " ", "--reason", "x") == 2
 
 
+async def test_ack_refuses_an_id_out_of_range_and_control_characters(
+        env: Stack, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Bad input is exit 2 (not 3, "database unreachable"), and a reason that could
+    forge a line of the report (a newline, a terminal escape) is refused, not stored."""
+    _, paid, _ = await paid_and_refunded(env)
+    rows = [r for r in rows_of(await sim_registry(env)) if r[KASPI_ID] != paid]
+    code, report = await reconcile_json(env, save(tmp_path, one_sheet(rows)), "--date",
+                                        today(), capsys=capsys)
+    assert code == 1
+    [missing] = by_kind(report)["not_in_registry"]
+    capsys.readouterr()
+    assert await ack(2**63, "--by", "a.operator", "--reason", "x") == 2
+    assert await ack(-1, "--by", "a.operator", "--reason", "x") == 2
+    for by, reason in (("a.operator", "fine\nRESULT: MATCHED"), ("a.operator", "\x1b[2Jok"),
+                       ("a\roperator", "fine"), ("a.operator", "fine\u202e")):
+        assert await ack(missing["id"], "--by", by, "--reason", reason) == 2
+        assert "control character" in capsys.readouterr().err
+    status, detail = await call(env, "GET", f"/v1/reconciliations/{report['id']}")
+    assert status == 200
+    assert [i["resolved"] for i in detail["items"] if i["id"] == missing["id"]] == [False]
+
+
 # ---- 3. every sheet ---------------------------------------------------------------------
 
 async def test_every_sheet_carrying_the_columns_is_read(

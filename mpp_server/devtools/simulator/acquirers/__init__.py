@@ -10,13 +10,14 @@ import aiohttp
 from aiohttp import web
 
 from mpp_server.devtools.simulator.acquirers import control, halyk_epay, kapital, kaspi_ecom
-from mpp_server.devtools.simulator.acquirers.state import ACQUIRING, AcquiringState
+from mpp_server.devtools.simulator.acquirers.state import ACQUIRING, AcquiringState, late_answers
 
 MAX_CALLBACK_CONNECTIONS = 100
 
 
 def add_routes(app: web.Application) -> None:
     app[ACQUIRING] = AcquiringState()
+    app.middlewares.append(late_answers)
     halyk_epay.add_routes(app)
     kapital.add_routes(app)
     kaspi_ecom.add_routes(app)

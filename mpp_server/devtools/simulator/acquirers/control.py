@@ -20,6 +20,7 @@ from mpp_server.devtools.simulator.acquirers.state import (
     Fault,
     FaultMode,
     OrderState,
+    Refund,
     SimOrder,
 )
 from mpp_server.devtools.simulator.wire import AmountTiyn
@@ -39,8 +40,10 @@ class PayIn(_Control):
     paymentUrl: str = Field(min_length=1, max_length=2048)
     outcome: Literal["success", "decline"]
     callback: Literal["send", "skip", "twice"] = "send"
-    # A broken acquirer: the card is charged another amount than the order's.
+    # A broken acquirer: the card is charged another amount, or in another currency
+    # (as the acquirer names it: "USD", "840"), than the order's.
     chargedAmount: AmountTiyn | None = Field(default=None, gt=0)
+    chargedCurrency: str | None = Field(default=None, min_length=1, max_length=8)
 
 
 class FaultIn(_Control):
@@ -49,6 +52,10 @@ class FaultIn(_Control):
     mode: FaultMode
     times: int = Field(default=1, ge=1, le=1000)
     delayMs: int = Field(default=0, ge=0, le=600_000)
+
+
+class CabinetRefundIn(_Control):
+    amount: AmountTiyn = Field(gt=0)
 
 
 class ExpireIn(_Control):
@@ -89,6 +96,7 @@ async def pay(request: web.Request) -> web.Response:
         if body.outcome == "success":
             order.state, order.paid_at = OrderState.PAID, datetime.now(UTC)
             order.charged_override_tiyn = body.chargedAmount
+            order.charged_currency = body.chargedCurrency
         else:
             order.state = OrderState.DECLINED
     answered = await CALLBACKS[order.provider](state, order, TIMES[body.callback])
@@ -141,6 +149,28 @@ async def get_order(request: web.Request) -> web.Response:
     return _json(order.view())
 
 
+async def orders_mentioning(request: web.Request) -> web.Response:
+    """`?provider=&mentioning=`: the orders of one of our ids (how many one top-up placed)."""
+    text = request.query.get("mentioning", "")
+    if not text:
+        return _json({"error": {"code": "VALIDATION_ERROR", "message": "mentioning="}}, 400)
+    found = request.app[ACQUIRING].mentioning(request.query.get("provider", ""), text)
+    return _json({"orders": [o.view() for o in found]})
+
+
+async def cabinet_refund(request: web.Request) -> web.Response:
+    """Money back to the card done outside our API (the merchant's cabinet at the bank):
+    the acquirer's books then show a refund we did not send."""
+    body = await _body(request, CabinetRefundIn)
+    assert isinstance(body, CabinetRefundIn)
+    order = request.app[ACQUIRING].find(request.match_info["provider"],
+                                        request.match_info["order_id"])
+    if order is None or order.state is not OrderState.PAID:
+        return _json({"error": {"code": "NOT_FOUND", "message": "no paid order"}}, 404)
+    order.refunds.append(Refund("cabinet", body.amount, ""))
+    return _json(order.view())
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/sim/acquiring/pay", pay)
     app.router.add_post("/sim/acquiring/expire", expire)
@@ -148,4 +178,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_delete("/sim/acquiring/faults", clear_faults)
     app.router.add_post("/sim/acquiring/tokens/expire", expire_tokens)
     app.router.add_get("/sim/acquiring/requests", recorded)
+    app.router.add_get("/sim/acquiring/orders", orders_mentioning)
     app.router.add_get("/sim/acquiring/orders/{provider}/{order_id}", get_order)
+    app.router.add_post("/sim/acquiring/orders/{provider}/{order_id}/refunds", cabinet_refund)

@@ -34,7 +34,8 @@ async def _begin(request: web.Request, operation: str
     state = request.app[ACQUIRING]
     body = await request.read()
     state.record(PROVIDER, operation, request, body)
-    answer = await state.fault(PROVIDER, operation, request)
+    answer = await state.fault(PROVIDER, operation, request, duplicate=_error(
+        409, "DUPLICATE", "a payment with this externalId exists"))
     if answer is None and request.headers.get("Authorization") != f"Bearer {TOKEN}":
         answer = _error(401, "UNAUTHORIZED", "bad token")
     return state, body, answer
@@ -44,7 +45,8 @@ def payment(order: SimOrder) -> dict[str, Any]:
     data: dict[str, Any] = {
         "paymentId": order.order_id, "externalId": order.reference,
         "status": _STATUS[order.state],
-        "amount": {"value": order.charged_tiyn // TIYN_PER_TENGE, "currency": "KZT"}}
+        "amount": {"value": order.charged_tiyn // TIYN_PER_TENGE,
+                   "currency": order.charged_currency or "KZT"}}
     if order.state is OrderState.DECLINED:
         data["reason"] = "client declined"
     return {"data": data}
@@ -65,6 +67,8 @@ async def create(request: web.Request) -> web.StreamResponse:
             or amount.get("currency") != "KZT" or not isinstance(external, str)  # type: ignore[union-attr]
             or not isinstance(callback, str)):
         return _error(400, "BAD_REQUEST", "amount.value whole tenge, externalId, callbackUrl")
+    if state.find_reference(PROVIDER, external) is not None:
+        return _error(409, "DUPLICATE", "a payment with this externalId exists")
     order_id = state.next_id()
     link = f"{request.scheme}://{request.host}{BASE}/pay/{order_id}"
     order = SimOrder(PROVIDER, order_id, external, value * TIYN_PER_TENGE, link,

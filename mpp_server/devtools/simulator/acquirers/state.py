@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from mpp_server.devtools.simulator.faults import drop_connection, pause
 
@@ -40,6 +41,11 @@ class FaultMode(StrEnum):
     HTTP500 = "http500"              # HTTP 500, not processed
     EXPIRED_TOKEN = "expired_token"  # Halyk: every token issued so far expires now
     REFUSE = "refuse"                # a final business refusal, not processed
+    # Processed, then answered only after delayMs: an answer that comes after the
+    # caller's timeout although the operation applied (a refund done, a status read).
+    LATE_ANSWER = "late_answer"
+    # Refused as a duplicate of an order that exists (not processed again).
+    DUPLICATE = "duplicate"
 
 
 @dataclass
@@ -63,8 +69,10 @@ class SimOrder:
     paid_at: datetime | None = None
     status_checks: int = 0
     refunds: list[Refund] = field(default_factory=list)
-    # What the card was charged, when the acquirer got it wrong (control: chargedAmount).
+    # What the card was charged, when the acquirer got it wrong (control: chargedAmount,
+    # chargedCurrency).
     charged_override_tiyn: int | None = None
+    charged_currency: str | None = None
 
     @property
     def charged_tiyn(self) -> int:
@@ -119,6 +127,12 @@ class AcquiringState:
                 return order
         return None
 
+    def mentioning(self, provider: str, text: str) -> list[SimOrder]:
+        """The orders whose reference (our id, or the description that carries it)
+        contains `text`: how many orders one top-up placed."""
+        return [o for o in self.orders.values() if o.provider == provider
+                and text in o.reference]
+
     def record(self, provider: str, operation: str, request: web.Request, body: bytes) -> None:
         self.recorded.append({
             "provider": provider, "operation": operation,
@@ -134,10 +148,11 @@ class AcquiringState:
         self.faults.setdefault((provider, operation), deque()).extend([fault] * times)
 
     async def fault(self, provider: str, operation: str, request: web.Request,
-                    refusal: web.Response | None = None) -> web.StreamResponse | None:
+                    refusal: web.Response | None = None,
+                    duplicate: web.Response | None = None) -> web.StreamResponse | None:
         """Play the next injected fault of this operation, if any: an answer to send
         instead of the real one (None: go on). `refusal`: the acquirer's own final "no"
-        (a JSON 400 unless given)."""
+        (a JSON 400 unless given); `duplicate`: its "that order exists already"."""
         queue = self.faults.get((provider, operation))
         fault = queue.popleft() if queue else None
         if fault is None:
@@ -145,6 +160,12 @@ class AcquiringState:
         if fault.mode is FaultMode.EXPIRED_TOKEN:
             self.tokens.clear()
             return None  # the call goes on and meets the expired token
+        if fault.mode is FaultMode.LATE_ANSWER:
+            request[LATE_ANSWER_MS] = fault.delay_ms or 30_000  # late_answers() waits
+            return None
+        if fault.mode is FaultMode.DUPLICATE:
+            return duplicate if duplicate is not None else web.json_response(
+                {"code": "DUPLICATE", "message": "such an order exists"}, status=409)
         if fault.mode is FaultMode.REFUSE:
             return refusal if refusal is not None else web.json_response(
                 {"code": "REFUSED", "message": "simulated refusal"}, status=400)
@@ -169,3 +190,15 @@ class AcquiringState:
 
 
 ACQUIRING: web.AppKey[AcquiringState] = web.AppKey("acquiring", AcquiringState)
+LATE_ANSWER_MS = "sim_acquiring_late_answer_ms"
+
+
+@web.middleware
+async def late_answers(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The LATE_ANSWER fault: the handler has applied the operation; its answer leaves
+    only delayMs later (or when the caller hangs up)."""
+    response = await handler(request)
+    delay_ms = request.get(LATE_ANSWER_MS)
+    if delay_ms:
+        await pause(request, int(delay_ms), request.app[ACQUIRING].stopping)
+    return response
