@@ -158,6 +158,18 @@ class Settings(BaseSettings):
     topup_worker_concurrency: int = Field(default=8, ge=1, le=256)
     topup_refund_backoff_initial_ms: int = Field(default=500, ge=10)
     topup_refund_backoff_max_ms: int = Field(default=60_000, ge=100)
+    # A refund whose request went unanswered is sent again only when the acquirer's
+    # books show it not done this long after the request (a request may be applied late).
+    topup_refund_settle_ms: int = Field(default=300_000, ge=0, le=86_400_000)
+    # The most one top-up may credit, in tenge ("1000000.00"); more is 422.
+    topup_max_amount: str = "1000000.00"
+    # How long a FAILED or EXPIRED top-up is still asked about (money taken late).
+    topup_late_watch_s: int = Field(default=3600, ge=0, le=7 * 86_400)
+    # Callback-triggered checks: at most this many at once (each takes a database
+    # connection only for its short statements), at most this many waiting; the poller
+    # finds the rest. Keep it well below DB_POOL_MAX: the wallet API needs those.
+    topup_callback_concurrency: int = Field(default=2, ge=1, le=64)
+    topup_callback_queue: int = Field(default=1000, ge=1, le=100_000)
     # The event feed holds a committed event back while an older transaction of ours
     # that writes events is still open (so the feed follows id order), never longer
     # than this after the event's transaction began (domain/events.py).
@@ -179,11 +191,11 @@ class Settings(BaseSettings):
         parse_networks(value)
         return value
 
-    @field_validator("deposit_max_amount")
+    @field_validator("deposit_max_amount", "topup_max_amount")
     @classmethod
-    def _deposit_max_valid(cls, value: str) -> str:
+    def _max_amount_valid(cls, value: str) -> str:
         if parse_amount(value) <= 0:
-            raise ValueError("DEPOSIT_MAX_AMOUNT must be positive")
+            raise ValueError("must be a positive amount in tenge")
         return value
 
     @model_validator(mode="after")
@@ -221,8 +233,12 @@ class Settings(BaseSettings):
         return _token_set(self.deposit_api_tokens)
 
     @cached_property
-    def deposit_max_tiyn(self) -> int:
-        return parse_amount(self.deposit_max_amount)
+    def acquirer_lease_s(self) -> float:
+        """How long a claim on an acquirer call lasts (an order, a check, a refund
+        attempt): past the longest the work can take (a token fetched, the call, a 401's
+        fresh token and the call again), so a live holder is never overtaken; a dead one's
+        claim ends with it."""
+        return 4 * self.acquirer_timeout_ms / 1000 + 2.0
 
     @cached_property
     def allowed_networks(self) -> tuple[Network, ...]:

@@ -121,11 +121,24 @@ TOPUP_CALLBACK_DISAGREEMENTS = Counter(
 TOPUP_OVERDUE = Gauge(
     "mpp_topup_created_overdue", "Top-ups still CREATED past their acquirer session's end "
     "(the status API has not answered since)", ["provider"], registry=REGISTRY)
+TOPUP_LATE_CREDITS = Counter(
+    "mpp_topup_late_credits_total",
+    "Top-ups credited after we called them FAILED or EXPIRED: the acquirer took the money "
+    "late (a page kept open, a card retried)", ["provider"], registry=REGISTRY)
+TOPUP_CALLBACKS_DROPPED = Counter(
+    "mpp_topup_callbacks_dropped_total",
+    "Callbacks not checked at once because too many were waiting (the poller checks their "
+    "top-ups); a burst of them is a flood, forged or real", ["provider"], registry=REGISTRY)
 TOPUP_REFUNDS = Counter(
     "mpp_topup_refunds_total",
     "Money back to the card by provider and outcome: STAGED (wallet debited), COMPLETED, "
-    "REFUSED (money returned to the wallet), RETRY (no answer yet)", ["provider", "outcome"],
-    registry=REGISTRY)
+    "REFUSED (money returned to the wallet), UNKNOWN (an attempt unanswered), RESEND, "
+    "WAITING, WAIT_TURN", ["provider", "outcome"], registry=REGISTRY)
+TOPUP_REFUNDS_UNKNOWN = Gauge(
+    "mpp_topup_refunds_unknown",
+    "Refunds to the card whose outcome is unknown (UNKNOWN): the wallet is debited, the "
+    "acquirer's answer was lost and its books do not show yet what happened; never given "
+    "back to the wallet without them (MppTopupRefundUnknown)", ["provider"], registry=REGISTRY)
 DB_UNAVAILABLE = Counter(
     "mpp_db_unavailable_total",
     "Times the database was unavailable (refused, stalled past its bound, failing over, "
@@ -147,7 +160,11 @@ for _code in ("SUCCESS", "PARAM_ILLEGAL"):
 for _provider in ("halyk-epay", "kapital", "kaspi-ecom"):
     TOPUP_OVERDUE.labels(_provider)
     TOPUP_CALLBACK_DISAGREEMENTS.labels(_provider)
+    TOPUP_LATE_CREDITS.labels(_provider)
+    TOPUP_CALLBACKS_DROPPED.labels(_provider)
+    TOPUP_REFUNDS_UNKNOWN.labels(_provider)
 MONEY_ALARMS.labels("topup_amount_mismatch")
+MONEY_ALARMS.labels("topup_currency_mismatch")
 for _field, _defect in (("resultCode", "unstorable"), ("resultMessage", "not_text"),
                         ("resultMessage", "unstorable"), ("resultMessage", "too_long"),
                         ("linkReceipt", "not_text"), ("linkReceipt", "unstorable"),

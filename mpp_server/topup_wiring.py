@@ -37,10 +37,13 @@ def build(s: Settings, pool: asyncpg.Pool, session: aiohttp.ClientSession) -> To
                    Provider.KAPITAL: s.kapital_session_s,
                    Provider.KASPI_ECOM: s.kaspi_ecom_session_s},
         poll_interval_s=s.topup_poll_interval_ms / 1000,
-        concurrency=s.topup_worker_concurrency)
+        concurrency=s.topup_worker_concurrency, lease_s=s.acquirer_lease_s,
+        watch_s=float(s.topup_late_watch_s), callback_concurrency=s.topup_callback_concurrency,
+        callback_queue=s.topup_callback_queue)
     return TopupServices(
         Topups(pool, clients, s.acquiring_url, policy, s.limits),
         TopupRefunds(pool, clients, initial_backoff_s=s.topup_refund_backoff_initial_ms / 1000,
                      max_backoff_s=s.topup_refund_backoff_max_ms / 1000,
                      concurrency=s.topup_worker_concurrency,
-                     poll_interval_s=s.topup_poll_interval_ms / 1000))
+                     poll_interval_s=s.topup_poll_interval_ms / 1000,
+                     lease_s=s.acquirer_lease_s, settle_s=s.topup_refund_settle_ms / 1000))

@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -54,12 +55,28 @@ class AcquirerRefused(Exception):
 
 
 @dataclass(frozen=True)
+class OrderRequest:
+    """An order to place: the top-up, our name for it at the acquirer (gateway_ref,
+    fixed before the call), which try this is (1 first), and where callbacks go."""
+
+    topup_id: str
+    amount_tiyn: int
+    gateway_ref: str | None
+    attempt: int
+    callback_url: str
+
+
+@dataclass(frozen=True)
 class Order:
-    """What our order is called at the acquirer, and where the customer pays it."""
+    """What our order is called at the acquirer, and where the customer pays it:
+    `payment_url`, or our own page (None) rendering `page_data` (Halyk's widget); the
+    end of the acquirer's payment session when it says (None: our session length)."""
 
     order_id: str
     session_id: str | None
-    payment_url: str
+    payment_url: str | None
+    page_data: dict[str, Any] | None = None
+    session_end: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -70,14 +87,32 @@ class OrderRef:
     order_id: str
     session_id: str | None
     amount_tiyn: int
-    credited_today: bool = False  # Kapital: a full refund on the day is a Reverse
+    gateway_ref: str | None = None
+    transaction_id: str | None = None
+    # Kapital: a full refund on the bank's day of the payment is a Reverse.
+    credited_today: bool = False
+
+
+@dataclass(frozen=True)
+class RefundRef:
+    """A refund to send: our refundId (the acquirer's idempotency reference where it
+    takes one) and the amount."""
+
+    refund_id: str
+    amount_tiyn: int
 
 
 @dataclass(frozen=True)
 class Status:
     verdict: Verdict
-    # The amount the acquirer says it took (PAID); compared with the order's.
+    # What the acquirer says it took (PAID): the amount, and the currency (ISO 4217
+    # letters, "KZT"; compared with the order's: another currency is never tenge).
     paid_tiyn: int | None = None
+    paid_currency: str | None = None
+    # The acquirer's id of the payment (Halyk's refunds take it).
+    transaction_id: str | None = None
+    # What its books show refunded of the order so far, tiyn (None: they do not say).
+    refunded_tiyn: int | None = None
     reason: str | None = None
 
 
@@ -93,14 +128,17 @@ class CallbackClaim:
 
 class Acquirer(Protocol):
     provider: Provider
+    # The least one refund to the card may be (Halyk: 10 tenge); 0 when refunds to the
+    # card are not offered at all through this acquirer.
+    min_refund_tiyn: int
 
-    async def create_order(self, topup_id: str, amount_tiyn: int, callback_url: str) -> Order:
+    async def create_order(self, order: OrderRequest) -> Order:
         ...
 
     async def status(self, order: OrderRef) -> Status:
         ...
 
-    async def refund(self, order: OrderRef, refund_id: str, amount_tiyn: int) -> str:
+    async def refund(self, order: OrderRef, refund: RefundRef) -> str:
         """Returns the operation sent; raises AcquirerRefused on a final refusal."""
         ...
 

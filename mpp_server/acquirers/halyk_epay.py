@@ -17,7 +17,9 @@ from mpp_server.acquirers.base import (
     Caller,
     Order,
     OrderRef,
+    OrderRequest,
     Provider,
+    RefundRef,
     Status,
     Verdict,
     amount_or_none,
@@ -34,6 +36,7 @@ DESCRIPTION = "Пополнение кошелька {topup_id}"
 
 class HalykEpay:
     provider = Provider.HALYK_EPAY
+    min_refund_tiyn = 1000
 
     def __init__(self, session: aiohttp.ClientSession, base_url: str, client_id: str,
                  client_secret: str, terminal: str, timeout_ms: int) -> None:
@@ -98,11 +101,12 @@ class HalykEpay:
             token = await self._fetch_token(stale)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def create_order(self, topup_id: str, amount_tiyn: int, callback_url: str) -> Order:
+    async def create_order(self, order: OrderRequest) -> Order:
+        topup_id, callback_url = order.topup_id, order.callback_url
         body = json_with_amount({
             "currency": "KZT", "terminal": self._terminal, "invoiceId": topup_id,
             "description": DESCRIPTION.format(topup_id=topup_id), "language": "rus",
-            "postLink": callback_url, "failurePostLink": callback_url}, amount_tiyn)
+            "postLink": callback_url, "failurePostLink": callback_url}, order.amount_tiyn)
         status, answer = await self._api("create", "POST", "/invoices/create", body)
         invoice_id = answer.get("id")
         if status >= 400:
@@ -122,16 +126,18 @@ class HalykEpay:
         if answer.get("invoiceId") != order.topup_id:
             raise AcquirerNoAnswer("BAD_RESPONSE", "check-transaction answered another invoice")
         if tx_status == "CHARGED":
-            return Status(Verdict.PAID, paid_tiyn=amount_or_none(answer.get("amount")))
+            return Status(Verdict.PAID, paid_tiyn=amount_or_none(answer.get("amount")),
+                          paid_currency=str(answer.get("currency")),
+                          refunded_tiyn=amount_or_none(answer.get("refundedAmount")))
         if tx_status in ("DECLINED", "CANCELLED"):
             reason = answer.get("reason") or tx_status
             return Status(Verdict.DECLINED, reason=f"{tx_status}: {reason}"[:256])
         return Status(Verdict.WAITING)
 
-    async def refund(self, order: OrderRef, refund_id: str, amount_tiyn: int) -> str:
+    async def refund(self, order: OrderRef, refund: RefundRef) -> str:
         body = json_with_amount({"invoice_id": order.order_id,
-                                 "reason": f"wallet refund {refund_id}",
-                                 "externalId": refund_id}, amount_tiyn)
+                                 "reason": f"wallet refund {refund.refund_id}",
+                                 "externalId": refund.refund_id}, refund.amount_tiyn)
         status, answer = await self._api("refund", "POST", "/refund", body)
         if status >= 400:
             raise AcquirerRefused(str(answer.get("code") or answer.get("message")

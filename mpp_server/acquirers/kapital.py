@@ -18,12 +18,15 @@ from mpp_server.acquirers.base import (
     Caller,
     Order,
     OrderRef,
+    OrderRequest,
     Provider,
+    RefundRef,
     Status,
     Verdict,
 )
 
 CURRENCY_KZT = "398"
+_CURRENCIES = {"398": "KZT", "840": "USD", "944": "AZN", "978": "EUR", "643": "RUB"}
 CONTENT_TYPE = "text/xml; charset=utf-8"
 STATUS_OK = "00"
 DESCRIPTION = "Пополнение кошелька {topup_id}"
@@ -73,6 +76,7 @@ def _text(root: ET.Element, path: str) -> str | None:
 
 class Kapital:
     provider = Provider.KAPITAL
+    min_refund_tiyn = 1
 
     def __init__(self, session: aiohttp.ClientSession, base_url: str, merchant_id: str,
                  timeout_ms: int) -> None:
@@ -97,16 +101,17 @@ class Kapital:
         _element(element, "OrderID", order.order_id)
         _element(request, "SessionID", order.session_id or "")
 
-    async def create_order(self, topup_id: str, amount_tiyn: int, callback_url: str) -> Order:
+    async def create_order(self, order: OrderRequest) -> Order:
+        topup_id, amount_tiyn, callback_url = order.topup_id, order.amount_tiyn, order.callback_url
         root, request = _request("CreateOrder")
-        order = _element(request, "Order")
+        element = _element(request, "Order")
         for tag, text in (("OrderType", "Purchase"), ("Merchant", self._merchant),
                           ("Amount", str(amount_tiyn)), ("Currency", CURRENCY_KZT),
                           ("Description", DESCRIPTION.format(topup_id=topup_id)),
                           ("ApproveURL", f"{callback_url}?result=approve"),
                           ("CancelURL", f"{callback_url}?result=cancel"),
                           ("DeclineURL", f"{callback_url}?result=decline")):
-            _element(order, tag, text)
+            _element(element, tag, text)
         answer = await self._send("create", root)
         order_id = _text(answer, "Response/Order/OrderID")
         session_id = _text(answer, "Response/Order/SessionID")
@@ -133,23 +138,34 @@ class Kapital:
             # The gateway charges the amount we ordered; when it reports one, it must agree.
             paid = (int(amount) if amount and amount.isdigit() else -1) if amount else \
                 order.amount_tiyn
-            return Status(Verdict.PAID, paid_tiyn=paid)
+            refunded = _text(answer, "Response/Order/RefundAmount")
+            return Status(Verdict.PAID, paid_tiyn=paid,
+                          paid_currency=_CURRENCIES.get(_text(answer, "Response/Order/Currency")
+                                                        or "", "?"),
+                          refunded_tiyn=int(refunded) if refunded and refunded.isdigit()
+                          else None)
         if order_status in _DECLINED:
             return Status(Verdict.DECLINED, reason=order_status)
         if order_status == "EXPIRED":
             return Status(Verdict.EXPIRED)
         return Status(Verdict.WAITING)
 
-    async def refund(self, order: OrderRef, refund_id: str, amount_tiyn: int) -> str:
-        full_same_day = order.credited_today and amount_tiyn == order.amount_tiyn
-        operation = "Reverse" if full_same_day else "Refund"
+    async def refund(self, order: OrderRef, refund: RefundRef) -> str:
+        if order.credited_today and refund.amount_tiyn == order.amount_tiyn:
+            try:
+                return await self._money_back("Reverse", order, refund)
+            except AcquirerRefused:
+                pass  # not reversible any more (the bank's day is over): a Refund
+        return await self._money_back("Refund", order, refund)
+
+    async def _money_back(self, operation: str, order: OrderRef, refund: RefundRef) -> str:
         root, request = _request(operation)
         self._order(request, order)
         if operation == "Reverse":
-            _element(request, "Description", f"wallet refund {refund_id}")
+            _element(request, "Description", f"wallet refund {refund.refund_id}")
         else:
-            refund = _element(request, "Refund")
-            _element(refund, "Amount", str(amount_tiyn))
-            _element(refund, "Currency", CURRENCY_KZT)
+            element = _element(request, "Refund")
+            _element(element, "Amount", str(refund.amount_tiyn))
+            _element(element, "Currency", CURRENCY_KZT)
         await self._send(operation.lower(), root)
         return operation

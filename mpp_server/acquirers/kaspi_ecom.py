@@ -17,7 +17,9 @@ from mpp_server.acquirers.base import (
     Caller,
     Order,
     OrderRef,
+    OrderRequest,
     Provider,
+    RefundRef,
     Status,
     Verdict,
     amount_or_none,
@@ -31,6 +33,7 @@ DESCRIPTION = "Пополнение кошелька {topup_id}"
 
 class KaspiEcom:
     provider = Provider.KASPI_ECOM
+    min_refund_tiyn = 0  # not offered
 
     def __init__(self, session: aiohttp.ClientSession, base_url: str, token: str,
                  timeout_ms: int) -> None:
@@ -38,13 +41,19 @@ class KaspiEcom:
         self._base = base_url.rstrip("/") + API
         self._headers = {"Authorization": f"Bearer {token}"}
 
-    async def create_order(self, topup_id: str, amount_tiyn: int, callback_url: str) -> Order:
+    async def create_order(self, order: OrderRequest) -> Order:
+        topup_id, amount_tiyn, callback_url = order.topup_id, order.amount_tiyn, order.callback_url
         assert is_whole_tenge(amount_tiyn), "Kaspi e-commerce takes whole tenge"
+        # A try after one that went unanswered gets its own ExternalId: Kaspi refuses a
+        # repeated one as a duplicate, and the lost try's link was never handed out.
+        external_id = order.gateway_ref or topup_id
+        if order.attempt > 1:
+            external_id = f"{external_id}.{order.attempt}"
         payload = {
             "device": {"platformType": "WEB",
                        "id": hashlib.md5(topup_id.encode(), usedforsecurity=False).hexdigest()},
             "amount": {"value": amount_tiyn // TIYN_PER_TENGE, "currency": "KZT"},
-            "externalId": topup_id, "description": DESCRIPTION.format(topup_id=topup_id),
+            "externalId": external_id, "description": DESCRIPTION.format(topup_id=topup_id),
             "paymentType": "ECOM", "callbackUrl": callback_url}
         async with self._http.call("create", "POST", f"{self._base}/create", json=payload,
                                    headers=self._headers) as (status, raw):
@@ -73,16 +82,15 @@ class KaspiEcom:
         state = data.get("status")
         if state == "COMPLETED":
             amount = data.get("amount") or {}
-            paid = amount_or_none(amount.get("value")) if amount.get("currency") == "KZT" \
-                else None
-            return Status(Verdict.PAID, paid_tiyn=paid)
+            return Status(Verdict.PAID, paid_tiyn=amount_or_none(amount.get("value")),
+                          paid_currency=str(amount.get("currency")))
         if state == "FAILED":
             return Status(Verdict.DECLINED, reason=str(data.get("reason") or "FAILED")[:256])
         if state == "EXPIRED":
             return Status(Verdict.EXPIRED)
         return Status(Verdict.WAITING)
 
-    async def refund(self, order: OrderRef, refund_id: str, amount_tiyn: int) -> str:
+    async def refund(self, order: OrderRef, refund: RefundRef) -> str:
         raise AcquirerRefused("REFUND_NOT_SUPPORTED")
 
 

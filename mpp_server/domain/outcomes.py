@@ -48,6 +48,7 @@ class TopupRefundStatus(StrEnum):
     """Money back to the card; PENDING is the outbox."""
 
     PENDING = "PENDING"
+    UNKNOWN = "UNKNOWN"  # an attempt went unanswered: never given back unasked
     COMPLETED = "COMPLETED"
     REFUSED = "REFUSED"
 
@@ -163,19 +164,46 @@ class RefundOutcome(StrEnum):
         return self in (RefundOutcome.CREDITED, RefundOutcome.CREDITED_PENDING)
 
 
+class TopupOrderOutcome(StrEnum):
+    """`topup_order_claim`, `topup_order_placed`, `topup_order_not_placed` (topups.sql):
+    one order per topupId, placed under a lease."""
+
+    CLAIMED = "CLAIMED"  # this caller places the order now
+    PLACED = "PLACED"    # it has its page (from this attempt or another)
+    BUSY = "BUSY"        # another caller is placing it: wait for its page
+    FINAL = "FINAL"      # no longer CREATED: no page is handed out
+    STORED = "STORED"    # this attempt's order and page stored
+    FAILED = "FAILED"    # refused on its only attempt: the top-up is FAILED
+    KEPT = "KEPT"        # not placed, or refused when an earlier try may have been: CREATED
+
+
+class TopupCheckOutcome(StrEnum):
+    """`topup_check_claim`: who asks the acquirer's status API now."""
+
+    CLAIMED = "CLAIMED"  # this caller asks, under the lease
+    BUSY = "BUSY"        # another process asks; it asks once more right after
+    NOT_DUE = "NOT_DUE"  # final and no longer watched
+
+
 class TopupOutcome(StrEnum):
     """`topup_apply_status` (sql/functions/topups.sql): the acquirer's status applied."""
 
     CREDITED = "CREDITED"            # paid: the customer credited, topup.credited
-    MISMATCHED = "MISMATCHED"        # paid another amount: FAILED, nothing credited, alarm
+    LATE_CREDITED = "LATE_CREDITED"  # paid after FAILED/EXPIRED: credited, counted
+    MISMATCHED = "MISMATCHED"        # paid another amount: nothing credited, alarm
+    WRONG_CURRENCY = "WRONG_CURRENCY"  # paid in another currency: nothing credited, alarm
     FAILED = "FAILED"                # declined or cancelled: topup.failed
     EXPIRED = "EXPIRED"              # the session is over and it was not paid
     WAITING = "WAITING"              # not paid yet (or no answer): checked again later
-    ALREADY_FINAL = "ALREADY_FINAL"  # another check decided first: nothing changed
+    ALREADY_FINAL = "ALREADY_FINAL"  # credited, or a late check found nothing new
 
     @property
     def final(self) -> bool:
         return self not in (TopupOutcome.WAITING, TopupOutcome.ALREADY_FINAL)
+
+    @property
+    def credited(self) -> bool:
+        return self in (TopupOutcome.CREDITED, TopupOutcome.LATE_CREDITED)
 
 
 class TopupRefundOutcome(StrEnum):
@@ -190,12 +218,32 @@ class TopupRefundOutcome(StrEnum):
     INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"  # the wallet no longer holds the money
 
 
-class TopupRefundAnswer(StrEnum):
-    """`topup_refund_answer`: the acquirer's final answer to a refund, applied once."""
+class TopupRefundClaim(StrEnum):
+    """`topup_refund_claim`: what a refund's next attempt does, under its lease."""
 
-    COMPLETED = "COMPLETED"              # the acquirer accepted it
-    REFUSED = "REFUSED"                  # refused finally: the money is back in the wallet
-    ALREADY_APPLIED = "ALREADY_APPLIED"  # answered before
+    SEND = "SEND"            # tell the acquirer (sent_at is set before the call)
+    ASK = "ASK"              # UNKNOWN: read the acquirer's books, send nothing
+    WAIT_TURN = "WAIT_TURN"  # another refund of the top-up is in flight or UNKNOWN
+    NOT_DUE = "NOT_DUE"      # answered, not due, or another process holds it
+
+
+class TopupRefundAnswer(StrEnum):
+    """`topup_refund_answer`: an attempt's result, applied once."""
+
+    COMPLETED = "COMPLETED"              # the acquirer took it (said so, or its books show it)
+    REFUSED = "REFUSED"                  # refused, never in doubt: the money is back
+    UNKNOWN = "UNKNOWN"                  # it may have been done: never given back unasked
+    RESEND = "RESEND"                    # the books show it was not done: sent again
+    WAITING = "WAITING"                  # looked too early, or unreadable books: again later
+    ALREADY_APPLIED = "ALREADY_APPLIED"  # answered before, or a stale attempt's no-proof
+
+
+class TopupRefundResolution(StrEnum):
+    """`topup_refund_resolve`: a person's word on an UNKNOWN refund, after asking the bank."""
+
+    COMPLETED = "COMPLETED"      # the bank says it was done
+    REFUSED = "REFUSED"          # it was not: the money is back in the wallet
+    NOT_UNKNOWN = "NOT_UNKNOWN"  # the refund is not UNKNOWN: nothing changed
 
 
 # The SQL function that returns each enum: the outcome test reads their bodies.
@@ -207,7 +255,11 @@ RETURNED_BY: dict[type[StrEnum], tuple[str, ...]] = {
     TopupCreateOutcome: ("topup_create",),
     NotifyOutcome: ("apply_notify_answer", "apply_notify_answer_once"),
     RefundOutcome: ("refund_apply",),
+    TopupOrderOutcome: ("topup_order_claim", "topup_order_placed", "topup_order_not_placed"),
+    TopupCheckOutcome: ("topup_check_claim",),
     TopupOutcome: ("topup_apply_status",),
     TopupRefundOutcome: ("topup_refund_stage",),
+    TopupRefundClaim: ("topup_refund_claim",),
     TopupRefundAnswer: ("topup_refund_answer",),
+    TopupRefundResolution: ("topup_refund_resolve",),
 }

@@ -2,11 +2,16 @@
 
 The wallet is debited first, in the same transaction that stages the refund
 (topup_refund_stage: a PENDING topup_refunds row is the outbox); the acquirer is told
-afterwards and told again, with capped backoff, until it answers. Each attempt is one
-transaction holding the refund row with FOR UPDATE SKIP LOCKED across the call, like the
-notify outbox (domain/outbox.py): a process killed mid-call leaves the row to the next.
-A final refusal returns the money to the wallet (topup_refund_answer). Refunds of one
-top-up never add up to more than it credited (a CHECK on topups.refunded_tiyn).
+afterwards. Each attempt claims the refund's lease first (topup_refund_claim, committed
+before the call), calls the acquirer with no connection held, and applies the result in a
+short transaction of its own (topup_refund_answer). An attempt left unanswered makes the
+refund UNKNOWN: the acquirer may have done it, so it is never given back to the wallet on
+a later refusal; the next attempts read the acquirer's books about the top-up instead
+(its status API: what it shows refunded) and complete it when they show it, send it again
+when they show it not done (after TOPUP_REFUND_SETTLE_MS), and leave it UNKNOWN, counted
+and alerted, when they show neither. Refunds of one top-up go one at a time, so the books
+can say whose refund they show. Refunds of one top-up never add up to more than it
+credited (a CHECK on topups.refunded_tiyn).
 """
 
 from __future__ import annotations
@@ -22,47 +27,69 @@ from mpp_server.acquirers.base import (
     AcquirerRefused,
     OrderRef,
     Provider,
+    RefundRef,
 )
+from mpp_server.db import Conn
 from mpp_server.domain import ledger
 from mpp_server.domain.due_worker import run_due
-from mpp_server.domain.outcomes import TopupRefundAnswer, TopupRefundOutcome
+from mpp_server.domain.outcomes import (
+    TopupRefundAnswer,
+    TopupRefundClaim,
+    TopupRefundOutcome,
+    TopupRefundResolution,
+    TopupRefundStatus,
+)
 from mpp_server.errors import (
     IdempotencyConflict,
     InsufficientFunds,
     InvalidState,
     NotFound,
     RefundExceedsCredit,
+    ValidationFailed,
 )
-from mpp_server.metrics import TOPUP_REFUNDS
+from mpp_server.metrics import TOPUP_REFUNDS, TOPUP_REFUNDS_UNKNOWN
+from mpp_server.money import format_amount
 
 log = logging.getLogger(__name__)
 
-# The contract offers money back to the card through these acquirers only.
-REFUNDABLE = frozenset({Provider.HALYK_EPAY, Provider.KAPITAL})
-# Kapital: "the day of the transaction" is Kazakhstan's day (UTC+5).
-_DUE = """
-    SELECT r.*, t.provider, t.provider_order_id, t.provider_session_id,
+# Kapital: "the day of the transaction" is the bank's day, Baku's (UTC+4).
+_CLAIM = """
+    SELECT c.outcome, c.done_tiyn, (c.refund).*, t.provider, t.provider_order_id,
+           t.provider_session_id, t.gateway_ref, t.provider_transaction_id,
            t.amount_tiyn AS topup_amount_tiyn,
-           ((t.credited_at AT TIME ZONE 'UTC') + interval '5 hours')::date
-             = ((now() AT TIME ZONE 'UTC') + interval '5 hours')::date AS credited_today
-    FROM topup_refunds r JOIN topups t USING (topup_id)
-    WHERE r.refund_id = $1 AND r.status = 'PENDING' AND r.next_attempt_at <= now()
-    FOR UPDATE OF r SKIP LOCKED"""
+           ((t.credited_at AT TIME ZONE 'UTC') + interval '4 hours')::date
+             = ((now() AT TIME ZONE 'UTC') + interval '4 hours')::date AS credited_today
+      FROM topup_refund_claim($1, $2) c
+      LEFT JOIN topups t ON t.topup_id = (c.refund).topup_id"""
+_ANSWER = """SELECT a.outcome, (a.refund).*
+               FROM topup_refund_answer($1, $2, $3, $4, $5, $6, $7, $8, $9) a"""
 _DUE_IDS = """SELECT refund_id FROM topup_refunds
-              WHERE status = 'PENDING' AND next_attempt_at <= now()
+              WHERE status IN ('PENDING', 'UNKNOWN') AND next_attempt_at <= now()
               ORDER BY next_attempt_at LIMIT $1"""
+
+
+async def count_unknown(conn: Conn) -> None:
+    """mpp_topup_refunds_unknown, by provider (MppTopupRefundUnknown)."""
+    rows = await conn.fetch("""SELECT t.provider, count(*) AS n
+                                 FROM topup_refunds r JOIN topups t USING (topup_id)
+                                WHERE r.status = 'UNKNOWN' GROUP BY t.provider""")
+    counts = {r["provider"]: r["n"] for r in rows}
+    for provider in Provider:
+        TOPUP_REFUNDS_UNKNOWN.labels(provider.value).set(counts.get(provider.value, 0))
 
 
 class TopupRefunds:
     def __init__(self, pool: asyncpg.Pool, acquirers: Mapping[Provider, Acquirer], *,
                  initial_backoff_s: float, max_backoff_s: float, concurrency: int,
-                 poll_interval_s: float) -> None:
+                 poll_interval_s: float, lease_s: float, settle_s: float) -> None:
         self._pool = pool
         self._acquirers = acquirers
         self._initial_backoff_s = initial_backoff_s
         self._max_backoff_s = max_backoff_s
         self._concurrency = concurrency
         self._poll_interval_s = poll_interval_s
+        self._lease_s = lease_s
+        self._settle_s = settle_s
 
     def backoff_s(self, attempts: int) -> float:
         return min(self._max_backoff_s,
@@ -78,8 +105,11 @@ class TopupRefunds:
                                            topup_id)
             if provider is None:
                 raise NotFound(f"no top-up {topup_id!r}")
-            if Provider(provider) not in REFUNDABLE:
+            least = self._acquirers[Provider(provider)].min_refund_tiyn
+            if not least:
                 raise InvalidState(f"{provider} top-ups cannot be refunded to the card")
+            if amount_tiyn < least:
+                raise ValidationFailed(f"{provider} refunds at least {format_amount(least)}")
             applied = await conn.fetchrow(
                 "SELECT a.outcome, (a.refund).* FROM topup_refund_stage($1, $2, $3, $4) a",
                 refund_id, topup_id, amount_tiyn, ledger.shard_for(refund_id))
@@ -98,50 +128,71 @@ class TopupRefunds:
                                        refund_id)
 
     async def attempt(self, refund_id: str) -> asyncpg.Record | None:
-        """Tell the acquirer, if the refund is due and no other process holds it; apply
-        a final answer, or schedule the next attempt. Returns the row when answered."""
-        async with self._pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(_DUE, refund_id)
-            if row is None:
-                return None
-            provider = Provider(row["provider"])
-            order = OrderRef(row["topup_id"], row["provider_order_id"],
-                             row["provider_session_id"], row["topup_amount_tiyn"],
-                             credited_today=bool(row["credited_today"]))
-            try:
-                operation = await self._acquirers[provider].refund(order, refund_id,
-                                                                   row["amount_tiyn"])
-                verdict, reason = "ACCEPTED", None
-            except AcquirerRefused as exc:
-                operation, verdict, reason = None, "REFUSED", exc.reason
-            except AcquirerNoAnswer as exc:
-                attempts = row["attempts"] + 1
-                await conn.execute(
-                    """UPDATE topup_refunds SET attempts = $2, last_error = $3,
-                              next_attempt_at = now() + make_interval(secs => $4)
-                       WHERE refund_id = $1""",
-                    refund_id, attempts, exc.reason, self.backoff_s(attempts))
-                TOPUP_REFUNDS.labels(provider.value, "RETRY").inc()
-                log.warning("acquirer did not answer a refund, will retry",
-                            extra={"refund_id": refund_id, "reason": exc.reason,
-                                   "attempts": attempts})
-                return None
+        """The refund's next attempt, if it is due and no other process holds it: send it
+        (PENDING) or read the acquirer's books about it (UNKNOWN), with no connection held
+        across the call; the result applied once. Returns the row when applied."""
+        async with self._pool.acquire() as conn:
+            claimed = await conn.fetchrow(_CLAIM, refund_id, self._lease_s)
+        assert claimed is not None
+        what = TopupRefundClaim(claimed["outcome"])
+        if what not in (TopupRefundClaim.SEND, TopupRefundClaim.ASK):
+            return None
+        acquirer = self._acquirers[Provider(claimed["provider"])]
+        order = OrderRef(claimed["topup_id"], claimed["provider_order_id"],
+                         claimed["provider_session_id"], claimed["topup_amount_tiyn"],
+                         claimed["gateway_ref"], claimed["provider_transaction_id"],
+                         credited_today=bool(claimed["credited_today"]))
+        verdict, reason, operation, books = "LOOKED", None, None, None
+        try:
+            if what is TopupRefundClaim.SEND:
+                operation = await acquirer.refund(order, RefundRef(refund_id,
+                                                                   claimed["amount_tiyn"]))
+                verdict = "ACCEPTED"
+            else:
+                books = (await acquirer.status(order)).refunded_tiyn
+        except AcquirerRefused as exc:
+            verdict, reason = "REFUSED", exc.reason
+        except AcquirerNoAnswer as exc:
+            verdict = "NO_ANSWER" if what is TopupRefundClaim.SEND else "LOOKED"
+            reason = exc.reason
+        return await self._answer(claimed, verdict, reason, operation, books)
+
+    async def _answer(self, claimed: asyncpg.Record, verdict: str, reason: str | None,
+                      operation: str | None, books: int | None) -> asyncpg.Record:
+        refund_id, provider = claimed["refund_id"], claimed["provider"]
+        async with self._pool.acquire() as conn:
             applied = await conn.fetchrow(
-                "SELECT a.outcome, (a.refund).* FROM topup_refund_answer($1, $2, $3, $4, $5) a",
-                refund_id, verdict, reason, operation, ledger.shard_for(refund_id))
+                _ANSWER, refund_id, claimed["attempts"], verdict, reason, operation, books,
+                ledger.shard_for(refund_id), self.backoff_s(claimed["attempts"]),
+                self._settle_s)
         assert applied is not None
         outcome = TopupRefundAnswer(applied["outcome"])
         if outcome is not TopupRefundAnswer.ALREADY_APPLIED:
-            TOPUP_REFUNDS.labels(provider.value, outcome.value).inc()
+            TOPUP_REFUNDS.labels(provider, outcome.value).inc()
         if outcome is TopupRefundAnswer.REFUSED:
             log.warning("acquirer refused a refund; the money is back in the wallet",
                         extra={"refund_id": refund_id, "reason": reason})
+        elif (outcome is TopupRefundAnswer.UNKNOWN
+              and claimed["status"] != TopupRefundStatus.UNKNOWN):
+            log.warning("a refund to the card may or may not have been done; asking the "
+                        "acquirer's books", extra={"refund_id": refund_id, "reason": reason,
+                                                   "acquirer_refunded_tiyn": books})
         return applied
+
+    async def resolve(self, refund_id: str, done: bool, by: str,
+                      resolution: str) -> TopupRefundResolution:
+        """A person's word on an UNKNOWN refund, after asking the bank (docs/runbook.md)."""
+        async with self._pool.acquire() as conn:
+            outcome: str = await conn.fetchval(
+                "SELECT outcome FROM topup_refund_resolve($1, $2, $3, $4, $5)",
+                refund_id, done, by, resolution, ledger.shard_for(refund_id))
+        return TopupRefundResolution(outcome)
 
     async def run(self) -> None:
         """Background worker: attempt due refunds forever (started with the server)."""
         await run_due(self._pool, _DUE_IDS, self.attempt, what="top-up refund",
-                      concurrency=self._concurrency, poll_interval_s=self._poll_interval_s)
+                      concurrency=self._concurrency, poll_interval_s=self._poll_interval_s,
+                      each_round=count_unknown)
 
 
 def _raise_refusal(outcome: TopupRefundOutcome, refund_id: str) -> None:

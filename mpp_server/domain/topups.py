@@ -1,23 +1,28 @@
-"""Top-ups by card (issue 16, docs/topups.md): the wallet is a merchant of a card
-acquirer, and a customer's card payment becomes wallet money exactly once.
+"""Top-ups by card (docs/topups.md): the wallet is a merchant of a card acquirer, and a
+customer's card payment becomes wallet money exactly once.
 
-Phases (each external call its own, the local work between calls one transaction):
+Phases, each acquirer call its own, no connection or transaction held across one:
 1. the top-up row, CREATED, is committed before the acquirer hears of it;
-2. the acquirer's order is created; its id (and Kapital's session) and the payment page
-   are stored; the app opens the page;
-3. a check asks the acquirer's *status API* (never a callback's body) under the
-   top-up's row lock and applies the verdict in the same transaction
-   (topup_apply_status, sql/functions/topups.sql): PAID credits the customer from the
-   acquirer's clearing account, CREATED -> CREDITED. Callbacks only trigger a check;
-   the poller checks every CREATED top-up with backoff until its session is over.
-A process killed between the status answer and the commit leaves the top-up CREATED:
-the next check asks again and credits it once.
+2. one order per topupId: the caller that claims the order's lease (topup_order_claim)
+   places it; a concurrent repeat waits for its page; the page is handed out only while
+   the top-up is CREATED;
+3. a check claims the top-up's check lease (topup_check_claim), asks the acquirer's
+   *status API* (never a callback's body) with no connection held, and applies the
+   verdict in a short transaction of its own (topup_apply_status, which moves a status
+   only from the one it was claimed in): PAID credits the customer from the acquirer's
+   clearing account. Callbacks only trigger a check, bounded and coalesced per top-up
+   (they cannot take the connections the wallet API needs); the poller checks every
+   CREATED top-up with backoff until the acquirer's own session is over, and a FAILED or
+   EXPIRED one a while longer: money taken late is credited late.
+A process killed between the status answer and the commit leaves the top-up as it was:
+its lease runs out and the next check asks again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +34,9 @@ from mpp_server.acquirers.base import (
     AcquirerNoAnswer,
     AcquirerRefused,
     CallbackClaim,
+    Order,
     OrderRef,
+    OrderRequest,
     Provider,
     Status,
     Verdict,
@@ -38,7 +45,12 @@ from mpp_server.db import Conn
 from mpp_server.domain import accounts, ledger
 from mpp_server.domain.due_worker import run_due
 from mpp_server.domain.limits import Limits
-from mpp_server.domain.outcomes import TopupCreateOutcome, TopupOutcome, TopupStatus
+from mpp_server.domain.outcomes import (
+    TopupCheckOutcome,
+    TopupCreateOutcome,
+    TopupOrderOutcome,
+    TopupOutcome,
+)
 from mpp_server.errors import (
     AcquirerRefusedOrder,
     AcquirerUnavailable,
@@ -50,6 +62,8 @@ from mpp_server.metrics import (
     BALANCE_OVER_CAP,
     MONEY_ALARMS,
     TOPUP_CALLBACK_DISAGREEMENTS,
+    TOPUP_CALLBACKS_DROPPED,
+    TOPUP_LATE_CREDITS,
     TOPUP_OVERDUE,
     TOPUP_STATUS_CHECKS,
     TOPUPS,
@@ -57,16 +71,24 @@ from mpp_server.metrics import (
 
 log = logging.getLogger(__name__)
 
-# A bound on callback-triggered checks running at once in one process; past it the
-# poller finds the top-up anyway.
-MAX_CALLBACK_CHECKS = 1000
-# How long a callback's check waits for another process's check of the same top-up.
-LOCK_WAIT = "10s"
 NO_ANSWER = "NO_ANSWER"
+# How often a repeat of POST /v1/topups looks whether the concurrent request that holds
+# the order's lease has stored the page.
+ORDER_POLL_S = 0.05
+_ALARMS = {TopupOutcome.MISMATCHED: "topup_amount_mismatch",
+           TopupOutcome.WRONG_CURRENCY: "topup_currency_mismatch"}
 
-
-_DUE_IDS = """SELECT topup_id FROM topups WHERE status = 'CREATED' AND next_check_at <= now()
-              ORDER BY next_check_at LIMIT $1"""
+_DUE_IDS = """
+    SELECT topup_id FROM topups
+     WHERE next_check_at <= now()
+       AND (status = 'CREATED'
+            OR (status IN ('FAILED', 'EXPIRED') AND watch_until > now()))
+       AND (check_claimed_until IS NULL OR check_claimed_until <= now())
+     ORDER BY next_check_at LIMIT $1"""
+_ORDER_OF_CALLBACK = """
+    SELECT topup_id FROM topups WHERE provider = $1
+       AND (provider_order_id = $2 OR gateway_ref = $3 OR topup_id = $3)
+     ORDER BY (provider_order_id = $2) DESC NULLS LAST LIMIT 1"""
 
 
 async def _count_overdue(conn: Conn) -> None:
@@ -82,13 +104,18 @@ async def _count_overdue(conn: Conn) -> None:
 @dataclass(frozen=True)
 class Policy:
     """When to check: the first check after creation, doubling to the cap; how long
-    each acquirer's payment session lasts."""
+    each acquirer's payment session lasts; how long a failed or expired top-up is still
+    watched; the leases (longer than one acquirer call) and the bounds on callbacks."""
 
     first_check_s: float
     max_backoff_s: float
     session_s: Mapping[Provider, float]
     poll_interval_s: float
     concurrency: int
+    lease_s: float
+    watch_s: float
+    callback_concurrency: int
+    callback_queue: int
 
     def next_check_s(self, checks: int) -> float:
         return min(self.max_backoff_s, self.first_check_s * float(2 ** min(checks, 30)))
@@ -96,7 +123,7 @@ class Policy:
 
 def order_ref(row: asyncpg.Record) -> OrderRef:
     return OrderRef(row["topup_id"], row["provider_order_id"], row["provider_session_id"],
-                    row["amount_tiyn"])
+                    row["amount_tiyn"], row["gateway_ref"], row["provider_transaction_id"])
 
 
 class Topups:
@@ -105,14 +132,23 @@ class Topups:
         self._pool = pool
         self._limits = limits
         self._acquirers = acquirers
-        self._callback_base_url = callback_base_url
+        self._base_url = callback_base_url
         self.policy = policy
         self._checking: set[str] = set()  # top-ups this process is checking now
         self._again: set[str] = set()     # ... and a callback came meanwhile
         self._tasks: set[asyncio.Task[None]] = set()
+        # Callbacks waiting for a check, by what they name (coalesced), at most
+        # policy.callback_queue; at most policy.callback_concurrency checked at once.
+        self._callbacks: dict[tuple[str, str, str], CallbackClaim] = {}
+        self._callback_slots = asyncio.Semaphore(policy.callback_concurrency)
 
     def callback_url(self, provider: Provider) -> str:
-        return f"{self._callback_base_url}/callbacks/{provider.value}"
+        return f"{self._base_url}/callbacks/{provider.value}"
+
+    def page_url(self, provider: Provider, page_key: str) -> str:
+        """Our own payment page (acquiring listener), for acquirers whose page is opened
+        by their script on a page of the merchant's (Halyk's widget)."""
+        return f"{self._base_url}/pay/{provider.value}/{page_key}"
 
     # ---- phases 1 and 2: the row, then the acquirer's order ------------------------
 
@@ -121,9 +157,9 @@ class Topups:
         """The top-up and its payment page; (row, created). Idempotent on topupId
         (topup_create, sql/functions/topups.sql): the same arguments answer the same
         top-up (creating its order if an earlier try could not), other arguments
-        IdempotencyConflict; over the balance cap, LimitExceeded before the card is
-        charged, nothing recorded (a credit that finds the balance over it later is
-        made and counted: docs/topups.md)."""
+        IdempotencyConflict; over the balance cap (open top-ups count), LimitExceeded
+        before the card is charged, nothing recorded (a credit that finds the balance
+        over it later is made and counted: docs/topups.md)."""
         assert amount_tiyn > 0
         async with self._pool.acquire() as conn:
             applied = await conn.fetchrow(
@@ -140,44 +176,80 @@ class Topups:
         if outcome is TopupCreateOutcome.LIMIT_EXCEEDED:
             raise accounts.balance_cap_refusal(self._limits, applied["level"], "top-up")
         created = outcome is TopupCreateOutcome.CREATED
-        if applied["payment_url"] is not None or applied["status"] != TopupStatus.CREATED:
+        if applied["payment_url"] is not None or applied["status"] != "CREATED":
             return applied, created
-        return await self._place_order(applied), created
+        return await self._place_order(topup_id), created
 
-    async def _count_over_cap(self, conn: Conn, customer_id: str) -> None:
-        if await conn.fetchval("SELECT balance_over_cap($1, $2)", customer_id,
-                               self._limits.sql_arg):
-            BALANCE_OVER_CAP.inc()
-            log.warning("a top-up credit left the balance over the cap",
-                        extra={"customer": mask_customer(customer_id)})
+    async def _place_order(self, topup_id: str) -> asyncpg.Record:
+        """One order per topupId: the caller holding the order's lease places it; a
+        concurrent repeat waits (bounded) for the page it stores."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.policy.lease_s
+        while True:
+            claimed = await self._order_step("topup_order_claim($1, $2)", topup_id,
+                                             self.policy.lease_s)
+            outcome = TopupOrderOutcome(claimed["outcome"])
+            if outcome is TopupOrderOutcome.CLAIMED:
+                return await self._place_claimed(claimed)
+            if outcome is not TopupOrderOutcome.BUSY:
+                return claimed  # PLACED, or FINAL (answered without a page)
+            if loop.time() >= deadline:
+                raise AcquirerUnavailable("the order is being placed by another request; "
+                                          "repeat the request")
+            await asyncio.sleep(ORDER_POLL_S)
 
-    async def _place_order(self, row: asyncpg.Record) -> asyncpg.Record:
+    async def _order_step(self, call: str, *args: object) -> asyncpg.Record:
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(f"SELECT a.outcome, (a.topup).* FROM {call} a", *args)
+        assert row is not None
+        return row
+
+    async def _place_claimed(self, row: asyncpg.Record) -> asyncpg.Record:
         provider = Provider(row["provider"])
+        request = OrderRequest(row["topup_id"], row["amount_tiyn"], row["gateway_ref"],
+                               row["order_attempts"], self.callback_url(provider))
         try:
-            order = await self._acquirers[provider].create_order(
-                row["topup_id"], row["amount_tiyn"], self.callback_url(provider))
+            order = await self._acquirers[provider].create_order(request)
         except AcquirerNoAnswer as exc:
             # The row stays CREATED without a page: nobody can pay it; a repeat of the
             # request tries again, and it expires with its session otherwise.
+            await self._order_step("topup_order_not_placed($1, false, $2)", row["topup_id"],
+                                   exc.reason)
             raise AcquirerUnavailable(f"{provider} did not answer ({exc.reason}); "
                                       "repeat the request") from exc
         except AcquirerRefused as exc:
-            async with self._pool.acquire() as conn, conn.transaction():
-                await self._apply(conn, row, Status(Verdict.DECLINED,
-                                                    reason=f"ORDER_REFUSED: {exc.reason}"),
-                                  "create")
+            return await self._order_refused(row, exc)
+        return await self._store_order(row, order)
+
+    async def _order_refused(self, row: asyncpg.Record, exc: AcquirerRefused) -> asyncpg.Record:
+        provider = row["provider"]
+        kept = await self._order_step("topup_order_not_placed($1, true, $2)", row["topup_id"],
+                                      exc.reason)
+        if TopupOrderOutcome(kept["outcome"]) is TopupOrderOutcome.FAILED:
+            TOPUPS.labels(provider, "FAILED").inc()
             raise AcquirerRefusedOrder(f"{provider} refused the order: {exc.reason}") from exc
-        TOPUPS.labels(provider.value, "CREATED").inc()
+        # An earlier try may have placed it (the refusal: "a duplicate"): kept CREATED,
+        # asked about by the poller, decided by its session's end.
+        log.warning("the acquirer refused a repeated order; the top-up stays CREATED",
+                    extra={"topup_id": row["topup_id"], "provider": provider,
+                           "reason": exc.reason})
+        raise AcquirerUnavailable(f"{provider} refused a repeated order ({exc.reason}); the "
+                                  "top-up stays CREATED until its session ends") from exc
+
+    async def _store_order(self, row: asyncpg.Record, order: Order) -> asyncpg.Record:
+        provider = Provider(row["provider"])
+        page_key = secrets.token_urlsafe(24) if order.payment_url is None else None
+        payment_url = order.payment_url or self.page_url(provider, str(page_key))
         async with self._pool.acquire() as conn:
             stored = await conn.fetchrow(
-                """UPDATE topups SET provider_order_id = $2, provider_session_id = $3,
-                                     payment_url = $4, updated_at = now()
-                   WHERE topup_id = $1 AND payment_url IS NULL RETURNING *""",
-                row["topup_id"], order.order_id, order.session_id, order.payment_url)
-            if stored is None:  # a concurrent repeat stored its order first
-                stored = await conn.fetchrow("SELECT * FROM topups WHERE topup_id = $1",
-                                             row["topup_id"])
+                """SELECT a.outcome, (a.topup).*
+                   FROM topup_order_placed($1, $2, $3, $4, $5, $6,
+                                           coalesce($7, now() + make_interval(secs => $8))) a""",
+                row["topup_id"], order.order_id, order.session_id, payment_url, page_key,
+                order.page_data, order.session_end, float(self.policy.session_s[provider]))
         assert stored is not None
+        if TopupOrderOutcome(stored["outcome"]) is TopupOrderOutcome.STORED:
+            TOPUPS.labels(provider.value, "CREATED").inc()
         return stored
 
     async def get(self, topup_id: str) -> asyncpg.Record:
@@ -189,101 +261,128 @@ class Topups:
 
     # ---- phase 3: the status API's verdict, applied once ---------------------------
 
-    async def check(self, topup_id: str, trigger: str, *, wait: bool,
+    async def check(self, topup_id: str, trigger: str, *,
                     claims_paid: bool = False) -> asyncpg.Record | None:
-        """Ask the acquirer and apply its answer, under the top-up's row lock, in one
-        transaction. `wait`: wait for another check's lock (a callback) or skip the
-        row (the poller). Returns the row, or None when skipped."""
-        async with self._pool.acquire() as conn, conn.transaction():
-            if wait:
-                await conn.execute(f"SET LOCAL lock_timeout = '{LOCK_WAIT}'")
-            try:
-                row = await conn.fetchrow(
-                    "SELECT * FROM topups WHERE topup_id = $1 FOR UPDATE"
-                    + ("" if wait else " SKIP LOCKED"), topup_id)
-            except asyncpg.LockNotAvailableError:
-                return None
-            if wait:  # the wait was for the row only: the credit's locks are waited for
-                await conn.execute("SET LOCAL lock_timeout = 0")
-            if row is None or row["status"] != TopupStatus.CREATED:
-                return row
-            provider = Provider(row["provider"])
-            if row["provider_order_id"] is None:
-                status = Status(Verdict.WAITING)  # no page was ever handed out
-            else:
-                try:
-                    status = await self._acquirers[provider].status(order_ref(row))
-                except AcquirerNoAnswer as exc:
-                    status = Status(Verdict.WAITING, reason=exc.reason)
-                    TOPUP_STATUS_CHECKS.labels(provider.value, trigger, NO_ANSWER).inc()
-                    return await self._apply(conn, row, status, trigger, no_answer=True)
-            TOPUP_STATUS_CHECKS.labels(provider.value, trigger, status.verdict.value).inc()
-            if claims_paid and status.verdict is not Verdict.PAID:
-                TOPUP_CALLBACK_DISAGREEMENTS.labels(provider.value).inc()
-                log.warning("a callback claimed a payment the status API does not confirm",
-                            extra={"topup_id": topup_id, "provider": provider.value,
-                                   "verdict": status.verdict.value})
-            return await self._apply(conn, row, status, trigger)
+        """Claim the check, ask the acquirer with no connection held, apply its answer.
+        Returns the row, or None when another process is checking it (it checks once
+        more after) or nothing is left to check."""
+        async with self._pool.acquire() as conn:
+            claimed = await conn.fetchrow(
+                "SELECT a.outcome, (a.topup).* FROM topup_check_claim($1, $2) a",
+                topup_id, self.policy.lease_s)
+        assert claimed is not None
+        if TopupCheckOutcome(claimed["outcome"]) is not TopupCheckOutcome.CLAIMED:
+            return None
+        provider = Provider(claimed["provider"])
+        if claimed["provider_order_id"] is None:
+            # No page was ever handed out: nobody can have paid; its session decides.
+            return await self._apply(claimed, Status(Verdict.WAITING), trigger)
+        try:
+            status = await self._acquirers[provider].status(order_ref(claimed))
+        except AcquirerNoAnswer as exc:
+            TOPUP_STATUS_CHECKS.labels(provider.value, trigger, NO_ANSWER).inc()
+            return await self._apply(claimed, Status(Verdict.WAITING, reason=exc.reason),
+                                     trigger, no_answer=True)
+        TOPUP_STATUS_CHECKS.labels(provider.value, trigger, status.verdict.value).inc()
+        if claims_paid and status.verdict is not Verdict.PAID:
+            TOPUP_CALLBACK_DISAGREEMENTS.labels(provider.value).inc()
+            log.warning("a callback claimed a payment the status API does not confirm",
+                        extra={"topup_id": topup_id, "provider": provider.value,
+                               "verdict": status.verdict.value})
+        return await self._apply(claimed, status, trigger)
 
-    async def _apply(self, conn: Conn, row: asyncpg.Record, status: Status, trigger: str,
+    async def _apply(self, row: asyncpg.Record, status: Status, trigger: str,
                      *, no_answer: bool = False) -> asyncpg.Record:
         topup_id = row["topup_id"]
-        applied = await conn.fetchrow(
-            "SELECT a.outcome, (a.topup).* FROM topup_apply_status($1, $2, $3, $4, $5, $6) a",
-            topup_id, NO_ANSWER if no_answer else status.verdict.value, status.reason,
-            status.paid_tiyn, ledger.shard_for(topup_id),
-            self.policy.next_check_s(row["checks"] + 1))
-        assert applied is not None
-        outcome = TopupOutcome(applied["outcome"])
-        if outcome.final:
-            TOPUPS.labels(row["provider"], outcome.value).inc()
-            log.info("top-up decided", extra={
-                "topup_id": topup_id, "provider": row["provider"], "outcome": outcome.value,
-                "trigger": trigger, "customer": mask_customer(row["customer_id"])})
-        if outcome is TopupOutcome.CREDITED:
-            await self._count_over_cap(conn, row["customer_id"])
-        if outcome is TopupOutcome.MISMATCHED:
-            MONEY_ALARMS.labels("topup_amount_mismatch").inc()
-            log.error("the acquirer took another amount than ordered; nothing credited",
-                      extra={"topup_id": topup_id, "paid_tiyn": status.paid_tiyn,
-                             "amount_tiyn": row["amount_tiyn"]})
+        async with self._pool.acquire() as conn:
+            applied = await conn.fetchrow(
+                "SELECT a.outcome, (a.topup).* "
+                "FROM topup_apply_status($1, $2, $3, $4, $5, $6, $7, $8, $9) a",
+                topup_id, NO_ANSWER if no_answer else status.verdict.value, status.reason,
+                status.paid_tiyn, status.paid_currency, status.transaction_id,
+                ledger.shard_for(topup_id), self.policy.next_check_s(row["checks"] + 1),
+                self.policy.watch_s)
+            assert applied is not None
+            outcome = TopupOutcome(applied["outcome"])
+            if outcome.credited:
+                await self._count_over_cap(conn, row["customer_id"])
+        self._account(row, outcome, status, trigger)
         return applied
+
+    def _account(self, row: asyncpg.Record, outcome: TopupOutcome, status: Status,
+                 trigger: str) -> None:
+        """The metrics and log lines of an applied verdict."""
+        provider = row["provider"]
+        if outcome.final:
+            TOPUPS.labels(provider, outcome.value).inc()
+            log.info("top-up decided", extra={
+                "topup_id": row["topup_id"], "provider": provider, "outcome": outcome.value,
+                "trigger": trigger, "customer": mask_customer(row["customer_id"])})
+        if outcome is TopupOutcome.LATE_CREDITED:
+            TOPUP_LATE_CREDITS.labels(provider).inc()
+            log.warning("the acquirer took the money after the top-up was over; credited "
+                        "late", extra={"topup_id": row["topup_id"], "provider": provider,
+                                       "was": row["status"]})
+        if outcome in _ALARMS:
+            MONEY_ALARMS.labels(_ALARMS[outcome]).inc()
+            log.error("the acquirer took another amount or currency than ordered; nothing "
+                      "credited", extra={"topup_id": row["topup_id"],
+                                         "paid_tiyn": status.paid_tiyn,
+                                         "paid_currency": status.paid_currency,
+                                         "amount_tiyn": row["amount_tiyn"]})
+
+    async def _count_over_cap(self, conn: Conn, customer_id: str) -> None:
+        if await conn.fetchval("SELECT balance_over_cap($1, $2)", customer_id,
+                               self._limits.sql_arg):
+            BALANCE_OVER_CAP.inc()
+            log.warning("a top-up credit left the balance over the cap",
+                        extra={"customer": mask_customer(customer_id)})
 
     # ---- what triggers checks: callbacks and the poller ---------------------------
 
     def on_callback(self, provider: Provider, claim: CallbackClaim) -> None:
-        """A callback arrived: check its top-up in the background (the callback was
-        answered already). Checks of one top-up in this process are coalesced."""
-        if len(self._tasks) >= MAX_CALLBACK_CHECKS:
-            log.warning("too many callback checks running; the poller will check it")
+        """A callback arrived (answered already): check its top-up in the background.
+        Callbacks naming the same order wait as one; at most policy.callback_queue wait
+        and policy.callback_concurrency are checked at once, so forged callbacks and a
+        slow acquirer cannot take the connections the wallet API needs (the poller finds
+        what is dropped)."""
+        key = (provider.value, claim.order_id or "", claim.topup_id or "")
+        waiting = self._callbacks.get(key)
+        if waiting is not None:
+            if claim.claims_paid and not waiting.claims_paid:
+                self._callbacks[key] = claim
             return
-        self._spawn(self._callback_check(provider, claim))
+        if len(self._callbacks) >= self.policy.callback_queue:
+            TOPUP_CALLBACKS_DROPPED.labels(provider.value).inc()
+            log.warning("too many callbacks waiting for a check; the poller will check it",
+                        extra={"provider": provider.value})
+            return
+        self._callbacks[key] = claim
+        self._spawn(self._callback_check(provider, key))
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _callback_check(self, provider: Provider, claim: CallbackClaim) -> None:
-        try:
-            async with self._pool.acquire() as conn:
-                topup_id = await conn.fetchval(
-                    """SELECT topup_id FROM topups WHERE provider = $1
-                         AND (provider_order_id = $2 OR topup_id = $3)
-                       ORDER BY (provider_order_id = $2) DESC NULLS LAST LIMIT 1""",
-                    provider.value, claim.order_id, claim.topup_id)
-            if topup_id is None:
-                log.warning("a callback for no top-up of ours",
-                            extra={"provider": provider.value, "order_id": claim.order_id})
-                if claim.claims_paid:
-                    TOPUP_CALLBACK_DISAGREEMENTS.labels(provider.value).inc()
-                return
-            await self._coalesced(topup_id, "callback", wait=True,
-                                  claims_paid=claim.claims_paid)
-        except (OSError, asyncpg.PostgresError):
-            log.exception("callback check failed; the poller will check it")
+    async def _callback_check(self, provider: Provider, key: tuple[str, str, str]) -> None:
+        async with self._callback_slots:
+            claim = self._callbacks.pop(key)
+            try:
+                async with self._pool.acquire() as conn:
+                    topup_id = await conn.fetchval(_ORDER_OF_CALLBACK, provider.value,
+                                                   claim.order_id, claim.topup_id)
+                if topup_id is None:
+                    log.warning("a callback for no top-up of ours",
+                                extra={"provider": provider.value, "order_id": claim.order_id})
+                    if claim.claims_paid:
+                        TOPUP_CALLBACK_DISAGREEMENTS.labels(provider.value).inc()
+                    return
+                await self._coalesced(topup_id, "callback", claims_paid=claim.claims_paid)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                log.exception("callback check failed; the poller will check it")
 
-    async def _coalesced(self, topup_id: str, trigger: str, *, wait: bool,
+    async def _coalesced(self, topup_id: str, trigger: str, *,
                          claims_paid: bool = False) -> None:
         if topup_id in self._checking:
             self._again.add(topup_id)  # the running check runs once more after
@@ -292,20 +391,20 @@ class Topups:
         try:
             while True:
                 self._again.discard(topup_id)
-                row = await self.check(topup_id, trigger, wait=wait, claims_paid=claims_paid)
-                if (topup_id not in self._again or row is None
-                        or row["status"] != TopupStatus.CREATED):
+                row = await self.check(topup_id, trigger, claims_paid=claims_paid)
+                if topup_id not in self._again or row is None:
                     return
         finally:
             self._checking.discard(topup_id)
             self._again.discard(topup_id)
 
     async def run_poller(self) -> None:
-        """Background: check every CREATED top-up that is due (the first check within
-        TOPUP_FIRST_CHECK_MS of creation, then with backoff), forever."""
+        """Background: check every top-up that is due (the first check within
+        TOPUP_FIRST_CHECK_MS of creation, then with backoff; FAILED and EXPIRED ones
+        while watched), forever."""
 
         async def poll(topup_id: str) -> None:
-            await self._coalesced(topup_id, "poll", wait=False)
+            await self._coalesced(topup_id, "poll")
 
         await run_due(self._pool, _DUE_IDS, poll, what="top-up status check",
                       concurrency=self.policy.concurrency,

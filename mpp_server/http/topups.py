@@ -9,16 +9,18 @@ import asyncpg
 from aiohttp import web
 
 from mpp_server.acquirers.base import Provider
+from mpp_server.domain.outcomes import TopupStatus
 from mpp_server.domain.topup_refunds import TopupRefunds
 from mpp_server.domain.topups import Topups
 from mpp_server.errors import NotFound, ValidationFailed
-from mpp_server.http.middleware import json_response, parse_body
+from mpp_server.http.middleware import SERVICES, json_response, parse_body
 from mpp_server.http.models import (
     TopupIn,
     TopupOut,
     TopupRefundIn,
     TopupRefundOut,
 )
+from mpp_server.http.wallet import positive_up_to
 from mpp_server.money import is_whole_tenge
 
 
@@ -32,10 +34,13 @@ TOPUP_SERVICES: web.AppKey[TopupServices] = web.AppKey("topups", TopupServices)
 
 
 def topup_out(row: asyncpg.Record) -> TopupOut:
+    # The page only while it can still be paid: never one of a top-up that is over.
+    payable = row["status"] == TopupStatus.CREATED
     return TopupOut(
         topupId=row["topup_id"], customerId=row["customer_id"], provider=row["provider"],
         amount=row["amount_tiyn"], status=row["status"], refundedAmount=row["refunded_tiyn"],
-        paymentUrl=row["payment_url"], providerOrderId=row["provider_order_id"],
+        paymentUrl=row["payment_url"] if payable else None,
+        providerOrderId=row["provider_order_id"],
         failureReason=row["failure_reason"], createdAt=row["created_at"],
         creditedAt=row["credited_at"], expiresAt=row["expires_at"])
 
@@ -54,8 +59,8 @@ def _topup_id(request: web.Request) -> str:
 async def create_topup(request: web.Request) -> web.Response:
     body = await parse_body(request, TopupIn)
     provider = Provider(body.provider)
-    if body.amount <= 0:
-        raise ValidationFailed("amount must be positive")
+    positive_up_to(body.amount, request.app[SERVICES].settings.topup_max_amount,
+                   "TOPUP_MAX_AMOUNT", "top-up")
     if provider is Provider.KASPI_ECOM and not is_whole_tenge(body.amount):
         raise ValidationFailed("kaspi-ecom takes whole tenge")
     row, created = await request.app[TOPUP_SERVICES].topups.create(

@@ -43,6 +43,7 @@ from mpp_server.http.models import (
     StatementOut,
 )
 from mpp_server.metrics import CONFIRM_LATENCY, REGISTRY
+from mpp_server.money import parse_amount
 from mpp_server.services import Services
 
 DEFAULT_LOCALE = "ru-RU"
@@ -52,6 +53,15 @@ STATEMENT_MAX_LIMIT = 1000
 
 def _svc(request: web.Request) -> Services:
     return request.app[SERVICES]
+
+
+def positive_up_to(amount_tiyn: int, most: str, variable: str, what: str) -> None:
+    """A credit's amount: more than zero, and at most `most` (tenge, the setting
+    `variable`) for one `what`; VALIDATION_ERROR otherwise."""
+    if amount_tiyn <= 0:
+        raise ValidationFailed("amount must be positive")
+    if amount_tiyn > parse_amount(most):
+        raise ValidationFailed(f"amount is above {variable} ({most}) for one {what}")
 
 
 def _payment_id(request: web.Request) -> str:
@@ -75,12 +85,9 @@ def payment_out(row: asyncpg.Record, refunds: list[asyncpg.Record] | None = None
 async def deposit(request: web.Request) -> web.Response:
     customer_id = request.match_info["customerId"]
     body = await parse_body(request, DepositIn)
-    if body.amount <= 0:
-        raise ValidationFailed("amount must be positive")
     svc = _svc(request)
-    if body.amount > svc.settings.deposit_max_tiyn:
-        raise ValidationFailed(f"amount is above DEPOSIT_MAX_AMOUNT "
-                               f"({svc.settings.deposit_max_amount}) for one deposit")
+    positive_up_to(body.amount, svc.settings.deposit_max_amount, "DEPOSIT_MAX_AMOUNT",
+                   "deposit")
     result = await deposits.deposit(svc.pool, body.depositId, customer_id, body.amount,
                                     svc.settings.limits)
     return json_response(AccountOut(customerId=customer_id, balance=result.balance_tiyn),

@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import json
 import sys
+import unicodedata
 from decimal import Decimal
 from pathlib import Path
 
@@ -41,6 +42,7 @@ from mpp_server.reconcile.report import (
 EXIT_MATCHED, EXIT_DISCREPANCIES, EXIT_BAD_INPUT, EXIT_UNAVAILABLE = 0, 1, 2, 3
 FETCH_TIMEOUT_S = 120
 MAX_FILE_BYTES = 512 * 1024 * 1024
+BIGINT_MAX = 2**63 - 1
 
 
 class _Unavailable(Exception):
@@ -134,7 +136,7 @@ def _ack(argv: list[str]) -> int:
         description="Acknowledge a discrepancy a person has handled: it stops counting as "
                     "open (and in mpp_reconciliation_open_discrepancies); who, when and why "
                     "are stored with it, nothing is deleted.")
-    parser.add_argument("item", type=int, help="the discrepancy's id (items[].id)")
+    parser.add_argument("item", type=discrepancy_id, help="the discrepancy's id (items[].id)")
     parser.add_argument("--by", required=True, help="who handled it")
     parser.add_argument("--reason", required=True, help="what was done, or why it is fine")
     try:
@@ -145,6 +147,11 @@ def _ack(argv: list[str]) -> int:
     if not by or len(by) > 100 or not reason or len(reason) > 2000:
         return _bad(parser.prog, "--by (at most 100 characters) and --reason (at most 2000) "
                                  "must not be empty")
+    if _has_control(args.by) or _has_control(reason):
+        # A newline or a terminal escape would be stored and printed raw: in the report
+        # it could forge a line (RESULT: ...) or repaint the operator's terminal.
+        return _bad(parser.prog, "--by and --reason must not hold a control character "
+                                 "(newline, escape, direction override, ...)")
     try:
         item = asyncio.run(_acknowledge(Settings().database_url, args.item, by, reason))
     except (store.NotFound, store.AlreadyResolved) as exc:
@@ -164,6 +171,20 @@ async def _acknowledge(dsn: str, item_id: int, by: str, reason: str) -> asyncpg.
         return await store.acknowledge(conn, item_id, by, reason)
     finally:
         await conn.close()
+
+
+def discrepancy_id(text: str) -> int:
+    """A discrepancy's id as the database keeps it (bigint, from 1): anything else is bad
+    input (exit 2), not a question for the database."""
+    value = int(text)
+    if not 1 <= value <= BIGINT_MAX:
+        raise ValueError(text)
+    return value
+
+
+def _has_control(text: str) -> bool:
+    """Cc (C0/C1 controls: newline, ESC) or Cf (format: bidi overrides, zero-width)."""
+    return any(unicodedata.category(ch) in ("Cc", "Cf") for ch in text)
 
 
 def _bad(prog: str, message: str) -> int:

@@ -72,27 +72,42 @@ $$;
 -- A credit of p_amount (a deposit; a top-up) and the account's balance cap: locks the
 -- account row (held to the caller's commit, so two credits cannot pass the cap
 -- together) and answers its level, the cap (NULL: none) and whether the credit would
--- lift the balance over it.
+-- lift the balance over it. The customer's open top-ups (CREATED: the card may be charged
+-- any moment, and the credit is then made whatever the cap) count as credited already,
+-- all but p_except_topup (the top-up asking). They are summed in a statement after the
+-- lock, so one committed by a credit that held the lock before is counted.
 CREATE OR REPLACE FUNCTION balance_cap_exceeded(p_account bigint, p_amount bigint,
-                                                p_limits jsonb, OUT level text,
-                                                OUT cap_tiyn bigint, OUT exceeded boolean)
+                                                p_limits jsonb, p_except_topup text,
+                                                OUT level text, OUT cap_tiyn bigint,
+                                                OUT exceeded boolean)
 LANGUAGE plpgsql AS $$
 DECLARE
+    v_customer text;
     v_balance bigint;
+    v_open bigint;
 BEGIN
-    SELECT identification_level, balance_tiyn INTO level, v_balance
+    SELECT customer_id, identification_level, balance_tiyn INTO v_customer, level, v_balance
       FROM accounts WHERE id = p_account FOR UPDATE;
     cap_tiyn := level_limit(p_limits, level, 'balance');
-    exceeded := coalesce(v_balance + p_amount > cap_tiyn, false);
+    IF cap_tiyn IS NULL THEN
+        exceeded := false;
+        RETURN;
+    END IF;
+    SELECT coalesce(sum(amount_tiyn), 0) INTO v_open FROM topups
+     WHERE customer_id = v_customer AND status = 'CREATED'
+       AND topup_id IS DISTINCT FROM p_except_topup;
+    exceeded := v_balance + v_open + p_amount > cap_tiyn;
 END;
 $$;
 
--- A credit to a customer about to be made (a deposit, a top-up): the customer's account,
--- created empty if missing, its row locked to the caller's commit, and whether the credit
--- would lift the balance over the cap of its level (balance_cap_exceeded).
+-- A credit to a customer about to be made (a deposit, a top-up: p_topup_id): the
+-- customer's account, created empty if missing, its row locked to the caller's commit,
+-- and whether the credit would lift the balance over the cap of its level
+-- (balance_cap_exceeded).
 CREATE OR REPLACE FUNCTION customer_credit_check(p_customer_id text, p_amount bigint,
-                                                 p_limits jsonb, OUT account_id bigint,
-                                                 OUT level text, OUT exceeded boolean)
+                                                 p_limits jsonb, p_topup_id text,
+                                                 OUT account_id bigint, OUT level text,
+                                                 OUT exceeded boolean)
 LANGUAGE plpgsql AS $$
 DECLARE
     v_cap record;
@@ -100,7 +115,7 @@ BEGIN
     INSERT INTO accounts (kind, customer_id) VALUES ('customer', p_customer_id)
     ON CONFLICT (customer_id) DO UPDATE SET customer_id = EXCLUDED.customer_id
     RETURNING id INTO account_id;
-    SELECT * INTO v_cap FROM balance_cap_exceeded(account_id, p_amount, p_limits);
+    SELECT * INTO v_cap FROM balance_cap_exceeded(account_id, p_amount, p_limits, p_topup_id);
     level := v_cap.level;
     exceeded := v_cap.exceeded;
 END;

@@ -31,7 +31,7 @@ BEGIN
             RETURN;
         END IF;
         SELECT c.account_id, c.level, c.exceeded INTO v_account, level, v_exceeded
-          FROM customer_credit_check(p_customer_id, p_amount, p_limits) c;
+          FROM customer_credit_check(p_customer_id, p_amount, p_limits, NULL) c;
         IF v_exceeded THEN
             outcome := 'LIMIT_EXCEEDED';
             RAISE SQLSTATE 'MP001';  -- undo the step (caught below)

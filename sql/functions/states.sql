@@ -30,10 +30,19 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     ('topup', 'CREATED', 'CREDITED'),
     ('topup', 'CREATED', 'FAILED'),
     ('topup', 'CREATED', 'EXPIRED'),
-    -- money back to the card
+    -- money the acquirer took after we called the top-up over: credited late
+    ('topup', 'FAILED', 'CREDITED'),
+    ('topup', 'EXPIRED', 'CREDITED'),
+    -- money back to the card: PENDING is the outbox; UNKNOWN, an attempt unanswered,
+    -- ends only on the acquirer's books (COMPLETED, or PENDING to send again) or on a
+    -- person's word after asking the bank (COMPLETED, REFUSED: topup_refund_resolve)
     ('topup_refund', '', 'PENDING'),
     ('topup_refund', 'PENDING', 'COMPLETED'),
-    ('topup_refund', 'PENDING', 'REFUSED')
+    ('topup_refund', 'PENDING', 'REFUSED'),
+    ('topup_refund', 'PENDING', 'UNKNOWN'),
+    ('topup_refund', 'UNKNOWN', 'COMPLETED'),
+    ('topup_refund', 'UNKNOWN', 'PENDING'),
+    ('topup_refund', 'UNKNOWN', 'REFUSED')
 $$;
 
 -- The guard: TG_ARGV[0] names the machine. A status set to itself is no move.

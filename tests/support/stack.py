@@ -80,7 +80,7 @@ def server_env(database_url: str, sim_url: str, kaspi_listen: str = "127.0.0.1:0
         "KAPITAL_MERCHANT_ID": "MPPTEST", "KASPI_ECOM_TOKEN": "mpp-test-token",
         "TOPUP_FIRST_CHECK_MS": "300", "TOPUP_CHECK_BACKOFF_MAX_MS": "1000",
         "TOPUP_POLL_INTERVAL_MS": "100", "TOPUP_REFUND_BACKOFF_INITIAL_MS": "50",
-        "TOPUP_REFUND_BACKOFF_MAX_MS": "400",
+        "TOPUP_REFUND_BACKOFF_MAX_MS": "400", "TOPUP_REFUND_SETTLE_MS": "500",
     }
 
 

@@ -1,5 +1,6 @@
 """A real server process killed between the acquirer's status answer and the credit's
-commit: the restarted server asks again and credits the top-up exactly once."""
+commit: the restarted server asks again (once the dead one's check lease is over) and
+credits the top-up exactly once."""
 
 from __future__ import annotations
 
@@ -70,6 +71,9 @@ async def test_server_killed_between_status_check_and_credit_credits_once_after_
                                                f"{topup['providerOrderId']}")
             assert order["statusChecks"] >= 1  # the status API said CHARGED
             first.kill()
+            # The dead server's backend would go on once the lock is free (its statement
+            # commits by itself): it dies with the server, as a server host lost would.
+            await watch.execute("SELECT pg_terminate_backend($1)", blocked)
             await holding.rollback()
 
             async def backend_gone() -> bool:

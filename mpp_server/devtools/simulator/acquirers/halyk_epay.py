@@ -107,7 +107,8 @@ def transaction(order: SimOrder) -> dict[str, Any]:
               OrderState.DECLINED: "DECLINED", OrderState.EXPIRED: "CANCELLED"}[order.state]
     answer: dict[str, Any] = {"id": order.order_id, "invoiceId": order.reference,
                               "status": status, "amount": format_amount(order.charged_tiyn),
-                              "currency": order.charged_currency or "KZT"}
+                              "currency": order.charged_currency or "KZT",
+                              "refundedAmount": format_amount(order.refunded_tiyn)}
     if order.state is OrderState.DECLINED:
         answer["reason"] = "insufficient funds on card"
     return answer

@@ -84,7 +84,8 @@ async def order_api(request: web.Request) -> web.StreamResponse:
         order.status_checks += 1
         return _answer(operation, STATUS_OK, {
             "OrderID": order.order_id, "OrderStatus": _ORDER_STATUS[order.state],
-            "Amount": str(order.charged_tiyn), "Currency": order.charged_currency or "398"})
+            "Amount": str(order.charged_tiyn), "Currency": order.charged_currency or "398",
+            "RefundAmount": str(order.refunded_tiyn)})
     return _money_back(operation, order, root)
 
 

@@ -190,7 +190,7 @@ class AcquiringState:
 
 
 ACQUIRING: web.AppKey[AcquiringState] = web.AppKey("acquiring", AcquiringState)
-LATE_ANSWER_MS = "sim_acquiring_late_answer_ms"
+LATE_ANSWER_MS = web.RequestKey("late_answer_ms", int)
 
 
 @web.middleware
@@ -200,5 +200,5 @@ async def late_answers(request: web.Request, handler: Handler) -> web.StreamResp
     response = await handler(request)
     delay_ms = request.get(LATE_ANSWER_MS)
     if delay_ms:
-        await pause(request, int(delay_ms), request.app[ACQUIRING].stopping)
+        await pause(request, delay_ms, request.app[ACQUIRING].stopping)
     return response
