@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from dataclasses import dataclass
 from functools import cached_property
 from urllib.parse import urlsplit
 
@@ -58,12 +59,34 @@ def parse_listen(value: str) -> tuple[str, int]:
 # forgotten secret then stops `serve` at start, naming the variable, instead of failing
 # at the first customer's payment. `make run` and the tests get the simulator's values
 # from the launcher (mpp_server/devtools), never from these defaults.
-REQUIRED_WITH_ENDPOINT: dict[str, tuple[str, ...]] = {
+@dataclass(frozen=True)
+class AnyOf:
+    """Credentials that may be given either way: one of the groups, each set whole."""
+
+    groups: tuple[tuple[str, ...], ...]
+
+    def describe(self) -> str:
+        return " or ".join(" and ".join(n.upper() for n in g) for g in self.groups)
+
+
+_HALYK_CREDENTIALS = ("halyk_epay_client_id", "halyk_epay_client_secret", "halyk_epay_terminal")
+REQUIRED_WITH_ENDPOINT: dict[str, tuple[str | AnyOf, ...]] = {
     "kaspi_base_url": ("kaspi_caller_name",),
-    "halyk_epay_base_url": ("halyk_epay_client_id", "halyk_epay_client_secret",
-                            "halyk_epay_terminal"),
-    "kapital_base_url": ("kapital_merchant_id",),
-    "kaspi_ecom_base_url": ("kaspi_ecom_token",),
+    "halyk_epay_oauth_url": _HALYK_CREDENTIALS,
+    "halyk_epay_api_url": _HALYK_CREDENTIALS,
+    # Kapital's gateway takes only mutual TLS with the certificate the bank issued.
+    "kapital_exec_url": ("kapital_merchant_id", "kapital_cert_file", "kapital_key_file"),
+    # Kaspi's QR API: an Api-Key (scheme r1) or a client certificate (r2, r3).
+    "kaspi_ecom_base_url": ("kaspi_ecom_tradepoint_id", AnyOf((
+        ("kaspi_ecom_api_key",), ("kaspi_ecom_cert_file", "kaspi_ecom_key_file")))),
+}
+# Variables a newer wire replaced: set, they stop `serve`, naming what replaces them.
+WITHDRAWN = {
+    "halyk_epay_base_url": "HALYK_EPAY_OAUTH_URL (the token host), HALYK_EPAY_API_URL and "
+                           "HALYK_EPAY_WIDGET_URL",
+    "kapital_base_url": "KAPITAL_EXEC_URL (the TWPG Exec endpoint, mutual TLS: "
+                        "KAPITAL_CERT_FILE, KAPITAL_KEY_FILE)",
+    "kaspi_ecom_token": "KASPI_ECOM_API_KEY (or KASPI_ECOM_CERT_FILE and KASPI_ECOM_KEY_FILE)",
 }
 
 
@@ -131,16 +154,38 @@ class Settings(BaseSettings):
     # value of one MCI for the year, and the limits in MCI as JSON by level.
     mci_tenge: int = Field(default=DEFAULT_MCI_TENGE, ge=1, le=10_000_000)
     limits_mci: str = DEFAULT_LIMITS_MCI
-    # Top-ups by card (docs/topups.md): the acquirers (each defaults to the simulator's),
-    # the callback listener and how acquirers reach it, the status poller, the refunds.
-    halyk_epay_base_url: str = "http://127.0.0.1:8090/halyk-epay"
-    halyk_epay_client_id: str = "mpp-test"
-    halyk_epay_client_secret: str = "mpp-test-secret"
-    halyk_epay_terminal: str = "67e34d63-102f-4bd1-898e-370781d0074d"
-    kapital_base_url: str = "http://127.0.0.1:8090/kapital"
-    kapital_merchant_id: str = "MPPTEST"
-    kaspi_ecom_base_url: str = "http://127.0.0.1:8090/kaspi-ecom"
-    kaspi_ecom_token: str = "mpp-test-token"
+    # Top-ups by card (docs/topups.md), each gateway's documented wire: every URL
+    # defaults to the simulator's fake of that gateway; no credential has a default (the
+    # dev launcher gives the simulator's). Halyk ePay: the OAuth host, the API, the
+    # payment-form script our payment page loads.
+    halyk_epay_oauth_url: str = "http://127.0.0.1:8090/halyk-epay/oauth2/token"
+    halyk_epay_api_url: str = "http://127.0.0.1:8090/halyk-epay/api"
+    halyk_epay_widget_url: str = "http://127.0.0.1:8090/halyk-epay/payform/payment-api.js"
+    halyk_epay_client_id: str = ""
+    halyk_epay_client_secret: str = ""
+    halyk_epay_terminal: str = ""
+    # Kapital Bank's TWPG: the Exec endpoint, behind mutual TLS with the bank's client
+    # certificate; the CA that signed the gateway's own certificate (unset: the system's);
+    # the ISO 4217 numeric currency the merchant settles in (the bank documents 944, AZN:
+    # a top-up of a tenge wallet is refused unless the bank enabled 398 and this says so).
+    kapital_exec_url: str = "https://127.0.0.1:8091/kapital/Exec"
+    kapital_cert_file: str = ""
+    kapital_key_file: str = ""
+    kapital_ca_file: str = ""
+    kapital_merchant_id: str = ""
+    kapital_currency: str = Field(default="944", pattern=r"^[0-9]{3}$")
+    # Kaspi Pay's QR API for partners (r1: Api-Key; r2/r3: client certificate), the
+    # trade point its device is registered for.
+    kaspi_ecom_base_url: str = "http://127.0.0.1:8090/kaspi-qr/r1/v01"
+    kaspi_ecom_api_key: str = ""
+    kaspi_ecom_cert_file: str = ""
+    kaspi_ecom_key_file: str = ""
+    kaspi_ecom_ca_file: str = ""
+    kaspi_ecom_tradepoint_id: str = ""
+    # Withdrawn (WITHDRAWN): declared only so that a set one is refused by name.
+    halyk_epay_base_url: str | None = None
+    kapital_base_url: str | None = None
+    kaspi_ecom_token: str | None = None
     acquiring_listen: str = "127.0.0.1:8082"
     # Unset: http://ACQUIRING_LISTEN (right for the simulator; set it in production).
     acquiring_public_url: str = ""
@@ -199,16 +244,32 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _nothing_withdrawn_set(self) -> Settings:
+        for name, replacement in WITHDRAWN.items():
+            if getattr(self, name) is not None:
+                raise ValueError(f"{name.upper()} is withdrawn: set {replacement} instead "
+                                 "(docs/topups.md)")
+        return self
+
+    @model_validator(mode="after")
     def _production_credentials_set(self) -> Settings:
         for endpoint, credentials in REQUIRED_WITH_ENDPOINT.items():
             url = getattr(self, endpoint)
             if is_loopback_url(url):
                 continue
-            for name in credentials:
-                if name not in self.model_fields_set or not getattr(self, name):
-                    raise ValueError(f"{name.upper()} must be set: {endpoint.upper()} is a "
+            for required in credentials:
+                if not self._credential_set(required):
+                    named = required.describe() if isinstance(required, AnyOf) \
+                        else required.upper()
+                    raise ValueError(f"{named} must be set: {endpoint.upper()} is a "
                                      f"production endpoint ({urlsplit(url).hostname})")
         return self
+
+    def _credential_set(self, required: str | AnyOf) -> bool:
+        if isinstance(required, AnyOf):
+            return any(all(self._credential_set(n) for n in group)
+                       for group in required.groups)
+        return required in self.model_fields_set and bool(getattr(self, required))
 
     @model_validator(mode="after")
     def _limits_valid(self) -> Settings:

@@ -6,30 +6,42 @@ from __future__ import annotations
 import aiohttp
 import asyncpg
 
-from mpp_server.acquirers.base import Acquirer, Provider
+from mpp_server.acquirers.base import Acquirer, Provider, tls_context
 from mpp_server.acquirers.halyk_epay import HalykEpay
 from mpp_server.acquirers.kapital import Kapital
 from mpp_server.acquirers.kaspi_ecom import KaspiEcom
 from mpp_server.config import Settings
+from mpp_server.domain.acquirer_devices import DeviceRegistry
 from mpp_server.domain.topup_refunds import TopupRefunds
 from mpp_server.domain.topups import Policy, Topups
 from mpp_server.http.topups import TopupServices
 
 
-def acquirers(s: Settings, session: aiohttp.ClientSession) -> dict[Provider, Acquirer]:
+def acquirers(s: Settings, session: aiohttp.ClientSession,
+              pool: asyncpg.Pool) -> dict[Provider, Acquirer]:
+    """The three clients; the TLS files are read here (a missing one stops the start)."""
+    kaspi_device = DeviceRegistry(pool, Provider.KASPI_ECOM, s.kaspi_ecom_tradepoint_id,
+                                  s.acquirer_lease_s)
     return {
-        Provider.HALYK_EPAY: HalykEpay(session, s.halyk_epay_base_url, s.halyk_epay_client_id,
+        Provider.HALYK_EPAY: HalykEpay(session, s.halyk_epay_oauth_url, s.halyk_epay_api_url,
+                                       s.halyk_epay_widget_url, s.halyk_epay_client_id,
                                        s.halyk_epay_client_secret, s.halyk_epay_terminal,
                                        s.acquirer_timeout_ms),
-        Provider.KAPITAL: Kapital(session, s.kapital_base_url, s.kapital_merchant_id,
+        Provider.KAPITAL: Kapital(session, s.kapital_exec_url, s.kapital_merchant_id,
+                                  s.kapital_currency,
+                                  tls_context(s.kapital_cert_file, s.kapital_key_file,
+                                              s.kapital_ca_file),
                                   s.acquirer_timeout_ms),
-        Provider.KASPI_ECOM: KaspiEcom(session, s.kaspi_ecom_base_url, s.kaspi_ecom_token,
+        Provider.KASPI_ECOM: KaspiEcom(session, s.kaspi_ecom_base_url, s.kaspi_ecom_api_key,
+                                       tls_context(s.kaspi_ecom_cert_file, s.kaspi_ecom_key_file,
+                                                   s.kaspi_ecom_ca_file),
+                                       s.kaspi_ecom_tradepoint_id, kaspi_device,
                                        s.acquirer_timeout_ms),
     }
 
 
 def build(s: Settings, pool: asyncpg.Pool, session: aiohttp.ClientSession) -> TopupServices:
-    clients = acquirers(s, session)
+    clients = acquirers(s, session, pool)
     policy = Policy(
         first_check_s=s.topup_first_check_ms / 1000,
         max_backoff_s=s.topup_check_backoff_max_ms / 1000,
@@ -46,4 +58,5 @@ def build(s: Settings, pool: asyncpg.Pool, session: aiohttp.ClientSession) -> To
                      max_backoff_s=s.topup_refund_backoff_max_ms / 1000,
                      concurrency=s.topup_worker_concurrency,
                      poll_interval_s=s.topup_poll_interval_ms / 1000,
-                     lease_s=s.acquirer_lease_s, settle_s=s.topup_refund_settle_ms / 1000))
+                     lease_s=s.acquirer_lease_s, settle_s=s.topup_refund_settle_ms / 1000),
+        clients)

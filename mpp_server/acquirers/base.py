@@ -9,8 +9,9 @@ to a request (a 4xx with a reason), never a transient failure.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -128,6 +129,9 @@ class CallbackClaim:
 
 class Acquirer(Protocol):
     provider: Provider
+    # The currency the acquirer charges the card in (ISO 4217 letters): a top-up of the
+    # tenge wallet through one that charges another is refused before it is recorded.
+    currency: str
     # The least one refund to the card may be (Halyk: 10 tenge); 0 when refunds to the
     # card are not offered at all through this acquirer.
     min_refund_tiyn: int
@@ -140,6 +144,17 @@ class Acquirer(Protocol):
 
     async def refund(self, order: OrderRef, refund: RefundRef) -> str:
         """Returns the operation sent; raises AcquirerRefused on a final refusal."""
+        ...
+
+
+class DeviceTokens(Protocol):
+    """The device token an acquirer takes payments from (Kaspi's QR API), registered
+    once and kept (domain/acquirer_devices.py)."""
+
+    async def token(self, register: Callable[[str], Awaitable[str]]) -> str:
+        ...
+
+    async def lost(self, token: str) -> None:
         ...
 
 
@@ -189,6 +204,18 @@ def json_with_amount(fields: dict[str, object], amount_tiyn: int) -> str:
     text = jsonutil.dumps(fields)
     assert text.endswith("}") and len(fields) > 0
     return text[:-1] + f',"amount":{format_amount(amount_tiyn)}}}'
+
+
+def tls_context(cert_file: str, key_file: str, ca_file: str) -> ssl.SSLContext | None:
+    """The TLS context of a gateway's calls: our client certificate (mutual TLS) and the
+    CA that signed the gateway's own certificate, where configured; None: the defaults
+    (system CAs, no client certificate). Read at start: a missing file stops `serve`."""
+    if not (cert_file or key_file or ca_file):
+        return None
+    context = ssl.create_default_context(cafile=ca_file or None)
+    if cert_file or key_file:
+        context.load_cert_chain(cert_file, key_file or None)
+    return context
 
 
 def json_object(raw: bytes) -> dict[str, Any]:

@@ -246,6 +246,19 @@ class TopupRefundResolution(StrEnum):
     NOT_UNKNOWN = "NOT_UNKNOWN"  # the refund is not UNKNOWN: nothing changed
 
 
+class DeviceOutcome(StrEnum):
+    """`acquirer_device_claim`, `acquirer_device_registered`, `acquirer_device_lost`
+    (acquirer_devices.sql): the trade point's device, registered once."""
+
+    REGISTERED = "REGISTERED"  # it has its token
+    CLAIMED = "CLAIMED"        # this caller registers it now
+    BUSY = "BUSY"              # another caller is registering it
+    STORED = "STORED"          # this registration's token kept
+    RELEASED = "RELEASED"      # the registration failed: the next one uses a new DeviceId
+    STALE = "STALE"            # another registration or token won meanwhile
+    FORGOTTEN = "FORGOTTEN"    # the acquirer lost the device: the next payment registers
+
+
 # The SQL function that returns each enum: the outcome test reads their bodies.
 RETURNED_BY: dict[type[StrEnum], tuple[str, ...]] = {
     DebitOutcome: ("payment_debit",),
@@ -262,4 +275,6 @@ RETURNED_BY: dict[type[StrEnum], tuple[str, ...]] = {
     TopupRefundClaim: ("topup_refund_claim",),
     TopupRefundAnswer: ("topup_refund_answer",),
     TopupRefundResolution: ("topup_refund_resolve",),
+    DeviceOutcome: ("acquirer_device_claim", "acquirer_device_registered",
+                    "acquirer_device_lost"),
 }

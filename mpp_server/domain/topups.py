@@ -56,6 +56,7 @@ from mpp_server.errors import (
     AcquirerUnavailable,
     IdempotencyConflict,
     NotFound,
+    ValidationFailed,
 )
 from mpp_server.logs import mask_customer
 from mpp_server.metrics import (
@@ -72,6 +73,7 @@ from mpp_server.metrics import (
 log = logging.getLogger(__name__)
 
 NO_ANSWER = "NO_ANSWER"
+WALLET_CURRENCY = "KZT"
 # How often a repeat of POST /v1/topups looks whether the concurrent request that holds
 # the order's lease has stored the page.
 ORDER_POLL_S = 0.05
@@ -141,6 +143,9 @@ class Topups:
         # policy.callback_queue; at most policy.callback_concurrency checked at once.
         self._callbacks: dict[tuple[str, str, str], CallbackClaim] = {}
         self._callback_slots = asyncio.Semaphore(policy.callback_concurrency)
+        # Our payment pages (acquiring listener, reachable from the internet): as many
+        # reads at once, each waiting at most the lease for its turn.
+        self._page_slots = asyncio.Semaphore(policy.callback_concurrency)
 
     def callback_url(self, provider: Provider) -> str:
         return f"{self._base_url}/callbacks/{provider.value}"
@@ -161,6 +166,11 @@ class Topups:
         before the card is charged, nothing recorded (a credit that finds the balance
         over it later is made and counted: docs/topups.md)."""
         assert amount_tiyn > 0
+        charged_in = self._acquirers[provider].currency
+        if charged_in != WALLET_CURRENCY:
+            raise ValidationFailed(f"{provider} charges the card in {charged_in}, the wallet "
+                                   f"holds {WALLET_CURRENCY}: another currency is never "
+                                   "credited as tenge (docs/topups.md)")
         async with self._pool.acquire() as conn:
             applied = await conn.fetchrow(
                 "SELECT a.outcome, a.level, (a.topup).* "
@@ -251,6 +261,22 @@ class Topups:
         if TopupOrderOutcome(stored["outcome"]) is TopupOrderOutcome.STORED:
             TOPUPS.labels(provider.value, "CREATED").inc()
         return stored
+
+    async def page(self, provider: Provider, page_key: str) -> asyncpg.Record | None:
+        """The top-up our payment page `page_key` is for, None if none; bounded, so a
+        flood of page hits cannot take the connections the wallet API needs."""
+        try:
+            async with asyncio.timeout(self.policy.lease_s):
+                await self._page_slots.acquire()
+        except TimeoutError as exc:
+            raise AcquirerUnavailable("too many payment pages asked at once") from exc
+        try:
+            async with self._pool.acquire() as conn:
+                return await conn.fetchrow(
+                    "SELECT * FROM topups WHERE page_key = $1 AND provider = $2",
+                    page_key, provider.value)
+        finally:
+            self._page_slots.release()
 
     async def get(self, topup_id: str) -> asyncpg.Record:
         async with self._pool.acquire() as conn:

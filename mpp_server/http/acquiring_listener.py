@@ -1,11 +1,17 @@
-"""The acquiring listener (ACQUIRING_LISTEN): card acquirers' callbacks about top-ups,
-reachable from the internet in production (unlike the wallet API and the tunnel).
+"""The acquiring listener (ACQUIRING_LISTEN): what card acquirers and the customer's
+browser send us about top-ups, reachable from the internet in production (unlike the
+wallet API and the tunnel).
 
 A callback is never trusted: it only names an order, and is answered at once; the
 top-up is checked through the acquirer's own status API in the background
-(Topups.on_callback). Whatever a callback claims, forged, repeated or late, changes
-nothing by itself. Every callback is answered 200, so an acquirer never retries one
-and a prober learns nothing.
+(Topups.on_callback: bounded, coalesced per order). Whatever a callback claims, forged,
+repeated or late, changes nothing by itself. Halyk's postLink carries the secret_hash we
+gave with the invoice's payment token: one without it is counted and dropped before any
+database read. Kapital's is the customer's browser coming back with `xmlmsg`. Kaspi's QR
+API sends none (it is polled); its path stays, a nudge to check.
+
+Our payment page for Halyk (`/pay/halyk-epay/{pageKey}`) opens Halyk's payment form with
+the payment token bound to the invoice, while the top-up is CREATED only.
 """
 
 from __future__ import annotations
@@ -16,12 +22,21 @@ from typing import Any
 from aiohttp import web
 
 from mpp_server import jsonutil
+from mpp_server.acquirers import kapital
 from mpp_server.acquirers.base import CallbackClaim, Provider
+from mpp_server.acquirers.halyk_epay import HalykEpay
+from mpp_server.domain.outcomes import TopupStatus
+from mpp_server.errors import AcquirerUnavailable
 from mpp_server.http.topups import TOPUP_SERVICES, TopupServices
+from mpp_server.metrics import TOPUP_CALLBACK_DISAGREEMENTS
 
 log = logging.getLogger(__name__)
 MAX_CALLBACK_BYTES = 16 * 1024
 MAX_ID_CHARS = 128
+_HTML_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
+                 "X-Content-Type-Options": "nosniff"}
+RETURN_PAGE = ("<!doctype html><html><head><meta charset=\"utf-8\"><title>Top-up</title>"
+               "</head><body><p>{message}</p></body></html>")
 
 
 def _short(value: object) -> str | None:
@@ -39,52 +54,80 @@ def _json(raw: bytes) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def halyk_claim(raw: bytes) -> CallbackClaim:
-    """postLink: `{id (Halyk's invoice id), invoiceId (ours), status, ...}`."""
-    body = _json(raw)
-    return CallbackClaim(_short(body.get("id")), _short(body.get("invoiceId")),
-                         body.get("status") == "CHARGED")
+def _services(request: web.Request) -> TopupServices:
+    return request.app[TOPUP_SERVICES]
 
 
-def kapital_claim(params: dict[str, str]) -> CallbackClaim:
-    """ApproveURL/DeclineURL/CancelURL with OrderId and SessionId (query or form); our
-    own `result` query parameter says which URL it was."""
-    lowered = {k.lower(): v for k, v in params.items()}
-    return CallbackClaim(_short(lowered.get("orderid")), None,
-                         lowered.get("result") == "approve")
+def _halyk(request: web.Request) -> HalykEpay:
+    client = _services(request).acquirers[Provider.HALYK_EPAY]
+    assert isinstance(client, HalykEpay)
+    return client
 
 
-def kaspi_claim(raw: bytes) -> CallbackClaim:
-    """callbackUrl: `{data: {paymentId, externalId (ours), status}}`."""
-    data = _json(raw).get("data")
-    if not isinstance(data, dict):
-        data = {}
-    return CallbackClaim(_short(data.get("paymentId")), _short(data.get("externalId")),
-                         data.get("status") == "COMPLETED")
-
-
-def _accept(request: web.Request, provider: Provider, claim: CallbackClaim) -> None:
-    services: TopupServices = request.app[TOPUP_SERVICES]
-    if claim.order_id is None and claim.topup_id is None:
-        log.warning("a callback naming no order", extra={"provider": provider.value})
+def _accept(request: web.Request, provider: Provider, claim: CallbackClaim | None,
+            claims_paid: bool) -> None:
+    if claim is None or (claim.order_id is None and claim.topup_id is None):
+        log.warning("a callback naming no order of ours, or forged",
+                    extra={"provider": provider.value})
+        if claims_paid:
+            TOPUP_CALLBACK_DISAGREEMENTS.labels(provider.value).inc()
         return
-    services.topups.on_callback(provider, claim)
+    _services(request).topups.on_callback(provider, claim)
+
+
+def _page(message: str, status: int = 200) -> web.Response:
+    return web.Response(text=RETURN_PAGE.format(message=message), status=status,
+                        content_type="text/html", headers=_HTML_HEADERS)
 
 
 async def halyk_callback(request: web.Request) -> web.Response:
-    _accept(request, Provider.HALYK_EPAY, halyk_claim(await request.read()))
+    """postLink / failurePostLink: JSON {code: ok|error, invoiceId, id, amount,
+    secret_hash, ...}."""
+    body = _json(await request.read())
+    _accept(request, Provider.HALYK_EPAY, _halyk(request).callback_claim(body),
+            body.get("code") == "ok")
     return web.Response(text="OK")
 
 
 async def kapital_callback(request: web.Request) -> web.Response:
-    params = dict(request.query)
+    """The browser back from Kapital's page, at ApproveURL, DeclineURL or CancelURL, with
+    the form field (or query parameter) xmlmsg."""
+    xmlmsg = request.query.get("xmlmsg", "")
     if request.method == "POST" and request.content_type in (
             "application/x-www-form-urlencoded", "multipart/form-data"):
-        params.update({k: v for k, v in (await request.post()).items() if isinstance(v, str)})
-    _accept(request, Provider.KAPITAL, kapital_claim(params))
-    return web.Response(text="OK")
+        posted = (await request.post()).get("xmlmsg")
+        xmlmsg = posted if isinstance(posted, str) else xmlmsg
+    _accept(request, Provider.KAPITAL, kapital.callback_claim(xmlmsg[:MAX_CALLBACK_BYTES]),
+            request.query.get("result") == "approve")
+    return _page("Payment received by the bank; return to the app to see your balance.")
 
 
 async def kaspi_callback(request: web.Request) -> web.Response:
-    _accept(request, Provider.KASPI_ECOM, kaspi_claim(await request.read()))
-    return web.json_response({"status": "OK"})
+    """Kaspi's QR API calls nobody back; a call here only makes us ask its status."""
+    body = _json(await request.read())
+    inner = body.get("Data")
+    data: dict[str, Any] = inner if isinstance(inner, dict) else body
+    claim = CallbackClaim(_short(data.get("PaymentId")), _short(data.get("ExternalId")),
+                          data.get("Status") == "Processed")
+    _accept(request, Provider.KASPI_ECOM, claim, claim.claims_paid)
+    return web.json_response({"StatusCode": 0})
+
+
+async def halyk_payment_page(request: web.Request) -> web.Response:
+    """The page paymentUrl points to: Halyk's payment form for the invoice, while the
+    top-up can be paid; afterwards (`?done`, Halyk's backLink) or once it is over, a
+    plain page that says so."""
+    try:
+        row = await _services(request).topups.page(Provider.HALYK_EPAY,
+                                                   request.match_info["pageKey"])
+    except AcquirerUnavailable:
+        return _page("Busy; try again in a moment.", 503)
+    if row is None:
+        return _page("No such payment.", 404)
+    if "done" in request.query:
+        return _page("Payment sent; return to the app to see your balance.")
+    if row["status"] != TopupStatus.CREATED or row["page_data"] is None:
+        return _page(f"This top-up is {row['status'].lower()}: nothing to pay here.")
+    back = _services(request).topups.page_url(Provider.HALYK_EPAY, row["page_key"]) + "?done"
+    return web.Response(text=_halyk(request).payment_page(row["page_data"], back),
+                        content_type="text/html", headers=_HTML_HEADERS)

@@ -347,18 +347,34 @@ ROUTES: tuple[Route, ...] = (
               500: Answer("UNKNOWN_EXCEPTION: we failed (database down); nothing committed, "
                           "Kaspi retries", RefundResultOut)}),
     *(Route(("acquiring",), method, f"/callbacks/{provider}", handler,
-            f"{operation}Callback{method.capitalize()}", f"{name} says an order changed",
-            f"Never trusted: the body only names the order, and the server then asks {name}'s "
-            "own status API (in the background; the callback is answered at once). "
-            "docs/topups.md.", tag="acquiring", scope=Scope.ACQUIRER,
+            f"{operation}Callback{method.capitalize()}", f"{name} {says}",
+            f"Never trusted: it only names the order, and the server then asks {name}'s "
+            "own status API (in the background, bounded; the call is answered at once). "
+            f"{more} docs/topups.md.", tag="acquiring", scope=Scope.ACQUIRER,
             answers={200: Answer("received", media_type=media, raw_schema={})})
-      for provider, name, operation, method, handler, media in (
+      for provider, name, operation, method, handler, media, says, more in (
           ("halyk-epay", "Halyk ePay", "halykEpay", "post", acquiring_listener.halyk_callback,
-           "text/plain"),
+           "text/plain", "postLink: a payment succeeded or failed",
+           "A body without the invoice's secret_hash is dropped unread."),
           ("kapital", "Kapital Bank", "kapital", "get", acquiring_listener.kapital_callback,
-           "text/plain"),
+           "text/html", "the customer's browser back from the payment page (xmlmsg)", ""),
           ("kapital", "Kapital Bank", "kapital", "post", acquiring_listener.kapital_callback,
-           "text/plain"),
+           "text/html", "the customer's browser back from the payment page (xmlmsg)", ""),
           ("kaspi-ecom", "Kaspi", "kaspiEcom", "post", acquiring_listener.kaspi_callback,
-           "application/json"))),
+           "application/json", "asks us to check a payment",
+           "Kaspi's QR API sends no callbacks (its payments are polled)."))),
+    Route(("acquiring",), "get", "/pay/halyk-epay/{pageKey}",
+          acquiring_listener.halyk_payment_page, "halykEpayPaymentPage",
+          "Our payment page of a Halyk ePay top-up (its paymentUrl)",
+          "Loads Halyk's payment script (HALYK_EPAY_WIDGET_URL) and opens its payment form "
+          "for the invoice with the payment token bound to it, while the top-up is CREATED; "
+          "otherwise, and as Halyk's backLink (`?done`), a page that says where it stands. "
+          "docs/topups.md.", tag="acquiring", scope=Scope.ACQUIRER,
+          params=(Param("pageKey", "path", {"type": "string",
+                                            "pattern": "^[A-Za-z0-9_-]{16,64}$"},
+                        "the page's unguessable key", required=True),),
+          answers={200: Answer("the page", media_type="text/html", raw_schema={}),
+                   404: Answer("no such page", media_type="text/html", raw_schema={}),
+                   503: Answer("too many pages asked at once", media_type="text/html",
+                               raw_schema={})}),
 )

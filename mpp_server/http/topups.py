@@ -3,12 +3,13 @@ acquirers"): thin handlers over domain/topups.py and domain/topup_refunds.py."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import asyncpg
 from aiohttp import web
 
-from mpp_server.acquirers.base import Provider
+from mpp_server.acquirers.base import Acquirer, Provider
 from mpp_server.domain.outcomes import TopupStatus
 from mpp_server.domain.topup_refunds import TopupRefunds
 from mpp_server.domain.topups import Topups
@@ -28,6 +29,7 @@ from mpp_server.money import is_whole_tenge
 class TopupServices:
     topups: Topups
     refunds: TopupRefunds
+    acquirers: Mapping[Provider, Acquirer]
 
 
 TOPUP_SERVICES: web.AppKey[TopupServices] = web.AppKey("topups", TopupServices)

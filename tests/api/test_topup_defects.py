@@ -126,6 +126,10 @@ async def test_refund_whose_outcome_cannot_be_established_stays_unknown(
 async def test_card_paid_after_our_session_expired_is_credited_late(stack: Stack,
                                                                     provider: str) -> None:
     topup = await create(stack, provider, "640.00")
+    # The customer opens the page, and pays only after our clock called it over.
+    status, _ = await sim(stack, "POST", "/sim/acquiring/open",
+                          {"paymentUrl": topup["paymentUrl"]})
+    assert status == 200
     await expire_now(stack, topup["topupId"])
     await wait_for(stack, topup["topupId"], "EXPIRED")
     late = metric("mpp_topup_late_credits_total", provider=provider)
@@ -196,15 +200,16 @@ async def test_callbacks_during_a_slow_status_api_leave_the_wallet_api_working(
     stack = small_pool
     await sim(stack, "DELETE", "/sim/acquiring/faults")
     customer = new_customer()
-    topups = [await create(stack, "halyk-epay", "10.00", customer) for _ in range(40)]
-    await acquirer_fault(stack, "halyk-epay", "status", "late_answer", times=1000,
+    # Kapital's: the browser's return carries no secret, so each triggers a check.
+    topups = [await create(stack, "kapital", "10.00", customer) for _ in range(40)]
+    await acquirer_fault(stack, "kapital", "status", "late_answer", times=1000,
                          delay_ms=3000)
     try:
         answers = await asyncio.gather(*(send_callback(stack, t) for t in topups))
         assert answers == [200] * 40
 
         async def slow_calls() -> int:
-            _, recorded = await sim(stack, "GET", "/sim/acquiring/requests?provider=halyk-epay")
+            _, recorded = await sim(stack, "GET", "/sim/acquiring/requests?provider=kapital")
             return sum(1 for r in recorded["requests"] if r["operation"] == "status")
 
         wallet: list[int] = []
@@ -259,8 +264,8 @@ async def test_concurrent_topups_never_lift_the_balance_over_the_cap(stack: Stac
 
 # ---- 5. another currency is never credited as tenge --------------------------------------
 
-@pytest.mark.parametrize(("provider", "currency"), [
-    ("halyk-epay", "USD"), ("kapital", "840"), ("kaspi-ecom", "USD")])
+# Kaspi's QR API takes tenge only, and its status names no currency.
+@pytest.mark.parametrize(("provider", "currency"), [("halyk-epay", "USD"), ("kapital", "840")])
 async def test_status_in_another_currency_is_never_credited(stack: Stack, provider: str,
                                                             currency: str) -> None:
     topup = await create(stack, provider, "500.00")
@@ -290,9 +295,12 @@ async def test_twenty_identical_creates_at_once_place_one_order(stack: Stack,
     assert [s for s, _ in answers].count(201) == 1, answers
     status, shown = await call(stack, "GET", f"/v1/topups/{body['topupId']}")
     assert status == 200 and shown["status"] == "CREATED", shown
+    # Our name at the acquirer: Halyk's invoiceID; Kapital's description, Kaspi's
+    # ExternalId carry the topupId.
+    named = shown["providerOrderId"] if provider == "halyk-epay" else body["topupId"]
     status, found = await sim(stack, "GET", f"/sim/acquiring/orders?provider={provider}"
-                                            f"&mentioning={body['topupId']}")
-    assert status == 200 and len(found["orders"]) == 1, found
+                                            f"&mentioning={named}")
+    assert status == 200 and [o["placements"] for o in found["orders"]] == [1], found
 
 
 async def test_topup_over_topup_max_amount_is_refused(stack: Stack) -> None:

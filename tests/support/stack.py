@@ -4,11 +4,15 @@ tests/conftest.py."""
 
 from __future__ import annotations
 
+import functools
 import socket
+import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
@@ -17,6 +21,12 @@ from aiohttp import web
 
 from mpp_server import db, migrate
 from mpp_server.config import Settings
+from mpp_server.devtools.acquirer_env import (
+    simulator_acquirer_env,
+    simulator_certificates,
+    simulator_tls_env,
+)
+from mpp_server.devtools.testcerts import TestCertificates
 from mpp_server.domain import ledger
 from mpp_server.serve import Runtime
 
@@ -55,10 +65,17 @@ DEPOSIT_TOKEN = "test-deposit-" + uuid.uuid4().hex[:8]
 CALLER_NAME = "MPPSERVER"
 
 
+@functools.cache
+def certificates() -> TestCertificates:
+    """The session's test CA and certificates (the simulator's mutual-TLS gateways)."""
+    return simulator_certificates(Path(tempfile.mkdtemp(prefix="mpp-test-tls-")))
+
+
 def server_env(database_url: str, sim_url: str, kaspi_listen: str = "127.0.0.1:0",
-               wallet_listen: str = "127.0.0.1:0",
-               acquiring_listen: str = "127.0.0.1:0") -> dict[str, str]:
-    """The environment a test server runs with (in-process or as a subprocess)."""
+               wallet_listen: str = "127.0.0.1:0", acquiring_listen: str = "127.0.0.1:0",
+               sim_tls_url: str = "https://127.0.0.1:9") -> dict[str, str]:
+    """The environment a test server runs with (in-process or as a subprocess); the
+    simulator's TLS listener (Kapital) only where it is given."""
     return {
         "DATABASE_URL": database_url, "KASPI_BASE_URL": sim_url,
         "KASPI_CALLER_NAME": CALLER_NAME, "KASPI_TIMEOUT_MS": "1000",
@@ -72,20 +89,20 @@ def server_env(database_url: str, sim_url: str, kaspi_listen: str = "127.0.0.1:0
         # status polling (the contract's first check within 30 s, here much sooner).
         "ACQUIRING_LISTEN": acquiring_listen,
         "ACQUIRING_PUBLIC_URL": f"http://{acquiring_listen}",
-        "HALYK_EPAY_BASE_URL": f"{sim_url}/halyk-epay", "KAPITAL_BASE_URL": f"{sim_url}/kapital",
-        "KASPI_ECOM_BASE_URL": f"{sim_url}/kaspi-ecom", "ACQUIRER_TIMEOUT_MS": "1000",
-        # The simulator's test credentials (production has no defaults: config.py).
-        "HALYK_EPAY_CLIENT_ID": "mpp-test", "HALYK_EPAY_CLIENT_SECRET": "mpp-test-secret",
-        "HALYK_EPAY_TERMINAL": "67e34d63-102f-4bd1-898e-370781d0074d",
-        "KAPITAL_MERCHANT_ID": "MPPTEST", "KASPI_ECOM_TOKEN": "mpp-test-token",
+        **simulator_acquirer_env(sim_url, sim_tls_url, certificates()),
+        "ACQUIRER_TIMEOUT_MS": "1000",
         "TOPUP_FIRST_CHECK_MS": "300", "TOPUP_CHECK_BACKOFF_MAX_MS": "1000",
         "TOPUP_POLL_INTERVAL_MS": "100", "TOPUP_REFUND_BACKOFF_INITIAL_MS": "50",
         "TOPUP_REFUND_BACKOFF_MAX_MS": "400", "TOPUP_REFUND_SETTLE_MS": "500",
     }
 
 
+def settings_kwargs(env: dict[str, str]) -> dict[str, Any]:
+    return {k.lower(): v for k, v in env.items()}
+
+
 def settings_from(env: dict[str, str]) -> Settings:
-    return Settings(**{k.lower(): v for k, v in env.items()})  # type: ignore[arg-type]
+    return Settings(**settings_kwargs(env))
 
 
 @dataclass
@@ -113,18 +130,22 @@ async def running_stack(database_url: str, pool: db.Pool,
     from mpp_server.devtools.simulator.app import create_app as create_simulator
     from mpp_server.devtools.simulator.settings import SimulatorSettings
 
-    kaspi_port = free_port()
+    kaspi_port, tls_port = free_port(), free_port()
     sim_settings = SimulatorSettings(
         simulator_listen="127.0.0.1:0",
         sim_mpp_refund_url=f"http://127.0.0.1:{kaspi_port}/refund",
         sim_caller_names=CALLER_NAME, sim_refund_attempt_timeout_ms=2000,
-        sim_refund_total_timeout_ms=20_000)
+        sim_refund_total_timeout_ms=20_000,
+        **settings_kwargs(simulator_tls_env(f"127.0.0.1:{tls_port}", certificates())))
     sim_runner = web.AppRunner(create_simulator(sim_settings), access_log=None)
     await sim_runner.setup()
     await web.TCPSite(sim_runner, "127.0.0.1", 0).start()
+    await web.TCPSite(sim_runner, "127.0.0.1", tls_port,
+                      ssl_context=sim_settings.tls_context()).start()
     sim_url = f"http://127.0.0.1:{sim_runner.addresses[0][1]}"
     env = server_env(database_url, sim_url, kaspi_listen=f"127.0.0.1:{kaspi_port}",
-                     acquiring_listen=f"127.0.0.1:{free_port()}")
+                     acquiring_listen=f"127.0.0.1:{free_port()}",
+                     sim_tls_url=f"https://127.0.0.1:{tls_port}")
     runtime = Runtime(settings_from({**env, **env_overrides}))
     await runtime.start()
     try:

@@ -85,19 +85,22 @@ async def account_balance(stack: Stack, customer: str) -> str:
     return await balance(stack, customer)
 
 
-def callback_of(topup: dict[str, Any], claimed: str = "paid") -> tuple[str, dict[str, Any]]:
-    """A callback in the acquirer's own format claiming the order was paid: how the
-    acquirer sends it, or how a forger would (it carries no secret)."""
-    order_id, topup_id = topup["providerOrderId"], topup["topupId"]
+def callback_of(topup: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """A callback in the acquirer's own format claiming the order was paid, as a forger
+    would send it: Halyk's postLink without the invoice's secret_hash, the browser's
+    return from Kapital's page (xmlmsg, which carries no secret at all), a nudge to the
+    Kaspi path (Kaspi itself calls nobody)."""
+    order_id = topup["providerOrderId"]
     if topup["provider"] == "halyk-epay":
         return "/callbacks/halyk-epay", {"json": {
-            "id": order_id, "invoiceId": topup_id,
-            "status": "CHARGED" if claimed == "paid" else "DECLINED"}}
+            "code": "ok", "invoiceId": order_id, "id": "forged", "amount": 1,
+            "secret_hash": "forged"}}
     if topup["provider"] == "kapital":
-        return "/callbacks/kapital?result=approve", {"data": {
-            "OrderId": order_id, "SessionId": "forged-or-real"}}
-    return "/callbacks/kaspi-ecom", {"json": {"data": {
-        "paymentId": order_id, "externalId": topup_id, "status": "COMPLETED"}}}
+        return "/callbacks/kapital?result=approve", {"data": {"xmlmsg": (
+            f"<Message><OrderID>{order_id}</OrderID><SessionID>forged</SessionID>"
+            "<OrderStatus>APPROVED</OrderStatus></Message>")}}
+    return "/callbacks/kaspi-ecom", {"json": {"Data": {
+        "PaymentId": order_id, "Status": "Processed"}}}
 
 
 async def send_callback(stack: Stack, topup: dict[str, Any]) -> int:

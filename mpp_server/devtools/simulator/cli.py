@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 
 import pydantic
@@ -53,9 +54,33 @@ def main(argv: list[str]) -> int:
         logging.getLogger("aiohttp.access").setLevel(logging.INFO)
     log = logging.getLogger("mpp_server.devtools.simulator")
     log.info("simulator starting", extra={"listen": f"{host}:{port}",
+                                          "tlsListen": settings.sim_tls_listen
+                                          if settings.tls_context() else None,
                                           "mppRefundUrl": settings.sim_mpp_refund_url})
-    web.run_app(create_app(settings), host=host, port=port, print=None,
-                access_log=logging.getLogger("aiohttp.access") if access else None,
-                shutdown_timeout=5, loop=_event_loop())
+    loop = _event_loop()
+    try:
+        loop.run_until_complete(_serve(settings, host, port, access))
+    finally:
+        loop.close()
     log.info("simulator stopped")
     return 0
+
+
+async def _serve(settings: SimulatorSettings, host: str, port: int, access: bool) -> None:
+    """The plain listener, and the TLS one of the mutual-TLS gateways when configured,
+    until SIGINT or SIGTERM."""
+    runner = web.AppRunner(create_app(settings), shutdown_timeout=5,
+                           access_log=logging.getLogger("aiohttp.access") if access else None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+        tls = settings.tls_context()
+        if tls is not None:
+            tls_host, tls_port = parse_listen(settings.sim_tls_listen)
+            await web.TCPSite(runner, tls_host, tls_port, ssl_context=tls).start()
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        await stop.wait()
+    finally:
+        await runner.cleanup()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import ssl
 from datetime import timedelta, timezone
 from decimal import Decimal
 from functools import cached_property
@@ -53,6 +54,15 @@ class SimulatorSettings(BaseSettings):
     # Digits mixed into every generated id so ids stay unique across restarts (the
     # MPP's database outlives the simulator); random when unset.
     sim_id_seed: int | None = Field(default=None, ge=0, le=999_999)
+    # The listener of the fake gateways that take only mutual TLS (Kapital's TWPG, Kaspi's
+    # QR API r2/r3): started when its certificate, key and the CA that signs the client
+    # certificates are given (the dev launcher makes test ones: devtools/testcerts.py).
+    sim_tls_listen: str = "127.0.0.1:8091"
+    sim_tls_cert_file: str = ""
+    sim_tls_key_file: str = ""
+    sim_tls_client_ca_file: str = ""
+    # The currencies (ISO 4217 numeric) Kapital's test merchant is enabled for.
+    sim_kapital_currencies: str = "944,398"
 
     @field_validator("sim_registry_tz")
     @classmethod
@@ -81,3 +91,19 @@ class SimulatorSettings(BaseSettings):
     @cached_property
     def registry_tz(self) -> timezone:
         return parse_offset(self.sim_registry_tz)
+
+    @cached_property
+    def kapital_currencies(self) -> frozenset[str]:
+        return frozenset(c.strip() for c in self.sim_kapital_currencies.split(",") if c.strip())
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """The TLS listener's: our certificate, and client certificates required and
+        checked against the test CA. None when it is not configured."""
+        if not (self.sim_tls_cert_file and self.sim_tls_key_file
+                and self.sim_tls_client_ca_file):
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH,
+                                             cafile=self.sim_tls_client_ca_file)
+        context.load_cert_chain(self.sim_tls_cert_file, self.sim_tls_key_file)
+        context.verify_mode = ssl.CERT_REQUIRED
+        return context

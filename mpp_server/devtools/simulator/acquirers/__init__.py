@@ -1,6 +1,7 @@
-"""The fake card acquirers (top-ups, docs/topups.md): Halyk ePay at /halyk-epay, Kapital
-Bank's TKKPG gateway at /kapital, Kaspi e-commerce at /kaspi-ecom, each speaking its
-seed's format, and their control API under /sim/acquiring."""
+"""The fake card acquirers (top-ups, docs/topups.md), each after its gateway's own
+documentation: Halyk ePay at /halyk-epay (OAuth host, API, payment script), Kapital Bank's
+TWPG at /kapital/Exec (the TLS listener, mutual TLS), Kaspi Pay's QR API at
+/kaspi-qr/{r1,r2,r3}/v01; and their control API under /sim/acquiring."""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ from aiohttp import web
 
 from mpp_server.devtools.simulator.acquirers import control, halyk_epay, kapital, kaspi_ecom
 from mpp_server.devtools.simulator.acquirers.state import ACQUIRING, AcquiringState, late_answers
+from mpp_server.devtools.simulator.context import SIM
 
 MAX_CALLBACK_CONNECTIONS = 100
 
 
 def add_routes(app: web.Application) -> None:
-    app[ACQUIRING] = AcquiringState()
+    app[ACQUIRING] = AcquiringState(kapital_currencies=app[SIM].settings.kapital_currencies)
     app.middlewares.append(late_answers)
     halyk_epay.add_routes(app)
     kapital.add_routes(app)

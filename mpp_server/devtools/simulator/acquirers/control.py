@@ -1,6 +1,7 @@
 """The control API of the fake acquirers (tests, demo): `POST /sim/acquiring/pay` plays
-the customer on a payment page (shared/spec/wallet-api.md), plus faults, the record of
-what the MPP sent, and an order's view."""
+the customer on a payment page (shared/spec/wallet-api.md): Kapital's hosted page,
+Kaspi's link, or for Halyk the MPP's own page, whose payment object names the invoice and
+carries its token. Plus faults, the record of what the MPP sent, and an order's view."""
 
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ class PayIn(_Control):
 
 class FaultIn(_Control):
     provider: Literal["halyk-epay", "kapital", "kaspi-ecom"]
-    operation: Literal["token", "create", "status", "refund"]
+    operation: Literal["token", "create", "status", "refund", "device"]
     mode: FaultMode
     times: int = Field(default=1, ge=1, le=1000)
     delayMs: int = Field(default=0, ge=0, le=600_000)
@@ -59,6 +60,8 @@ class CabinetRefundIn(_Control):
 
 
 class ExpireIn(_Control):
+    """A payment page: the one the customer opens, or whose session the acquirer ends."""
+
     paymentUrl: str = Field(min_length=1, max_length=2048)
 
 
@@ -75,13 +78,16 @@ async def _body(request: web.Request, model: type[pydantic.BaseModel]) -> pydant
             content_type="application/json") from exc
 
 
-def _order_at(state: AcquiringState, payment_url: str) -> SimOrder:
+async def _order_at(state: AcquiringState, payment_url: str) -> SimOrder:
     key = state.by_url.get(payment_url)
-    if key is None:
+    order = state.orders[key] if key is not None else None
+    if order is None and payment_url.startswith(("http://", "https://")):
+        order = await halyk_epay.order_of_page(state, payment_url)
+    if order is None:
         raise web.HTTPNotFound(text=jsonutil.dumps({"error": {
             "code": "NOT_FOUND", "message": "no order has this payment page"}}),
             content_type="application/json")
-    return state.orders[key]
+    return order
 
 
 async def pay(request: web.Request) -> web.Response:
@@ -91,7 +97,7 @@ async def pay(request: web.Request) -> web.Response:
     body = await _body(request, PayIn)
     assert isinstance(body, PayIn)
     state = request.app[ACQUIRING]
-    order = _order_at(state, body.paymentUrl)
+    order = await _order_at(state, body.paymentUrl)
     if order.state is OrderState.NEW:
         if body.outcome == "success":
             order.state, order.paid_at = OrderState.PAID, datetime.now(UTC)
@@ -99,16 +105,25 @@ async def pay(request: web.Request) -> web.Response:
             order.charged_currency = body.chargedCurrency
         else:
             order.state = OrderState.DECLINED
+        if order.provider == halyk_epay.PROVIDER:
+            halyk_epay.pay(order)
     answered = await CALLBACKS[order.provider](state, order, TIMES[body.callback])
     return _json({"provider": order.provider, "providerOrderId": order.order_id,
                   "status": order.state.value, "callbacksAnswered": answered})
+
+
+async def open_page(request: web.Request) -> web.Response:
+    """The customer opens the payment page and leaves it open (pays later: pay)."""
+    body = await _body(request, ExpireIn)
+    assert isinstance(body, ExpireIn)
+    return _json((await _order_at(request.app[ACQUIRING], body.paymentUrl)).view())
 
 
 async def expire(request: web.Request) -> web.Response:
     """The acquirer's session of an unpaid order ends."""
     body = await _body(request, ExpireIn)
     assert isinstance(body, ExpireIn)
-    order = _order_at(request.app[ACQUIRING], body.paymentUrl)
+    order = await _order_at(request.app[ACQUIRING], body.paymentUrl)
     if order.state is OrderState.NEW:
         order.state = OrderState.EXPIRED
     return _json(order.view())
@@ -173,6 +188,7 @@ async def cabinet_refund(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/sim/acquiring/pay", pay)
+    app.router.add_post("/sim/acquiring/open", open_page)
     app.router.add_post("/sim/acquiring/expire", expire)
     app.router.add_post("/sim/acquiring/faults", add_fault)
     app.router.add_delete("/sim/acquiring/faults", clear_faults)

@@ -1,6 +1,6 @@
-"""The fake acquirers' shared state: orders, Halyk's tokens, injected faults, a record of
-what the MPP sent (so tests can check wire details such as Kapital's encoding), and the
-callbacks the payment page sends."""
+"""The fake acquirers' shared state: orders, Halyk's tokens, Kaspi's devices, injected
+faults, a record of what the MPP sent (so tests can check wire details such as Kapital's
+encoding and Halyk's forms), and the callbacks the payment pages send."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import itertools
 import logging
 import secrets
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -26,7 +27,7 @@ MAX_ORDERS = 1_000_000
 MAX_RECORDED = 1000
 MAX_QUEUED_FAULTS = 10_000
 CALLBACK_TIMEOUT_S = 5.0
-TOKEN_TTL_S = 3600
+MAX_DEVICES = 10_000
 
 
 class OrderState(StrEnum):
@@ -41,6 +42,8 @@ class FaultMode(StrEnum):
     HTTP500 = "http500"              # HTTP 500, not processed
     EXPIRED_TOKEN = "expired_token"  # Halyk: every token issued so far expires now
     REFUSE = "refuse"                # a final business refusal, not processed
+    # Kapital's Status 96, "system error": not processed, nothing said about the order.
+    SYSTEM_ERROR = "system_error"
     # Processed, then answered only after delayMs: an answer that comes after the
     # caller's timeout although the operation applied (a refund done, a status read).
     LATE_ANSWER = "late_answer"
@@ -58,10 +61,11 @@ class Refund:
 @dataclass
 class SimOrder:
     provider: str
-    order_id: str
-    reference: str  # our topupId where the acquirer takes one
+    order_id: str  # what the MPP asks the status by (Halyk: the invoiceID)
+    reference: str  # our name for it (invoiceID, ExternalId), or the description naming it
     amount_tiyn: int
-    payment_url: str
+    currency: str  # as the gateway names it: "KZT", "398"
+    payment_url: str  # "" for Halyk: the page is the MPP's own
     callback_urls: dict[str, str]  # by outcome: success, decline (Kapital: cancel too)
     session_id: str | None = None
     state: OrderState = OrderState.NEW
@@ -69,6 +73,13 @@ class SimOrder:
     paid_at: datetime | None = None
     status_checks: int = 0
     refunds: list[Refund] = field(default_factory=list)
+    # Halyk: the payment token bound to the invoice, the postLink's secret_hash, and the
+    # transaction made when the customer pays (refunds take its id).
+    token: str | None = None
+    secret_hash: str | None = None
+    transaction_id: str | None = None
+    # How many times the MPP placed it (Halyk: payment tokens asked for the invoice).
+    placements: int = 1
     # What the card was charged, when the acquirer got it wrong (control: chargedAmount,
     # chargedCurrency).
     charged_override_tiyn: int | None = None
@@ -83,10 +94,15 @@ class SimOrder:
     def refunded_tiyn(self) -> int:
         return sum(r.amount_tiyn for r in self.refunds)
 
+    @property
+    def charged_in(self) -> str:
+        return self.charged_currency or self.currency
+
     def view(self) -> dict[str, Any]:
         return {"provider": self.provider, "providerOrderId": self.order_id,
                 "reference": self.reference, "amountTiyn": self.amount_tiyn,
                 "status": self.state.value, "statusChecks": self.status_checks,
+                "placements": self.placements,
                 "refunds": [{"operation": r.operation, "amountTiyn": r.amount_tiyn}
                             for r in self.refunds]}
 
@@ -102,6 +118,10 @@ class AcquiringState:
     orders: dict[tuple[str, str], SimOrder] = field(default_factory=dict)
     by_url: dict[str, tuple[str, str]] = field(default_factory=dict)
     tokens: dict[str, float] = field(default_factory=dict)  # Halyk token -> expiry (loop)
+    by_token: dict[str, tuple[str, str]] = field(default_factory=dict)  # Halyk payment tokens
+    devices: dict[str, str] = field(default_factory=dict)  # Kaspi: DeviceId -> DeviceToken
+    # Currencies (ISO 4217 numeric) Kapital's merchant is enabled for.
+    kapital_currencies: frozenset[str] = frozenset({"944", "398"})
     faults: dict[tuple[str, str], deque[Fault]] = field(default_factory=dict)
     recorded: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=MAX_RECORDED))
     ids: itertools.count[int] = field(default_factory=lambda: itertools.count(
@@ -116,7 +136,8 @@ class AcquiringState:
         if len(self.orders) >= MAX_ORDERS:
             raise web.HTTPServiceUnavailable(text="simulator: too many orders")
         self.orders[(order.provider, order.order_id)] = order
-        self.by_url[order.payment_url] = (order.provider, order.order_id)
+        if order.payment_url:
+            self.by_url[order.payment_url] = (order.provider, order.order_id)
 
     def find(self, provider: str, order_id: str) -> SimOrder | None:
         return self.orders.get((provider, order_id))
@@ -148,28 +169,31 @@ class AcquiringState:
         self.faults.setdefault((provider, operation), deque()).extend([fault] * times)
 
     async def fault(self, provider: str, operation: str, request: web.Request,
-                    refusal: web.Response | None = None,
-                    duplicate: web.Response | None = None) -> web.StreamResponse | None:
+                    answers: Mapping[FaultMode, web.Response] | None = None
+                    ) -> web.StreamResponse | None:
         """Play the next injected fault of this operation, if any: an answer to send
-        instead of the real one (None: go on). `refusal`: the acquirer's own final "no"
-        (a JSON 400 unless given); `duplicate`: its "that order exists already"."""
+        instead of the real one (None: go on). `answers`: the acquirer's own words for a
+        refusal, a duplicate and a system error (a JSON 400, 409 and 500 unless given)."""
         queue = self.faults.get((provider, operation))
         fault = queue.popleft() if queue else None
         if fault is None:
             return None
+        own = answers or {}
         if fault.mode is FaultMode.EXPIRED_TOKEN:
             self.tokens.clear()
             return None  # the call goes on and meets the expired token
         if fault.mode is FaultMode.LATE_ANSWER:
             request[LATE_ANSWER_MS] = fault.delay_ms or 30_000  # late_answers() waits
             return None
-        if fault.mode is FaultMode.DUPLICATE:
-            return duplicate if duplicate is not None else web.json_response(
-                {"code": "DUPLICATE", "message": "such an order exists"}, status=409)
+        if fault.mode in own:
+            return own[fault.mode]
         if fault.mode is FaultMode.REFUSE:
-            return refusal if refusal is not None else web.json_response(
-                {"code": "REFUSED", "message": "simulated refusal"}, status=400)
-        if fault.mode is FaultMode.HTTP500:
+            return web.json_response({"code": "REFUSED", "message": "simulated refusal"},
+                                     status=400)
+        if fault.mode is FaultMode.DUPLICATE:
+            return web.json_response({"code": "DUPLICATE", "message": "such an order exists"},
+                                     status=409)
+        if fault.mode in (FaultMode.HTTP500, FaultMode.SYSTEM_ERROR):
             return web.Response(status=500, text="simulated acquirer failure")
         await pause(request, fault.delay_ms or 30_000, self.stopping)
         drop_connection(request)
@@ -202,3 +226,17 @@ async def late_answers(request: web.Request, handler: Handler) -> web.StreamResp
     if delay_ms:
         await pause(request, delay_ms, request.app[ACQUIRING].stopping)
     return response
+
+
+def client_certificate_cn(request: web.Request) -> str | None:
+    """The common name of the caller's client certificate (mutual TLS, verified against
+    the test CA by the TLS listener); None without one (the plain listener)."""
+    transport = request.transport
+    certificate = transport.get_extra_info("peercert") if transport is not None else None
+    if not certificate:
+        return None
+    for rdn in certificate.get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return None
