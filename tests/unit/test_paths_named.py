@@ -13,7 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 _EXT = r"(?:py|sql|md|ya?ml|json|conf|sh|toml|html|j2|txt|ini|cfg|service|rules)"
 # A path with a folder (mpp_server/domain/payments.py, domain/payments.py,
-# functions/payments.sql), or a bare name of one of our source files (notifier.py).
+# functions/payments.sql), or the bare name of one of our source files.
 _PATH = re.compile(rf"(?<![\w./@:-])((?:[\w.-]+/)+[\w-]+(?:\.[\w-]+)*\.{_EXT}"
                    rf"|[\w-]+\.(?:py|sql|md))(?![\w/-]|\.\w)")
 # Where a relative path may start: the repository and its source roots.
