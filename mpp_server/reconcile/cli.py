@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import json
 import sys
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
@@ -26,6 +27,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mpp_server import db
 from mpp_server.config import Settings
+from mpp_server.console import actions
+from mpp_server.console.operators_cli import system_actor
 from mpp_server.logs import mask_customer
 from mpp_server.money import parse_amount
 from mpp_server.reconcile import store
@@ -133,7 +136,8 @@ def _ack(argv: list[str]) -> int:
         prog="python -m mpp_server reconcile ack",
         description="Acknowledge a discrepancy a person has handled: it stops counting as "
                     "open (and in mpp_reconciliation_open_discrepancies); who, when and why "
-                    "are stored with it, nothing is deleted.")
+                    "are stored with it, nothing is deleted, and the audit journal gets "
+                    "its row (the name given, and the system user who ran this).")
     parser.add_argument("item", type=int, help="the discrepancy's id (items[].id)")
     parser.add_argument("--by", required=True, help="who handled it")
     parser.add_argument("--reason", required=True, help="what was done, or why it is fine")
@@ -145,9 +149,12 @@ def _ack(argv: list[str]) -> int:
     if not by or len(by) > 100 or not reason or len(reason) > 2000:
         return _bad(parser.prog, "--by (at most 100 characters) and --reason (at most 2000) "
                                  "must not be empty")
+    actor = replace(system_actor(), name=by)
     try:
-        item = asyncio.run(_acknowledge(Settings().database_url, args.item, by, reason))
-    except (store.NotFound, store.AlreadyResolved) as exc:
+        item = asyncio.run(db.with_connection(
+            Settings().database_url,
+            lambda conn: actions.acknowledge_discrepancy(conn, actor, args.item, reason)))
+    except (store.NotFound, store.AlreadyResolved, actions.ActionRefused) as exc:
         return _bad(parser.prog, str(exc))
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         print(f"{parser.prog}: database: {exc}", file=sys.stderr)
@@ -156,14 +163,6 @@ def _ack(argv: list[str]) -> int:
           f"{item['resolved_by']} at {item['resolved_at']:%Y-%m-%d %H:%M:%S%z}: "
           f"{item['resolution']}")
     return EXIT_MATCHED
-
-
-async def _acknowledge(dsn: str, item_id: int, by: str, reason: str) -> asyncpg.Record:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return await store.acknowledge(conn, item_id, by, reason)
-    finally:
-        await conn.close()
 
 
 def _bad(prog: str, message: str) -> int:

@@ -25,6 +25,21 @@ RETURNS bigint LANGUAGE sql IMMUTABLE AS $$
     SELECT (p_limits -> p_level ->> p_kind)::bigint
 $$;
 
+-- What a customer's payments use of the daily and monthly limits at p_now: the payments
+-- debited (confirmed_at) in the Kazakhstan day and month of p_now that hold the
+-- customer's money (PENDING, COMPLETED). One Kaspi declined, whose money was returned,
+-- frees its share; a refund does not (payment_limit_exceeded says why). Read by the
+-- debit's limit check and by the operators' console.
+CREATE OR REPLACE FUNCTION payments_counted(p_customer_id text, p_now timestamptz)
+RETURNS TABLE (day_tiyn bigint, month_tiyn bigint) LANGUAGE sql STABLE AS $$
+    SELECT coalesce(sum(amount_tiyn) FILTER (WHERE confirmed_at >= kz_day_start(p_now)),
+                    0)::bigint,
+           coalesce(sum(amount_tiyn), 0)::bigint
+      FROM payments
+     WHERE customer_id = p_customer_id AND confirmed_at >= kz_month_start(p_now)
+       AND status IN ('PENDING', 'COMPLETED')
+$$;
+
 -- Which limit a debit of p_amount for a payment would break: 'payment', 'daily' or
 -- 'monthly' (the Kazakhstan day and month of p_now), or NULL. The caller holds the
 -- account's row lock (payment_debit): every debit of a customer is checked and written
@@ -53,12 +68,8 @@ BEGIN
     IF v_daily IS NULL AND v_monthly IS NULL THEN
         RETURN NULL;
     END IF;
-    SELECT coalesce(sum(amount_tiyn) FILTER (WHERE confirmed_at >= kz_day_start(p_now)), 0),
-           coalesce(sum(amount_tiyn), 0)
-      INTO v_day_tiyn, v_month_tiyn
-      FROM payments
-     WHERE customer_id = v_account.customer_id AND confirmed_at >= kz_month_start(p_now)
-       AND status IN ('PENDING', 'COMPLETED');
+    SELECT c.day_tiyn, c.month_tiyn INTO v_day_tiyn, v_month_tiyn
+      FROM payments_counted(v_account.customer_id, p_now) c;
     IF v_day_tiyn + p_amount > v_daily THEN
         RETURN 'daily';
     END IF;
