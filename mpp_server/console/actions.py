@@ -83,7 +83,8 @@ async def set_identification(conn: Conn, actor: Actor, customer_id: str, level: 
         stored = await accounts.set_level(conn, customer_id, level)
         await journal.append(conn, actor, Action.IDENTIFICATION_LEVEL_SET,
                              f"customer:{customer_id}",
-                             {"from": before, "to": stored.value, "reason": reason})
+                             {"from": before, "to": stored.value}
+                             | ({"reason": reason} if reason else {}))
     return stored
 
 

@@ -188,8 +188,11 @@ async def verify(conn: Conn, anchor: tuple[int, str] | None = None) -> Verdict:
 def _misfit(entry: Entry, stored_prev: str, stored_hash: str, prev_id: int,
             prev_hash: str) -> str:
     if entry.id != prev_id + 1:
-        return (f"it follows row {prev_id}: rows {prev_id + 1}–{entry.id - 1} are missing"
-                if entry.id > prev_id + 1 else f"its id does not follow row {prev_id}")
+        if entry.id <= prev_id:
+            return f"its id does not follow row {prev_id}"
+        gone = (f"row {prev_id + 1} is" if entry.id == prev_id + 2
+                else f"rows {prev_id + 1}-{entry.id - 1} are")
+        return f"it follows row {prev_id}: {gone} missing"
     if stored_prev != prev_hash:
         return (f"its previous hash is not row {prev_id}'s hash: a row before it was "
                 f"removed or rewritten")
