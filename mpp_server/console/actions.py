@@ -109,3 +109,11 @@ async def add_operator(conn: Conn, actor: Actor, login: str, role: operators.Rol
         await journal.append(conn, actor, Action.OPERATOR_ADDED, f"operator:{login}",
                              {"role": role.value})
     return operator_id
+
+
+async def set_operator_password(conn: Conn, actor: Actor, login: str,
+                                password_hash: str) -> None:
+    async with conn.transaction():
+        await operators.set_password(conn, login, password_hash)
+        await journal.append(conn, actor, Action.OPERATOR_PASSWORD_SET, f"operator:{login}",
+                             {})

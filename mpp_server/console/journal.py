@@ -45,6 +45,7 @@ class Action(StrEnum):
     OPERATOR_ADDED = "operator_added"
     OPERATOR_DISABLED = "operator_disabled"
     OPERATOR_UNLOCKED = "operator_unlocked"
+    OPERATOR_PASSWORD_SET = "operator_password_set"
 
 
 class Via(StrEnum):

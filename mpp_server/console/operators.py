@@ -144,6 +144,17 @@ async def disable(conn: Conn, login: str) -> asyncpg.Record:
     return row
 
 
+async def set_password(conn: Conn, login: str, password_hash: str) -> asyncpg.Record:
+    """A new password (forgotten, or leaked): the operator's sessions end, a lockout too."""
+    row = await conn.fetchrow(
+        """UPDATE operators SET password_hash = $2, locked_until = NULL, failed_sign_ins = 0
+            WHERE login = $1 RETURNING *""", login, password_hash)
+    if row is None:
+        raise OperatorError(f"no operator {login!r}")
+    await conn.execute("DELETE FROM console_sessions WHERE operator_id = $1", row["id"])
+    return row
+
+
 async def unlock(conn: Conn, login: str) -> asyncpg.Record:
     """End a lockout (five failed sign-ins) before its 15 minutes are over."""
     row = await conn.fetchrow(

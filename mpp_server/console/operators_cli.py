@@ -1,4 +1,4 @@
-"""`python -m mpp_server operators add|disable|unlock|list`: the console's operators,
+"""`python -m mpp_server operators add|disable|unlock|password|list`: the console's operators,
 managed from a server's command line (whoever may run it there may already read the
 database). Each change is journaled like a console action, `via` cli, under the system
 user who ran it. The password is read from standard input, never from the arguments
@@ -41,7 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("login")
     add.add_argument("--role", required=True, choices=[r.value for r in Role])
     for name, text in (("disable", "disable an operator at once (their sessions end)"),
-                       ("unlock", "end a lockout after five failed sign-ins")):
+                       ("unlock", "end a lockout after five failed sign-ins"),
+                       ("password", "give an operator a new password, read from standard "
+                                    "input (their sessions end)")):
         commands.add_parser(name, help=text).add_argument("login")
     commands.add_parser("list", help="every operator, enabled first")
     return parser
@@ -82,6 +84,12 @@ def main(argv: list[str]) -> int:
         elif args.command == "list":
             for row in _run(dsn, operators.list_all):
                 print(_line(row))
+        elif args.command == "password":
+            login = operators.normalize_login(args.login)
+            password_hash = asyncio.run(operators.hash_password(read_password()))
+            _run(dsn, lambda conn: actions.set_operator_password(conn, system_actor(), login,
+                                                                 password_hash))
+            print(f"operator {login}: new password set, sessions ended")
         else:
             login = operators.normalize_login(args.login)
             action = actions.disable_operator if args.command == "disable" \

@@ -328,12 +328,21 @@ async def test_operators_command_adds_lists_and_disables(
                for line in listed.stdout.splitlines())
     assert (await browsers[0].sign_in(login, password)).status == 200
 
+    # A new password: the session ends, the old password no longer signs in.
+    renewed = await asyncio.to_thread(run_cli, console_stack, "operators", "password", login,
+                                      stdin=password + " renewed\n")
+    assert renewed.returncode == 0, renewed.stderr
+    assert (await browsers[0].get("/", follow=False)).status == 303
+    assert (await browsers[0].sign_in(login, password)).status == 401
+    assert (await browsers[0].sign_in(login, password + " renewed")).status == 200
+
     disabled = await asyncio.to_thread(run_cli, console_stack, "operators", "disable", login)
     assert disabled.returncode == 0, disabled.stderr
     assert (await browsers[0].get("/", follow=False)).status == 303
     rows = await journal_since(console_stack.pool, before)
     cli_rows = [(r["action"], r["via"], r["subject"]) for r in rows if r["via"] == "cli"]
     assert cli_rows == [("operator_added", "cli", f"operator:{login}"),
+                        ("operator_password_set", "cli", f"operator:{login}"),
                         ("operator_disabled", "cli", f"operator:{login}")]
     assert all(r["details"]["system_user"] for r in rows if r["via"] == "cli")
 
