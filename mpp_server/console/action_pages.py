@@ -51,21 +51,21 @@ def _local(back: str | None, default: str) -> str:
 
 
 async def notify_retry(request: web.Request) -> web.StreamResponse:
-    payment_id = request.match_info["payment_id"]
-    async with pool_of(request).acquire() as conn:
-        if not await conn.fetchval("SELECT 1 FROM payments WHERE payment_id = $1", payment_id):
-            raise Problem(404, "No payment has this id.")
-        outcome = await actions.retry_notify(conn, _actor(request), payment_id)
-    return _back(f"/payments/{quote(payment_id, safe='')}", f"notify_{outcome.value}")
+    return await _retry_now(request, actions.NOTIFY, "/payments/", "notify")
 
 
 async def topup_check(request: web.Request) -> web.StreamResponse:
-    topup_id = request.match_info["topup_id"]
+    return await _retry_now(request, actions.TOPUP_CHECK, "/topups/", "topup")
+
+
+async def _retry_now(request: web.Request, retry: actions.Retry, page: str,
+                     notice: str) -> web.StreamResponse:
+    row_id = request.match_info[retry.key]
     async with pool_of(request).acquire() as conn:
-        if not await conn.fetchval("SELECT 1 FROM topups WHERE topup_id = $1", topup_id):
-            raise Problem(404, "No top-up has this id.")
-        outcome = await actions.retry_topup_check(conn, _actor(request), topup_id)
-    return _back(f"/topups/{quote(topup_id, safe='')}", f"topup_{outcome.value}")
+        outcome = await actions.retry_now(conn, _actor(request), retry, row_id)
+    if outcome is None:
+        raise Problem(404, f"No {retry.what} has this id.")
+    return _back(page + quote(row_id, safe=""), f"{notice}_{outcome.value}")
 
 
 async def identification(request: web.Request) -> web.StreamResponse:

@@ -11,6 +11,7 @@ background worker takes due now (sql/functions/console.sql).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import asyncpg
 
@@ -54,18 +55,33 @@ async def acknowledge_discrepancy(conn: Conn, actor: Actor, item_id: int,
     return item
 
 
-async def retry_notify(conn: Conn, actor: Actor, payment_id: str) -> DueNow:
-    async with conn.transaction():
-        outcome = DueNow(await conn.fetchval("SELECT notify_due_now($1)", payment_id))
-        await journal.append(conn, actor, Action.NOTIFY_RETRY, f"payment:{payment_id}",
-                             {"outcome": outcome.value})
-    return outcome
+@dataclass(frozen=True)
+class Retry:
+    """Work a background worker does, which an operator may make due now: the row
+    (table, key; the journal's subject kind) and the SQL function (console.sql)."""
+
+    subject: str
+    what: str  # as the operator calls it
+    table: str
+    key: str
+    due_now: str
+    action: Action
 
 
-async def retry_topup_check(conn: Conn, actor: Actor, topup_id: str) -> DueNow:
+NOTIFY = Retry("payment", "payment", "payments", "payment_id", "notify_due_now",
+               Action.NOTIFY_RETRY)
+TOPUP_CHECK = Retry("topup", "top-up", "topups", "topup_id", "topup_check_due_now",
+                    Action.TOPUP_STATUS_CHECK)
+
+
+async def retry_now(conn: Conn, actor: Actor, retry: Retry, row_id: str) -> DueNow | None:
+    """None (nothing written) when there is no such payment or top-up."""
     async with conn.transaction():
-        outcome = DueNow(await conn.fetchval("SELECT topup_check_due_now($1)", topup_id))
-        await journal.append(conn, actor, Action.TOPUP_STATUS_CHECK, f"topup:{topup_id}",
+        if not await conn.fetchval(f"SELECT 1 FROM {retry.table} WHERE {retry.key} = $1",
+                                   row_id):
+            return None
+        outcome = DueNow(await conn.fetchval(f"SELECT {retry.due_now}($1)", row_id))
+        await journal.append(conn, actor, retry.action, f"{retry.subject}:{row_id}",
                              {"outcome": outcome.value})
     return outcome
 

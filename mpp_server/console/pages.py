@@ -3,11 +3,14 @@ search.py and the journal; what each shows is in docs/operations.md."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from aiohttp import web
 
 from mpp_server.console import journal, operators, overview, queries, search
 from mpp_server.console.operators import Role
 from mpp_server.console.web import SETTINGS, Problem, pool_of, render, requires
+from mpp_server.db import Conn
 from mpp_server.domain.limits import Level
 from mpp_server.logs import mask_customer
 from mpp_server.reconcile import store
@@ -71,11 +74,23 @@ async def find(request: web.Request) -> web.StreamResponse:
 
 
 async def payment(request: web.Request) -> web.Response:
+    return await _life_page(request, "payment_id", queries.payment_life, "payment",
+                            "No payment has this id.")
+
+
+async def topup(request: web.Request) -> web.Response:
+    return await _life_page(request, "topup_id", queries.topup_life, "topup",
+                            "No top-up has this id.")
+
+
+async def _life_page(request: web.Request, key: str,
+                     load: Callable[[Conn, str], Awaitable[object | None]],
+                     template: str, missing: str) -> web.Response:
     async with pool_of(request).acquire() as conn:
-        life = await queries.payment_life(conn, _id(request, "payment_id"))
+        life = await load(conn, _id(request, key))
     if life is None:
-        raise Problem(404, "No payment has this id.")
-    return render(request, "payment.html", {"life": life, "notice": _notice(request)})
+        raise Problem(404, missing)
+    return render(request, f"{template}.html", {"life": life, "notice": _notice(request)})
 
 
 async def customer(request: web.Request) -> web.Response:
@@ -90,14 +105,6 @@ async def customer(request: web.Request) -> web.Response:
     return render(request, "customer.html",
                   {"view": view, "customer_id": customer_id, "older": older,
                    "levels": [level.value for level in Level], "notice": _notice(request)})
-
-
-async def topup(request: web.Request) -> web.Response:
-    async with pool_of(request).acquire() as conn:
-        life = await queries.topup_life(conn, _id(request, "topup_id"))
-    if life is None:
-        raise Problem(404, "No top-up has this id.")
-    return render(request, "topup.html", {"life": life, "notice": _notice(request)})
 
 
 async def reconciliation(request: web.Request) -> web.Response:

@@ -11,6 +11,8 @@ import os
 import subprocess
 import sys
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +66,23 @@ async def refunded_payment(stack: Stack) -> tuple[str, dict[str, Any]]:
     assert status == 200 and refund["resultCode"] == "SUCCESS", refund
     return customer, {**await helpers.payment(stack, paid["paymentId"]),
                       "refundId": refund["refundId"]}
+
+
+@asynccontextmanager
+async def kaspi_not_answering(stack: Stack, amount: str) -> AsyncIterator[str]:
+    """A payment confirmed while Kaspi answers every notifyPayment with HTTP 500: it
+    stays PENDING, its outbox row failing, until the block ends (Kaspi answers again)."""
+    customer = helpers.new_customer()
+    await deposit(stack, customer, "100.00")
+    qr = await helpers.new_qr(stack, "Dynamic", amount=amount)
+    payment_id = (await helpers.scan(stack, qr["qrCode"], customer))["payment"]["paymentId"]
+    await helpers.fault(stack, "notifyPayment", "http500", 10_000)
+    try:
+        status, body = await helpers.confirm(stack, payment_id, customer)
+        assert status == 200 and body["status"] == "PENDING", body
+        yield payment_id
+    finally:
+        await helpers.sim(stack, "DELETE", "/sim/faults")
 
 
 async def until(check: Any, what: str) -> None:
@@ -170,20 +189,10 @@ async def test_set_identification_level_uses_the_deposit_token_apis_rule(
 
 async def test_retry_notify_now_makes_the_outbox_row_due_and_the_worker_sends_it(
         console_stack: Stack, browsers: list[Browser]) -> None:
-    customer = helpers.new_customer()
-    await helpers.deposit(console_stack, customer, "100.00")
-    qr = await helpers.new_qr(console_stack, "Dynamic", amount="40.00")
-    payment_id = (await helpers.scan(console_stack, qr["qrCode"], customer))["payment"][
-        "paymentId"]
-    await helpers.fault(console_stack, "notifyPayment", "http500", 10_000)
-    try:
-        status, body = await helpers.confirm(console_stack, payment_id, customer)
-        assert status == 200 and body["status"] == "PENDING", body
+    async with kaspi_not_answering(console_stack, "40.00") as payment_id:
         # The worker keeps failing; then its next attempt is far off (a long backoff).
         await until(lambda: outbox_attempts(console_stack, payment_id, at_least=2),
                     "two failed notify attempts")
-    finally:
-        await helpers.sim(console_stack, "DELETE", "/sim/faults")
     async with console_stack.pool.acquire() as conn:
         await conn.execute("UPDATE notify_outbox SET next_attempt_at = now() + interval '1 hour'"
                            " WHERE payment_id = $1", payment_id)
@@ -250,24 +259,20 @@ async def test_check_topup_now_makes_the_status_check_due_and_credits_it(
 async def test_overview_shows_what_needs_a_person(
         console_stack: Stack, browsers: list[Browser], tmp_path: Path) -> None:
     item_id, _ = await open_discrepancy(console_stack, tmp_path)
-    customer = helpers.new_customer()
-    await helpers.deposit(console_stack, customer, "100.00")
-    qr = await helpers.new_qr(console_stack, "Dynamic", amount="30.00")
-    payment_id = (await helpers.scan(console_stack, qr["qrCode"], customer))["payment"][
-        "paymentId"]
-    await helpers.fault(console_stack, "notifyPayment", "http500", 10_000)
-    try:
-        _, body = await helpers.confirm(console_stack, payment_id, customer)
-        assert body["status"] == "PENDING", body
+    async with kaspi_not_answering(console_stack, "30.00") as payment_id:
         await operator_in(browsers[0], console_stack, Role.VIEWER)
-        page = await browsers[0].get("/")
-        sections = sections_of(page)
-        assert payment_id in sections["pending"] and "HTTP_500" in sections["pending"]
+        sections: dict[str, str] = {}
+
+        async def listed_as_pending() -> bool:
+            # Past its budget (CONFIRM_BUDGET_MS after the debit) it is listed.
+            sections.update(sections_of(await browsers[0].get("/")))
+            return payment_id in sections["pending"]
+
+        await until(listed_as_pending, "the payment listed as PENDING past its budget")
+        assert "HTTP_500" in sections["pending"]
         assert payment_id in sections["outbox"]
         assert f"#item-{item_id}" in sections["discrepancies"]
         assert "reachable" in sections["reachability"]
-    finally:
-        await helpers.sim(console_stack, "DELETE", "/sim/faults")
     await helpers.wait_status(console_stack, payment_id, "COMPLETED", WAIT_S)
 
 
