@@ -60,9 +60,7 @@ FINDERS: tuple[Finder, ...] = (
            "SELECT topup_id, refund_id FROM topup_refunds WHERE refund_id = $1",
            "/topups/{}"),
     Finder("deposit (depositId)",
-           """SELECT a.customer_id, t.reference FROM transfers t
-                JOIN accounts a ON a.id = t.credit_account_id
-               WHERE t.kind = 'deposit' AND t.reference = $1""",
+           "SELECT customer_id, deposit_id FROM deposits WHERE deposit_id = $1",
            "/customers/{}"),
     Finder("customer (customerId)",
            "SELECT customer_id, customer_id FROM accounts WHERE customer_id = $1",
