@@ -5,6 +5,7 @@ back office on ADMIN_LISTEN for the wallet's operations staff.
 - login_pages.py, pages.py, action_pages.py: the handlers; templates/, static/
 - operators.py (accounts, Argon2id), sessions.py (server-side, in PostgreSQL), signin.py
 - actions.py: what an operator does, each one transaction with its journal row
-- journal.py: the hash-chained audit journal; audit_cli.py, operators_cli.py: commands
+- audit_cli.py, operators_cli.py: the commands; the journal itself is mpp_server/audit.py
+  (the command line writes it too: operators, reconcile ack)
 - queries.py, overview.py, search.py: what the pages read
 """

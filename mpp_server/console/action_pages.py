@@ -8,9 +8,10 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from mpp_server.console import actions, journal
+from mpp_server import audit
+from mpp_server.audit import Actor
+from mpp_server.console import actions
 from mpp_server.console.actions import ActionRefused
-from mpp_server.console.journal import Actor
 from mpp_server.console.operators import OperatorError, Role
 from mpp_server.console.web import Problem, form_of, pool_of, requires, see_other, session_of
 from mpp_server.domain.limits import Level
@@ -19,7 +20,7 @@ from mpp_server.reconcile import store
 
 def _actor(request: web.Request) -> Actor:
     session = session_of(request)
-    return Actor(session.login, journal.Via.CONSOLE, session.operator_id)
+    return Actor(session.login, audit.Via.CONSOLE, session.operator_id)
 
 
 def _back(path: str, done: str) -> web.Response:

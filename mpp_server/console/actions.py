@@ -15,8 +15,9 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from mpp_server.console import journal, operators
-from mpp_server.console.journal import Action, Actor
+from mpp_server import audit
+from mpp_server.audit import Action, Actor
+from mpp_server.console import operators
 from mpp_server.db import Conn
 from mpp_server.domain import accounts
 from mpp_server.domain.limits import Level
@@ -45,14 +46,7 @@ def check_reason(reason: str) -> str:
 async def acknowledge_discrepancy(conn: Conn, actor: Actor, item_id: int,
                                   reason: str) -> asyncpg.Record:
     """store.NotFound, store.AlreadyResolved (nothing written)."""
-    reason = check_reason(reason)
-    async with conn.transaction():
-        item = await store.acknowledge(conn, item_id, actor.name, reason)
-        await journal.append(conn, actor, Action.DISCREPANCY_ACKNOWLEDGED,
-                             f"discrepancy:{item_id}",
-                             {"reason": reason, "kind": item["kind"], "run_id": item["run_id"],
-                              "kaspi_id": item["kaspi_id"]})
-    return item
+    return await store.acknowledge(conn, item_id, actor, check_reason(reason))
 
 
 @dataclass(frozen=True)
@@ -81,7 +75,7 @@ async def retry_now(conn: Conn, actor: Actor, retry: Retry, row_id: str) -> DueN
                                    row_id):
             return None
         outcome = DueNow(await conn.fetchval(f"SELECT {retry.due_now}($1)", row_id))
-        await journal.append(conn, actor, retry.action, f"{retry.subject}:{row_id}",
+        await audit.append(conn, actor, retry.action, f"{retry.subject}:{row_id}",
                              {"outcome": outcome.value})
     return outcome
 
@@ -97,7 +91,7 @@ async def set_identification(conn: Conn, actor: Actor, customer_id: str, level: 
             "SELECT identification_level FROM accounts WHERE customer_id = $1 FOR UPDATE",
             customer_id)
         stored = await accounts.set_level(conn, customer_id, level)
-        await journal.append(conn, actor, Action.IDENTIFICATION_LEVEL_SET,
+        await audit.append(conn, actor, Action.IDENTIFICATION_LEVEL_SET,
                              f"customer:{customer_id}",
                              {"from": before, "to": stored.value}
                              | ({"reason": reason} if reason else {}))
@@ -108,21 +102,21 @@ async def disable_operator(conn: Conn, actor: Actor, login: str) -> None:
     """operators.OperatorError when there is no such enabled operator."""
     async with conn.transaction():
         row = await operators.disable(conn, login)
-        await journal.append(conn, actor, Action.OPERATOR_DISABLED, f"operator:{login}",
+        await audit.append(conn, actor, Action.OPERATOR_DISABLED, f"operator:{login}",
                              {"role": row["role"]})
 
 
 async def unlock_operator(conn: Conn, actor: Actor, login: str) -> None:
     async with conn.transaction():
         await operators.unlock(conn, login)
-        await journal.append(conn, actor, Action.OPERATOR_UNLOCKED, f"operator:{login}", {})
+        await audit.append(conn, actor, Action.OPERATOR_UNLOCKED, f"operator:{login}", {})
 
 
 async def add_operator(conn: Conn, actor: Actor, login: str, role: operators.Role,
                        password_hash: str) -> int:
     async with conn.transaction():
         operator_id = await operators.add(conn, login, role, password_hash)
-        await journal.append(conn, actor, Action.OPERATOR_ADDED, f"operator:{login}",
+        await audit.append(conn, actor, Action.OPERATOR_ADDED, f"operator:{login}",
                              {"role": role.value})
     return operator_id
 
@@ -131,5 +125,5 @@ async def set_operator_password(conn: Conn, actor: Actor, login: str,
                                 password_hash: str) -> None:
     async with conn.transaction():
         await operators.set_password(conn, login, password_hash)
-        await journal.append(conn, actor, Action.OPERATOR_PASSWORD_SET, f"operator:{login}",
+        await audit.append(conn, actor, Action.OPERATOR_PASSWORD_SET, f"operator:{login}",
                              {})

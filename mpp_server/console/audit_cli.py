@@ -1,5 +1,5 @@
 """`python -m mpp_server audit verify [--anchor ID:HASH]`: walk the audit journal's hash
-chain (console/journal.py).
+chain (mpp_server/audit.py).
 
 Exit status: 0 the chain holds (the row count and the head are printed: keep the head
 somewhere else, and pass it as --anchor later, to notice a chain rewritten from some row
@@ -16,9 +16,8 @@ import sys
 
 import asyncpg
 
-from mpp_server import db
+from mpp_server import audit, db
 from mpp_server.config import Settings
-from mpp_server.console import journal
 
 EXIT_HOLDS, EXIT_BROKEN, EXIT_BAD_INPUT, EXIT_UNAVAILABLE = 0, 1, 2, 3
 PROG = "python -m mpp_server audit"
@@ -51,7 +50,7 @@ def main(argv: list[str]) -> int:
         anchor = (int(match.group(1)), match.group(2))
     try:
         verdict = asyncio.run(db.with_connection(
-            Settings().database_url, lambda conn: journal.verify(conn, anchor)))
+            Settings().database_url, lambda conn: audit.verify(conn, anchor)))
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         print(f"{PROG}: database: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE

@@ -19,11 +19,10 @@ from typing import TypeVar
 
 import asyncpg
 
-from mpp_server import db
+from mpp_server import audit, db
 from mpp_server.config import Settings
 from mpp_server.console import actions, operators
 from mpp_server.console.formatting import kz_time
-from mpp_server.console.journal import Actor, Via
 from mpp_server.console.operators import OperatorError, Role
 
 EXIT_OK, EXIT_REFUSED, EXIT_UNAVAILABLE = 0, 2, 3
@@ -49,15 +48,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def system_actor() -> Actor:
-    """Who runs a command: the system user (the journal's actor for the command line)."""
-    try:
-        name = getpass.getuser()
-    except (KeyError, OSError):  # no user name for this uid (a bare container)
-        name = "uid-unknown"
-    return Actor(name or "uid-unknown", Via.CLI, system_user=name or "uid-unknown")
-
-
 def read_password() -> str:
     """From standard input: at a terminal typed twice (not echoed), else its first line."""
     if sys.stdin.isatty():
@@ -79,7 +69,7 @@ def main(argv: list[str]) -> int:
             login = operators.check_login(operators.normalize_login(args.login))
             password_hash = asyncio.run(operators.hash_password(read_password()))
             operator_id = _run(dsn, lambda conn: actions.add_operator(
-                conn, system_actor(), login, Role(args.role), password_hash))
+                conn, audit.system_actor(), login, Role(args.role), password_hash))
             print(f"operator {login} ({args.role}) added, id {operator_id}")
         elif args.command == "list":
             for row in _run(dsn, operators.list_all):
@@ -87,14 +77,14 @@ def main(argv: list[str]) -> int:
         elif args.command == "password":
             login = operators.normalize_login(args.login)
             password_hash = asyncio.run(operators.hash_password(read_password()))
-            _run(dsn, lambda conn: actions.set_operator_password(conn, system_actor(), login,
+            _run(dsn, lambda conn: actions.set_operator_password(conn, audit.system_actor(), login,
                                                                  password_hash))
             print(f"operator {login}: new password set, sessions ended")
         else:
             login = operators.normalize_login(args.login)
             action = actions.disable_operator if args.command == "disable" \
                 else actions.unlock_operator
-            _run(dsn, lambda conn: action(conn, system_actor(), login))
+            _run(dsn, lambda conn: action(conn, audit.system_actor(), login))
             print(f"operator {login} {args.command}d")
     except OperatorError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)

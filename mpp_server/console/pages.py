@@ -7,7 +7,8 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from mpp_server.console import journal, operators, overview, queries, search
+from mpp_server import audit, cursors
+from mpp_server.console import operators, overview, queries, search
 from mpp_server.console.operators import Role
 from mpp_server.console.web import SETTINGS, Problem, pool_of, render, requires
 from mpp_server.db import Conn
@@ -46,13 +47,10 @@ def _id(request: web.Request, name: str) -> str:
     return value
 
 
-def _int_query(request: web.Request, name: str) -> int | None:
+def _cursor(request: web.Request, name: str) -> int | None:
+    """A page's position (`before`, `after`): the API's cursor grammar; None: absent."""
     value = request.query.get(name, "")
-    if not value:
-        return None
-    if not value.isdigit() or len(value) > 18:
-        raise Problem(400, f"{name} must be a number")
-    return int(value)
+    return cursors.parse(value) if value else None
 
 
 async def home(request: web.Request) -> web.Response:
@@ -97,7 +95,7 @@ async def customer(request: web.Request) -> web.Response:
     customer_id = request.match_info["customer_id"]
     async with pool_of(request).acquire() as conn:
         view = await queries.customer(conn, customer_id, request.app[SETTINGS].limits,
-                                      statement_before=_int_query(request, "before"),
+                                      statement_before=_cursor(request, "before"),
                                       statement_rows=PAGE_ROWS)
     if view is None:
         raise Problem(404, "No customer has this id (no account).")
@@ -108,7 +106,7 @@ async def customer(request: web.Request) -> web.Response:
 
 
 async def reconciliation(request: web.Request) -> web.Response:
-    before = _int_query(request, "before")
+    before = _cursor(request, "before")
     async with pool_of(request).acquire() as conn:
         runs = await store.list_runs(conn, PAGE_ROWS, before)
         open_items = await conn.fetch(
@@ -124,22 +122,23 @@ async def reconciliation_run(request: web.Request) -> web.Response:
     run_id = request.match_info["run_id"]
     if not run_id.isdigit() or len(run_id) > 18:
         raise Problem(404, "No such run.")
-    after = _int_query(request, "after")
+    after = _cursor(request, "after")
     async with pool_of(request).acquire() as conn:
         run = await store.get_run(conn, int(run_id))
         if run is None:
             raise Problem(404, "No such run.")
-        items = await store.discrepancies(conn, run["id"], PAGE_ROWS, after)
+        items = await store.discrepancies(conn, run["id"], PAGE_ROWS,
+                                          cursors.START if after is None else after)
     newer = items[-1]["id"] if len(items) == PAGE_ROWS else None
     return render(request, "reconciliation_run.html",
                   {"run": run, "items": items, "next_after": newer,
                    "notice": _notice(request)})
 
 
-async def audit(request: web.Request) -> web.Response:
+async def audit_page(request: web.Request) -> web.Response:
     actor = request.query.get("operator", "").strip()[:100] or None
     async with pool_of(request).acquire() as conn:
-        entries = await journal.page(conn, actor=actor, before_id=_int_query(request, "before"),
+        entries = await audit.page(conn, actor=actor, before_id=_cursor(request, "before"),
                                      limit=PAGE_ROWS)
         logins = [row["login"] for row in await operators.list_all(conn)]
     older = entries[-1].id if len(entries) == PAGE_ROWS else None

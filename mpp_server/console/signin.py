@@ -15,8 +15,9 @@ from enum import StrEnum
 
 import asyncpg
 
-from mpp_server.console import journal, operators, sessions
-from mpp_server.console.journal import Action, Actor, Via
+from mpp_server import audit
+from mpp_server.audit import Action, Actor, Via
+from mpp_server.console import operators, sessions
 from mpp_server.console.sessions import Session, SignedInBy
 
 MAX_FAILURES = 5
@@ -41,7 +42,7 @@ class Refused:
 
 async def sign_in(pool: asyncpg.Pool, typed_login: str, password: str,
                   source_ip: str | None) -> SignedIn | Refused:
-    login = journal.printable(operators.normalize_login(typed_login))[:100]
+    login = audit.printable(operators.normalize_login(typed_login))[:100]
     async with pool.acquire() as conn:
         operator = await operators.by_login(conn, login) if len(login) <= 64 else None
     where = {"source_ip": source_ip}
@@ -69,7 +70,7 @@ async def sign_in(pool: asyncpg.Pool, typed_login: str, password: str,
         if still is not None:
             token = await sessions.create(conn, operator["id"], SignedInBy.PASSWORD,
                                           source_ip)
-            await journal.append(conn, Actor(login, Via.CONSOLE, operator["id"]),
+            await audit.append(conn, Actor(login, Via.CONSOLE, operator["id"]),
                                  Action.SIGN_IN, f"operator:{login}",
                                  {"method": SignedInBy.PASSWORD.value, **where})
             return SignedIn(token)
@@ -94,7 +95,7 @@ async def _count_failure(pool: asyncpg.Pool, operator: asyncpg.Record,
             operator["id"], MAX_FAILURES, LOCKOUT.total_seconds())
         assert row is not None
         failures = MAX_FAILURES if row["locked"] else row["failed_sign_ins"]
-        await journal.append(conn, Actor(operator["login"], Via.CONSOLE, operator["id"]),
+        await audit.append(conn, Actor(operator["login"], Via.CONSOLE, operator["id"]),
                              Action.SIGN_IN_FAILED, f"operator:{operator['login']}",
                              {"reason": "wrong_password", "failures": failures,
                               "locked": bool(row["locked"]), **where})
@@ -106,7 +107,7 @@ async def _count_failure(pool: asyncpg.Pool, operator: asyncpg.Record,
 async def _journal_refusal(pool: asyncpg.Pool, login: str, operator_id: int | None,
                            details: dict[str, str | None]) -> None:
     async with pool.acquire() as conn, conn.transaction():
-        await journal.append(conn, Actor(login, Via.CONSOLE, operator_id),
+        await audit.append(conn, Actor(login, Via.CONSOLE, operator_id),
                              Action.SIGN_IN_FAILED, f"operator:{login}",
                              details)
 
@@ -114,6 +115,6 @@ async def _journal_refusal(pool: asyncpg.Pool, login: str, operator_id: int | No
 async def sign_out(pool: asyncpg.Pool, session: Session, source_ip: str | None) -> None:
     async with pool.acquire() as conn, conn.transaction():
         await sessions.end(conn, session)
-        await journal.append(conn, Actor(session.login, Via.CONSOLE, session.operator_id),
+        await audit.append(conn, Actor(session.login, Via.CONSOLE, session.operator_id),
                              Action.SIGN_OUT, f"operator:{session.login}",
                              {"source_ip": source_ip})

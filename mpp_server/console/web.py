@@ -33,7 +33,8 @@ from mpp_server.config import Settings
 from mpp_server.console import sessions
 from mpp_server.console.operators import Role
 from mpp_server.console.sessions import Resumed, Session
-from mpp_server.http.middleware import route_name
+from mpp_server.errors import WalletError
+from mpp_server.http.routing import route_name
 from mpp_server.metrics import DB_UNAVAILABLE
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,8 @@ async def error_pages(request: web.Request, handler: Handler) -> web.StreamRespo
         return await handler(request)
     except Problem as exc:
         return error_page(request, exc.status, exc.message)
+    except WalletError as exc:  # a domain refusal (a bad cursor, no such account)
+        return error_page(request, exc.http_status, exc.message)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

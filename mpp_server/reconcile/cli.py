@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import json
 import sys
-from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
@@ -25,10 +24,8 @@ import asyncpg
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from mpp_server import db
+from mpp_server import audit, cursors, db
 from mpp_server.config import Settings
-from mpp_server.console import actions
-from mpp_server.console.operators_cli import system_actor
 from mpp_server.logs import mask_customer
 from mpp_server.money import parse_amount
 from mpp_server.reconcile import store
@@ -149,12 +146,11 @@ def _ack(argv: list[str]) -> int:
     if not by or len(by) > 100 or not reason or len(reason) > 2000:
         return _bad(parser.prog, "--by (at most 100 characters) and --reason (at most 2000) "
                                  "must not be empty")
-    actor = replace(system_actor(), name=by)
     try:
         item = asyncio.run(db.with_connection(
             Settings().database_url,
-            lambda conn: actions.acknowledge_discrepancy(conn, actor, args.item, reason)))
-    except (store.NotFound, store.AlreadyResolved, actions.ActionRefused) as exc:
+            lambda conn: store.acknowledge(conn, args.item, audit.system_actor(by), reason)))
+    except (store.NotFound, store.AlreadyResolved) as exc:
         return _bad(parser.prog, str(exc))
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         print(f"{parser.prog}: database: {exc}", file=sys.stderr)
@@ -216,7 +212,7 @@ async def _report(dsn: str, outcome: store.Outcome, as_json: bool) -> int:
                 print(before_items + "[")
             else:
                 print("\n".join(_head(run, outcome.created)))
-            after: int | None = None
+            after = cursors.START
             separator = "  "
             while page := await store.discrepancies(conn, run.id, ITEMS_PAGE, after):
                 for d in map(item_out, page):

@@ -36,7 +36,7 @@ CREATE INDEX console_sessions_last_seen ON console_sessions (last_seen_at);
 
 -- The audit journal: one row per sign-in (success or failure), sign-out and operator
 -- action, in the action's own transaction. Each row's hash is SHA-256 over the previous
--- row's hash and the row's canonical form (mpp_server/console/journal.py), so a row
+-- row's hash and the row's canonical form (mpp_server/audit.py), so a row
 -- altered, inserted or removed afterwards breaks the chain (`python -m mpp_server audit
 -- verify`). ids are consecutive from 1, handed out under an advisory lock held to the
 -- commit; prev_hash UNIQUE makes a fork (two rows after one) impossible even for a

@@ -13,9 +13,8 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from mpp_server import db
-from mpp_server.console import journal
-from mpp_server.console.journal import GENESIS, Action, Actor, Via
+from mpp_server import audit, db
+from mpp_server.audit import GENESIS, Action, Actor, Via
 
 ACTOR = Actor("tests", Via.CLI)
 
@@ -29,7 +28,7 @@ async def journal_pool(isolated_db: str) -> AsyncIterator[db.Pool]:
 
 async def append(pool: db.Pool, n: int) -> None:
     async with pool.acquire() as conn, conn.transaction():
-        await journal.append(conn, ACTOR, Action.NOTIFY_RETRY, f"payment:{n}",
+        await audit.append(conn, ACTOR, Action.NOTIFY_RETRY, f"payment:{n}",
                              {"n": n, "text": "Ünïcode ✓ \"quoted\" <b>"})
 
 
@@ -43,25 +42,25 @@ async def test_concurrent_writers_never_fork_the_chain(journal_pool: db.Pool) ->
     await asyncio.gather(*(append(journal_pool, n) for n in range(60)))
     async with journal_pool.acquire() as conn:
         rows = await conn.fetch("SELECT id, prev_hash, hash FROM audit_journal ORDER BY id")
-        verdict = await journal.verify(conn)
+        verdict = await audit.verify(conn)
     assert [r["id"] for r in rows] == list(range(1, 61))
     assert [r["prev_hash"] for r in rows] == [GENESIS] + [r["hash"] for r in rows[:-1]]
-    assert verdict == journal.Verdict(60, 60, rows[-1]["hash"])
+    assert verdict == audit.Verdict(60, 60, rows[-1]["hash"])
 
 
 async def test_a_row_is_written_only_with_its_action(journal_pool: db.Pool) -> None:
     async with journal_pool.acquire() as conn:
         with pytest.raises(AssertionError, match="action's transaction"):
-            await journal.append(conn, ACTOR, Action.SIGN_OUT, "operator:x", {})
+            await audit.append(conn, ACTOR, Action.SIGN_OUT, "operator:x", {})
         # The action fails after its row was written: neither stays.
         with pytest.raises(RuntimeError):
             async with conn.transaction():
-                await journal.append(conn, ACTOR, Action.SIGN_OUT, "operator:x", {})
+                await audit.append(conn, ACTOR, Action.SIGN_OUT, "operator:x", {})
                 raise RuntimeError("the action failed")
         assert await conn.fetchval("SELECT count(*) FROM audit_journal") == 0
         with pytest.raises(TypeError, match="float"):
             async with conn.transaction():
-                await journal.append(conn, ACTOR, Action.SIGN_OUT, "operator:x",
+                await audit.append(conn, ACTOR, Action.SIGN_OUT, "operator:x",
                                      {"x": 0.1})  # type: ignore[dict-item]
 
 
@@ -77,7 +76,7 @@ async def test_rows_cannot_be_changed_or_removed(journal_pool: db.Pool,
         with pytest.raises(asyncpg.RaiseError, match="audit_journal is append-only"):
             await conn.execute(statement)
         assert await conn.fetchval("SELECT count(*) FROM audit_journal") == 3
-        assert (await journal.verify(conn)).bad_id is None
+        assert (await audit.verify(conn)).bad_id is None
 
 
 async def test_verify_names_the_first_row_a_superuser_altered(
@@ -106,7 +105,7 @@ async def test_verify_names_the_first_row_a_superuser_altered(
         rows = await conn.fetch("SELECT * FROM audit_journal WHERE id >= 3 ORDER BY id")
         prev = await conn.fetchval("SELECT hash FROM audit_journal WHERE id = 2")
         for row in rows:
-            entry = journal.Entry.from_row(row)
+            entry = audit.Entry.from_row(row)
             new_hash = entry.chained_hash(prev)
             await conn.execute("UPDATE audit_journal SET prev_hash = $2, hash = $3 "
                                "WHERE id = $1", row["id"], prev, new_hash)

@@ -17,8 +17,8 @@ import openpyxl
 import pytest
 
 from mpp_server import db
+from mpp_server.audit import Actor, Via
 from mpp_server.console import actions, operators
-from mpp_server.console.journal import Actor, Via
 from mpp_server.console.operators import Role
 from mpp_server.reconcile import registry, store
 from mpp_server.reconcile.matching import NO_AGREED_RATE

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from mpp_server.audit import GENESIS, Entry
 from mpp_server.console.formatting import age, signed_tenge, subject_view, tenge, web_link
-from mpp_server.console.journal import GENESIS, Entry
 from mpp_server.console.operators import Role
 from mpp_server.console.web import local_path
 

@@ -1,6 +1,8 @@
 """The audit journal (sql/migrations/014_console.sql, audit_journal): one row per sign-in
-(success or failure), sign-out and operator action, written in the action's own
-transaction, so an action and its row commit together or not at all.
+(success or failure), sign-out and operator action, of the operators' console
+(mpp_server/console/) and of the command line (`operators ...`, `reconcile ack`), written
+in the action's own transaction, so an action and its row commit together or not at all.
+A base module (it needs only the database): any layer that acts for a person may write it.
 
 Tamper-evident: each row's hash is SHA-256 over the previous row's hash and the row's
 canonical form (`canonical`), so a row altered, inserted or removed afterwards breaks the
@@ -15,6 +17,7 @@ elsewhere, and checks a head kept earlier with `--anchor`.
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import json
 from collections.abc import Mapping
@@ -64,6 +67,16 @@ class Actor:
     # The command line: the system user who ran it (in the row's details), also when
     # `name` is the one given (reconcile ack --by).
     system_user: str | None = None
+
+
+def system_actor(name: str | None = None) -> Actor:
+    """A person at the command line: `name` as they gave it (reconcile ack --by), else
+    their system user, which the row's details carry either way."""
+    try:
+        user = getpass.getuser() or "uid-unknown"
+    except (KeyError, OSError):  # no user name for this uid (a bare container)
+        user = "uid-unknown"
+    return Actor(name or user, Via.CLI, system_user=user)
 
 
 @dataclass(frozen=True)
@@ -124,9 +137,11 @@ def _check_exact(value: object) -> None:
 async def append(conn: Conn, actor: Actor, action: Action, subject: str,
                  details: Mapping[str, JsonValue]) -> Entry:
     """Write one row in the caller's transaction (the action it records commits with it).
-    Serialized by an advisory lock held to the commit, read before the last row (a
-    statement of its own: under READ COMMITTED it sees every row committed before the
-    lock was granted)."""
+    Serialized by an advisory lock held to the commit, taken before the last row is read
+    (a statement of its own: under READ COMMITTED it sees every row committed before the
+    lock was granted). Call it last in the action, after its row locks: a transaction
+    holding the journal's lock then waits for nothing else, so no action can deadlock
+    with another over it."""
     if not conn.is_in_transaction():
         raise AssertionError("a journal row is written in its action's transaction")
     written: dict[str, JsonValue] = dict(details)
