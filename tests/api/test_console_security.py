@@ -9,7 +9,9 @@ import re
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
+from mpp_server.console import app as console_app
 from mpp_server.console import sessions
 from mpp_server.console.operators import Role
 from mpp_server.console.web import CONTENT_SECURITY_POLICY
@@ -347,3 +349,28 @@ async def test_the_console_is_not_served_on_the_other_listeners(
         async with browsers[0].http.get(base + "/login", allow_redirects=False) as resp:
             assert resp.status in (401, 403, 404), base
             assert 'name="password"' not in await resp.text()
+
+
+async def test_behind_the_banks_tls_proxy_the_cookie_is_secure(
+        console_stack: Stack, browsers: list[Browser]) -> None:
+    """ADMIN_PUBLIC_URL https://...: the browser reaches the console over TLS (the proxy
+    terminates it), so the cookie is Secure, and forms from that address are ours."""
+    public = "https://console.bank.example"
+    settings = console_stack.runtime.settings.model_copy(update={"admin_public_url": public})
+    runner = web.AppRunner(console_app.create_app(console_stack.pool, settings))
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    login, password = await add_operator(console_stack.pool, Role.VIEWER)
+    try:
+        async with browsers[0].http.post(url + "/login", allow_redirects=False,
+                                         data={"login": login, "password": password},
+                                         headers={"Origin": public}) as resp:
+            assert resp.status == 303
+            assert "Secure" in resp.headers["Set-Cookie"]
+        async with browsers[1].http.post(url + "/login", allow_redirects=False,
+                                         data={"login": login, "password": password},
+                                         headers={"Origin": "https://evil.example"}) as resp:
+            assert resp.status == 403 and "Set-Cookie" not in resp.headers
+    finally:
+        await runner.cleanup()
