@@ -209,13 +209,17 @@ class HalykEpay:
     # ---- postLink -----------------------------------------------------------------------
 
     def callback_claim(self, body: dict[str, Any]) -> CallbackClaim | None:
-        """postLink / failurePostLink: {code: ok|error, invoiceId, id, amount,
-        secret_hash, ...}; None when its secret_hash is not ours (forged)."""
-        invoice_id = body.get("invoiceId")
-        if not isinstance(invoice_id, str) or not hmac.compare_digest(
-                str(body.get("secret_hash", "")), secret_hash(self._client_secret, invoice_id)):
-            return None
-        return CallbackClaim(invoice_id, None, body.get("code") == "ok")
+        return postlink_claim(self._client_secret, body)
+
+
+def postlink_claim(client_secret: str, body: dict[str, Any]) -> CallbackClaim | None:
+    """postLink / failurePostLink: {code: ok|error, invoiceId, id, amount, secret_hash,
+    ...}; None when its secret_hash is not the one we gave (forged)."""
+    invoice_id = body.get("invoiceId")
+    if not isinstance(invoice_id, str) or not hmac.compare_digest(
+            str(body.get("secret_hash", "")), secret_hash(client_secret, invoice_id)):
+        return None
+    return CallbackClaim(invoice_id, None, body.get("code") == "ok")
 
 
 def read_status(answer: dict[str, Any], invoice_id: str) -> Status:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import ssl
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import quote
 
@@ -39,7 +39,6 @@ from mpp_server.acquirers.base import (
     amount_or_none,
     json_object,
 )
-from mpp_server.kaspi_client.models import KZ_TZ
 from mpp_server.money import TIYN_PER_TENGE, is_whole_tenge
 
 STATUS_OK = 0
@@ -47,6 +46,8 @@ STATUS_OK = 0
 SERVICE_UNAVAILABLE, NO_CERTIFICATE = -999, -10000
 DEVICE_GONE = frozenset({-1501, -1502})  # not found, deactivated: register a new one
 _WAITING = frozenset({"QrTokenCreated", "Wait"})
+# Kaspi's times without an offset are Kazakhstan's (UTC+5 since 2024-03-01).
+KAZAKHSTAN = timezone(timedelta(hours=5))
 
 
 class DeviceGone(AcquirerNoAnswer):
@@ -169,4 +170,4 @@ def _when(value: object) -> datetime | None:
         when = datetime.fromisoformat(value)
     except ValueError:
         return None
-    return when if when.tzinfo is not None else when.replace(tzinfo=KZ_TZ)
+    return when if when.tzinfo is not None else when.replace(tzinfo=KAZAKHSTAN)

@@ -259,6 +259,14 @@ class DeviceOutcome(StrEnum):
     FORGOTTEN = "FORGOTTEN"    # the acquirer lost the device: the next payment registers
 
 
+class DueNow(StrEnum):
+    """`notify_due_now`, `topup_check_due_now`: an operator's "try again now" (console)."""
+
+    DUE_NOW = "DUE_NOW"          # the worker of any process takes the row at its next poll
+    IN_PROGRESS = "IN_PROGRESS"  # a worker holds the row: an attempt is under way
+    NOT_WAITING = "NOT_WAITING"  # nothing waits: answered, decided, or no such row
+
+
 # The SQL function that returns each enum: the outcome test reads their bodies.
 RETURNED_BY: dict[type[StrEnum], tuple[str, ...]] = {
     DebitOutcome: ("payment_debit",),
@@ -277,4 +285,5 @@ RETURNED_BY: dict[type[StrEnum], tuple[str, ...]] = {
     TopupRefundResolution: ("topup_refund_resolve",),
     DeviceOutcome: ("acquirer_device_claim", "acquirer_device_registered",
                     "acquirer_device_lost"),
+    DueNow: ("notify_due_now", "topup_check_due_now"),
 }

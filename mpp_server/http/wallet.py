@@ -105,7 +105,8 @@ async def set_identification(request: web.Request) -> web.Response:
     """Deposit tokens only: the bank's core knows who the customer is."""
     customer_id = request.match_info["customerId"]
     body = await parse_body(request, IdentificationIn)
-    level = await accounts.set_level(_svc(request).pool, customer_id, Level(body.level))
+    async with _svc(request).pool.acquire() as conn:
+        level = await accounts.set_level(conn, customer_id, Level(body.level))
     return json_response(IdentificationOut(customerId=customer_id, level=level.value))
 
 
@@ -125,7 +126,7 @@ async def statement(request: web.Request) -> web.Response:
 async def scan(request: web.Request) -> web.Response:
     body = await parse_body(request, ScanIn)
     locale = locale_of(request) or DEFAULT_LOCALE
-    outcome = await payments.scan(_svc(request), body.qrCode, body.customerId, locale)
+    outcome = await payments.scan(_svc(request).payments, body.qrCode, body.customerId, locale)
     payment = None
     if outcome.payment is not None:
         row = outcome.payment
@@ -146,7 +147,7 @@ async def checkout(request: web.Request) -> web.Response:
     given = {p.id: p.value for p in body.parameters}
     if len(given) != len(body.parameters):
         raise ValidationFailed("a parameter id is given twice")
-    row = await payments.checkout(_svc(request), payment_id, body.customerId, given,
+    row = await payments.checkout(_svc(request).payments, payment_id, body.customerId, given,
                                   locale_of(request) or DEFAULT_LOCALE)
     return json_response(CheckoutOut(paymentId=payment_id, amount=row["amount_tiyn"],
                                      canConfirmUntil=row["can_confirm_until"],
@@ -157,15 +158,15 @@ async def confirm(request: web.Request) -> web.Response:
     with CONFIRM_LATENCY.time():
         payment_id = _payment_id(request)
         body = await parse_body(request, ConfirmIn)
-        row = await payments.confirm(_svc(request), payment_id, body.customerId, body.amount,
-                                     locale_of(request))
+        row = await payments.confirm(_svc(request).payments, payment_id, body.customerId,
+                                     body.amount, locale_of(request))
         return json_response(payment_out(row))
 
 
 async def cancel(request: web.Request) -> web.Response:
     payment_id = _payment_id(request)
     body = await parse_body(request, CancelIn)
-    row = await payments.cancel(_svc(request), payment_id, body.customerId)
+    row = await payments.cancel(_svc(request).payments, payment_id, body.customerId)
     return json_response(payment_out(row))
 
 

@@ -181,9 +181,9 @@ $$;
 -- LATE_CREDITED (paid after we called it FAILED or EXPIRED: credited all the same, the
 -- money is the customer's; counted); MISMATCHED / WRONG_CURRENCY (paid another amount,
 -- or in another currency than tenge: FAILED, nothing credited, a person looks; late:
--- the watch ends); FAILED (declined: topup.failed, still watched until the session's
--- end, the customer may retry the card on the same page); EXPIRED (the session is over,
--- the last check found it unpaid: topup.failed, watched p_watch_s more); WAITING (checked
+-- the watch ends); FAILED (declined: topup.failed, watched p_watch_s more, the customer
+-- may retry the card on the page still open); EXPIRED (the session is over, the last
+-- check found it unpaid: topup.failed, watched p_watch_s more); WAITING (checked
 -- again after p_next_check_s, or at once if a callback came meanwhile); ALREADY_FINAL
 -- (credited, or a final top-up whose late check found nothing new).
 CREATE OR REPLACE FUNCTION topup_apply_status(p_topup_id text, p_verdict text, p_reason text,
@@ -259,13 +259,12 @@ BEGIN
                WHEN outcome = 'EXPIRED' THEN 'EXPIRED'
                ELSE failure_reason END,
            provider_transaction_id = coalesce(p_transaction_id, provider_transaction_id),
-           -- The watch for money taken late: a declined card may be retried until the
-           -- session's end; an expired session is watched a little longer; a mismatch
-           -- raised its alarm and is a person's now.
+           -- The watch for money taken late (a declined card retried on the page still
+           -- open, a payment the acquirer took after its session): p_watch_s more; a
+           -- mismatch raised its alarm and is a person's now.
            watch_until = CASE
-               WHEN outcome = 'FAILED'
-               THEN greatest(expires_at, now()) + make_interval(secs => p_watch_s)
-               WHEN outcome = 'EXPIRED' THEN now() + make_interval(secs => p_watch_s)
+               WHEN outcome IN ('FAILED', 'EXPIRED')
+               THEN now() + make_interval(secs => p_watch_s)
                WHEN outcome IN ('CREDITED', 'LATE_CREDITED', 'MISMATCHED', 'WRONG_CURRENCY')
                THEN NULL ELSE watch_until END,
            checks = checks + 1,

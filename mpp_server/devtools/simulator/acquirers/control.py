@@ -186,6 +186,14 @@ async def cabinet_refund(request: web.Request) -> web.Response:
     return _json(order.view())
 
 
+async def forget_devices(request: web.Request) -> web.Response:
+    """Kaspi deactivates every registered device (its -1501 from then on)."""
+    state = request.app[ACQUIRING]
+    forgotten = len(state.devices)
+    state.devices.clear()
+    return _json({"forgotten": forgotten})
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/sim/acquiring/pay", pay)
     app.router.add_post("/sim/acquiring/open", open_page)
@@ -193,6 +201,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/sim/acquiring/faults", add_fault)
     app.router.add_delete("/sim/acquiring/faults", clear_faults)
     app.router.add_post("/sim/acquiring/tokens/expire", expire_tokens)
+    app.router.add_delete("/sim/acquiring/devices", forget_devices)
     app.router.add_get("/sim/acquiring/requests", recorded)
     app.router.add_get("/sim/acquiring/orders", orders_mentioning)
     app.router.add_get("/sim/acquiring/orders/{provider}/{order_id}", get_order)

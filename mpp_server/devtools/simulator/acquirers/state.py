@@ -156,9 +156,12 @@ class AcquiringState:
 
     def record(self, provider: str, operation: str, request: web.Request, body: bytes) -> None:
         self.recorded.append({
-            "provider": provider, "operation": operation,
+            "provider": provider, "operation": operation, "path": request.path_qs[:512],
             "contentType": request.headers.get("Content-Type", ""),
             "authorization": request.headers.get("Authorization", "")[:16],
+            "apiKey": "Api-Key" in request.headers,
+            "requestId": request.headers.get("X-Request-ID", "")[:64],
+            "clientCertificate": client_certificate_cn(request),
             "bom": body.startswith(b"\xef\xbb\xbf"), "bodyHead": body[:16].hex(),
             "body": body[:4096].decode("utf-8", errors="replace")})
 

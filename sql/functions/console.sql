@@ -1,0 +1,48 @@
+-- What an operator may ask of the background workers from the console (issue 24): "try
+-- again now". The console never calls Kaspi or an acquirer itself; it makes the row the
+-- worker of any server process would take later due now, in the operator's transaction
+-- (which also writes the audit row). Outcomes: mpp_server/domain/outcomes.py DueNow.
+-- DUE_NOW: the row is due now; IN_PROGRESS: a worker holds it at this moment (its
+-- attempt is under way: nothing to do); NOT_WAITING: nothing is waiting (Kaspi has
+-- answered, the top-up is decided, or there is no such row).
+
+-- The notifyPayment outbox row of a payment. Safe within the deciding request's lease
+-- too: an answer applies once (apply_notify_answer_once), and Kaspi answers a repeated
+-- notify the same (docs/notify-policy.md).
+CREATE OR REPLACE FUNCTION notify_due_now(p_payment_id text) RETURNS text
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM 1 FROM notify_outbox WHERE payment_id = p_payment_id FOR UPDATE SKIP LOCKED;
+    IF NOT FOUND THEN
+        PERFORM 1 FROM notify_outbox WHERE payment_id = p_payment_id;
+        RETURN CASE WHEN FOUND THEN 'IN_PROGRESS' ELSE 'NOT_WAITING' END;
+    END IF;
+    UPDATE notify_outbox SET next_attempt_at = least(next_attempt_at, now())
+     WHERE payment_id = p_payment_id;
+    RETURN 'DUE_NOW';
+END;
+$$;
+
+-- The status check of a top-up the poller still asks about (CREATED; FAILED or EXPIRED
+-- while watched for money taken late). A check claims it by a lease, not a row lock
+-- (topup_check_claim, topups.sql): IN_PROGRESS while that lease runs.
+CREATE OR REPLACE FUNCTION topup_check_due_now(p_topup_id text) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_topup topups;
+BEGIN
+    SELECT * INTO v_topup FROM topups
+     WHERE topup_id = p_topup_id
+       AND (status = 'CREATED' OR (status IN ('FAILED', 'EXPIRED') AND watch_until > now()))
+       FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN 'NOT_WAITING';
+    END IF;
+    IF v_topup.check_claimed_until > now() THEN
+        RETURN 'IN_PROGRESS';
+    END IF;
+    UPDATE topups SET next_check_at = least(next_check_at, now())
+     WHERE topup_id = p_topup_id;
+    RETURN 'DUE_NOW';
+END;
+$$;
