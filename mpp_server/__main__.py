@@ -18,6 +18,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
                   "run the Kaspi simulator (SIMULATOR_LISTEN)"),
     "ipsec": ("mpp_server.ipsec", "render the strongSwan swanctl.conf for one partner"),
     "reconcile": ("mpp_server.reconcile.cli", "reconcile the books against a Kaspi registry"),
+    "topups": ("mpp_server.topups_cli", "resolve an UNKNOWN refund to the card (operators)"),
     "operators": ("mpp_server.console.operators_cli",
                   "add, disable, unlock and list the console's operators"),
     "audit": ("mpp_server.console.audit_cli", "verify the console's audit journal"),

@@ -44,6 +44,7 @@ class Action(StrEnum):
     DISCREPANCY_ACKNOWLEDGED = "discrepancy_acknowledged"
     NOTIFY_RETRY = "notify_retry"
     TOPUP_STATUS_CHECK = "topup_status_check"
+    TOPUP_REFUND_RESOLVED = "topup_refund_resolved"
     IDENTIFICATION_LEVEL_SET = "identification_level_set"
     OPERATOR_ADDED = "operator_added"
     OPERATOR_DISABLED = "operator_disabled"

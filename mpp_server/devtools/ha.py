@@ -36,6 +36,11 @@ import asyncpg
 from mpp_server import migrate
 from mpp_server.config import Settings
 from mpp_server.devtools import devdb
+from mpp_server.devtools.acquirer_env import (
+    simulator_acquirer_env,
+    simulator_certificates,
+    simulator_tls_env,
+)
 from mpp_server.devtools.ports import free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -313,14 +318,19 @@ class Topology:
     def start_apps(self) -> None:
         """The simulator and the servers, each ready before this returns."""
         defaults = Settings()
+        certs = simulator_certificates(self.base / "sim-tls")
+        [sim_tls_port] = free_ports(1)
         common = {"KASPI_BASE_URL": self.sim_url, "KASPI_CALLER_NAME": CALLER_NAME,
                   "WALLET_API_TOKENS": self.token, "DEPOSIT_API_TOKENS": self.deposit_token,
                   "KASPI_ALLOWED_NETWORKS": "127.0.0.0/8",
-                  "LOG_LEVEL": defaults.log_level}
+                  "LOG_LEVEL": defaults.log_level,
+                  **simulator_acquirer_env(self.sim_url, f"https://127.0.0.1:{sim_tls_port}",
+                                           certs)}
         self._spawn("simulator", [sys.executable, "-m", "mpp_server", "simulator"], {
             "SIMULATOR_LISTEN": f"127.0.0.1:{self.sim_port}",
             "SIM_MPP_REFUND_URL": f"http://127.0.0.1:{self.kaspi_port}/refund",
-            "SIM_CALLER_NAMES": CALLER_NAME})
+            "SIM_CALLER_NAMES": CALLER_NAME,
+            **simulator_tls_env(f"127.0.0.1:{sim_tls_port}", certs)})
         self.server_dsns = []
         for i, (wallet, kaspi) in enumerate(self._server_ports):
             dsn = self.primary_dsn if i % 2 == 0 else self.multi_host_dsn

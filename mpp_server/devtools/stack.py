@@ -24,6 +24,11 @@ import asyncpg
 from mpp_server import migrate
 from mpp_server.config import DEV_DATABASE, Settings
 from mpp_server.devtools import devdb
+from mpp_server.devtools.acquirer_env import (
+    simulator_acquirer_env,
+    simulator_certificates,
+    simulator_tls_env,
+)
 
 APP_DATABASE = DEV_DATABASE
 
@@ -85,6 +90,16 @@ def main(argv: list[str]) -> int:
     env.setdefault("SIMULATOR_LISTEN", defaults.simulator_listen)
     env.setdefault("SIM_MPP_REFUND_URL", f"http://{env['KASPI_LISTEN']}/refund")
     env.setdefault("SIM_CALLER_NAMES", env.get("KASPI_CALLER_NAME", defaults.kaspi_caller_name))
+    # The fake card acquirers: their credentials and the test certificates of the mutual
+    # TLS ones (the simulator's TLS listener); what the environment sets wins.
+    certs = simulator_certificates(Path(env.get("MPP_DEVDB_DIR", ".data/pg")).parent / "sim-tls")
+    for name, value in simulator_tls_env(env.get("SIM_TLS_LISTEN", "127.0.0.1:8091"),
+                                         certs).items():
+        env.setdefault(name, value)
+    for name, value in simulator_acquirer_env(f"http://{env['SIMULATOR_LISTEN']}",
+                                              f"https://{env['SIM_TLS_LISTEN']}",
+                                              certs).items():
+        env.setdefault(name, value)
     if not env.get("WALLET_API_TOKENS"):
         env["WALLET_API_TOKENS"] = "dev-" + secrets.token_urlsafe(18)
         print(f"stack: WALLET_API_TOKENS was unset; this run's token: {env['WALLET_API_TOKENS']}")

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 
 import asyncpg
 
+from mpp_server import audit
 from mpp_server.acquirers.base import (
     Acquirer,
     AcquirerNoAnswer,
@@ -179,20 +180,27 @@ class TopupRefunds:
                                                    "acquirer_refunded_tiyn": books})
         return applied
 
-    async def resolve(self, refund_id: str, done: bool, by: str,
-                      resolution: str) -> TopupRefundResolution:
-        """A person's word on an UNKNOWN refund, after asking the bank (docs/runbook.md)."""
-        async with self._pool.acquire() as conn:
-            outcome: str = await conn.fetchval(
-                "SELECT outcome FROM topup_refund_resolve($1, $2, $3, $4, $5)",
-                refund_id, done, by, resolution, ledger.shard_for(refund_id))
-        return TopupRefundResolution(outcome)
-
     async def run(self) -> None:
         """Background worker: attempt due refunds forever (started with the server)."""
         await run_due(self._pool, _DUE_IDS, self.attempt, what="top-up refund",
                       concurrency=self._concurrency, poll_interval_s=self._poll_interval_s,
                       each_round=count_unknown)
+
+
+async def resolve(conn: Conn, refund_id: str, done: bool, by: audit.Actor,
+                  resolution: str) -> TopupRefundResolution:
+    """A person's word on an UNKNOWN refund, after asking the bank (docs/runbook.md):
+    it was done (COMPLETED) or not (REFUSED: the money goes back to the wallet); the
+    audit journal's row in the same transaction."""
+    async with conn.transaction():
+        outcome = TopupRefundResolution(await conn.fetchval(
+            "SELECT outcome FROM topup_refund_resolve($1, $2, $3, $4, $5)",
+            refund_id, done, by.name, resolution, ledger.shard_for(refund_id)))
+        if outcome is not TopupRefundResolution.NOT_UNKNOWN:
+            await audit.append(conn, by, audit.Action.TOPUP_REFUND_RESOLVED,
+                               f"topup_refund:{refund_id}",
+                               {"done": done, "resolution": resolution})
+    return outcome
 
 
 def _raise_refusal(outcome: TopupRefundOutcome, refund_id: str) -> None:

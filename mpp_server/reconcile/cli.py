@@ -148,7 +148,7 @@ def _ack(argv: list[str]) -> int:
     if not by or len(by) > 100 or not reason or len(reason) > 2000:
         return _bad(parser.prog, "--by (at most 100 characters) and --reason (at most 2000) "
                                  "must not be empty")
-    if _has_control(args.by) or _has_control(reason):
+    if has_control(args.by) or has_control(reason):
         # A newline or a terminal escape would be stored and printed raw: in the report
         # it could forge a line (RESULT: ...) or repaint the operator's terminal.
         return _bad(parser.prog, "--by and --reason must not hold a control character "
@@ -177,7 +177,7 @@ def discrepancy_id(text: str) -> int:
     return value
 
 
-def _has_control(text: str) -> bool:
+def has_control(text: str) -> bool:
     """Cc (C0/C1 controls: newline, ESC) or Cf (format: bidi overrides, zero-width)."""
     return any(unicodedata.category(ch) in ("Cc", "Cf") for ch in text)
 

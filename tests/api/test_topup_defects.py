@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from mpp_server import db
+from mpp_server import db, topups_cli
 from tests.support.helpers import call, deposit, new_customer, sim
 from tests.support.stack import DEPOSIT_TOKEN, Stack, fresh_database, running_stack
 from tests.support.topups import (
@@ -94,10 +94,11 @@ async def test_kapital_partial_refund_answered_late_is_not_sent_twice(stack: Sta
 
 
 async def test_refund_whose_outcome_cannot_be_established_stays_unknown(
-        stack: Stack) -> None:
+        stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
     """The acquirer's books show a refund of another amount (someone refunded in its
     cabinet) while ours timed out: neither sent nor not sent can be read from them, so
-    the refund is UNKNOWN, the wallet stays debited, the gauge shows it."""
+    the refund is UNKNOWN, the wallet stays debited, the gauge shows it, until a person
+    who asked the bank resolves it (`topups resolve-refund`, journaled)."""
     topup = await credited(stack, "halyk-epay", "900.00")
     status, _ = await sim(stack, "POST", f"/sim/acquiring/orders/halyk-epay/"
                                          f"{topup['providerOrderId']}/refunds",
@@ -118,6 +119,20 @@ async def test_refund_whose_outcome_cannot_be_established_stays_unknown(
     assert status == 200 and shown["status"] == "UNKNOWN"
     assert await account_balance(stack, topup["customerId"]) == "600.00"
     assert await transfers(stack, "topup_refund_return", answer["refundId"]) == 0
+
+    monkeypatch.setenv("DATABASE_URL", stack.database_url)
+    resolve = ["resolve-refund", answer["refundId"], "--not-done", "--by", "a.operator",
+               "--reason", "Halyk support ticket 9431: never sent to the card"]
+    assert await asyncio.to_thread(topups_cli.main, resolve) == 0
+    await wait_refund(stack, topup, answer["refundId"], "REFUSED")
+    assert await account_balance(stack, topup["customerId"]) == "900.00"
+    assert await transfers(stack, "topup_refund_return", answer["refundId"]) == 1
+    assert await asyncio.to_thread(topups_cli.main, resolve) == 2  # not UNKNOWN any more
+    async with stack.pool.acquire() as conn:
+        journaled = await conn.fetchval(
+            "SELECT count(*) FROM audit_journal WHERE action = 'topup_refund_resolved' "
+            "AND subject = $1", f"topup_refund:{answer['refundId']}")
+    assert journaled == 1
 
 
 # ---- 2. money the acquirer took is always checked and credited ------------------------

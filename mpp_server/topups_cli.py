@@ -1,0 +1,61 @@
+"""`python -m mpp_server topups resolve-refund REFUND_ID --done|--not-done --by NAME
+--reason TEXT`: a person's word on a refund to the card whose outcome is UNKNOWN (an
+attempt went unanswered and the acquirer's books do not say), after asking the bank
+(docs/runbook.md, MppTopupRefundUnknown). --done: the bank did it (COMPLETED); --not-done:
+it did not (REFUSED: the money goes back to the wallet). The audit journal gets its row.
+Exit 0 resolved, 2 bad input or not UNKNOWN, 3 the database unreachable."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+import asyncpg
+
+from mpp_server import audit, db
+from mpp_server.config import Settings
+from mpp_server.domain import topup_refunds
+from mpp_server.domain.outcomes import TopupRefundResolution
+from mpp_server.reconcile.cli import has_control
+
+EXIT_DONE, EXIT_BAD_INPUT, EXIT_UNAVAILABLE = 0, 2, 3
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mpp_server topups",
+                                     description="Top-ups by card: an operator's actions.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    resolve = commands.add_parser(
+        "resolve-refund", help="resolve an UNKNOWN refund to the card, after asking the bank")
+    resolve.add_argument("refund_id")
+    outcome = resolve.add_mutually_exclusive_group(required=True)
+    outcome.add_argument("--done", action="store_true", help="the bank refunded the card")
+    outcome.add_argument("--not-done", action="store_true", help="it did not: money back "
+                                                                 "to the wallet")
+    resolve.add_argument("--by", required=True, help="who asked the bank")
+    resolve.add_argument("--reason", required=True, help="what the bank said (its reference)")
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    by, reason = " ".join(args.by.split()), args.reason.strip()
+    if not by or len(by) > 100 or not reason or len(reason) > 2000 \
+            or has_control(args.by) or has_control(reason):
+        print(f"{parser.prog}: --by (at most 100 characters) and --reason (at most 2000) must "
+              "not be empty nor hold a control character", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        result = asyncio.run(db.with_connection(
+            Settings().database_url,
+            lambda conn: topup_refunds.resolve(conn, args.refund_id, bool(args.done),
+                                               audit.system_actor(by), reason)))
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        print(f"{parser.prog}: database: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    if result is TopupRefundResolution.NOT_UNKNOWN:
+        print(f"{parser.prog}: refund {args.refund_id!r} is not UNKNOWN: nothing changed",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"refund {args.refund_id} resolved {result.value} by {by}")
+    return EXIT_DONE
