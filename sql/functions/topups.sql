@@ -356,7 +356,8 @@ $$;
 
 -- Who makes the refund's next attempt: the caller that gets SEND (tell the acquirer:
 -- sent_at is set now, before the call, since the request may reach it) or ASK (the
--- refund is UNKNOWN: read the acquirer's books about the top-up, send nothing), under a
+-- refund is UNKNOWN, or a sent attempt's answer was never applied, which makes it
+-- UNKNOWN now: read the acquirer's books about the top-up, send nothing), under a
 -- lease of p_lease_s (next_attempt_at; `attempts` numbers the attempt). Refunds of one
 -- top-up go one at a time: while another is in flight (sent, unanswered) or UNKNOWN, the
 -- acquirer's books could not tell whose refund they show (WAIT_TURN). NOT_DUE: answered,
@@ -382,7 +383,9 @@ BEGIN
          WHERE refund_id = p_refund_id;
         RETURN;
     END IF;
-    IF refund.status = 'UNKNOWN' THEN
+    -- PENDING with sent_at: an attempt was sent and its answer never applied (its
+    -- process died, or its lease ran out): it may have been done, like an unanswered one.
+    IF refund.status = 'UNKNOWN' OR refund.sent_at IS NOT NULL THEN
         outcome := 'ASK';
     ELSE
         outcome := 'SEND';
@@ -392,6 +395,8 @@ BEGIN
     UPDATE topup_refunds
        SET next_attempt_at = now() + make_interval(secs => p_lease_s),
            attempts = attempts + 1,
+           status = CASE WHEN outcome = 'ASK' THEN 'UNKNOWN' ELSE status END,
+           doubted = doubted OR outcome = 'ASK',
            sent_at = CASE WHEN outcome = 'SEND' THEN now() ELSE sent_at END
      WHERE refund_id = p_refund_id RETURNING * INTO refund;
 END;
@@ -466,6 +471,8 @@ BEGIN
            answered_at = CASE WHEN outcome IN ('COMPLETED', 'REFUSED') THEN now() END,
            last_error = CASE WHEN p_verdict = 'NO_ANSWER' THEN left(p_reason, 256)
                              ELSE last_error END,
+           -- RESEND: the books showed it not done; the next attempt sends it afresh.
+           sent_at = CASE WHEN outcome = 'RESEND' THEN NULL ELSE sent_at END,
            next_attempt_at = now() + make_interval(secs => CASE WHEN outcome = 'RESEND'
                                                                THEN 0 ELSE p_retry_s END)
      WHERE refund_id = p_refund_id RETURNING * INTO refund;

@@ -5,6 +5,7 @@ tests/conftest.py."""
 from __future__ import annotations
 
 import functools
+import secrets
 import socket
 import tempfile
 import uuid
@@ -45,10 +46,22 @@ async def fresh_database(admin_dsn: str, prefix: str) -> AsyncIterator[str]:
         await admin.execute(f'CREATE DATABASE "{name}"')
         dsn = _with_database(admin_dsn, name)
         await migrate.migrate(dsn)
+        await _own_invoice_range(dsn)
         yield dsn
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+async def _own_invoice_range(dsn: str) -> None:
+    """Halyk's invoiceIDs come from a sequence of the database, one installation's: the
+    session's databases share one simulator, so each starts where no other does."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("SELECT setval('halyk_invoice_seq', $1)",
+                           secrets.randbelow(800_000_000) + 100_000_000)
+    finally:
+        await conn.close()
 
 
 # ---- the running stack: simulator + server, in-process, over real HTTP -------------
@@ -120,6 +133,7 @@ class Stack:
     pool: db.Pool
     http: aiohttp.ClientSession
     runtime: Runtime
+    sim_tls_url: str = ""  # the simulator's mutual-TLS listener (Kapital's fake)
 
     @property
     def auth(self) -> dict[str, str]:
@@ -154,7 +168,8 @@ async def running_stack(database_url: str, pool: db.Pool,
     try:
         async with aiohttp.ClientSession() as http:
             yield Stack(runtime.wallet_url, runtime.kaspi_url, runtime.acquiring_url, sim_url,
-                        TOKEN, DEPOSIT_TOKEN, database_url, pool, http, runtime)
+                        TOKEN, DEPOSIT_TOKEN, database_url, pool, http, runtime,
+                        f"https://127.0.0.1:{tls_port}")
     finally:
         await runtime.stop()
         await sim_runner.cleanup()

@@ -106,3 +106,65 @@ async def test_server_killed_between_status_check_and_credit_credits_once_after_
     finally:
         await db.close()
         await watch.close()
+
+
+async def test_server_killed_while_the_acquirer_applies_a_refund_never_gives_it_back(
+        stack: Any, isolated_db: str, tmp_path: Path) -> None:
+    """The refund reached Halyk and was done, and the server died before it heard back:
+    the attempt's answer was never applied. The next attempt must not send it again and
+    take Halyk's "exceeds" for a refusal (the money twice: on the card and back in the
+    wallet); it reads Halyk's books, which show it done."""
+    customer = new_customer()
+    port = free_port()
+    env = {"ACQUIRING_LISTEN": f"127.0.0.1:{port}",
+           "ACQUIRING_PUBLIC_URL": f"http://127.0.0.1:{port}", "TOPUP_FIRST_CHECK_MS": "300"}
+    db = await asyncpg.connect(isolated_db)
+    try:
+        with servers(1, isolated_db, stack.sim_url, tmp_path, **env) as (first,):
+            await first.ready(stack.http)
+            status, topup = await wallet(stack.http, first, "POST", "/v1/topups", {
+                "topupId": "crash-rf-" + customer, "customerId": customer,
+                "provider": "halyk-epay", "amount": "1000.00"})
+            assert status == 201, topup
+            await sim(stack, "POST", "/sim/acquiring/pay", {
+                "paymentUrl": topup["paymentUrl"], "outcome": "success", "callback": "send"})
+
+            async def credited() -> bool:
+                return bool(await db.fetchval("SELECT status = 'CREDITED' FROM topups "
+                                              "WHERE topup_id = $1", topup["topupId"]))
+
+            await _until(credited, "the credit")
+            await sim(stack, "POST", "/sim/acquiring/faults", {
+                "provider": "halyk-epay", "operation": "refund", "mode": "late_answer",
+                "delayMs": 20_000})
+            asking = asyncio.create_task(wallet(
+                stack.http, first, "POST", f"/v1/topups/{topup['topupId']}/refunds",
+                {"refundId": "rf-" + customer, "amount": "1000.00"}))
+
+            async def done_at_halyk() -> bool:
+                _, order = await sim(stack, "GET", f"/sim/acquiring/orders/halyk-epay/"
+                                                   f"{topup['providerOrderId']}")
+                return bool(order["refunds"])
+
+            await _until(done_at_halyk, "Halyk to do the refund")
+            first.kill()  # its answer is on its way: never heard
+            await asyncio.gather(asking, return_exceptions=True)
+        with servers(1, isolated_db, stack.sim_url, tmp_path, **env) as (second,):
+            await second.ready(stack.http)
+
+            async def answered() -> bool:
+                status = await db.fetchval("SELECT status FROM topup_refunds "
+                                           "WHERE refund_id = $1", "rf-" + customer)
+                return status in ("COMPLETED", "REFUSED")
+
+            await _until(answered, "the refund to be answered")
+        assert await db.fetchval("SELECT status FROM topup_refunds WHERE refund_id = $1",
+                                 "rf-" + customer) == "COMPLETED"
+        assert await db.fetchval("SELECT balance_tiyn FROM accounts WHERE customer_id = $1",
+                                 customer) == 0
+        _, order = await sim(stack, "GET", f"/sim/acquiring/orders/halyk-epay/"
+                                           f"{topup['providerOrderId']}")
+        assert [r["amountTiyn"] for r in order["refunds"]] == [100000]
+        assert (await ledger.check_invariants(db)).ok
+    finally:
+        await db.close()

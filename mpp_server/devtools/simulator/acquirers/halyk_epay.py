@@ -26,6 +26,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from mpp_server import jsonutil
@@ -212,8 +213,11 @@ async def order_of_page(state: AcquiringState, page_url: str) -> SimOrder | None
     """The customer opens the MPP's page: the payment object names the invoice and
     carries the payment token bound to it."""
     assert state.session is not None
-    async with state.session.get(page_url) as resp:
-        page = await resp.text()
+    try:
+        async with state.session.get(page_url) as resp:
+            page = await resp.text()
+    except (aiohttp.ClientError, TimeoutError):
+        return None  # the page did not open (its server is down): the customer retries
     found = _PAYMENT_OBJECT.search(page)
     if resp.status != 200 or found is None:
         return None

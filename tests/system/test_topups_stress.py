@@ -1,0 +1,283 @@
+"""Top-ups under random interleavings (issue 22): creates (repeated, concurrent), the
+customer paying, declining, not paying, or paying after our session was over; callbacks
+none, late, repeated and forged; status calls timing out or failing; refunds to the card
+whose answers are lost or come late; and two server processes SIGKILLed and restarted
+at random throughout. When it is over, for every top-up the wallet holds exactly what the
+acquirer does: credited once if and only if the card was charged, and the refunds
+completed adding up to what the acquirer refunded, never more, never less.
+
+The scenario is seeded (TOPUP_STRESS_SEED, printed on failure) and runs over real
+PostgreSQL, real server processes and the simulator's fake acquirers over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+
+from mpp_server.domain import ledger
+from mpp_server.money import format_amount, parse_amount
+from tests.support.helpers import new_customer, sim
+from tests.support.stack import Stack, free_port, server_env
+from tests.support.topups import PROVIDERS, acquirer_fault, callback_of
+from tests.system.test_processes import AUTH, ServerProcess
+
+pytestmark = pytest.mark.slow
+SEED = int(os.environ.get("TOPUP_STRESS_SEED") or 20_250_314)
+TOPUPS = 60
+AT_ONCE = 5
+QUIET_S = 120.0
+MIN_KILLS = 4
+CALL_TIMEOUT = aiohttp.ClientTimeout(total=15)
+
+
+@dataclass
+class Fleet:
+    """Two servers on one database; the test's calls go to whichever is up, and a
+    killer SIGKILLs one at random and starts it again."""
+
+    envs: list[dict[str, str]]
+    log_dir: Path
+    http: aiohttp.ClientSession
+    procs: list[ServerProcess] = field(default_factory=list)
+    kills: int = 0
+
+    def start(self, i: int) -> None:
+        self.procs[i] = ServerProcess(self.envs[i], self.log_dir / f"server{i}.log")
+
+    async def call(self, rng: random.Random, method: str, path: str,
+                   body: Any = None) -> tuple[int, Any]:
+        """The wallet API of a live server; a refused connection or a 503 (the database
+        of a dying server, an acquirer not answering) is repeated, as a client would."""
+        for _ in range(60):
+            server = rng.choice(self.procs)
+            try:
+                async with self.http.request(method, server.wallet_url + path, json=body,
+                                             headers=AUTH, timeout=CALL_TIMEOUT) as resp:
+                    answer = await resp.json(content_type=None)
+                    if resp.status != 503:
+                        return resp.status, answer
+            except (aiohttp.ClientError, TimeoutError):
+                pass
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"{method} {path}: no live server answered")
+
+    async def killer(self, rng: random.Random, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await asyncio.sleep(rng.uniform(1.0, 3.0))
+            i = rng.randrange(len(self.procs))
+            self.procs[i].kill()
+            self.kills += 1
+            await asyncio.sleep(rng.uniform(0.3, 1.5))
+            self.procs[i].stop()
+            self.start(i)
+            await self.procs[i].ready(self.http, timeout_s=60)
+
+
+@dataclass
+class Plan:
+    topup: dict[str, Any]
+    pay: str  # success, decline, none, late
+
+
+async def _until(check: Any, what: str, timeout_s: float = QUIET_S) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not await check():
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.2)
+
+
+async def _status_of(db: asyncpg.Pool, topup_id: str) -> str:
+    return str(await db.fetchval("SELECT status FROM topups WHERE topup_id = $1", topup_id))
+
+
+async def one_topup(stack: Stack, fleet: Fleet, db: asyncpg.Pool, rng: random.Random,
+                    customers: list[str]) -> Plan:
+    provider = rng.choice(PROVIDERS)
+    amount = rng.choice(["20.00", "150.50", "999.00", "2500.00"])
+    if provider == "kaspi-ecom":
+        amount = amount.split(".")[0] + ".00"
+    body = {"topupId": "st-" + uuid.uuid4().hex[:16], "customerId": rng.choice(customers),
+            "provider": provider, "amount": amount}
+    answers = await asyncio.gather(*(fleet.call(rng, "POST", "/v1/topups", body)
+                                     for _ in range(rng.choice([1, 1, 2, 3]))))
+    assert all(status in (200, 201) for status, _ in answers), answers
+    topup = dict(answers[0][1])
+    for _ in range(50):  # a repeat answered while another request placed the order
+        if topup.get("paymentUrl") or topup["status"] != "CREATED":
+            break
+        _, topup = await fleet.call(rng, "POST", "/v1/topups", body)
+    plan = Plan(topup, rng.choice(["success", "success", "success", "decline", "none",
+                                   "late"]))
+    if rng.random() < 0.3:  # a forger, or a callback before anything happened
+        path, kwargs = callback_of(topup)
+        for server in fleet.procs:
+            try:
+                async with fleet.http.post("http://" + server_acquiring(fleet, server) + path,
+                                           **kwargs) as resp:
+                    await resp.read()
+            except aiohttp.ClientError:
+                pass
+    if rng.random() < 0.3:
+        await acquirer_fault(stack, provider, "status",
+                             rng.choice(["timeout", "http500"]), rng.randint(1, 3), 1500)
+    if plan.pay == "none":
+        return plan
+    if plan.pay == "late":
+        await sim(stack, "POST", "/sim/acquiring/open", {"paymentUrl": topup["paymentUrl"]})
+        await db.execute("UPDATE topups SET expires_at = now(), next_check_at = now() "
+                         "WHERE topup_id = $1", topup["topupId"])
+
+        async def over() -> bool:
+            return await _status_of(db, topup["topupId"]) != "CREATED"
+
+        await _until(over, f"{topup['topupId']} to end")
+    play = {"paymentUrl": topup["paymentUrl"],
+            "outcome": "decline" if plan.pay == "decline" else "success",
+            "callback": rng.choice(["send", "skip", "twice"])}
+    for _ in range(50):  # Halyk's page is ours: its server may be down a moment
+        status, paid = await sim(stack, "POST", "/sim/acquiring/pay", play)
+        if status == 200:
+            break
+        await asyncio.sleep(0.3)
+    assert status == 200, paid
+    if plan.pay in ("success", "late") and provider != "kaspi-ecom" and rng.random() < 0.7:
+        await refunds(stack, fleet, db, rng, topup, parse_amount(amount))
+    return plan
+
+
+def server_acquiring(fleet: Fleet, server: ServerProcess) -> str:
+    return fleet.envs[fleet.procs.index(server)]["ACQUIRING_LISTEN"]
+
+
+async def refunds(stack: Stack, fleet: Fleet, db: asyncpg.Pool, rng: random.Random,
+                  topup: dict[str, Any], amount_tiyn: int) -> None:
+    async def credited() -> bool:
+        return await _status_of(db, topup["topupId"]) == "CREDITED"
+
+    await _until(credited, f"{topup['topupId']} to be credited")
+    left = amount_tiyn
+    for _ in range(rng.randint(1, 2)):
+        if left < 1000:
+            return
+        part = left if rng.random() < 0.5 else rng.randint(1000, left)
+        if rng.random() < 0.5:
+            await acquirer_fault(stack, topup["provider"], "refund",
+                                 rng.choice(["late_answer", "timeout", "http500"]), 1, 2500)
+        status, answer = await fleet.call(
+            rng, "POST", f"/v1/topups/{topup['topupId']}/refunds",
+            {"refundId": "sr-" + uuid.uuid4().hex[:12], "amount": format_amount(part)})
+        assert status in (200, 201), answer
+        left -= part
+
+
+async def test_random_interleavings_leave_the_wallet_holding_what_the_acquirer_holds(
+        stack: Stack, isolated_db: str, tmp_path: Path) -> None:
+    rng = random.Random(SEED)
+    envs = []
+    for _ in range(2):
+        acquiring = f"127.0.0.1:{free_port()}"
+        env = server_env(isolated_db, stack.sim_url, kaspi_listen=f"127.0.0.1:{free_port()}",
+                         wallet_listen=f"127.0.0.1:{free_port()}", acquiring_listen=acquiring,
+                         sim_tls_url=stack.sim_tls_url)
+        env.update(ACQUIRING_PUBLIC_URL=f"http://{acquiring}", TOPUP_FIRST_CHECK_MS="300",
+                   TOPUP_LATE_WATCH_S="60", ADMIN_LISTEN=f"127.0.0.1:{free_port()}")
+        envs.append(env)
+    db = await asyncpg.create_pool(isolated_db, min_size=1, max_size=4)
+    await sim(stack, "DELETE", "/sim/acquiring/faults")
+    async with aiohttp.ClientSession() as http:
+        fleet = Fleet(envs, tmp_path, http, [ServerProcess(e, tmp_path / f"server{i}.log")
+                                             for i, e in enumerate(envs)])
+        stop = asyncio.Event()
+        killer: asyncio.Task[None] = asyncio.create_task(asyncio.sleep(0))
+        try:
+            for proc in fleet.procs:
+                await proc.ready(http, timeout_s=60)
+            killer = asyncio.create_task(fleet.killer(random.Random(rng.random()), stop))
+            customers = [new_customer() for _ in range(6)]
+            slots = asyncio.Semaphore(AT_ONCE)
+
+            async def bounded() -> Plan:
+                async with slots:
+                    return await one_topup(stack, fleet, db, random.Random(rng.random()),
+                                           customers)
+
+            plans = await asyncio.gather(*(bounded() for _ in range(TOPUPS)))
+
+            async def killed_enough() -> bool:
+                return fleet.kills >= MIN_KILLS
+
+            await _until(killed_enough, f"{MIN_KILLS} kills")
+            stop.set()
+            await killer
+            await sim(stack, "DELETE", "/sim/acquiring/faults")
+            await settled(stack, db, plans)
+            await books_match(stack, db, plans)
+        except BaseException as exc:
+            exc.add_note(f"TOPUP_STRESS_SEED={SEED}, {fleet.kills} kills; logs in {tmp_path}")
+            raise
+        finally:
+            stop.set()
+            killer.cancel()
+            await asyncio.gather(killer, return_exceptions=True)
+            for proc in fleet.procs:
+                proc.stop()
+            await db.close()
+
+
+async def sim_order(stack: Stack, topup: dict[str, Any]) -> dict[str, Any]:
+    status, order = await sim(stack, "GET", f"/sim/acquiring/orders/{topup['provider']}/"
+                                            f"{topup['providerOrderId']}")
+    assert status == 200, order
+    return dict(order)
+
+
+_EXPECTED = {"PAID": {"CREDITED"}, "DECLINED": {"FAILED"}, "NEW": {"CREATED", "EXPIRED"}}
+
+
+async def settled(stack: Stack, db: asyncpg.Pool, plans: list[Plan]) -> None:
+    """Every top-up where the acquirer's order says, every refund answered."""
+    async def quiet() -> bool:
+        for plan in plans:
+            order = await sim_order(stack, plan.topup)
+            if await _status_of(db, plan.topup["topupId"]) not in _EXPECTED[order["status"]]:
+                return False
+        return not await db.fetchval(
+            "SELECT count(*) FROM topup_refunds WHERE status IN ('PENDING', 'UNKNOWN')")
+
+    await _until(quiet, "every top-up and refund to settle")
+
+
+async def books_match(stack: Stack, db: asyncpg.Pool, plans: list[Plan]) -> None:
+    balances: dict[str, int] = {}
+    for plan in plans:
+        topup_id, order = plan.topup["topupId"], await sim_order(stack, plan.topup)
+        row = await db.fetchrow("SELECT * FROM topups WHERE topup_id = $1", topup_id)
+        assert row is not None
+        credits = await db.fetchval("SELECT count(*) FROM transfers WHERE kind = 'topup' "
+                                    "AND reference = $1", topup_id)
+        charged = order["status"] == "PAID"
+        assert credits == (1 if charged else 0), (topup_id, order, dict(row))
+        completed = await db.fetchval(
+            "SELECT coalesce(sum(amount_tiyn), 0) FROM topup_refunds "
+            "WHERE topup_id = $1 AND status = 'COMPLETED'", topup_id)
+        at_acquirer = sum(r["amountTiyn"] for r in order["refunds"])
+        ours = [dict(r) for r in await db.fetch(
+            "SELECT * FROM topup_refunds WHERE topup_id = $1", topup_id)]
+        assert completed == at_acquirer == row["refunded_tiyn"], (order, dict(row), ours)
+        balances[row["customer_id"]] = balances.get(row["customer_id"], 0) + (
+            row["amount_tiyn"] - completed if charged else 0)
+    for customer, expected in balances.items():
+        held = await db.fetchval("SELECT balance_tiyn FROM accounts WHERE customer_id = $1",
+                                 customer)
+        assert held == expected, (customer, held, expected)
+    async with db.acquire() as conn:
+        assert (await ledger.check_invariants(conn)).ok
