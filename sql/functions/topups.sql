@@ -17,13 +17,13 @@ $$;
 
 -- POST /v1/topups's record, by the idempotency idiom (docs/design.md, "Idempotency"):
 -- the top-up's row, CREATED, committed before the acquirer hears of it, with our name
--- for it at the acquirer (gateway_ref: Halyk's invoiceID, 9 digits, unique in its last 6
--- for the first million invoices; Kaspi's ExternalId, the topupId; none for Kapital,
--- whose OrderID is the bank's). outcome: CREATED; REPEAT (this topupId with this
--- customer, provider and amount: the row as it stands); CONFLICT (this topupId with other
--- arguments); LIMIT_EXCEEDED (the balance, the customer's other open top-ups and this one
--- would exceed the cap of `level`, checked under the account's lock before the card is
--- charged: nothing is recorded, not even the claim or a new account).
+-- for it at the acquirer where that is not the topupId (gateway_ref: Halyk's invoiceID,
+-- 9 digits, unique in its last 6 for the first million invoices; Kaspi's ExternalId is
+-- the topupId; Kapital's OrderID is the bank's). outcome: CREATED; REPEAT (this topupId
+-- with this customer, provider and amount: the row as it stands); CONFLICT (this topupId
+-- with other arguments); LIMIT_EXCEEDED (the balance, the customer's other open top-ups
+-- and this one would exceed the cap of `level`, checked under the account's lock before
+-- the card is charged: nothing is recorded, not even the claim or a new account).
 CREATE OR REPLACE FUNCTION topup_create(p_topup_id text, p_customer_id text, p_provider text,
                                         p_amount bigint, p_session_s double precision,
                                         p_first_check_s double precision, p_limits jsonb,
@@ -38,9 +38,8 @@ BEGIN
         VALUES (p_topup_id, p_customer_id, p_provider, p_amount,
                 now() + make_interval(secs => p_session_s),
                 now() + make_interval(secs => p_first_check_s),
-                CASE p_provider
-                    WHEN 'halyk-epay' THEN lpad(nextval('halyk_invoice_seq')::text, 9, '0')
-                    WHEN 'kaspi-ecom' THEN p_topup_id END)
+                CASE WHEN p_provider = 'halyk-epay'
+                     THEN lpad(nextval('halyk_invoice_seq')::text, 9, '0') END)
         ON CONFLICT (topup_id) DO NOTHING RETURNING * INTO topup;
         IF NOT FOUND THEN
             SELECT * INTO topup FROM topups WHERE topup_id = p_topup_id;

@@ -5,8 +5,8 @@
 -- was claimed in.
 
 -- Our own name for the top-up at the acquirer, fixed before it hears of it, so a lost
--- answer can still be asked about: Halyk's invoiceID (digits, from halyk_invoice_seq),
--- Kaspi's ExternalId (the topupId). Kapital takes none (its OrderID is the bank's).
+-- answer can still be asked about: Halyk's invoiceID (digits, from halyk_invoice_seq).
+-- Kaspi's ExternalId is the topupId itself; Kapital takes none (its OrderID is the bank's).
 CREATE SEQUENCE halyk_invoice_seq MINVALUE 1 START 100001 NO CYCLE;
 
 ALTER TABLE topups

@@ -23,10 +23,11 @@ import aiohttp
 import asyncpg
 import pytest
 
+from mpp_server.devtools.ports import free_ports
 from mpp_server.domain import ledger
 from mpp_server.money import format_amount, parse_amount
 from tests.support.helpers import new_customer, sim
-from tests.support.stack import Stack, free_port, server_env
+from tests.support.stack import Stack, server_env
 from tests.support.topups import PROVIDERS, acquirer_fault, callback_of
 from tests.system.test_processes import AUTH, ServerProcess
 
@@ -183,13 +184,13 @@ async def test_random_interleavings_leave_the_wallet_holding_what_the_acquirer_h
         stack: Stack, isolated_db: str, tmp_path: Path) -> None:
     rng = random.Random(SEED)
     envs = []
+    ports = iter(free_ports(8))  # all distinct: the listeners share ports (SO_REUSEPORT)
     for _ in range(2):
-        acquiring = f"127.0.0.1:{free_port()}"
-        env = server_env(isolated_db, stack.sim_url, kaspi_listen=f"127.0.0.1:{free_port()}",
-                         wallet_listen=f"127.0.0.1:{free_port()}", acquiring_listen=acquiring,
-                         sim_tls_url=stack.sim_tls_url)
+        wallet, kaspi, acquiring, admin = (f"127.0.0.1:{next(ports)}" for _ in range(4))
+        env = server_env(isolated_db, stack.sim_url, kaspi_listen=kaspi, wallet_listen=wallet,
+                         acquiring_listen=acquiring, sim_tls_url=stack.sim_tls_url)
         env.update(ACQUIRING_PUBLIC_URL=f"http://{acquiring}", TOPUP_FIRST_CHECK_MS="300",
-                   TOPUP_LATE_WATCH_S="60", ADMIN_LISTEN=f"127.0.0.1:{free_port()}")
+                   TOPUP_LATE_WATCH_S="60", ADMIN_LISTEN=admin)
         envs.append(env)
     db = await asyncpg.create_pool(isolated_db, min_size=1, max_size=4)
     await sim(stack, "DELETE", "/sim/acquiring/faults")
