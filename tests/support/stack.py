@@ -109,7 +109,7 @@ def server_env(database_url: str, sim_url: str, kaspi_listen: str = "127.0.0.1:0
         "TOPUP_POLL_INTERVAL_MS": "100", "TOPUP_REFUND_BACKOFF_INITIAL_MS": "50",
         "TOPUP_REFUND_BACKOFF_MAX_MS": "400", "TOPUP_REFUND_SETTLE_MS": "500",
         # Money taken late is paid within seconds in the tests: no hour of polling.
-        "TOPUP_LATE_WATCH_S": "20",
+        "TOPUP_LATE_WATCH_S": "120",
     }
 
 
