@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from mpp_server import db
-from tests.support.stack import Stack, fresh_database, running_stack
+from mpp_server.devtools.devdb import fresh_database
+from tests.support.stack import Stack, running_stack
 
 
 @pytest.fixture(scope="session")

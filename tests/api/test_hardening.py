@@ -16,6 +16,7 @@ import asyncpg
 import pytest
 
 from mpp_server import db
+from mpp_server.devtools.launcher import free_port
 from tests.api.test_refunds import post_refund
 from tests.support.helpers import (
     balance,
@@ -31,7 +32,7 @@ from tests.support.helpers import (
     transfers_of,
     wait_status,
 )
-from tests.support.stack import free_port, running_stack
+from tests.support.stack import running_stack
 
 
 async def refund_at(stack: Any, url: str, body: dict[str, Any]) -> tuple[int, Any]:

@@ -10,8 +10,8 @@ from typing import Any
 import asyncpg
 import pytest
 
+from mpp_server.devtools.devdb import fresh_database
 from tests.support.helpers import call, complete_payment, new_customer
-from tests.support.stack import fresh_database
 
 
 async def drain(stack: Any, cursor: str) -> tuple[list[dict[str, Any]], str]:
