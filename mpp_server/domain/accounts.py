@@ -22,7 +22,6 @@ from datetime import datetime
 
 import asyncpg
 
-from mpp_server.db import Conn
 from mpp_server.domain.limits import BALANCE, Level, Limits
 from mpp_server.errors import LimitExceeded, NotFound, ValidationFailed
 from mpp_server.metrics import LIMIT_REFUSALS
@@ -131,16 +130,10 @@ def _line(row: asyncpg.Record) -> StatementLine:
                          ids, row["created_at"])
 
 
-async def refuse_over_balance_cap(conn: Conn, account_id: int, amount_tiyn: int,
-                                  limits: Limits, credit: str) -> None:
-    """LimitExceeded when crediting `amount_tiyn` (a deposit, a top-up: `credit` names it)
-    would lift the balance over the cap of the account's level (balance_cap_exceeded,
-    sql/functions/accounts.sql, which locks the account row until the caller's commit).
-    Raising rolls the caller's transaction back: an account created in it goes too."""
-    cap = await conn.fetchrow("SELECT * FROM balance_cap_exceeded($1, $2, $3)",
-                              account_id, amount_tiyn, limits.sql_arg)
-    assert cap is not None
-    if cap["exceeded"]:
-        LIMIT_REFUSALS.labels(BALANCE, cap["level"]).inc()
-        raise LimitExceeded(f"the {credit} would lift the balance over "
-                            f"{limits.describe(cap['level'], BALANCE)}; nothing was recorded")
+def balance_cap_refusal(limits: Limits, level: str, credit: str) -> LimitExceeded:
+    """The refusal of a credit (a deposit, a top-up: `credit` names it) that would lift the
+    balance over the cap of the customer's level (customer_credit_check,
+    sql/functions/accounts.sql), counted; the SQL step recorded nothing."""
+    LIMIT_REFUSALS.labels(BALANCE, level).inc()
+    return LimitExceeded(f"the {credit} would lift the balance over "
+                         f"{limits.describe(level, BALANCE)}; nothing was recorded")
