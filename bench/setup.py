@@ -32,7 +32,7 @@ from mpp_server.devtools.launcher import (
 from mpp_server.domain import accounts, deposits, payments
 from mpp_server.domain.limits import DEFAULT_LIMITS_MCI, DEFAULT_MCI_TENGE, Level, parse_limits
 from mpp_server.domain.outbox import Notice, apply_answer
-from mpp_server.domain.outcomes import DEBIT_NOTICES, DebitOutcome
+from mpp_server.domain.outcomes import DEBIT_NOTICES, DebitOutcome, PaymentStatus
 from mpp_server.domain.refunds import InboundExchange, RefundRequest, apply_refund
 from mpp_server.kaspi_client.models import NotifyResponse
 
@@ -76,15 +76,15 @@ def admin_dsn() -> str:
 
 async def _completed_payment(conn: Conn, payment_id: str, customer: str,
                              amount_tiyn: int) -> None:
-    """One payment as the server makes it: the scan's row, confirm's debit
-    (`payments.debit`), then Kaspi's SUCCESS applied as the notify outbox applies it."""
+    """One payment as the server makes it: the scan's row (`payment_scanned`), confirm's
+    debit (`payments.debit`), then Kaspi's SUCCESS applied as the notify outbox applies
+    it."""
     row = await conn.fetchrow(
-        """INSERT INTO payments (payment_id, customer_id, qr_code_type, status, amount_tiyn,
-                                 merchant)
-           VALUES ($1, $2, 'Dynamic', 'SCANNED', $3, '{}')
-           RETURNING mpp_payment_id, locale""", payment_id, customer, amount_tiyn)
+        "SELECT (s.payment).mpp_payment_id, (s.payment).locale "
+        "FROM payment_scanned($1, $2, 'Dynamic', $3, NULL, $4, NULL, 'ru-RU') s",
+        payment_id, customer, amount_tiyn, {})
     assert row is not None
-    outcome = await payments.debit(conn, payment_id, customer, payments.Status.SCANNED,
+    outcome = await payments.debit(conn, payment_id, customer, PaymentStatus.SCANNED,
                                    amount_tiyn, None, 0.0, NO_LIMITS.sql_arg, 0)
     if outcome is not DebitOutcome.DEBITED:
         raise RuntimeError(f"seeding {payment_id}: payment_debit answered {outcome}")
