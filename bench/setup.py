@@ -25,6 +25,7 @@ from mpp_server.devtools.launcher import (
     Processes,
     Tokens,
     free_port,
+    free_ports,
     loopback,
     server_env,
     simulator_process_env,
@@ -182,8 +183,9 @@ def start_stack(dsn: str, args: argparse.Namespace) -> Stack:
     .data/bench-logs (emptied first)."""
     shutil.rmtree(LOG_DIR, ignore_errors=True)
     processes = Processes(LOG_DIR)
-    sim_listen = loopback(free_port())
-    listeners = [Listeners.free() for _ in range(args.workers)]
+    ports = iter(free_ports(1 + 3 * args.workers))
+    sim_listen = loopback(next(ports))
+    listeners = [Listeners.on(ports) for _ in range(args.workers)]
     stack = Stack(processes, f"http://{sim_listen}", listeners)
     processes.start_simulator(simulator_process_env(sim_listen,
                                                     listeners[0].kaspi_url + "/refund"))

@@ -175,8 +175,7 @@ class Topology:
                                                                   next(ports))
         self.nodes = [Node(f"pg{i + 1}", next(ports), next(ports), self.base / f"pg{i + 1}")
                       for i in range(self.nodes_count)]
-        self.listeners = [Listeners(loopback(next(ports)), loopback(next(ports)),
-                                    loopback(next(ports))) for _ in range(self.servers_count)]
+        self.listeners = [Listeners.on(ports) for _ in range(self.servers_count)]
         self.server_urls = [listeners.wallet_url for listeners in self.listeners]
         self.kaspi_urls = [listeners.kaspi_url for listeners in self.listeners]
         self._owner = "postgres" if os.geteuid() == 0 else None

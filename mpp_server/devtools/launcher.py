@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,9 +92,14 @@ class Listeners:
     acquiring: str
 
     @classmethod
+    def on(cls, ports: Iterator[int]) -> Listeners:
+        """On the next three of `ports` (free_ports of a whole topology at once, so that
+        no port repeats)."""
+        return cls(loopback(next(ports)), loopback(next(ports)), loopback(next(ports)))
+
+    @classmethod
     def free(cls) -> Listeners:
-        wallet, kaspi, acquiring = free_ports(3)
-        return cls(loopback(wallet), loopback(kaspi), loopback(acquiring))
+        return cls.on(iter(free_ports(3)))
 
     @classmethod
     def configured(cls, env: Mapping[str, str]) -> Listeners:
