@@ -120,7 +120,8 @@ async def _seed_history(pool: db.Pool, count: int) -> None:
 
 
 async def _seed_month(pool: db.Pool, customer: str, count: int) -> None:
-    await accounts.set_level(pool, customer, CUSTOMER_LEVEL)
+    async with pool.acquire() as conn:
+        await accounts.set_level(conn, customer, CUSTOMER_LEVEL)
     await deposits.deposit(pool, f"month-{customer}", customer, count * MONTH_PAYMENT_TIYN,
                            NO_LIMITS)
     await _completed_payments(pool, [(f"MONTH{i}", customer, MONTH_PAYMENT_TIYN)
@@ -183,7 +184,7 @@ def start_stack(dsn: str, args: argparse.Namespace) -> Stack:
     .data/bench-logs (emptied first)."""
     shutil.rmtree(LOG_DIR, ignore_errors=True)
     processes = Processes(LOG_DIR)
-    ports = iter(free_ports(1 + 3 * args.workers))
+    ports = iter(free_ports(1 + Listeners.COUNT * args.workers))
     sim_listen = loopback(next(ports))
     listeners = [Listeners.on(ports) for _ in range(args.workers)]
     stack = Stack(processes, f"http://{sim_listen}", listeners)

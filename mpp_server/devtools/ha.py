@@ -167,7 +167,8 @@ class Topology:
     server_dsns: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        ports = iter(free_ports(6 + 2 * self.nodes_count + 3 * self.servers_count))
+        ports = iter(free_ports(6 + 2 * self.nodes_count
+                                + Listeners.COUNT * self.servers_count))
         self.wallet_port = self.wallet_port or next(ports)
         self.kaspi_port = self.kaspi_port or next(ports)
         self.sim_port = self.sim_port or next(ports)

@@ -90,24 +90,28 @@ class Listeners:
     wallet: str
     kaspi: str
     acquiring: str
+    admin: str  # the operators' console
+
+    COUNT = 4  # ports a server listens on
 
     @classmethod
     def on(cls, ports: Iterator[int]) -> Listeners:
-        """On the next three of `ports` (free_ports of a whole topology at once, so that
+        """On the next COUNT of `ports` (free_ports of a whole topology at once, so that
         no port repeats)."""
-        return cls(loopback(next(ports)), loopback(next(ports)), loopback(next(ports)))
+        return cls(*(loopback(next(ports)) for _ in range(cls.COUNT)))
 
     @classmethod
     def free(cls) -> Listeners:
-        return cls.on(iter(free_ports(3)))
+        return cls.on(iter(free_ports(cls.COUNT)))
 
     @classmethod
     def configured(cls, env: Mapping[str, str]) -> Listeners:
-        """`env`'s, else the contract's defaults (8080, 8081, 8082): `make run`'s."""
+        """`env`'s, else the defaults (8080, 8081, 8082, 8083): `make run`'s."""
         def listen(name: str) -> str:
             return env.get(name.upper()) or str(Settings.model_fields[name].default)
 
-        return cls(listen("wallet_listen"), listen("kaspi_listen"), listen("acquiring_listen"))
+        return cls(listen("wallet_listen"), listen("kaspi_listen"), listen("acquiring_listen"),
+                   listen("admin_listen"))
 
     @property
     def wallet_url(self) -> str:
@@ -121,7 +125,7 @@ class Listeners:
         # Acquirers call back the acquiring listener itself: they run on this machine.
         return {"WALLET_LISTEN": self.wallet, "KASPI_LISTEN": self.kaspi,
                 "ACQUIRING_LISTEN": self.acquiring,
-                "ACQUIRING_PUBLIC_URL": f"http://{self.acquiring}"}
+                "ACQUIRING_PUBLIC_URL": f"http://{self.acquiring}", "ADMIN_LISTEN": self.admin}
 
 
 def simulator_listen(env: Mapping[str, str]) -> str:

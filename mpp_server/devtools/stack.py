@@ -69,7 +69,9 @@ def _run(procs: Processes, listeners: Listeners, sim_env: dict[str, str],
     procs.wait_http("server", listeners.wallet_url + "/readyz")
     print(f"stack: ready. wallet API {listeners.wallet_url}, Kaspi-facing "
           f"{listeners.kaspi_url}, simulator http://{sim_env['SIMULATOR_LISTEN']}, "
-          f"Kaspi at {serve_env['KASPI_BASE_URL']}. Ctrl-C stops.")
+          f"Kaspi at {serve_env['KASPI_BASE_URL']}, operators' console "
+          f"http://{listeners.admin} (a first operator: python -m mpp_server operators add "
+          "LOGIN --role admin). Ctrl-C stops.")
     while procs.first_exited() is None:
         time.sleep(0.5)
     print("stack: a process exited; stopping the others", file=sys.stderr)

@@ -42,11 +42,11 @@ TUNING = {
 def server_env(database_url: str, sim_url: str, listeners: Listeners | None = None
                ) -> dict[str, str]:
     """The environment a test server runs with (in-process or as a subprocess): the
-    launcher's, the test tokens, TUNING. Without `listeners`, wallet and Kaspi-facing
-    listeners on any free port (in-process) and the acquiring one on a free port (its
-    URL goes to the acquirers)."""
+    launcher's, the test tokens, TUNING. Without `listeners`, the wallet, Kaspi-facing
+    and console listeners on any free port (in-process) and the acquiring one on a free
+    port (its URL goes to the acquirers)."""
     listeners = listeners or Listeners("127.0.0.1:0", "127.0.0.1:0",
-                                       f"127.0.0.1:{free_port()}")
+                                       f"127.0.0.1:{free_port()}", "127.0.0.1:0")
     return {**launcher.server_env(database_url, sim_url, listeners, TOKENS), **TUNING}
 
 
@@ -81,7 +81,7 @@ async def running_stack(database_url: str, pool: db.Pool,
 
     kaspi_port, acquiring_port = launcher.free_ports(2)
     listeners = Listeners("127.0.0.1:0", f"127.0.0.1:{kaspi_port}",
-                          f"127.0.0.1:{acquiring_port}")
+                          f"127.0.0.1:{acquiring_port}", "127.0.0.1:0")
     sim_env = launcher.simulator_process_env("127.0.0.1:0", listeners.kaspi_url + "/refund")
     sim_settings = SimulatorSettings(**launcher.settings_kwargs(sim_env),  # type: ignore[arg-type]
                                      sim_refund_attempt_timeout_ms=2000,

@@ -199,7 +199,7 @@ def test_payment_and_refund_cross_the_tunnel(tunnel: Tunnel,
     # The Kaspi-facing listener binds to the MPP's inner address, reached only through ESP,
     # and admits only Kaspi's inner network.
     env = server_env(dsn, f"http://{SIMULATOR}",
-                     Listeners(WALLET, KASPI_FACING, "127.0.0.1:0"))
+                     Listeners(WALLET, KASPI_FACING, "127.0.0.1:0", "127.0.0.1:0"))
     env |= {"WALLET_API_TOKENS": TOKEN, "DEPOSIT_API_TOKENS": DEPOSIT_TOKEN,
             "KASPI_ALLOWED_NETWORKS": f"{lab.KASPI_INNER}/32"}
     server = lab.spawn_in_netns(tunnel.mpp.netns, env, [*python, "serve"], server_log)
