@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 from mpp_server import db, topups_cli
+from mpp_server.devtools.devdb import fresh_database
 from tests.support.helpers import call, deposit, new_customer, sim
-from tests.support.stack import DEPOSIT_TOKEN, Stack, fresh_database, running_stack
+from tests.support.stack import DEPOSIT_TOKEN, Stack, running_stack
 from tests.support.topups import (
     PROVIDERS,
     WAIT_S,

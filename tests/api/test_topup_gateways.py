@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 
 from mpp_server import db
+from mpp_server.devtools.devdb import fresh_database
 from mpp_server.serve import Runtime
 from tests.support.helpers import call, new_customer, sim
-from tests.support.stack import Stack, fresh_database, running_stack
+from tests.support.stack import Stack, running_stack
 from tests.support.topups import (
     account_balance,
     acquirer_fault,

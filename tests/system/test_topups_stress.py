@@ -15,7 +15,7 @@ import asyncio
 import os
 import random
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +23,13 @@ import aiohttp
 import asyncpg
 import pytest
 
-from mpp_server.devtools.ports import free_ports
+from mpp_server.devtools.launcher import Listeners, Processes, free_ports
 from mpp_server.domain import ledger
 from mpp_server.money import format_amount, parse_amount
 from tests.support.helpers import new_customer, sim
 from tests.support.stack import Stack, server_env
 from tests.support.topups import PROVIDERS, acquirer_fault, callback_of
-from tests.system.test_processes import AUTH, ServerProcess
+from tests.system.test_processes import AUTH
 
 pytestmark = pytest.mark.slow
 SEED = int(os.environ.get("TOPUP_STRESS_SEED") or 20_250_314)
@@ -46,23 +46,29 @@ class Fleet:
     killer SIGKILLs one at random and starts it again."""
 
     envs: list[dict[str, str]]
-    log_dir: Path
+    processes: Processes
     http: aiohttp.ClientSession
-    procs: list[ServerProcess] = field(default_factory=list)
     kills: int = 0
 
     def start(self, i: int) -> None:
-        self.procs[i] = ServerProcess(self.envs[i], self.log_dir / f"server{i}.log")
+        self.processes.start_server(f"server{i}", self.envs[i])
+
+    def wallet_url(self, i: int) -> str:
+        return "http://" + self.envs[i]["WALLET_LISTEN"]
+
+    async def ready(self, i: int) -> None:
+        await asyncio.to_thread(self.processes.wait_http, f"server{i}",
+                                self.wallet_url(i) + "/readyz", 60)
 
     async def call(self, rng: random.Random, method: str, path: str,
                    body: Any = None) -> tuple[int, Any]:
         """The wallet API of a live server; a refused connection or a 503 (the database
         of a dying server, an acquirer not answering) is repeated, as a client would."""
         for _ in range(60):
-            server = rng.choice(self.procs)
+            url = self.wallet_url(rng.randrange(len(self.envs)))
             try:
-                async with self.http.request(method, server.wallet_url + path, json=body,
-                                             headers=AUTH, timeout=CALL_TIMEOUT) as resp:
+                async with self.http.request(method, url + path, json=body, headers=AUTH,
+                                             timeout=CALL_TIMEOUT) as resp:
                     answer = await resp.json(content_type=None)
                     if resp.status != 503:
                         return resp.status, answer
@@ -74,13 +80,12 @@ class Fleet:
     async def killer(self, rng: random.Random, stop: asyncio.Event) -> None:
         while not stop.is_set():
             await asyncio.sleep(rng.uniform(1.0, 3.0))
-            i = rng.randrange(len(self.procs))
-            self.procs[i].kill()
+            i = rng.randrange(len(self.envs))
+            self.processes.kill(f"server{i}")
             self.kills += 1
             await asyncio.sleep(rng.uniform(0.3, 1.5))
-            self.procs[i].stop()
             self.start(i)
-            await self.procs[i].ready(self.http, timeout_s=60)
+            await self.ready(i)
 
 
 @dataclass
@@ -120,9 +125,9 @@ async def one_topup(stack: Stack, fleet: Fleet, db: asyncpg.Pool, rng: random.Ra
                                    "late"]))
     if rng.random() < 0.3:  # a forger, or a callback before anything happened
         path, kwargs = callback_of(topup)
-        for server in fleet.procs:
+        for env in fleet.envs:
             try:
-                async with fleet.http.post("http://" + server_acquiring(fleet, server) + path,
+                async with fleet.http.post(env["ACQUIRING_PUBLIC_URL"] + path,
                                            **kwargs) as resp:
                     await resp.read()
             except aiohttp.ClientError:
@@ -155,10 +160,6 @@ async def one_topup(stack: Stack, fleet: Fleet, db: asyncpg.Pool, rng: random.Ra
     return plan
 
 
-def server_acquiring(fleet: Fleet, server: ServerProcess) -> str:
-    return fleet.envs[fleet.procs.index(server)]["ACQUIRING_LISTEN"]
-
-
 async def refunds(stack: Stack, fleet: Fleet, db: asyncpg.Pool, rng: random.Random,
                   topup: dict[str, Any], amount_tiyn: int) -> None:
     async def credited() -> bool:
@@ -183,25 +184,20 @@ async def refunds(stack: Stack, fleet: Fleet, db: asyncpg.Pool, rng: random.Rand
 async def test_random_interleavings_leave_the_wallet_holding_what_the_acquirer_holds(
         stack: Stack, isolated_db: str, tmp_path: Path) -> None:
     rng = random.Random(SEED)
-    envs = []
-    ports = iter(free_ports(8))  # all distinct: the listeners share ports (SO_REUSEPORT)
-    for _ in range(2):
-        wallet, kaspi, acquiring, admin = (f"127.0.0.1:{next(ports)}" for _ in range(4))
-        env = server_env(isolated_db, stack.sim_url, kaspi_listen=kaspi, wallet_listen=wallet,
-                         acquiring_listen=acquiring, sim_tls_url=stack.sim_tls_url)
-        env.update(ACQUIRING_PUBLIC_URL=f"http://{acquiring}", TOPUP_FIRST_CHECK_MS="300",
-                   TOPUP_LATE_WATCH_S="60", ADMIN_LISTEN=admin)
-        envs.append(env)
+    ports = iter(free_ports(2 * Listeners.COUNT))  # all distinct (SO_REUSEPORT)
+    envs = [{**server_env(isolated_db, stack.sim_url, Listeners.on(ports)),
+             "TOPUP_LATE_WATCH_S": "60"} for _ in range(2)]
     db = await asyncpg.create_pool(isolated_db, min_size=1, max_size=4)
     await sim(stack, "DELETE", "/sim/acquiring/faults")
     async with aiohttp.ClientSession() as http:
-        fleet = Fleet(envs, tmp_path, http, [ServerProcess(e, tmp_path / f"server{i}.log")
-                                             for i, e in enumerate(envs)])
+        fleet = Fleet(envs, Processes(tmp_path), http)
         stop = asyncio.Event()
         killer: asyncio.Task[None] = asyncio.create_task(asyncio.sleep(0))
         try:
-            for proc in fleet.procs:
-                await proc.ready(http, timeout_s=60)
+            for i in range(len(envs)):
+                fleet.start(i)
+            for i in range(len(envs)):
+                await fleet.ready(i)
             killer = asyncio.create_task(fleet.killer(random.Random(rng.random()), stop))
             customers = [new_customer() for _ in range(6)]
             slots = asyncio.Semaphore(AT_ONCE)
@@ -229,8 +225,7 @@ async def test_random_interleavings_leave_the_wallet_holding_what_the_acquirer_h
             stop.set()
             killer.cancel()
             await asyncio.gather(killer, return_exceptions=True)
-            for proc in fleet.procs:
-                proc.stop()
+            fleet.processes.stop()
             await db.close()
 
 

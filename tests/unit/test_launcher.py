@@ -1,0 +1,50 @@
+"""The dev launcher (mpp_server/devtools/launcher.py) sets every variable by which the
+server reaches the simulator: nothing falls back on Settings' defaults, which are
+production's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mpp_server.config import WITHDRAWN, Settings
+from mpp_server.devtools.launcher import (
+    CALLER_NAME,
+    Listeners,
+    SimulatorTls,
+    Tokens,
+    server_env,
+    settings_kwargs,
+    simulator_env,
+    simulator_process_env,
+)
+from mpp_server.devtools.simulator.settings import SimulatorSettings
+from mpp_server.devtools.testcerts import TestCertificates
+
+# Settings that say how to reach Kaspi or a card acquirer, or prove who we are to them;
+# the page lifetimes are ours to choose, not the counterpart's.
+COUNTERPART_PREFIXES = ("kaspi_base_url", "kaspi_caller_name", "halyk_epay_", "kapital_",
+                        "kaspi_ecom_")
+
+
+TLS = SimulatorTls("127.0.0.1:10", TestCertificates(*(Path(f"/{n}.pem") for n in "abcde")))
+
+
+def test_every_setting_that_reaches_kaspi_or_an_acquirer_is_set_by_simulator_env() -> None:
+    """(Every one but the withdrawn, which stop `serve` when set.)"""
+    reaching = {name.upper() for name in Settings.model_fields
+                if name.startswith(COUNTERPART_PREFIXES) and not name.endswith("_session_s")
+                and name not in WITHDRAWN}
+    env = simulator_env("http://127.0.0.1:9", TLS)
+    assert reaching and reaching <= env.keys()
+    assert all(value.startswith(("http://127.0.0.1:9", "https://127.0.0.1:10"))
+               for name, value in env.items() if name.endswith("_URL"))
+    assert env["KAPITAL_EXEC_URL"].startswith(TLS.url)
+
+
+def test_the_simulator_accepts_the_caller_name_the_server_is_given() -> None:
+    sim = SimulatorSettings.model_validate(settings_kwargs(simulator_process_env(
+        "127.0.0.1:9", "http://127.0.0.1:8/refund", TLS)))
+    server = server_env("postgresql://mpp@127.0.0.1:7/mpp", "http://127.0.0.1:9",
+                        Listeners.free(), Tokens.new("t"), TLS)
+    assert server["KASPI_CALLER_NAME"] == CALLER_NAME
+    assert sim.caller_names == {CALLER_NAME}
