@@ -9,8 +9,8 @@ scratch database; production sets DATABASE_URL.
 from __future__ import annotations
 
 import os
-import secrets
 import pwd
+import secrets
 import shutil
 import socket
 import subprocess
