@@ -22,6 +22,7 @@ from tests.support.topups import (
     acquirer_fault,
     create,
     credited,
+    metric,
     no_acquirer_faults,
     pay,
     refund,
@@ -107,10 +108,13 @@ async def test_kapital_calls_carry_the_client_certificate(stack: Stack) -> None:
 
 async def test_kapital_status_96_is_asked_again_never_a_refusal(stack: Stack) -> None:
     topup = await create(stack, "kapital", "250.00")
-    await acquirer_fault(stack, "kapital", "status", "system_error", times=3)
+    await acquirer_fault(stack, "kapital", "status", "system_error", times=3,
+                         order_id=topup["providerOrderId"])
     await pay(stack, topup, "success", "skip")
     await wait_for(stack, topup["topupId"], "CREDITED")
     assert await account_balance(stack, topup["customerId"]) == "250.00"
+    assert metric("mpp_acquirer_calls_total", provider="kapital", operation="status",
+                  outcome="HTTP_200") >= 3  # the three 96s were answers, read as none
 
 
 async def test_kapital_refused_reverse_falls_back_to_refund(stack: Stack) -> None:

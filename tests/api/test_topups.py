@@ -19,6 +19,7 @@ from tests.support.topups import (
     REFUNDABLE,
     WAIT_S,
     account_balance,
+    acquirer_fault,
     create,
     credited,
     event_types,
@@ -177,10 +178,9 @@ async def test_status_without_answer_never_expires_and_credits_once_it_answers(
 @pytest.mark.parametrize("provider", PROVIDERS)
 async def test_status_call_timing_out_is_asked_again(stack: Stack, provider: str) -> None:
     topup = await create(stack, provider, "80.00")
-    status, _ = await sim(stack, "POST", "/sim/acquiring/faults", {
-        "provider": provider, "operation": "status", "mode": "timeout", "times": 2,
-        "delayMs": 3000})  # past ACQUIRER_TIMEOUT_MS (1 s in the tests)
-    assert status == 200
+    # Past ACQUIRER_TIMEOUT_MS (1 s in the tests), on this top-up's calls only.
+    await acquirer_fault(stack, provider, "status", "timeout", 2, 3000,
+                         topup["providerOrderId"])
     await pay(stack, topup, "success", "send")
     await wait_for(stack, topup["topupId"], "CREDITED")
     assert metric("mpp_acquirer_calls_total", provider=provider, operation="status",

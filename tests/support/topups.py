@@ -140,9 +140,10 @@ async def wait_refund(stack: Stack, topup: dict[str, Any], refund_id: str,
 
 
 async def acquirer_fault(stack: Stack, provider: str, operation: str, mode: str,
-                         times: int = 1, delay_ms: int = 0) -> None:
-    """The simulator's acquirer misbehaves on its next `times` calls of `operation`."""
+                         times: int = 1, delay_ms: int = 0, order_id: str | None = None) -> None:
+    """The simulator's acquirer misbehaves on its next `times` calls of `operation` (of
+    those naming `order_id` only, when given: other tests' top-ups are polled too)."""
     status, body = await sim(stack, "POST", "/sim/acquiring/faults", {
         "provider": provider, "operation": operation, "mode": mode, "times": times,
-        "delayMs": delay_ms})
+        "delayMs": delay_ms, "orderId": order_id})
     assert status == 200, body

@@ -53,6 +53,8 @@ class FaultIn(_Control):
     mode: FaultMode
     times: int = Field(default=1, ge=1, le=1000)
     delayMs: int = Field(default=0, ge=0, le=600_000)
+    # Only the calls naming this order (its providerOrderId): status calls.
+    orderId: str | None = Field(default=None, min_length=1, max_length=128)
 
 
 class CabinetRefundIn(_Control):
@@ -133,7 +135,7 @@ async def add_fault(request: web.Request) -> web.Response:
     body = await _body(request, FaultIn)
     assert isinstance(body, FaultIn)
     request.app[ACQUIRING].add_fault(body.provider, body.operation,
-                                     Fault(body.mode, body.delayMs), body.times)
+                                     Fault(body.mode, body.delayMs), body.times, body.orderId)
     return _json({})
 
 

@@ -78,7 +78,8 @@ async def _begin(request: web.Request, operation: str, *, service: bool
     state.record(PROVIDER, operation, request, body)
     answer = await state.fault(PROVIDER, operation, request, {
         FaultMode.REFUSE: _error(400, 100, "simulated refusal"),
-        FaultMode.DUPLICATE: _error(400, 101, "the invoice exists")})
+        FaultMode.DUPLICATE: _error(400, 101, "the invoice exists")},
+        request.match_info.get("invoice_id"))
     if answer is None and service:
         token = request.headers.get("Authorization", "").removeprefix("Bearer ")
         expiry = state.tokens.get(token)

@@ -111,7 +111,8 @@ async def exec_endpoint(request: web.Request) -> web.StreamResponse:
     fault = await state.fault(PROVIDER, kind, request, {
         FaultMode.REFUSE: _status_only(operation, STATUS_REFUSED),
         FaultMode.SYSTEM_ERROR: _status_only(operation, STATUS_SYSTEM),
-        FaultMode.HTTP500: web.Response(status=500, text="gateway failure")})
+        FaultMode.HTTP500: web.Response(status=500, text="gateway failure")},
+        _text(root, "Request/Order/OrderID") if root is not None else None)
     if fault is not None:
         return fault
     if root is None or kind == "unknown":

@@ -81,7 +81,8 @@ async def _begin(request: web.Request, operation: str
     answer = await state.fault(PROVIDER, operation, request, {
         FaultMode.REFUSE: _error(-99000033, "simulated refusal"),
         FaultMode.DUPLICATE: _error(DUPLICATE, "ExternalId is already used"),
-        FaultMode.SYSTEM_ERROR: _error(SERVICE_UNAVAILABLE, "service unavailable")})
+        FaultMode.SYSTEM_ERROR: _error(SERVICE_UNAVAILABLE, "service unavailable")},
+        request.match_info.get("payment_id"))
     if answer is None and not _allowed(request):
         answer = web.json_response({"message": "unauthorized"}, status=401)
     if answer is None and not request.headers.get("X-Request-ID"):

@@ -122,7 +122,8 @@ class AcquiringState:
     devices: dict[str, str] = field(default_factory=dict)  # Kaspi: DeviceId -> DeviceToken
     # Currencies (ISO 4217 numeric) Kapital's merchant is enabled for.
     kapital_currencies: frozenset[str] = frozenset({"944", "398"})
-    faults: dict[tuple[str, str], deque[Fault]] = field(default_factory=dict)
+    # By provider, operation and the order it names (None: any order).
+    faults: dict[tuple[str, str, str | None], deque[Fault]] = field(default_factory=dict)
     recorded: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=MAX_RECORDED))
     ids: itertools.count[int] = field(default_factory=lambda: itertools.count(
         secrets.randbelow(10**6) * 1000 + 1))
@@ -165,19 +166,23 @@ class AcquiringState:
             "bom": body.startswith(b"\xef\xbb\xbf"), "bodyHead": body[:16].hex(),
             "body": body[:4096].decode("utf-8", errors="replace")})
 
-    def add_fault(self, provider: str, operation: str, fault: Fault, times: int) -> None:
+    def add_fault(self, provider: str, operation: str, fault: Fault, times: int,
+                  order_id: str | None = None) -> None:
         queued = sum(len(q) for q in self.faults.values())
         if queued + times > MAX_QUEUED_FAULTS:
             raise web.HTTPBadRequest(text=f"at most {MAX_QUEUED_FAULTS} faults may be queued")
-        self.faults.setdefault((provider, operation), deque()).extend([fault] * times)
+        self.faults.setdefault((provider, operation, order_id), deque()).extend([fault] * times)
 
     async def fault(self, provider: str, operation: str, request: web.Request,
-                    answers: Mapping[FaultMode, web.Response] | None = None
-                    ) -> web.StreamResponse | None:
-        """Play the next injected fault of this operation, if any: an answer to send
-        instead of the real one (None: go on). `answers`: the acquirer's own words for a
-        refusal, a duplicate and a system error (a JSON 400, 409 and 500 unless given)."""
-        queue = self.faults.get((provider, operation))
+                    answers: Mapping[FaultMode, web.Response] | None = None,
+                    order_id: str | None = None) -> web.StreamResponse | None:
+        """Play the next injected fault of this operation (one queued for the order the
+        request names first, then one for any order), if any: an answer to send instead
+        of the real one (None: go on). `answers`: the acquirer's own words for a refusal,
+        a duplicate and a system error (a JSON 400, 409 and 500 unless given)."""
+        queue = self.faults.get((provider, operation, order_id)) if order_id else None
+        if not queue:
+            queue = self.faults.get((provider, operation, None))
         fault = queue.popleft() if queue else None
         if fault is None:
             return None
