@@ -17,7 +17,7 @@ from mpp_server import audit, db
 from mpp_server.config import Settings
 from mpp_server.domain import topup_refunds
 from mpp_server.domain.outcomes import TopupRefundResolution
-from mpp_server.reconcile.cli import has_control
+from mpp_server.reconcile.cli import operator_note
 
 EXIT_DONE, EXIT_BAD_INPUT, EXIT_UNAVAILABLE = 0, 2, 3
 
@@ -39,12 +39,11 @@ def main(argv: list[str]) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
-    by, reason = " ".join(args.by.split()), args.reason.strip()
-    if not by or len(by) > 100 or not reason or len(reason) > 2000 \
-            or has_control(args.by) or has_control(reason):
-        print(f"{parser.prog}: --by (at most 100 characters) and --reason (at most 2000) must "
-              "not be empty nor hold a control character", file=sys.stderr)
+    note = operator_note(args.by, args.reason)
+    if isinstance(note, str):
+        print(f"{parser.prog}: {note}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    by, reason = note
     try:
         result = asyncio.run(db.with_connection(
             Settings().database_url,

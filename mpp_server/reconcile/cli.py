@@ -147,15 +147,10 @@ def _ack(argv: list[str]) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
-    by, reason = " ".join(args.by.split()), args.reason.strip()
-    if not by or len(by) > 100 or not reason or len(reason) > 2000:
-        return _bad(parser.prog, "--by (at most 100 characters) and --reason (at most 2000) "
-                                 "must not be empty")
-    if has_control(args.by) or has_control(reason):
-        # A newline or a terminal escape would be stored and printed raw: in the report
-        # it could forge a line (RESULT: ...) or repaint the operator's terminal.
-        return _bad(parser.prog, "--by and --reason must not hold a control character "
-                                 "(newline, escape, direction override, ...)")
+    note = operator_note(args.by, args.reason)
+    if isinstance(note, str):
+        return _bad(parser.prog, note)
+    by, reason = note
     try:
         item = asyncio.run(db.with_connection(
             Settings().database_url,
@@ -178,6 +173,20 @@ def discrepancy_id(text: str) -> int:
     if not 1 <= value <= BIGINT_MAX:
         raise ValueError(text)
     return value
+
+
+def operator_note(by: str, reason: str) -> tuple[str, str] | str:
+    """A person's --by and --reason at the command line, tidied (the name's runs of
+    blanks one space, the reason stripped); or why they are refused: empty, too long, or
+    holding a control character, which would be stored and printed raw (in a report it
+    could forge a line, RESULT: ..., or repaint the operator's terminal)."""
+    name, text = " ".join(by.split()), reason.strip()
+    if not name or len(name) > 100 or not text or len(text) > 2000:
+        return "--by (at most 100 characters) and --reason (at most 2000) must not be empty"
+    if has_control(by) or has_control(text):
+        return ("--by and --reason must not hold a control character (newline, escape, "
+                "direction override, ...)")
+    return name, text
 
 
 def has_control(text: str) -> bool:

@@ -8,14 +8,12 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 
-from mpp_server import db, topups_cli
-from mpp_server.devtools.devdb import fresh_database
+from mpp_server import topups_cli
 from tests.support.helpers import call, deposit, new_customer, sim
-from tests.support.stack import DEPOSIT_TOKEN, Stack, running_stack
+from tests.support.stack import DEPOSIT_TOKEN, Stack
 from tests.support.topups import (
     PROVIDERS,
     WAIT_S,
@@ -30,7 +28,9 @@ from tests.support.topups import (
     refund,
     send_callback,
     sim_order,
+    stack_of_its_own,
     transfers,
+    until,
     wait_for,
     wait_refund,
 )
@@ -38,16 +38,6 @@ from tests.support.topups import (
 pytestmark = pytest.mark.usefixtures(no_acquirer_faults.__name__)
 # Longer than the tests' ACQUIRER_TIMEOUT_MS (1 s): the answer comes after we gave up.
 LATE_MS = 2500
-
-
-async def until(check: Any, what: str, wait_s: float = WAIT_S) -> Any:
-    deadline = asyncio.get_running_loop().time() + wait_s
-    while True:
-        value = await check()
-        if value:
-            return value
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
 
 
 async def expire_now(stack: Stack, topup_id: str) -> None:
@@ -200,16 +190,11 @@ async def test_page_is_handed_out_only_while_the_topup_is_created(stack: Stack) 
 async def small_pool(admin_dsn: str) -> AsyncIterator[Stack]:
     """A server with a pool of 6 connections, a short wait for one, and patience for a
     slow acquirer: what 40 callbacks met in production, scaled down."""
-    async with fresh_database(admin_dsn, "mpp_topup_pool") as dsn:
-        pool = await db.create_pool(dsn, min_size=1, max_size=4)
-        try:
-            async with running_stack(dsn, pool, DB_POOL_MAX="6", DB_POOL_MIN="1",
-                                     DB_ACQUIRE_TIMEOUT_MS="500",
-                                     ACQUIRER_TIMEOUT_MS="8000",
-                                     TOPUP_FIRST_CHECK_MS="30000") as running:
-                yield running
-        finally:
-            await pool.close()
+    async with stack_of_its_own(admin_dsn, "mpp_topup_pool", DB_POOL_MAX="6",
+                                DB_POOL_MIN="1", DB_ACQUIRE_TIMEOUT_MS="500",
+                                ACQUIRER_TIMEOUT_MS="8000",
+                                TOPUP_FIRST_CHECK_MS="30000") as running:
+        yield running
 
 
 async def test_callbacks_during_a_slow_status_api_leave_the_wallet_api_working(

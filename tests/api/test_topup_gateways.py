@@ -12,11 +12,9 @@ from typing import Any
 
 import pytest
 
-from mpp_server import db
-from mpp_server.devtools.devdb import fresh_database
 from mpp_server.serve import Runtime
 from tests.support.helpers import call, new_customer, sim
-from tests.support.stack import Stack, running_stack
+from tests.support.stack import Stack
 from tests.support.topups import (
     account_balance,
     acquirer_fault,
@@ -27,6 +25,7 @@ from tests.support.topups import (
     pay,
     refund,
     sim_order,
+    stack_of_its_own,
     wait_for,
 )
 
@@ -129,14 +128,9 @@ async def test_kapital_refused_reverse_falls_back_to_refund(stack: Stack) -> Non
 @pytest.fixture(scope="module")
 async def misconfigured(admin_dsn: str) -> AsyncIterator[Stack]:
     """Kapital set as the bank documents it (944, AZN) and Kaspi with a wrong Api-Key."""
-    async with fresh_database(admin_dsn, "mpp_gateways") as dsn:
-        pool = await db.create_pool(dsn, min_size=1, max_size=4)
-        try:
-            async with running_stack(dsn, pool, KAPITAL_CURRENCY="944",
-                                     KASPI_ECOM_API_KEY="not-the-key") as running:
-                yield running
-        finally:
-            await pool.close()
+    async with stack_of_its_own(admin_dsn, "mpp_gateways", KAPITAL_CURRENCY="944",
+                                KASPI_ECOM_API_KEY="not-the-key") as running:
+        yield running
 
 
 async def test_a_gateway_charging_another_currency_is_refused_before_anything(

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 
+from mpp_server import db
+from mpp_server.devtools.devdb import fresh_database
 from mpp_server.metrics import REGISTRY
 from tests.support.helpers import balance, call, new_customer, sim
-from tests.support.stack import Stack
+from tests.support.stack import Stack, running_stack
 
 PROVIDERS = ["halyk-epay", "kapital", "kaspi-ecom"]
 REFUNDABLE = ["halyk-epay", "kapital"]
@@ -44,6 +48,31 @@ async def pay(stack: Stack, topup: dict[str, Any], outcome: str = "success",
     assert status == 200, answer
     assert answer["providerOrderId"] == topup["providerOrderId"]
     return dict(answer)
+
+
+async def until(check: Callable[[], Awaitable[Any]], what: str,
+                wait_s: float = WAIT_S) -> Any:
+    """Poll `check` until it returns something true (its value), at most `wait_s`."""
+    deadline = asyncio.get_running_loop().time() + wait_s
+    while True:
+        value = await check()
+        if value:
+            return value
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+@asynccontextmanager
+async def stack_of_its_own(admin_dsn: str, prefix: str, **env: str) -> AsyncIterator[Stack]:
+    """A database, simulator and server of the test module's own, with `env` over the
+    tests' settings."""
+    async with fresh_database(admin_dsn, prefix) as dsn:
+        pool = await db.create_pool(dsn, min_size=1, max_size=4)
+        try:
+            async with running_stack(dsn, pool, **env) as running:
+                yield running
+        finally:
+            await pool.close()
 
 
 async def wait_for(stack: Stack, topup_id: str, wanted: str) -> dict[str, Any]:

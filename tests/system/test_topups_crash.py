@@ -14,20 +14,11 @@ import pytest
 from mpp_server.devtools.launcher import free_port
 from mpp_server.domain import ledger
 from tests.support.helpers import new_customer, sim
+from tests.support.topups import until
 from tests.system.test_processes import servers, wallet
 
 pytestmark = pytest.mark.slow
 WAIT_S = 30.0
-
-
-async def _until(check: Any, what: str) -> Any:
-    deadline = asyncio.get_running_loop().time() + WAIT_S
-    while True:
-        value = await check()
-        if value:
-            return value
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
 
 
 async def test_server_killed_between_status_check_and_credit_credits_once_after_restart(
@@ -66,7 +57,7 @@ async def test_server_killed_between_status_check_and_credit_credits_once_after_
                        LIMIT 1""")
                 return pid
 
-            blocked = await _until(crediting_pid, "the credit to wait for the account")
+            blocked = await until(crediting_pid, "the credit to wait for the account", WAIT_S)
             _, order = await sim(stack, "GET", f"/sim/acquiring/orders/halyk-epay/"
                                                f"{topup['providerOrderId']}")
             assert order["statusChecks"] >= 1  # the status API said CHARGED
@@ -80,7 +71,7 @@ async def test_server_killed_between_status_check_and_credit_credits_once_after_
                 return not await watch.fetchval(
                     "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", blocked)
 
-            await _until(backend_gone, "the killed server's backend to end")
+            await until(backend_gone, "the killed server's backend to end", WAIT_S)
         assert await db.fetchval("SELECT status FROM topups WHERE topup_id = $1",
                                  topup_id) == "CREATED"
         assert await db.fetchval("SELECT count(*) FROM transfers WHERE kind = 'topup' "
@@ -94,7 +85,7 @@ async def test_server_killed_between_status_check_and_credit_credits_once_after_
                                            topup_id)
                 return bool(status == "CREDITED")
 
-            await _until(credited, "the restarted server to credit the top-up")
+            await until(credited, "the restarted server to credit the top-up", WAIT_S)
             status, account = await wallet(stack.http, second, "GET",
                                            f"/v1/accounts/{customer}")
             assert status == 200 and account["balance"] == "2500.00"
@@ -133,7 +124,7 @@ async def test_server_killed_while_the_acquirer_applies_a_refund_never_gives_it_
                 return bool(await db.fetchval("SELECT status = 'CREDITED' FROM topups "
                                               "WHERE topup_id = $1", topup["topupId"]))
 
-            await _until(credited, "the credit")
+            await until(credited, "the credit", WAIT_S)
             await sim(stack, "POST", "/sim/acquiring/faults", {
                 "provider": "halyk-epay", "operation": "refund", "mode": "late_answer",
                 "delayMs": 20_000})
@@ -146,7 +137,7 @@ async def test_server_killed_while_the_acquirer_applies_a_refund_never_gives_it_
                                                    f"{topup['providerOrderId']}")
                 return bool(order["refunds"])
 
-            await _until(done_at_halyk, "Halyk to do the refund")
+            await until(done_at_halyk, "Halyk to do the refund", WAIT_S)
             first.kill()  # its answer is on its way: never heard
             await asyncio.gather(asking, return_exceptions=True)
         with servers(1, isolated_db, stack.sim_url, tmp_path, **env) as (second,):
@@ -157,7 +148,7 @@ async def test_server_killed_while_the_acquirer_applies_a_refund_never_gives_it_
                                            "WHERE refund_id = $1", "rf-" + customer)
                 return status in ("COMPLETED", "REFUSED")
 
-            await _until(answered, "the refund to be answered")
+            await until(answered, "the refund to be answered", WAIT_S)
         assert await db.fetchval("SELECT status FROM topup_refunds WHERE refund_id = $1",
                                  "rf-" + customer) == "COMPLETED"
         assert await db.fetchval("SELECT balance_tiyn FROM accounts WHERE customer_id = $1",

@@ -28,7 +28,7 @@ from mpp_server.domain import ledger
 from mpp_server.money import format_amount, parse_amount
 from tests.support.helpers import new_customer, sim
 from tests.support.stack import Stack, server_env
-from tests.support.topups import PROVIDERS, acquirer_fault, callback_of
+from tests.support.topups import PROVIDERS, acquirer_fault, callback_of, until
 from tests.system.test_processes import AUTH
 
 pytestmark = pytest.mark.slow
@@ -94,13 +94,6 @@ class Plan:
     pay: str  # success, decline, none, late
 
 
-async def _until(check: Any, what: str, timeout_s: float = QUIET_S) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not await check():
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.2)
-
-
 async def _status_of(db: asyncpg.Pool, topup_id: str) -> str:
     return str(await db.fetchval("SELECT status FROM topups WHERE topup_id = $1", topup_id))
 
@@ -145,7 +138,7 @@ async def one_topup(stack: Stack, fleet: Fleet, db: asyncpg.Pool, rng: random.Ra
         async def over() -> bool:
             return await _status_of(db, topup["topupId"]) != "CREATED"
 
-        await _until(over, f"{topup['topupId']} to end")
+        await until(over, f"{topup['topupId']} to end", QUIET_S)
     play = {"paymentUrl": topup["paymentUrl"],
             "outcome": "decline" if plan.pay == "decline" else "success",
             "callback": rng.choice(["send", "skip", "twice"])}
@@ -165,7 +158,7 @@ async def refunds(stack: Stack, fleet: Fleet, db: asyncpg.Pool, rng: random.Rand
     async def credited() -> bool:
         return await _status_of(db, topup["topupId"]) == "CREDITED"
 
-    await _until(credited, f"{topup['topupId']} to be credited")
+    await until(credited, f"{topup['topupId']} to be credited", QUIET_S)
     left = amount_tiyn
     for _ in range(rng.randint(1, 2)):
         if left < 1000:
@@ -212,7 +205,7 @@ async def test_random_interleavings_leave_the_wallet_holding_what_the_acquirer_h
             async def killed_enough() -> bool:
                 return fleet.kills >= MIN_KILLS
 
-            await _until(killed_enough, f"{MIN_KILLS} kills")
+            await until(killed_enough, f"{MIN_KILLS} kills", QUIET_S)
             stop.set()
             await killer
             await sim(stack, "DELETE", "/sim/acquiring/faults")
@@ -249,7 +242,7 @@ async def settled(stack: Stack, db: asyncpg.Pool, plans: list[Plan]) -> None:
         return not await db.fetchval(
             "SELECT count(*) FROM topup_refunds WHERE status IN ('PENDING', 'UNKNOWN')")
 
-    await _until(quiet, "every top-up and refund to settle")
+    await until(quiet, "every top-up and refund to settle", QUIET_S)
 
 
 async def books_match(stack: Stack, db: asyncpg.Pool, plans: list[Plan]) -> None:
