@@ -26,6 +26,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from mpp_server import db, migrate, topup_wiring
+from mpp_server.acquirers.base import TlsFilesUnreadable
 from mpp_server.config import Settings, describe_settings_error, parse_listen
 from mpp_server.console import app as console_app
 from mpp_server.domain import payments
@@ -228,9 +229,13 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     try:
         settings = Settings()
+        topup_wiring.tls_contexts(settings)  # the certificate files read, before anything
     except pydantic.ValidationError as exc:
         print(f"mpp-server: configuration refused: {describe_settings_error(exc)}",
               file=sys.stderr)
+        return 2
+    except TlsFilesUnreadable as exc:
+        print(f"mpp-server: configuration refused: {exc}", file=sys.stderr)
         return 2
     setup_logging(settings.log_level)
     with asyncio.Runner(loop_factory=loop_factory()) as runner:

@@ -3,6 +3,8 @@ status poller, the refund outbox; built by serve.Runtime from the settings."""
 
 from __future__ import annotations
 
+import ssl
+
 import aiohttp
 import asyncpg
 
@@ -17,9 +19,19 @@ from mpp_server.domain.topups import Policy, Topups
 from mpp_server.http.topups import TopupServices
 
 
+def tls_contexts(s: Settings) -> tuple[ssl.SSLContext | None, ssl.SSLContext | None]:
+    """Kapital's and Kaspi's TLS contexts (client certificates, CAs): TlsFilesUnreadable
+    names the variables of a file that cannot be read (serve checks before it starts)."""
+    return (tls_context("KAPITAL_CERT_FILE, KAPITAL_KEY_FILE, KAPITAL_CA_FILE",
+                        s.kapital_cert_file, s.kapital_key_file, s.kapital_ca_file),
+            tls_context("KASPI_ECOM_CERT_FILE, KASPI_ECOM_KEY_FILE, KASPI_ECOM_CA_FILE",
+                        s.kaspi_ecom_cert_file, s.kaspi_ecom_key_file, s.kaspi_ecom_ca_file))
+
+
 def acquirers(s: Settings, session: aiohttp.ClientSession,
               pool: asyncpg.Pool) -> dict[Provider, Acquirer]:
-    """The three clients; the TLS files are read here (a missing one stops the start)."""
+    """The three clients."""
+    kapital_tls, kaspi_tls = tls_contexts(s)
     kaspi_device = DeviceRegistry(pool, Provider.KASPI_ECOM, s.kaspi_ecom_tradepoint_id,
                                   s.acquirer_lease_s)
     return {
@@ -28,14 +40,9 @@ def acquirers(s: Settings, session: aiohttp.ClientSession,
                                        s.halyk_epay_client_secret, s.halyk_epay_terminal,
                                        s.acquirer_timeout_ms),
         Provider.KAPITAL: Kapital(session, s.kapital_exec_url, s.kapital_merchant_id,
-                                  s.kapital_currency,
-                                  tls_context(s.kapital_cert_file, s.kapital_key_file,
-                                              s.kapital_ca_file),
-                                  s.acquirer_timeout_ms),
+                                  s.kapital_currency, kapital_tls, s.acquirer_timeout_ms),
         Provider.KASPI_ECOM: KaspiEcom(session, s.kaspi_ecom_base_url, s.kaspi_ecom_api_key,
-                                       tls_context(s.kaspi_ecom_cert_file, s.kaspi_ecom_key_file,
-                                                   s.kaspi_ecom_ca_file),
-                                       s.kaspi_ecom_tradepoint_id, kaspi_device,
+                                       kaspi_tls, s.kaspi_ecom_tradepoint_id, kaspi_device,
                                        s.acquirer_timeout_ms),
     }
 

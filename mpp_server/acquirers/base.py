@@ -206,15 +206,24 @@ def json_with_amount(fields: dict[str, object], amount_tiyn: int) -> str:
     return text[:-1] + f',"amount":{format_amount(amount_tiyn)}}}'
 
 
-def tls_context(cert_file: str, key_file: str, ca_file: str) -> ssl.SSLContext | None:
+class TlsFilesUnreadable(Exception):
+    """A gateway's certificate, key or CA file that cannot be read: `serve` stops."""
+
+
+def tls_context(variables: str, cert_file: str, key_file: str,
+                ca_file: str) -> ssl.SSLContext | None:
     """The TLS context of a gateway's calls: our client certificate (mutual TLS) and the
     CA that signed the gateway's own certificate, where configured; None: the defaults
-    (system CAs, no client certificate). Read at start: a missing file stops `serve`."""
+    (system CAs, no client certificate). Read at start: a file that cannot be read stops
+    `serve`, naming `variables`."""
     if not (cert_file or key_file or ca_file):
         return None
-    context = ssl.create_default_context(cafile=ca_file or None)
-    if cert_file or key_file:
-        context.load_cert_chain(cert_file, key_file or None)
+    try:
+        context = ssl.create_default_context(cafile=ca_file or None)
+        if cert_file or key_file:
+            context.load_cert_chain(cert_file, key_file or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise TlsFilesUnreadable(f"{variables}: {exc}") from exc
     return context
 
 

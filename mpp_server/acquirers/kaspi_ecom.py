@@ -114,6 +114,8 @@ class KaspiEcom:
         external_id = order.gateway_ref or order.topup_id
         if order.attempt > 1:
             external_id = f"{external_id}.{order.attempt}"
+        if not self._trade_point:
+            raise AcquirerNoAnswer("NOT_CONFIGURED", "KASPI_ECOM_TRADEPOINT_ID is not set")
         token = await self._devices.token(self.register_device)
         try:
             data = await self._call("create", "POST", "/qr/create-link", {

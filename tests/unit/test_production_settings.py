@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pydantic
 import pytest
@@ -100,3 +101,10 @@ def test_the_simulator_on_loopback_needs_nothing_set(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("KASPI_BASE_URL", "http://localhost:8090")
     monkeypatch.setenv("HALYK_EPAY_API_URL", "http://[::1]:8090/halyk-epay/api")
     assert Settings().kaspi_caller_name == "MPPSERVER"
+
+
+def test_a_certificate_file_that_cannot_be_read_stops_serve(tmp_path: Path) -> None:
+    done = _serve(KAPITAL_CERT_FILE=str(tmp_path / "missing.crt"),
+                  KAPITAL_KEY_FILE=str(tmp_path / "missing.key"))
+    assert done.returncode == 2, done.stderr
+    assert "KAPITAL_CERT_FILE" in done.stderr and "Traceback" not in done.stderr
