@@ -37,7 +37,7 @@ class Forbidden(WalletError):
 
 class NotFound(WalletError):
     code, http_status = "NOT_FOUND", 404
-    why = "no such account, payment, top-up or run"
+    why = "no such account, payment, top-up, dispute or run"
 
 
 class InsufficientFunds(WalletError):
@@ -66,14 +66,15 @@ class InvalidState(WalletError):
 
 class CustomerMismatch(WalletError):
     code, http_status = "CUSTOMER_MISMATCH", 409
-    why = "another customer scanned this payment"
+    why = "another customer scanned this payment (or opened this dispute)"
 
 
 class IdempotencyConflict(WalletError):
     """The same idempotency key (depositId) was used with different arguments."""
 
     code, http_status = "IDEMPOTENCY_CONFLICT", 409
-    why = "the idempotency key (depositId, topupId, refundId) was used with other arguments"
+    why = ("the idempotency key (depositId, topupId, refundId, disputeId) was used with "
+           "other arguments")
 
 
 class PayloadTooLarge(WalletError):

@@ -132,6 +132,35 @@ DB_UNAVAILABLE = Counter(
     "not the primary), by who noticed: wallet, kaspi (/refund), notify_worker, "
     "housekeeping", ["where"], registry=REGISTRY)
 
+WEBHOOK_DELIVERIES = Counter(
+    "mpp_webhook_deliveries_total",
+    "Webhook deliveries to WEBHOOK_URL ending: delivered (a 2xx), given_up (not delivered "
+    "within WEBHOOK_MAX_AGE_S: replay with `python -m mpp_server webhooks replay ID`)",
+    ["outcome"], registry=REGISTRY)
+WEBHOOK_ATTEMPTS = Counter(
+    "mpp_webhook_attempts_total",
+    "Webhook POSTs by result: HTTP_<status>, TIMEOUT (WEBHOOK_TIMEOUT_MS), "
+    "CONNECTION_ERROR, BAD_RESPONSE, INTERNAL_ERROR, EVENT_GONE", ["result"],
+    registry=REGISTRY)
+WEBHOOK_OUTBOX_DEPTH = Gauge(
+    "mpp_webhook_outbox_depth", "Webhook deliveries not made yet (PENDING)",
+    registry=REGISTRY)
+WEBHOOK_OLDEST_AGE = Gauge(
+    "mpp_webhook_oldest_undelivered_age_seconds",
+    "Age of the oldest webhook delivery not made yet (from its event, or its replay); "
+    "exported by servers with WEBHOOK_URL set", registry=REGISTRY)
+WEBHOOK_LAG = Histogram(
+    "mpp_webhook_delivery_lag_seconds",
+    "From an event (or its replay) to the receiver's 2xx",
+    buckets=(*_LATENCY_BUCKETS_S, 30.0, 60.0, 300.0, 1800.0, 3600.0), registry=REGISTRY)
+
+DISPUTES_OPEN = Gauge(
+    "mpp_disputes_open", "Customers' disputes OPEN (not resolved yet)", registry=REGISTRY)
+DISPUTES_OVERDUE = Gauge(
+    "mpp_disputes_overdue",
+    "Disputes still OPEN past their dueAt (DISPUTE_RESPONSE_HOURS after they opened)",
+    registry=REGISTRY)
+
 # Series that alerts watch with increase(): exported at 0 from the start, so the first
 # event is an increase and not the series' first appearance.
 for _outcome in ("COMPLETED", "DECLINED", "CANCELLED", "EXPIRED", "INSUFFICIENT_FUNDS",
@@ -140,6 +169,8 @@ for _outcome in ("COMPLETED", "DECLINED", "CANCELLED", "EXPIRED", "INSUFFICIENT_
 for _kind in ("notify_declined_completed_payment", "unknown_notify_code",
               "refund_for_declined_payment", "registry_confirms_declined_payment"):
     MONEY_ALARMS.labels(_kind)
+for _outcome in ("delivered", "given_up"):
+    WEBHOOK_DELIVERIES.labels(_outcome)
 for _where in ("wallet", "kaspi", "notify_worker", "housekeeping"):
     DB_UNAVAILABLE.labels(_where)
 for _code in ("SUCCESS", "PARAM_ILLEGAL"):

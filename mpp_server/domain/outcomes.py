@@ -52,12 +52,35 @@ class TopupRefundStatus(StrEnum):
     REFUSED = "REFUSED"
 
 
+class WebhookStatus(StrEnum):
+    """A webhook delivery to the wallet backend; PENDING is the outbox."""
+
+    PENDING = "PENDING"
+    DELIVERED = "DELIVERED"  # the receiver answered 2xx
+    GIVEN_UP = "GIVEN_UP"    # not delivered within WEBHOOK_MAX_AGE_S (replayable)
+
+
+class DisputeStatus(StrEnum):
+    OPEN = "OPEN"
+    RESOLVED = "RESOLVED"
+
+
+class DisputeResolution(StrEnum):
+    """How a RESOLVED dispute ended (disputes.resolution)."""
+
+    REFUNDED = "REFUNDED"    # Kaspi refunded the payment (the refunds cover the dispute)
+    REJECTED = "REJECTED"    # an operator found the complaint unfounded
+    WITHDRAWN = "WITHDRAWN"  # the customer withdrew it (the wallet)
+
+
 # states.sql's machine names, with their enums and tables.
 MACHINES: dict[str, tuple[type[StrEnum], str]] = {
     "payment": (PaymentStatus, "payments"),
     "refund": (RefundStatus, "refunds"),
     "topup": (TopupStatus, "topups"),
     "topup_refund": (TopupRefundStatus, "topup_refunds"),
+    "webhook": (WebhookStatus, "webhook_deliveries"),
+    "dispute": (DisputeStatus, "disputes"),
 }
 OPEN_PAYMENT_STATUSES = (PaymentStatus.SCANNED, PaymentStatus.CHECKED_OUT)
 
@@ -198,6 +221,47 @@ class TopupRefundAnswer(StrEnum):
     ALREADY_APPLIED = "ALREADY_APPLIED"  # answered before
 
 
+class WebhookAttemptOutcome(StrEnum):
+    """`webhook_attempt_done` (sql/functions/webhooks.sql): one attempt's result."""
+
+    DELIVERED = "DELIVERED"    # the receiver answered 2xx
+    RETRY = "RETRY"            # failed; due again after the backoff
+    GIVEN_UP = "GIVEN_UP"      # failed, and the next try would be past WEBHOOK_MAX_AGE_S
+    SUPERSEDED = "SUPERSEDED"  # another claim holds the row, or it is no longer PENDING
+
+
+class WebhookReplayOutcome(StrEnum):
+    """`webhook_replay`: an operator sends a delivery again."""
+
+    REPLAYED = "REPLAYED"
+    ALREADY_PENDING = "ALREADY_PENDING"  # nothing to do: it is being delivered
+    UNKNOWN = "UNKNOWN"                  # no delivery of that event
+    EVENT_GONE = "EVENT_GONE"            # retention removed the event: nothing to send
+
+
+class DisputeOpenOutcome(StrEnum):
+    """`dispute_open` (sql/functions/disputes.sql): POST /v1/disputes, claimed first."""
+
+    OPENED = "OPENED"                        # the dispute is OPEN, dispute.opened
+    REPEAT = "REPEAT"                        # this disputeId with the same request
+    CONFLICT = "CONFLICT"                    # this disputeId with another request
+    UNKNOWN_PAYMENT = "UNKNOWN_PAYMENT"      # nothing recorded
+    CUSTOMER_MISMATCH = "CUSTOMER_MISMATCH"  # another customer's payment: nothing recorded
+    NOT_PAID = "NOT_PAID"                    # nothing was debited: nothing recorded
+    EXCEEDS = "EXCEEDS"                      # more than the payment: nothing recorded
+
+
+class DisputeResolveOutcome(StrEnum):
+    """`dispute_resolve`: the one way a dispute is resolved (operator, wallet, refund)."""
+
+    RESOLVED = "RESOLVED"                    # RESOLVED now, dispute.resolved
+    REPEAT = "REPEAT"                        # already resolved the same way: nothing more
+    ALREADY_RESOLVED = "ALREADY_RESOLVED"    # resolved otherwise: nothing changes
+    UNKNOWN = "UNKNOWN"
+    CUSTOMER_MISMATCH = "CUSTOMER_MISMATCH"  # a withdrawal for another customer's dispute
+    NOT_REFUNDED = "NOT_REFUNDED"            # REFUNDED asked, Kaspi refunded nothing
+
+
 # The SQL function that returns each enum: the outcome test reads their bodies.
 RETURNED_BY: dict[type[StrEnum], tuple[str, ...]] = {
     DebitOutcome: ("payment_debit",),
@@ -210,4 +274,8 @@ RETURNED_BY: dict[type[StrEnum], tuple[str, ...]] = {
     TopupOutcome: ("topup_apply_status",),
     TopupRefundOutcome: ("topup_refund_stage",),
     TopupRefundAnswer: ("topup_refund_answer",),
+    WebhookAttemptOutcome: ("webhook_attempt_done",),
+    WebhookReplayOutcome: ("webhook_replay",),
+    DisputeOpenOutcome: ("dispute_open",),
+    DisputeResolveOutcome: ("dispute_resolve",),
 }

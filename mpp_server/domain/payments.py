@@ -31,6 +31,7 @@ from mpp_server.domain.outcomes import (
     DebitOutcome,
     PaymentStatus,
 )
+from mpp_server.domain.receipts import receipt_in_locale
 from mpp_server.errors import (
     CustomerMismatch,
     InsufficientFunds,
@@ -350,18 +351,15 @@ async def get(pool: asyncpg.Pool, payment_id: str) -> tuple[asyncpg.Record,
         if row is None:
             raise NotFound(f"payment {payment_id!r} not found")
         refunds = await conn.fetch(
-            """SELECT refund_id, amount_tiyn, created_at FROM refunds
+            """SELECT refund_id, amount_tiyn, created_at, link_receipt FROM refunds
                WHERE payment_id = $1 AND status = 'SUCCESS' ORDER BY created_at, refund_id""",
             payment_id)
     return row, list(refunds)
 
 
 def receipt_link(row: asyncpg.Record) -> str | None:
-    """Kaspi's receipt, in Kazakh when the customer uses kk-KZ (regulation §4.3)."""
-    link: str | None = row["link_receipt"]
-    if link and row["locale"] == "kk-KZ" and "locale=kk" not in link:
-        link += "&locale=kk"
-    return link
+    """The payment's receipt, in Kazakh when the customer uses kk-KZ (regulation §4.3)."""
+    return receipt_in_locale(row["link_receipt"], row["locale"])
 
 
 async def expire_stale(pool: asyncpg.Pool) -> int:

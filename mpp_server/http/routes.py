@@ -4,9 +4,18 @@ wallet API, the Kaspi-facing `/refund`, the acquirers' callbacks and the probes.
 from __future__ import annotations
 
 from mpp_server import cursors, errors
-from mpp_server.http import acquiring_listener, reconciliations, refund_listener, topups, wallet
+from mpp_server.http import (
+    acquiring_listener,
+    disputes,
+    reconciliations,
+    refund_listener,
+    topups,
+    wallet,
+)
 from mpp_server.http.examples import (
     CUSTOMER,
+    DISPUTE_EXAMPLES,
+    EVENT_EXAMPLES,
     PAYMENT_EXAMPLES,
     PAYMENT_ID,
     RECEIPT,
@@ -25,7 +34,8 @@ from mpp_server.http.models import (
     CheckoutOut,
     ConfirmIn,
     DepositIn,
-    EventOut,
+    DisputeIn,
+    DisputeOut,
     EventsOut,
     HealthOut,
     IdentificationIn,
@@ -39,6 +49,7 @@ from mpp_server.http.models import (
     TopupOut,
     TopupRefundIn,
     TopupRefundOut,
+    WithdrawIn,
 )
 from mpp_server.http.refund_listener import RefundIn, RefundResultOut
 from mpp_server.http.routing import Answer, Param, Rerun, Route, Scope, openapi_json
@@ -51,6 +62,8 @@ PAYMENT = Param("paymentId", "path", {"type": "string", "pattern": ID_PATTERN},
                 "Kaspi's paymentId, as scan answered it", required=True)
 LOCALE = Param("X-Locale", "header", {"type": "string", "enum": list(LOCALES)},
                "passed on to Kaspi; kk-KZ also makes the receipt link Kazakh")
+DISPUTE = Param("disputeId", "path", {"type": "string", "pattern": ID_PATTERN},
+                "the disputeId the wallet chose", required=True)
 TOPUP = Param("topupId", "path", {"type": "string", "pattern": ID_PATTERN},
               "the topupId the wallet chose", required=True)
 
@@ -191,7 +204,12 @@ ROUTES: tuple[Route, ...] = (
           "writes can hold an event back (at most EVENTS_HOLD_MS). A cursor is the last "
           "event's place in the feed (\"18\"); cursors of the form \"txid-id\" "
           "from earlier versions are still taken. Types: payment.completed, "
-          "payment.declined, refund.credited.",
+          "payment.declined, refund.credited, topup.credited, topup.failed, "
+          "dispute.opened, dispute.resolved (skip a type you do not know). "
+          "payment.completed and refund.credited carry Kaspi's receipt (linkReceipt, "
+          "Kazakh when the payment was made in kk-KZ). With WEBHOOK_URL set, each event "
+          "is also POSTed there, signed (Standard Webhooks; docs/notices.md), its `id` "
+          "the webhook-id: a reader of both drops the repeats by id.",
           params=(Param("after", "query", {"type": "string",
                                            "pattern": f"^$|{cursors.PATTERN}|"
                                                       f"{cursors.LEGACY_PATTERN}",
@@ -200,12 +218,43 @@ ROUTES: tuple[Route, ...] = (
                   Param("limit", "query", {"type": "integer", "minimum": 1,
                                            "maximum": wallet.EVENTS_MAX_LIMIT, "default": 100},
                         "at most this many events")),
-          answers={200: Answer("a page of events", EventsOut, {"page": EventsOut(events=[
-              EventOut(id=17, type="payment.completed", customerId=CUSTOMER,
-                       paymentId=PAYMENT_ID, amount=150000, createdAt=UNTIL),
-              EventOut(id=18, type="refund.credited", customerId=CUSTOMER,
-                       paymentId=PAYMENT_ID, refundId="Ref1234567", amount=50000,
-                       createdAt=UNTIL)], next="18")})}),
+          answers={200: Answer("a page of events", EventsOut, {"page": EventsOut(
+              events=EVENT_EXAMPLES, next="19")})}),
+    Route(("wallet",), "post", "/v1/disputes", disputes.create_dispute, "createDispute",
+          "A customer disputes a payment (idempotent on disputeId)",
+          "The dispute is OPEN, due DISPUTE_RESPONSE_HOURS (default 24) after it was "
+          "opened (dueAt); an operator resolves it (REJECTED or REFUNDED), the wallet may "
+          "withdraw it, and Kaspi's refunds of the payment resolve it REFUNDED by themselves "
+          "once those credited since it opened cover its amount. Only a PENDING or "
+          "COMPLETED payment can be disputed, by its own customer, for at most its amount "
+          "(absent: all of it); a payment may carry several disputes. A repeat with the "
+          "same body answers 200; the refusals record nothing. Events dispute.opened and "
+          "dispute.resolved.",
+          rerun=Rerun.KEYED, request=DisputeIn,
+          request_examples={
+              "whole payment": {"disputeId": "dp-1", "paymentId": PAYMENT_ID,
+                                "customerId": CUSTOMER, "reason": "Charged twice"},
+              "part": {"disputeId": "dp-2", "paymentId": PAYMENT_ID, "customerId": CUSTOMER,
+                       "reason": "One item was missing", "amount": "500.00"}},
+          answers={201: Answer("opened", DisputeOut, {"OPEN": DISPUTE_EXAMPLES["OPEN"]}),
+                   200: Answer("a repeat: the dispute as it is now", DisputeOut,
+                               DISPUTE_EXAMPLES)},
+          errors=(errors.NotFound, errors.CustomerMismatch, errors.InvalidState,
+                  errors.IdempotencyConflict)),
+    Route(("wallet",), "get", "/v1/disputes/{disputeId}", disputes.get_dispute, "getDispute",
+          "A dispute: OPEN, or RESOLVED with its resolution (REFUNDED, REJECTED, WITHDRAWN)",
+          params=(DISPUTE,),
+          answers={200: Answer("the dispute", DisputeOut, DISPUTE_EXAMPLES)},
+          errors=(errors.NotFound,)),
+    Route(("wallet",), "post", "/v1/disputes/{disputeId}/withdraw", disputes.withdraw_dispute,
+          "withdrawDispute", "The customer withdraws an OPEN dispute",
+          "RESOLVED with WITHDRAWN, and dispute.resolved. A repeat answers the same; a "
+          "dispute resolved otherwise answers 409 INVALID_STATE.",
+          rerun=Rerun.KEYED, params=(DISPUTE,), request=WithdrawIn,
+          request_examples={"withdraw": {"customerId": CUSTOMER}},
+          answers={200: Answer("the dispute, WITHDRAWN", DisputeOut,
+                               {"WITHDRAWN": DISPUTE_EXAMPLES["WITHDRAWN"]})},
+          errors=(errors.NotFound, errors.CustomerMismatch, errors.InvalidState)),
     Route(("wallet",), "post", "/v1/topups", topups.create_topup, "createTopup",
           "Top up a wallet by card through an acquirer (idempotent on topupId)",
           "The top-up is stored CREATED before the acquirer hears of it; the answer's "

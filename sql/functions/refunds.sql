@@ -67,6 +67,9 @@ BEGIN
          WHERE payment_id = p_payment_id;
         INSERT INTO events (type, customer_id, payment_id, refund_id, amount_tiyn)
         VALUES ('refund.credited', p_customer_id, p_payment_id, p_refund_id, p_amount);
+        -- A customer's open dispute of the payment that this refund now covers is
+        -- resolved REFUNDED (disputes.sql).
+        PERFORM disputes_refunded(p_payment_id, p_refund_id, p_amount);
         code := 'SUCCESS';
         message := 'success';
     END IF;
