@@ -23,6 +23,7 @@ from tests.support.helpers import (
     payment,
     scan,
     sim,
+    sim_refund,
     transfers_of,
 )
 from tests.support.stack import server_env, settings_from
@@ -44,13 +45,6 @@ def refund_body(done: dict[str, Any], customer: str, amount: str,
     return {"customerId": customer, "paymentId": done["paymentId"], "refundAmount": amount,
             "refundId": refund_id or "R" + uuid.uuid4().hex[:20],
             "linkReceipt": "https://receipt-test.kaspi.kz/web?extTranId=QR1"}
-
-
-async def sim_refund(stack: Any, payment_id: str, amount: str, **extra: Any) -> dict[str, Any]:
-    status, body = await sim(stack, "POST", "/sim/refunds",
-                             {"paymentId": payment_id, "amount": amount, **extra})
-    assert status == 200, body
-    return dict(body)
 
 
 async def test_full_refund_credits_the_customer(stack: Any) -> None:
