@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import asyncpg
+import jsonschema_rs
 
 from mpp_server import db
 from mpp_server.metrics import REGISTRY
@@ -99,9 +100,16 @@ async def test_every_event_is_posted_signed_with_its_receipt_in_the_customers_la
             await receiver.wait_for(lambda: len(receiver.accepted_ids()) == 2, "2 webhooks")
             feed, _ = await drain_events(stack, "0")
             shown = await payment(stack, payment_id)
+            async with stack.http.get(stack.wallet_url + "/openapi.json") as resp:
+                described = await resp.json()
     finally:
         await receiver.stop()
     assert all(r.verified for r in receiver.received)
+    schema = described["webhooks"]["event"]["post"]["requestBody"]["content"][
+        "application/json"]["schema"]
+    validator = jsonschema_rs.Draft202012Validator(
+        {**schema, "components": described["components"]}, validate_formats=True)
+    assert all(validator.is_valid(r.payload) for r in receiver.received)  # as described
     by_type = {r.payload["type"]: r for r in receiver.received}
     assert set(by_type) == {"payment.completed", "refund.credited"}
     for event in feed:  # the feed and the webhooks say the same, the id is the webhook-id
