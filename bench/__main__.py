@@ -5,7 +5,8 @@ Kaspi simulator and W server processes, then drives many wallet customers concur
 deposit once, then scan → confirm → COMPLETED with linkReceipt (Dynamic, then Static),
 then Kaspi's POST /refund. In the same run it measures the machine's raw limits (an
 aiohttp JSON echo server driven by the same load generator; PostgreSQL single-row
-insert commits/s) and checks the ledger invariants. Writes bench/results/latest.json
+insert commits/s) and checks the ledger invariants; then the webhook delivery lag at light load
+(bench/webhook_lag.py). Writes bench/results/latest.json
 and prints a table. `--smoke` is a few-second run for `make test`.
 """
 
@@ -31,6 +32,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 import asyncpg
 
+from bench import webhook_lag
 from mpp_server import migrate
 from mpp_server.devtools import devdb
 from mpp_server.devtools.ports import free_ports
@@ -532,6 +534,7 @@ async def measure(args: argparse.Namespace, dsn: str, procs: Processes) -> dict[
         light = await payments_phase(load, "light", customers[:args.light_concurrency],
                                      args.duration / 2, None, static_qrs, [])
         refund_cpu = meter.per_operation_ms(refunds.done + refunds.failed)
+        webhooks = await webhook_lag.measure(http, procs, sim, dsn, args.duration / 2)
         echo = await echo_phase(http, procs, args.duration, args.concurrency)
     pg = await pg_insert_phase(dsn, args.duration, args.pg_connections)
     conn = await asyncpg.connect(dsn)
@@ -555,6 +558,7 @@ async def measure(args: argparse.Namespace, dsn: str, procs: Processes) -> dict[
         "light_load": {"concurrency": args.light_concurrency, "per_s": round(light.rate, 1),
                        "confirm_latency_ms": latency_ms(light.confirm_s),
                        "scan_latency_ms": latency_ms(light.scan_s), "failed": light.failed},
+        "webhooks_light_load": webhooks,
         "cpu_ms_per_payment": payment_cpu,
         "cpu_ms_per_refund": refund_cpu,
         "db_round_trips_per_payment": round(queries / paid, 2) if paid else None,
@@ -591,6 +595,9 @@ def table(result: dict[str, Any]) -> str:
             str(v) for v in result["light_load"]["confirm_latency_ms"].values())),
         ("  scan latency p50/p95/p99 ms", "/".join(
             str(v) for v in result["light_load"]["scan_latency_ms"].values())),
+        (f"webhook delivery lag p50/p95/p99 ms ({result['webhooks_light_load']['concurrency']}"
+         " customers)", "/".join(str(result["webhooks_light_load"]["lag_ms"][k])
+                                 for k in ("p50", "p95", "p99"))),
         ("DB round trips per payment", result["db_round_trips_per_payment"]),
         ("DB transactions per payment", result["db_transactions_per_payment"]),
         ("limit: aiohttp JSON echo req/s", result["limits"]["echo_req_per_s"]),

@@ -205,7 +205,7 @@ class Settings(BaseSettings):
     # Past this (from the event) a delivery is given up: counted, alerted, replayable.
     webhook_max_age_s: int = Field(default=3 * 86_400, ge=1, le=30 * 86_400)
     webhook_concurrency: int = Field(default=8, ge=1, le=256)
-    webhook_poll_interval_ms: int = Field(default=200, ge=10, le=60_000)
+    webhook_poll_interval_ms: int = Field(default=100, ge=10, le=60_000)
     # Disputes are answered within this many hours of being opened (dueAt).
     dispute_response_hours: int = Field(default=24, ge=1, le=24 * 90)
 

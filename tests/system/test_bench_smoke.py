@@ -28,4 +28,6 @@ def test_bench_smoke_run_completes_with_invariants(admin_dsn: str, tmp_path: Pat
     assert result["dynamic"]["failed"] == result["static"]["failed"] == 0
     assert result["refunds"]["failed"] == 0
     assert result["db_round_trips_per_payment"] > 0
+    webhooks = result["webhooks_light_load"]
+    assert webhooks["events"] > 0 and webhooks["delivered"] == webhooks["events"]
     assert "ledger invariants" in proc.stdout

@@ -1,0 +1,167 @@
+"""The webhook delivery lag at light load (issue 25; docs/performance.md): from an
+event's transaction to the wallet backend's receipt of its webhook.
+
+A server process of its own, on a database of its own (so no backlog of the other
+phases' events is in its outbox), with WEBHOOK_URL pointing at a receiver in this
+process; a few customers pay one after another (each payment.completed is a webhook);
+each webhook's lag is its arrival (this machine's clock) less its event's `created_at`
+(the database's clock, the same machine's: the start of the event's transaction, so the
+lag includes that transaction). `measure` returns the figures for the report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import secrets
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import suppress
+from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+import asyncpg
+from aiohttp import web
+
+from mpp_server import migrate
+from mpp_server.devtools.ports import free_ports
+
+CUSTOMERS = 2          # payments in flight at once: light load
+READY_TIMEOUT_S = 30.0
+DRAIN_TIMEOUT_S = 15.0  # for the last webhooks after the load stops
+TOKEN = "bench-webhooks-" + secrets.token_hex(8)
+DEPOSIT_TOKEN = "bench-webhooks-deposit-" + secrets.token_hex(8)
+SECRET = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+class _Receiver:
+    """The wallet backend: answers 204 at once, keeps each webhook-id's first arrival."""
+
+    def __init__(self) -> None:
+        self.arrived_at: dict[int, float] = {}
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.arrived_at.setdefault(int(request.headers["webhook-id"]), time.time())
+        return web.Response(status=204)
+
+
+class Starter(Protocol):
+    """What starts the bench's processes (its log in the bench's log folder; stopped
+    with the others at the end)."""
+
+    def start(self, name: str, args: list[str],
+              env: dict[str, str]) -> subprocess.Popen[bytes]: ...
+
+
+async def measure(http: aiohttp.ClientSession, procs: Starter, sim_url: str, dsn: str,
+                  duration_s: float) -> dict[str, Any]:
+    """The lag figures (ms) of the webhooks of `duration_s` of light load."""
+    parts = urlsplit(dsn)
+    name = f"mpp_bench_webhooks_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(dsn)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    own_dsn = urlunsplit(parts._replace(path="/" + name))
+    receiver = _Receiver()
+    app = web.Application()
+    app.router.add_post("/hooks", receiver.handle)
+    runner = web.AppRunner(app, access_log=None)
+    server: subprocess.Popen[bytes] | None = None
+    try:
+        await migrate.migrate(own_dsn)
+        receiver_port, wallet_port, kaspi_port, acquiring_port = free_ports(4)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", receiver_port).start()
+        server = procs.start("webhooks-server", [sys.executable, "-m", "mpp_server", "serve"], {
+            "DATABASE_URL": own_dsn, "KASPI_BASE_URL": sim_url, "KASPI_CALLER_NAME": "MPPSERVER",
+            "WALLET_API_TOKENS": TOKEN, "DEPOSIT_API_TOKENS": DEPOSIT_TOKEN, "LIMITS_MCI": "{}",
+            "WALLET_LISTEN": f"127.0.0.1:{wallet_port}", "KASPI_LISTEN": f"127.0.0.1:{kaspi_port}",
+            "ACQUIRING_LISTEN": f"127.0.0.1:{acquiring_port}",
+            "WEBHOOK_URL": f"http://127.0.0.1:{receiver_port}/hooks", "WEBHOOK_SECRET": SECRET,
+            "LOG_LEVEL": "WARNING"})
+        wallet = f"http://127.0.0.1:{wallet_port}"
+        await _ready(http, wallet, server)
+        paid = await _light_load(http, wallet, sim_url, duration_s)
+        return await _lags(own_dsn, receiver, paid)
+    finally:
+        if server is not None:  # gone before its database is
+            server.terminate()
+            with suppress(subprocess.TimeoutExpired):
+                await asyncio.to_thread(server.wait, 10)
+        await runner.cleanup()
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+async def _ready(http: aiohttp.ClientSession, wallet: str,
+                 server: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit("the webhooks phase's server exited (its log: "
+                             "webhooks-server.log in the bench's log folder)")
+        with suppress(aiohttp.ClientError):
+            async with http.get(wallet + "/readyz") as resp:
+                if resp.status == 200:
+                    return
+        await asyncio.sleep(0.1)
+    raise SystemExit("the webhooks phase's server was not ready in time")
+
+
+async def _post(http: aiohttp.ClientSession, url: str, body: Any,
+                token: str = TOKEN) -> Any:
+    async with http.post(url, json=body, headers={"Authorization": f"Bearer {token}"}) as resp:
+        answer = await resp.json(content_type=None)
+        assert resp.status in (200, 201), answer
+        return answer
+
+
+async def _light_load(http: aiohttp.ClientSession, wallet: str, sim_url: str,
+                      duration_s: float) -> int:
+    """CUSTOMERS customers paying one payment after another for `duration_s`: how many
+    completed."""
+    stop_at = time.monotonic() + duration_s
+
+    async def customer(i: int) -> int:
+        who = f"66{i:010d}"
+        await _post(http, f"{wallet}/v1/accounts/{who}/deposits",
+                    {"depositId": f"wh-{who}", "amount": "1000000.00"}, DEPOSIT_TOKEN)
+        done = 0
+        while time.monotonic() < stop_at:
+            qr = await _post(http, sim_url + "/sim/qr", {"type": "Dynamic", "amount": "10.00"})
+            scanned = await _post(http, wallet + "/v1/scan",
+                                  {"qrCode": qr["qrCode"], "customerId": who})
+            paid = await _post(http, f"{wallet}/v1/payments/"
+                                     f"{scanned['payment']['paymentId']}/confirm",
+                               {"customerId": who})
+            done += paid["status"] == "COMPLETED"
+        return done
+
+    return sum(await asyncio.gather(*(customer(i) for i in range(CUSTOMERS))))
+
+
+async def _lags(dsn: str, receiver: _Receiver, paid: int) -> dict[str, Any]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        while True:
+            events = {r["id"]: r["created_at"].timestamp()
+                      for r in await conn.fetch("SELECT id, created_at FROM events")}
+            if events.keys() <= receiver.arrived_at.keys() or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await conn.close()
+    lags_ms = sorted((receiver.arrived_at[i] - created) * 1000
+                     for i, created in events.items() if i in receiver.arrived_at)
+    cuts = (statistics.quantiles(lags_ms, n=100, method="inclusive") if len(lags_ms) > 1
+            else lags_ms * 99)
+    return {"concurrency": CUSTOMERS, "payments": paid, "events": len(events),
+            "delivered": len(lags_ms), "lag_ms": {
+                "p50": round(cuts[49], 1) if cuts else None,
+                "p95": round(cuts[94], 1) if cuts else None,
+                "p99": round(cuts[98], 1) if cuts else None,
+                "max": round(lags_ms[-1], 1) if lags_ms else None}}
