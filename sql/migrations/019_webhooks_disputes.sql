@@ -26,9 +26,9 @@ CREATE TABLE webhook_deliveries (
     given_up_at      timestamptz,
     replays          int NOT NULL DEFAULT 0 CHECK (replays >= 0)
 );
+-- The senders' one index: what is due. (The gauges and the give-up sweep read the few
+-- PENDING rows through it too; every index is paid by every event's insert.)
 CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at)
-    WHERE status = 'PENDING';
-CREATE INDEX webhook_deliveries_pending_since ON webhook_deliveries (pending_since)
     WHERE status = 'PENDING';
 
 -- A customer's complaint about a payment (POST /v1/disputes), keyed by the wallet's
