@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable
@@ -11,7 +12,16 @@ from mpp_server import db
 from mpp_server.config import Settings
 from mpp_server.db import Conn
 
-EXIT_UNAVAILABLE = 3
+EXIT_USAGE, EXIT_UNAVAILABLE = 2, 3
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace | int:
+    """The arguments, or the exit status argparse chose (0 after --help, else
+    EXIT_USAGE: it has printed why)."""
+    try:
+        return parser.parse_args(argv)
+    except SystemExit as exc:
+        return 0 if exc.code == 0 else EXIT_USAGE
 
 
 def run_on_database(prog: str, work: Callable[[Conn], Awaitable[int]]) -> int:

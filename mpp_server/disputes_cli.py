@@ -15,14 +15,14 @@ import argparse
 import getpass
 import json
 
-from mpp_server.cli_support import run_on_database
+from mpp_server.cli_support import EXIT_USAGE, parse, run_on_database
 from mpp_server.db import Conn
 from mpp_server.domain import disputes
 from mpp_server.domain.outcomes import DisputeResolution
 from mpp_server.errors import WalletError
 from mpp_server.logs import mask_customer
 
-EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2  # 3: cli_support.EXIT_UNAVAILABLE
+EXIT_OK, EXIT_REFUSED = 0, 1  # 2, 3: cli_support.EXIT_USAGE, EXIT_UNAVAILABLE
 # What an operator may decide; WITHDRAWN is the customer's (the wallet API).
 OPERATOR_RESOLUTIONS = (DisputeResolution.REJECTED, DisputeResolution.REFUNDED)
 
@@ -48,10 +48,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    try:
-        args = _parser().parse_args(argv)
-    except SystemExit as exc:
-        return EXIT_OK if exc.code == 0 else EXIT_USAGE
+    args = parse(_parser(), argv)
+    if isinstance(args, int):
+        return args
     if args.command == "resolve" and not args.note.strip():
         print("disputes: --note must say why", flush=True)
         return EXIT_USAGE

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import argparse
 
-from mpp_server.cli_support import run_on_database
+from mpp_server.cli_support import parse, run_on_database
 from mpp_server.db import Conn
 from mpp_server.domain.outcomes import WebhookReplayOutcome, WebhookStatus
 from mpp_server.webhooks import store
 
-EXIT_OK, EXIT_NOTHING, EXIT_USAGE = 0, 1, 2  # 3: cli_support.EXIT_UNAVAILABLE
+EXIT_OK, EXIT_NOTHING = 0, 1  # 2, 3: cli_support.EXIT_USAGE, EXIT_UNAVAILABLE
 
 _SAID = {
     WebhookReplayOutcome.REPLAYED: "due now: the server's senders deliver it at their next "
@@ -44,10 +44,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    try:
-        args = _parser().parse_args(argv)
-    except SystemExit as exc:
-        return EXIT_OK if exc.code == 0 else EXIT_USAGE
+    args = parse(_parser(), argv)
+    if isinstance(args, int):
+        return args
 
     async def work(conn: Conn) -> int:
         if args.command == "replay":
