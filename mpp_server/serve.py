@@ -54,8 +54,8 @@ from mpp_server.metrics import (
     PENDING_OLDEST_AGE,
 )
 from mpp_server.reconcile import store as reconcile_store
-from mpp_server.services import Services
-from mpp_server.webhooks.sender import Policy, WebhookSender
+from mpp_server.services import Services, webhook_policy
+from mpp_server.webhooks.sender import WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ class Runtime:
         self._tasks.append(asyncio.create_task(
             housekeeping(self._pool, s.gauges_refresh_ms / 1000)))
         if s.webhook_url:  # unset: no webhooks (the deliveries wait; the feed works)
-            sender = WebhookSender(self._pool, self._session, Policy.from_settings(s))
+            sender = WebhookSender(self._pool, self._session, webhook_policy(s))
             self._tasks.append(asyncio.create_task(sender.run()))
         log.info("mpp-server started", extra={"wallet": self.wallet_url,
                                               "kaspi_facing": self.kaspi_url,

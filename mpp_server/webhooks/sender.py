@@ -31,7 +31,6 @@ import aiohttp
 import asyncpg
 
 from mpp_server import db
-from mpp_server.config import Settings, parse_webhook_secret
 from mpp_server.domain import events
 from mpp_server.domain.outcomes import WebhookAttemptOutcome
 from mpp_server.http.models import EventOut, WebhookOut
@@ -57,7 +56,7 @@ WHERE = "webhook_sender"
 
 @dataclass(frozen=True)
 class Policy:
-    """WEBHOOK_* settings, in seconds."""
+    """WEBHOOK_* settings, in seconds (built by the wiring: services.webhook_policy)."""
 
     url: str
     key: bytes
@@ -68,14 +67,6 @@ class Policy:
     concurrency: int
     poll_interval_s: float
     gauges_interval_s: float
-
-    @classmethod
-    def from_settings(cls, s: Settings) -> Policy:
-        return cls(s.webhook_url, parse_webhook_secret(s.webhook_secret),
-                   s.webhook_timeout_ms / 1000, s.webhook_backoff_initial_ms / 1000,
-                   s.webhook_backoff_max_ms / 1000, float(s.webhook_max_age_s),
-                   s.webhook_concurrency, s.webhook_poll_interval_ms / 1000,
-                   s.gauges_refresh_ms / 1000)
 
     @property
     def lease_s(self) -> float:

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from mpp_server.config import Settings, describe_settings_error, parse_webhook_secret
-from mpp_server.webhooks.sender import Policy
+from mpp_server.services import webhook_policy
 from mpp_server.webhooks.signing import headers, signature
 
 KEY = secrets.token_bytes(32)
@@ -78,8 +78,7 @@ def test_serve_stops_at_start_without_the_secret() -> None:
 
 
 def test_retries_start_within_5_seconds_and_double_up_to_the_cap() -> None:
-    policy = Policy.from_settings(Settings(webhook_url="https://w.example/h",
-                                           webhook_secret=SECRET))
+    policy = webhook_policy(Settings(webhook_url="https://w.example/h", webhook_secret=SECRET))
     waits = [policy.backoff_s(attempt) for attempt in range(1, 12)]
     assert 0.9 * 2 <= waits[0] <= 2 <= 5  # WEBHOOK_BACKOFF_INITIAL_MS, less the jitter
     for before, after, attempt in zip(waits, waits[1:], range(1, 12), strict=False):
