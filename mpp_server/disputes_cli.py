@@ -1,7 +1,7 @@
 """`python -m mpp_server disputes resolve DISPUTE_ID --resolution REJECTED|REFUNDED
---note TEXT [--by NAME]`: an operator answers a customer's dispute (the console's action
-calls the same function, domain/disputes.py resolve); `disputes list`: the OPEN ones,
-the soonest due first.
+--note TEXT [--by NAME]`: an operator answers a customer's dispute, journaled in the
+audit journal (the console's action calls the same function, domain/disputes.py
+resolve); `disputes list`: the OPEN ones, the soonest due first.
 
 Exit status: 0 done (resolved, or already resolved so), 1 refused (no such dispute,
 resolved otherwise, REFUNDED while Kaspi has refunded nothing of the payment), 2 bad
@@ -12,9 +12,9 @@ JSON-escaped: a reason is never interpreted by the terminal.
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 
+from mpp_server import audit
 from mpp_server.cli_support import EXIT_USAGE, parse, run_on_database
 from mpp_server.db import Conn
 from mpp_server.domain import disputes
@@ -40,8 +40,8 @@ def _parser() -> argparse.ArgumentParser:
                          help="REJECTED: the complaint is unfounded; REFUNDED: Kaspi "
                               "refunded the payment (some of it at least)")
     resolve.add_argument("--note", required=True, help="why (shown to the wallet)")
-    resolve.add_argument("--by", default=f"cli:{getpass.getuser()}",
-                         help="who resolves it (default cli:USER)")
+    resolve.add_argument("--by", help="who resolves it (the audit journal's actor; "
+                                      "default: your system user)")
     listing = sub.add_parser("list", help="the OPEN disputes, the soonest due first")
     listing.add_argument("--limit", type=int, default=100)
     return parser
@@ -71,10 +71,8 @@ def main(argv: list[str]) -> int:
 
 async def _resolve(conn: Conn, args: argparse.Namespace) -> int:
     try:
-        async with conn.transaction():
-            row = await disputes.resolve(conn, args.dispute_id,
-                                         DisputeResolution(args.resolution),
-                                         args.note.strip(), args.by)
+        row = await disputes.resolve(conn, args.dispute_id, DisputeResolution(args.resolution),
+                                     args.note.strip(), audit.system_actor(args.by))
     except WalletError as exc:
         print(f"disputes: refused: {exc.message}")
         return EXIT_REFUSED

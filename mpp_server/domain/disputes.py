@@ -4,8 +4,8 @@ DISPUTE_RESPONSE_HOURS (the integration checklist: 24 hours; docs/notices.md).
 Each step is one statement of sql/functions/disputes.sql: `dispute_open` (the disputeId
 claimed first: docs/design.md, "Idempotency") and `dispute_resolve`, the one way a dispute
 is resolved, whoever resolves it: `resolve` below for an operator (the command line,
-the console) and for the wallet's withdrawal, and refund_apply when Kaspi's refunds of
-the payment cover the dispute (REFUNDED). Each writes its event (dispute.opened,
+the console; journaled), `withdraw` for the wallet, and refund_apply when Kaspi's
+refunds of the payment cover the dispute (REFUNDED). Each writes its event (dispute.opened,
 dispute.resolved), which the feed and the webhooks carry.
 """
 
@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from mpp_server import audit
 from mpp_server.db import Conn
 from mpp_server.domain.outcomes import (
     DisputeOpenOutcome,
@@ -95,15 +96,43 @@ async def get(pool: asyncpg.Pool, dispute_id: str) -> asyncpg.Record:
     return row
 
 
-async def resolve(conn: Conn, dispute_id: str, resolution: DisputeResolution, note: str | None,
-                  by: str, *, customer_id: str | None = None) -> asyncpg.Record:
-    """The one function every resolver calls (the operators' command line and console,
-    the wallet's withdrawal): RESOLVED with `resolution`, `note` and who (`by`), and
-    dispute.resolved, in the caller's transaction (an operator's action commits with its
-    journal row). Resolving again the same way answers the dispute as it is.
+async def resolve(conn: Conn, dispute_id: str, resolution: DisputeResolution, note: str,
+                  actor: audit.Actor) -> asyncpg.Record:
+    """The one function operators resolve a dispute with (the command line and the
+    console): RESOLVED with `resolution` (REJECTED, or REFUNDED once Kaspi has refunded
+    some of the payment), the note and who, dispute.resolved, and the audit journal's row,
+    in one transaction. Resolving again the same way answers the dispute as it is, and
+    journals nothing. NotFound, InvalidState (resolved otherwise; REFUNDED while Kaspi has
+    refunded nothing), ValidationFailed (no note, a note out of bounds, WITHDRAWN: that
+    is the customer's)."""
+    if resolution is DisputeResolution.WITHDRAWN:
+        raise ValidationFailed("only the customer withdraws a dispute (the wallet API)")
+    if not note.strip():
+        raise ValidationFailed("a note must say why")
+    async with conn.transaction():
+        outcome, row = await _resolve(conn, dispute_id, resolution, note, actor.name, None)
+        if outcome is DisputeResolveOutcome.RESOLVED:
+            await audit.append(conn, actor, audit.Action.DISPUTE_RESOLVED,
+                               f"dispute:{dispute_id}",
+                               {"resolution": resolution.value, "note": note,
+                                "payment_id": row["payment_id"]})
+    return row
+
+
+async def withdraw(pool: asyncpg.Pool, dispute_id: str, customer_id: str) -> asyncpg.Record:
+    """The customer withdraws the complaint (the wallet on their behalf)."""
+    async with pool.acquire() as conn:
+        _, row = await _resolve(conn, dispute_id, DisputeResolution.WITHDRAWN, None,
+                                BY_WALLET, customer_id)
+    return row
+
+
+async def _resolve(conn: Conn, dispute_id: str, resolution: DisputeResolution,
+                   note: str | None, by: str,
+                   customer_id: str | None) -> tuple[DisputeResolveOutcome, asyncpg.Record]:
+    """dispute_resolve (disputes.sql), every resolver's one step, its refusals raised.
     `customer_id`: only that customer's dispute (a withdrawal). NotFound,
-    CustomerMismatch, InvalidState (resolved otherwise; REFUNDED while Kaspi has refunded
-    nothing of the payment), ValidationFailed (a note or name out of bounds)."""
+    CustomerMismatch, InvalidState, ValidationFailed (a note or name out of bounds)."""
     if note is not None and (len(note) > NOTE_MAX_CHARS or "\x00" in note):
         raise ValidationFailed(f"a note is at most {NOTE_MAX_CHARS} characters, no NUL")
     if not 0 < len(by) <= BY_MAX_CHARS:
@@ -127,14 +156,7 @@ async def resolve(conn: Conn, dispute_id: str, resolution: DisputeResolution, no
     if outcome is DisputeResolveOutcome.RESOLVED:
         log.info("dispute resolved", extra={"dispute_id": dispute_id,
                                             "resolution": resolution.value, "by": by})
-    return row
-
-
-async def withdraw(pool: asyncpg.Pool, dispute_id: str, customer_id: str) -> asyncpg.Record:
-    """The customer withdraws the complaint (the wallet on their behalf)."""
-    async with pool.acquire() as conn:
-        return await resolve(conn, dispute_id, DisputeResolution.WITHDRAWN, None, BY_WALLET,
-                             customer_id=customer_id)
+    return outcome, row
 
 
 async def open_by_due(conn: Conn, limit: int = LIST_MAX) -> list[asyncpg.Record]:

@@ -262,6 +262,14 @@ class DisputeResolveOutcome(StrEnum):
     NOT_REFUNDED = "NOT_REFUNDED"            # REFUNDED asked, Kaspi refunded nothing
 
 
+class DueNow(StrEnum):
+    """`notify_due_now`, `topup_check_due_now`: an operator's "try again now" (console)."""
+
+    DUE_NOW = "DUE_NOW"          # the worker of any process takes the row at its next poll
+    IN_PROGRESS = "IN_PROGRESS"  # a worker holds the row: an attempt is under way
+    NOT_WAITING = "NOT_WAITING"  # nothing waits: answered, decided, or no such row
+
+
 # The SQL function that returns each enum: the outcome test reads their bodies.
 RETURNED_BY: dict[type[StrEnum], tuple[str, ...]] = {
     DebitOutcome: ("payment_debit",),
@@ -278,4 +286,5 @@ RETURNED_BY: dict[type[StrEnum], tuple[str, ...]] = {
     WebhookReplayOutcome: ("webhook_replay",),
     DisputeOpenOutcome: ("dispute_open",),
     DisputeResolveOutcome: ("dispute_resolve",),
+    DueNow: ("notify_due_now", "topup_check_due_now"),
 }

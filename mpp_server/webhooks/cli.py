@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 
+from mpp_server import audit
 from mpp_server.cli_support import parse, run_on_database
 from mpp_server.db import Conn
 from mpp_server.domain.outcomes import WebhookReplayOutcome, WebhookStatus
@@ -36,6 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     replay = sub.add_parser("replay", help="send a delivery again (given up, or delivered)")
     replay.add_argument("event_id", type=int, metavar="EVENT_ID",
                         help="the event's id (the webhook-id header)")
+    replay.add_argument("--by", help="who asks (the audit journal's actor; default: your "
+                                     "system user)")
     listing = sub.add_parser("list", help="deliveries by status, the longest waiting first")
     listing.add_argument("--status", choices=[s.value for s in WebhookStatus],
                          default=WebhookStatus.GIVEN_UP.value)
@@ -50,8 +53,8 @@ def main(argv: list[str]) -> int:
 
     async def work(conn: Conn) -> int:
         if args.command == "replay":
-            async with conn.transaction():
-                outcome, _ = await store.replay(conn, args.event_id)
+            outcome, _ = await store.replay(conn, args.event_id,
+                                            audit.system_actor(args.by))
             print(f"webhook {args.event_id}: {_SAID[outcome]}")
             return EXIT_NOTHING if outcome in (WebhookReplayOutcome.UNKNOWN,
                                                WebhookReplayOutcome.EVENT_GONE) else EXIT_OK

@@ -5,18 +5,25 @@ from __future__ import annotations
 
 import asyncpg
 
+from mpp_server import audit
 from mpp_server.db import Conn
 from mpp_server.domain.outcomes import WebhookReplayOutcome, WebhookStatus
 
 
-async def replay(conn: Conn, event_id: int) -> tuple[WebhookReplayOutcome, asyncpg.Record]:
+async def replay(conn: Conn, event_id: int,
+                 actor: audit.Actor) -> tuple[WebhookReplayOutcome, asyncpg.Record]:
     """Send a delivery again (GIVEN_UP or DELIVERED: due now, with a fresh
-    WEBHOOK_MAX_AGE_S), in the caller's transaction; the senders of every server process
-    take it at their next poll."""
-    row = await conn.fetchrow(
-        "SELECT r.outcome, (r.delivery).* FROM webhook_replay($1) r", event_id)
-    assert row is not None
-    return WebhookReplayOutcome(row["outcome"]), row
+    WEBHOOK_MAX_AGE_S) and journal who asked, in one transaction; the senders of every
+    server process take it at their next poll."""
+    async with conn.transaction():
+        row = await conn.fetchrow(
+            "SELECT r.outcome, (r.delivery).* FROM webhook_replay($1) r", event_id)
+        assert row is not None
+        outcome = WebhookReplayOutcome(row["outcome"])
+        if outcome is WebhookReplayOutcome.REPLAYED:
+            await audit.append(conn, actor, audit.Action.WEBHOOK_REPLAYED,
+                               f"webhook:{event_id}", {"replays": row["replays"]})
+    return outcome, row
 
 
 async def listed(conn: Conn, status: WebhookStatus, limit: int) -> list[asyncpg.Record]:

@@ -184,10 +184,16 @@ async def test_an_operator_resolves_a_dispute_with_the_command(stack: Stack) -> 
     refused = await asyncio.to_thread(command, stack, "resolve", dispute_id,
                                       "--resolution", "REFUNDED", "--note", "refunded?")
     assert refused.returncode == 1 and "refunded nothing" in refused.stdout
+    async with stack.pool.acquire() as conn:
+        journaled = await conn.fetchval("SELECT coalesce(max(id), 0) FROM audit_journal")
     done = await asyncio.to_thread(command, stack, "resolve", dispute_id, "--resolution",
                                    "REJECTED", "--note", "the receipt shows one coffee",
                                    "--by", "aigerim")
     assert done.returncode == 0, done.stdout + done.stderr
+    async with stack.pool.acquire() as conn:
+        row = await conn.fetchrow("SELECT * FROM audit_journal WHERE id > $1", journaled)
+    assert row is not None and (row["actor"], row["via"], row["action"], row["subject"]) == (
+        "aigerim", "cli", "dispute_resolved", f"dispute:{dispute_id}")
     status, shown = await call(stack, "GET", f"/v1/disputes/{dispute_id}")
     assert status == 200 and (shown["status"], shown["resolution"], shown["note"]) == (
         "RESOLVED", "REJECTED", "the receipt shows one coffee")
