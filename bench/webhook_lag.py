@@ -1,12 +1,13 @@
 """The webhook delivery lag at light load (issue 25; docs/performance.md): from an
 event's transaction to the wallet backend's receipt of its webhook.
 
-A server process of its own, on a database of its own (so no backlog of the other
-phases' events is in its outbox), with WEBHOOK_URL pointing at a receiver in this
-process; a few customers pay one after another (each payment.completed is a webhook);
-each webhook's lag is its arrival (this machine's clock) less its event's `created_at`
-(the database's clock, the same machine's: the start of the event's transaction, so the
-lag includes that transaction). `measure` returns the figures for the report.
+A server process of its own (started by the dev launcher), on a database of its own (so
+no backlog of the other phases' events is in its outbox), with WEBHOOK_URL at a receiver
+in this process; a few customers pay one after another (each payment.completed is a
+webhook); each webhook's lag is its arrival (this machine's clock) less its event's
+`created_at` (the database's clock, the same machine's: the start of the event's
+transaction, so the lag includes that transaction). `measure` returns the figures for
+the report.
 """
 
 from __future__ import annotations
@@ -15,26 +16,20 @@ import asyncio
 import base64
 import secrets
 import statistics
-import subprocess
-import sys
 import time
-import uuid
-from contextlib import suppress
-from typing import Any, Protocol
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any
 
 import aiohttp
 import asyncpg
 from aiohttp import web
 
-from mpp_server import migrate
-from mpp_server.devtools.ports import free_ports
+from mpp_server.devtools.devdb import fresh_database
+from mpp_server.devtools.launcher import Listeners, Processes, Tokens, free_port, server_env
 
-CUSTOMERS = 2          # payments in flight at once: light load
-READY_TIMEOUT_S = 30.0
-DRAIN_TIMEOUT_S = 15.0  # for the last webhooks after the load stops
-TOKEN = "bench-webhooks-" + secrets.token_hex(8)
-DEPOSIT_TOKEN = "bench-webhooks-deposit-" + secrets.token_hex(8)
+CUSTOMERS = 2            # payments in flight at once: light load
+DRAIN_TIMEOUT_S = 15.0   # for the last webhooks after the load stops
+SERVER = "webhooks-server"
+TOKENS = Tokens.new("bench-webhooks")
 SECRET = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
@@ -49,70 +44,36 @@ class _Receiver:
         return web.Response(status=204)
 
 
-class Starter(Protocol):
-    """What starts the bench's processes (its log in the bench's log folder; stopped
-    with the others at the end)."""
-
-    def start(self, name: str, args: list[str],
-              env: dict[str, str]) -> subprocess.Popen[bytes]: ...
-
-
-async def measure(http: aiohttp.ClientSession, procs: Starter, sim_url: str, dsn: str,
-                  duration_s: float) -> dict[str, Any]:
+async def measure(http: aiohttp.ClientSession, processes: Processes, sim_url: str,
+                  admin_dsn: str, duration_s: float) -> dict[str, Any]:
     """The lag figures (ms) of the webhooks of `duration_s` of light load."""
-    parts = urlsplit(dsn)
-    name = f"mpp_bench_webhooks_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(dsn)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    own_dsn = urlunsplit(parts._replace(path="/" + name))
     receiver = _Receiver()
     app = web.Application()
     app.router.add_post("/hooks", receiver.handle)
     runner = web.AppRunner(app, access_log=None)
-    server: subprocess.Popen[bytes] | None = None
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
-        await migrate.migrate(own_dsn)
-        receiver_port, wallet_port, kaspi_port, acquiring_port = free_ports(4)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", receiver_port).start()
-        server = procs.start("webhooks-server", [sys.executable, "-m", "mpp_server", "serve"], {
-            "DATABASE_URL": own_dsn, "KASPI_BASE_URL": sim_url, "KASPI_CALLER_NAME": "MPPSERVER",
-            "WALLET_API_TOKENS": TOKEN, "DEPOSIT_API_TOKENS": DEPOSIT_TOKEN, "LIMITS_MCI": "{}",
-            "WALLET_LISTEN": f"127.0.0.1:{wallet_port}", "KASPI_LISTEN": f"127.0.0.1:{kaspi_port}",
-            "ACQUIRING_LISTEN": f"127.0.0.1:{acquiring_port}",
-            "WEBHOOK_URL": f"http://127.0.0.1:{receiver_port}/hooks", "WEBHOOK_SECRET": SECRET,
-            "LOG_LEVEL": "WARNING"})
-        wallet = f"http://127.0.0.1:{wallet_port}"
-        await _ready(http, wallet, server)
-        paid = await _light_load(http, wallet, sim_url, duration_s)
-        return await _lags(own_dsn, receiver, paid)
+        async with fresh_database(admin_dsn, "mpp_bench_webhooks") as dsn:
+            listeners = Listeners.free()
+            processes.start_server(SERVER, {
+                **server_env(dsn, sim_url, listeners, TOKENS), "LOG_LEVEL": "WARNING",
+                "LIMITS_MCI": "{}", "WEBHOOK_URL": f"http://127.0.0.1:{port}/hooks",
+                "WEBHOOK_SECRET": SECRET})
+            try:
+                await asyncio.to_thread(processes.wait_http, SERVER,
+                                        listeners.wallet_url + "/readyz")
+                paid = await _light_load(http, listeners.wallet_url, sim_url, duration_s)
+                return await _lags(dsn, receiver, paid)
+            finally:  # gone before its database is
+                await asyncio.to_thread(processes.kill, SERVER)
     finally:
-        if server is not None:  # gone before its database is
-            server.terminate()
-            with suppress(subprocess.TimeoutExpired):
-                await asyncio.to_thread(server.wait, 10)
         await runner.cleanup()
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
-
-
-async def _ready(http: aiohttp.ClientSession, wallet: str,
-                 server: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit("the webhooks phase's server exited (its log: "
-                             "webhooks-server.log in the bench's log folder)")
-        with suppress(aiohttp.ClientError):
-            async with http.get(wallet + "/readyz") as resp:
-                if resp.status == 200:
-                    return
-        await asyncio.sleep(0.1)
-    raise SystemExit("the webhooks phase's server was not ready in time")
 
 
 async def _post(http: aiohttp.ClientSession, url: str, body: Any,
-                token: str = TOKEN) -> Any:
+                token: str = TOKENS.wallet) -> Any:
     async with http.post(url, json=body, headers={"Authorization": f"Bearer {token}"}) as resp:
         answer = await resp.json(content_type=None)
         assert resp.status in (200, 201), answer
@@ -128,7 +89,7 @@ async def _light_load(http: aiohttp.ClientSession, wallet: str, sim_url: str,
     async def customer(i: int) -> int:
         who = f"66{i:010d}"
         await _post(http, f"{wallet}/v1/accounts/{who}/deposits",
-                    {"depositId": f"wh-{who}", "amount": "1000000.00"}, DEPOSIT_TOKEN)
+                    {"depositId": f"wh-{who}", "amount": "1000000.00"}, TOKENS.deposit)
         done = 0
         while time.monotonic() < stop_at:
             qr = await _post(http, sim_url + "/sim/qr", {"type": "Dynamic", "amount": "10.00"})

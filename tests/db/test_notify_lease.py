@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 
 from mpp_server import db
+from mpp_server.devtools.launcher import CALLER_NAME
 from mpp_server.domain import deposits, ledger, payments
 from mpp_server.domain.limits import parse_limits
 from mpp_server.domain.outbox import Notice, apply_answer
@@ -20,7 +21,7 @@ from mpp_server.kaspi_client.client import KaspiClient, KaspiNoAnswer
 from mpp_server.kaspi_client.models import NotifyResponse, Result
 from mpp_server.metrics import MONEY_ALARMS
 from tests.support.helpers import confirm, deposit, fault, new_customer, new_qr, scan
-from tests.support.stack import CALLER_NAME, running_stack
+from tests.support.stack import running_stack
 
 
 async def _pending_payment(pool: db.Pool, amount_tiyn: int) -> Notice:

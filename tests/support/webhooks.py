@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from mpp_server.devtools.ports import free_ports
+from mpp_server.devtools.launcher import free_ports
 
 SECRET = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 HANG = -1  # an answer that never comes (until the receiver stops)

@@ -69,7 +69,7 @@ async def test_a_server_killed_before_its_webhook_was_answered_leaves_it_to_the_
     env = webhook_env(receiver, WEBHOOK_TIMEOUT_MS="3000")
     try:
         with servers(1, isolated_db, stack.sim_url, tmp_path, **env) as (first,):
-            await first.ready(stack.http)
+            await first.ready()
             await pay(stack, first)
             # The event committed; the sender claimed it and the receiver holds the POST.
             await receiver.wait_for(lambda: len(receiver.received) == 1, "the first POST")
@@ -81,7 +81,7 @@ async def test_a_server_killed_before_its_webhook_was_answered_leaves_it_to_the_
             await conn.close()
         assert left is not None and (left["status"], left["attempts"]) == ("PENDING", 1)
         with servers(1, isolated_db, stack.sim_url, tmp_path, **env) as (second,):
-            await second.ready(stack.http)
+            await second.ready()
             (delivered,) = await wait_all_delivered(isolated_db)
     finally:
         await receiver.stop()
@@ -101,7 +101,7 @@ async def test_two_servers_deliver_one_outbox_every_event_with_its_id_never_twic
     try:
         with servers(2, isolated_db, stack.sim_url, tmp_path, **webhook_env(receiver)) as pair:
             for server in pair:
-                await server.ready(stack.http)
+                await server.ready()
             paid = await asyncio.gather(*(pay(stack, pair[i % 2]) for i in range(30)))
             disputed = await asyncio.gather(*(
                 wallet(stack.http, pair[i % 2], "POST", "/v1/disputes",
