@@ -44,7 +44,8 @@ class Kind(StrEnum):
     PENDING_COMPLETED = "pending_completed"
     # We returned the money to the customer and the merchant got it too: a money alarm.
     CONFIRMS_DECLINED = "registry_confirms_declined_payment"
-    # A payment we never debited (CANCELLED, EXPIRED) that Kaspi paid out: a money alarm.
+    # A payment we never debited (CANCELLED, EXPIRED, FAILED) that Kaspi paid out: a money
+    # alarm.
     CONFIRMS_CANCELLED = "registry_confirms_cancelled_payment"
     # The row's time is before our debit or long after our completion.
     TIME_MISMATCH = "time_mismatch"
@@ -309,7 +310,7 @@ def _payment_row(row: RegistryRow, books: Books, completed_now: set[str]) -> _Ro
         found.add(Kind.CONFIRMS_DECLINED, "COMPLETED", "DECLINED",
                   "Kaspi confirms a payment we DECLINED and returned to the customer: the "
                   "merchant was paid and the customer kept the money")
-    elif payment.status in ("CANCELLED", "EXPIRED"):
+    elif payment.status in ("CANCELLED", "EXPIRED", "FAILED"):
         found.add(Kind.CONFIRMS_CANCELLED, "COMPLETED", payment.status,
                   f"Kaspi confirms a payment we hold as {payment.status} and never debited: "
                   "the merchant was paid and the customer kept the money")
