@@ -93,6 +93,13 @@ RECONCILIATION_OPEN = Gauge(
     "run of each registry: registry daily|monthly, period YYYY-MM-DD|YYYY-MM",
     ["registry", "period"], registry=REGISTRY)
 
+RECONCILIATION_ACKNOWLEDGED = Gauge(
+    "mpp_reconciliation_acknowledged_difference_tiyn",
+    "Latest reconciliation run of each registry whose discrepancies are all resolved but "
+    "not by evidence alone (status acknowledged_with_differences): Kaspi's payments − "
+    "refunds less ours, in tiyn (0 when only other findings were acknowledged); no series "
+    "for a matched or open run", ["registry", "period"], registry=REGISTRY)
+
 DB_QUERIES = Counter(
     "mpp_db_queries_total",
     "Statements sent to PostgreSQL (BEGIN/COMMIT included); counted only when "
