@@ -333,13 +333,20 @@ ROUTES: tuple[Route, ...] = (
                               "refundAmount": 100, "refundId": "Ref1234568",
                               "linkReceipt": RECEIPT}},
           answers={
-              200: Answer("every business outcome: SUCCESS, or PARAM_ILLEGAL with the reason "
-                          "(unknown payment, another customer, more than the payment, ...)",
+              200: Answer("every business outcome (docs/refunds.md has the table): SUCCESS; "
+                          "PARAM_ILLEGAL, a wrong parameter (an unknown payment, another "
+                          "customer, a zero amount, a refundId used with other arguments); "
+                          "PROCESS_FAIL, the payment refuses it and a repeat cannot help "
+                          "(not completed, more than is left to refund). A repeat of a "
+                          "refundId gets the answer stored for it",
                           RefundResultOut, {
                               "SUCCESS": RefundResultOut(result=ResultOut(
                                   resultCode="SUCCESS", resultMessage="success")),
                               "PARAM_ILLEGAL": RefundResultOut(result=ResultOut(
                                   resultCode="PARAM_ILLEGAL",
+                                  resultMessage="unknown paymentId")),
+                              "PROCESS_FAIL": RefundResultOut(result=ResultOut(
+                                  resultCode="PROCESS_FAIL",
                                   resultMessage="refund would exceed the payment: "
                                                 "5000 tiyn left to refund"))}),
               400: Answer("PARAM_ILLEGAL: the body cannot be read (malformed JSON, a missing, "

@@ -9,7 +9,7 @@ from datetime import date
 from typing import Literal
 
 import asyncpg
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from mpp_server.wire import Money, SignedMoney, Timestamp
 
@@ -73,8 +73,9 @@ class ReconciliationOut(_Response):
     ours: FiguresOut
     # Kaspi's payments − refunds equal ours: the settlement differs by the fees only.
     settlementAgrees: bool
-    # Kaspi's payments − refunds less ours ("0.00" when they agree).
-    settlementDifference: SignedMoney
+    settlementDifference: SignedMoney = Field(
+        description="Kaspi's payments − refunds less ours (fees aside): \"0.00\" when they "
+                    "agree, negative when ours are more")
     createdAt: Timestamp
     items: list[DiscrepancyOut] | None = None
     # The next page of items: ?after=<this>; None when `items` ends the run's list.

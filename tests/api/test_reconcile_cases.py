@@ -167,12 +167,18 @@ async def test_registry_in_utc_is_dated_before_our_debit(
     assert item["registryAt"].endswith("+05:00") and item["customerId"]
 
 
-async def test_row_two_seconds_before_our_debit_is_not_matched(
-        env: Stack, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    customer = new_customer()
-    paid = (await complete_payment(env, customer, "25.00"))["paymentId"]
+async def paid_with_rows(env: Stack) -> tuple[str, list[list[Any]], datetime]:
+    """A 25.00 payment, the simulator's registry rows, and our debit's second as the
+    registry writes times (local, naive)."""
+    paid = (await complete_payment(env, new_customer(), "25.00"))["paymentId"]
     rows = rows_of(await sim_registry(env))
     ours = (await our_time(env, paid)).astimezone(KZ_TZ).replace(tzinfo=None, microsecond=0)
+    return paid, rows, ours
+
+
+async def test_row_two_seconds_before_our_debit_is_not_matched(
+        env: Stack, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    paid, rows, ours = await paid_with_rows(env)
     row_of(rows, paid)[AT] = ours - timedelta(seconds=2)
     code, report = await reconcile_json(env, save(tmp_path, one_sheet(rows)), "--date",
                                         today(), capsys=capsys)
@@ -333,10 +339,7 @@ def acknowledged_gauge() -> dict[tuple[str, str], float]:
 
 async def test_acknowledged_discrepancy_with_the_money_agreeing_is_not_a_match(
         env: Stack, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    customer = new_customer()
-    paid = (await complete_payment(env, customer, "25.00"))["paymentId"]
-    rows = rows_of(await sim_registry(env))
-    ours = (await our_time(env, paid)).astimezone(KZ_TZ).replace(tzinfo=None, microsecond=0)
+    paid, rows, ours = await paid_with_rows(env)
     row_of(rows, paid)[AT] = ours - timedelta(hours=2)
     code, report = await reconcile_json(env, save(tmp_path, one_sheet(rows)), "--date",
                                         today(), capsys=capsys)
@@ -547,6 +550,19 @@ async def test_file_imported_under_another_period_is_refused(
     code, _, err = await reconcile(env, empty, "--date", "2024-03-01", capsys=capsys)
     assert code == 2 and "imported as the daily registry of 2024-02-29" in err
     assert await runs_and_discrepancies(env) == (before[0] + 1, before[1])
+
+
+@pytest.mark.parametrize("status", ["CANCELLED", "EXPIRED", "FAILED"])
+def test_registry_confirming_a_payment_we_never_debited_is_a_money_alarm(status: str) -> None:
+    at = datetime(2024, 5, 1, 12, 0)
+    payment = OurPayment("PAY-1", "7b1c5c0e-0000-4000-8000-000000000001", "770000000001",
+                         status, 1500)
+    row = RegistryRow("Реестр", 2, "770000000001", payment.mpp_payment_id, "PAY-1", "PAY-1",
+                      at, OpType.PAYMENT, 1500, 0)
+    result = match(Registry("r.xlsx", "0" * 64, RegistryPeriod.day(at.date()), [row]),
+                   Books({"PAY-1": payment}, {}, {}, {}), set())
+    assert [(f.kind, f.actual) for f in result.findings if f.row_number] == [
+        (Kind.CONFIRMS_CANCELLED, status)]
 
 
 async def test_registry_confirming_a_cancelled_payment_is_a_money_alarm(

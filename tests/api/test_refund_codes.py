@@ -95,38 +95,37 @@ async def over_what_remains(stack: Any) -> tuple[str, dict[str, Any], str]:
     return customer, refund_body(done, customer, "5.01"), "500 tiyn left to refund"
 
 
-async def scanned(stack: Any, customer: str) -> str:
+async def scanned(stack: Any) -> tuple[str, str]:
+    """A customer holding 10.00 and a SCANNED Dynamic payment of 30.00."""
+    customer = new_customer()
+    await deposit(stack, customer, "10.00")
     qr = await new_qr(stack, "Dynamic", amount="30.00")
-    return str((await scan(stack, qr["qrCode"], customer))["payment"]["paymentId"])
+    return customer, str((await scan(stack, qr["qrCode"], customer))["payment"]["paymentId"])
+
+
+def refund_of(customer: str, payment_id: str, status: str
+              ) -> tuple[str, dict[str, Any], str]:
+    return customer, refund_body({"paymentId": payment_id}, customer, "30.00"), (
+        f"payment is {status}")
 
 
 async def declined_payment(stack: Any) -> tuple[str, dict[str, Any], str]:
-    customer = new_customer()
-    await deposit(stack, customer, "10.00")
-    payment_id = await scanned(stack, customer)
+    customer, payment_id = await scanned(stack)
     _, body = await confirm(stack, payment_id, customer)
     assert body["error"]["code"] == "INSUFFICIENT_FUNDS", body
-    return customer, refund_body({"paymentId": payment_id}, customer, "30.00"), (
-        "payment is DECLINED")
+    return refund_of(customer, payment_id, "DECLINED")
 
 
 async def cancelled_payment(stack: Any) -> tuple[str, dict[str, Any], str]:
-    customer = new_customer()
-    await deposit(stack, customer, "10.00")
-    payment_id = await scanned(stack, customer)
+    customer, payment_id = await scanned(stack)
     status, body = await call(stack, "POST", f"/v1/payments/{payment_id}/cancel",
                               {"customerId": customer})
     assert status == 200 and body["status"] == "CANCELLED", body
-    return customer, refund_body({"paymentId": payment_id}, customer, "30.00"), (
-        "payment is CANCELLED")
+    return refund_of(customer, payment_id, "CANCELLED")
 
 
 async def open_payment(stack: Any) -> tuple[str, dict[str, Any], str]:
-    customer = new_customer()
-    await deposit(stack, customer, "10.00")
-    payment_id = await scanned(stack, customer)
-    return customer, refund_body({"paymentId": payment_id}, customer, "30.00"), (
-        "payment is SCANNED")
+    return refund_of(*await scanned(stack), "SCANNED")
 
 
 async def expired_payment(stack: Any) -> tuple[str, dict[str, Any], str]:
@@ -147,8 +146,22 @@ async def expired_payment(stack: Any) -> tuple[str, dict[str, Any], str]:
         "payment is EXPIRED")
 
 
+async def failed_payment(stack: Any) -> tuple[str, dict[str, Any], str]:
+    customer = new_customer()
+    await deposit(stack, customer, "10.00")
+    qr = await new_qr(stack, "Custom")
+    payment_id = str((await scan(stack, qr["qrCode"], customer))["payment"]["paymentId"])
+    await fault(stack, "checkout", "error_code", 1, resultCode="PROCESS_FAIL")
+    status, body = await call(stack, "POST", f"/v1/payments/{payment_id}/checkout", {
+        "customerId": customer, "parameters": [{"id": 3932, "value": "547RBA02"},
+                                               {"id": 3933, "value": "1h"}]})
+    assert status == 409 and body["error"]["code"] == "PROCESS_FAIL", body
+    return refund_of(customer, payment_id, "FAILED")
+
+
 @pytest.mark.parametrize("case", [over_what_remains, declined_payment, cancelled_payment,
-                                  open_payment, expired_payment], ids=lambda c: c.__name__)
+                                  open_payment, expired_payment, failed_payment],
+                         ids=lambda c: c.__name__)
 async def test_a_business_failure_is_process_fail(stack: Any, case: Case) -> None:
     alarms = MONEY_ALARMS.labels("refund_for_declined_payment")._value.get()
     customer, body, why = await case(stack)
