@@ -129,7 +129,7 @@ class DatabaseUnavailable(WalletError):
            "(docs/high-availability.md)")
 
 
-# How Kaspi's own error codes from scan/checkout reach the wallet (docs/wallet-errors.md).
+# How Kaspi's own error codes from scan/checkout reach the wallet (README, "Wallet API").
 KASPI_HTTP_STATUS = {
     "INVALID_TOKEN": 422, "PARAM_ILLEGAL": 422, "CUSTOM_QR_ERROR": 422,
     "EXPIRED_CODE": 410,

@@ -1,5 +1,5 @@
 """The customer's account as the wallet shows it: balance and identification level, the
-statement, and setting the level (docs/design.md, "Identification, limits and the
+statement, and setting the level (docs/money.md, "Identification, limits and the
 statement").
 
 The statement is the ledger's own entries on the customer's account (each carries the

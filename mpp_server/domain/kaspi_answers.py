@@ -6,7 +6,7 @@ amount, checkout's amount) would leave a payment that never expires or cannot be
 confirmed: it is refused, KaspiDefectiveAnswer, nothing recorded. A defective field that
 decides nothing (the merchant's MCC or terminal type) is taken as sent. Either way the
 defect is counted in mpp_kaspi_defects_total{message, field, defect} and logged, for
-someone to raise with Kaspi (docs/design.md, "Kaspi's defective answers").
+someone to raise with Kaspi (docs/money.md, "Kaspi's defective answers").
 """
 
 from __future__ import annotations

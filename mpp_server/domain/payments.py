@@ -17,10 +17,10 @@ from typing import Any
 
 import asyncpg
 
-from mpp_server.config import Settings
 from mpp_server.db import Conn
 from mpp_server.domain import kaspi_answers, ledger
-from mpp_server.domain.outbox import Notice
+from mpp_server.domain.limits import Limits
+from mpp_server.domain.outbox import Notice, NotifyOutbox
 from mpp_server.domain.outcomes import (
     CANCEL_NOTICE,
     DEBIT_NOTICES,
@@ -42,7 +42,7 @@ from mpp_server.errors import (
     PaymentExpired,
     ValidationFailed,
 )
-from mpp_server.kaspi_client.client import KaspiNoAnswer
+from mpp_server.kaspi_client.client import KaspiClient, KaspiNoAnswer
 from mpp_server.kaspi_client.codes import CHECKOUT_FINAL_REFUSALS, ResultCode
 from mpp_server.kaspi_client.models import (
     CheckoutParameter,
@@ -53,9 +53,21 @@ from mpp_server.kaspi_client.models import (
 from mpp_server.logs import mask_customer
 from mpp_server.metrics import LIMIT_REFUSALS, PAYMENTS
 from mpp_server.money import is_whole_tenge
-from mpp_server.services import Services
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PaymentSteps:
+    """What the payment's steps work with (built from the settings by the wiring,
+    services.py): the database, Kaspi, the notify outbox and the policy."""
+
+    pool: asyncpg.Pool
+    kaspi: KaspiClient
+    outbox: NotifyOutbox
+    confirm_budget_ms: int        # how long confirm and cancel wait for Kaspi
+    confirm_safety_margin_ms: int  # no debit closer than this to canConfirmUntil
+    limits: Limits                # by identification level (LIMITS_MCI)
 
 
 @dataclass(frozen=True)
@@ -71,9 +83,9 @@ def _kaspi_unavailable(method: str, exc: KaspiNoAnswer) -> KaspiUnavailable:
     return KaspiUnavailable(f"Kaspi did not answer {method} ({exc.reason}); try again")
 
 
-async def scan(svc: Services, qr_code: str, customer_id: str, locale: str) -> ScanOutcome:
+async def scan(steps: PaymentSteps, qr_code: str, customer_id: str, locale: str) -> ScanOutcome:
     try:
-        answer = await svc.kaspi.scan(ScanRequest(qrCode=qr_code, customerId=customer_id),
+        answer = await steps.kaspi.scan(ScanRequest(qrCode=qr_code, customerId=customer_id),
                                       locale)
     except KaspiNoAnswer as exc:
         raise _kaspi_unavailable("scan", exc) from exc
@@ -84,7 +96,7 @@ async def scan(svc: Services, qr_code: str, customer_id: str, locale: str) -> Sc
         merchant = answer.merchant.model_dump(exclude_none=True) if answer.merchant else None
         return ScanOutcome("Refund", merchant, None, None, refund_id)
     scanned = kaspi_answers.scanned_payment(answer)  # or KaspiDefectiveAnswer
-    async with svc.pool.acquire() as conn:
+    async with steps.pool.acquire() as conn:
         row = await conn.fetchrow(
             "SELECT s.created, (s.payment).* FROM payment_scanned($1, $2, $3, $4, $5, $6, "
             "$7, $8) s", scanned.payment_id, customer_id, scanned.qr_code_type,
@@ -107,8 +119,8 @@ def _customers_payment(row: asyncpg.Record | None, payment_id: str,
     return row
 
 
-async def _read_payment(svc: Services, payment_id: str, customer_id: str) -> asyncpg.Record:
-    async with svc.pool.acquire() as conn:
+async def _read_payment(steps: PaymentSteps, payment_id: str, customer_id: str) -> asyncpg.Record:
+    async with steps.pool.acquire() as conn:
         row = await conn.fetchrow("SELECT * FROM payments WHERE payment_id = $1", payment_id)
     return _customers_payment(row, payment_id, customer_id)
 
@@ -139,9 +151,9 @@ def _fill_parameters(service: dict[str, Any],
     return filled
 
 
-async def checkout(svc: Services, payment_id: str, customer_id: str,
+async def checkout(steps: PaymentSteps, payment_id: str, customer_id: str,
                    parameters: dict[int, str], locale: str) -> asyncpg.Record:
-    row = await _read_payment(svc, payment_id, customer_id)
+    row = await _read_payment(steps, payment_id, customer_id)
     if row["checkout_result_code"] is not None:
         # Kaspi refused this checkout finally (§4.2: PROCESS_FAIL, do not retry;
         # EXPIRED_CODE): the same answer, without asking it again.
@@ -153,32 +165,33 @@ async def checkout(svc: Services, payment_id: str, customer_id: str,
     request = CheckoutRequest(paymentId=payment_id, serviceId=int(row["service"]["serviceId"]),
                               parameters=_fill_parameters(row["service"], parameters))
     try:
-        answer = await svc.kaspi.checkout(request, locale)
+        answer = await steps.kaspi.checkout(request, locale)
     except KaspiNoAnswer as exc:
         raise _kaspi_unavailable("checkout", exc) from exc
     if answer.result.resultCode != ResultCode.SUCCESS:
         if answer.result.resultCode in CHECKOUT_FINAL_REFUSALS:
-            await _checkout_refused(svc, payment_id, answer.result.resultCode,
+            await _checkout_refused(steps, payment_id, answer.result.resultCode,
                                     answer.result.resultMessage)
         raise KaspiRefused(answer.result.resultCode, answer.result.resultMessage)
     amount, until = kaspi_answers.checked_out(answer, row["can_confirm_until"])
-    async with svc.pool.acquire() as conn:
+    async with steps.pool.acquire() as conn:
         applied = await conn.fetchrow(
             "SELECT a.outcome, (a.payment).* FROM payment_checkout($1, $2, $3, $4) a",
             payment_id, amount, until, [p.model_dump() for p in request.parameters])
     assert applied is not None
     if CheckoutOutcome(applied["outcome"]) is CheckoutOutcome.CHANGED:
         # Confirmed, cancelled or expired while Kaspi was asked.
-        changed = await _read_payment(svc, payment_id, customer_id)
+        changed = await _read_payment(steps, payment_id, customer_id)
         raise InvalidState(f"payment is {changed['status']}")
     return applied
 
 
-async def _checkout_refused(svc: Services, payment_id: str, code: str, message: str) -> None:
+async def _checkout_refused(steps: PaymentSteps, payment_id: str, code: str,
+                            message: str) -> None:
     """Record Kaspi's final refusal of a checkout on the payment (payment_checkout_refused:
     FAILED, or EXPIRED for EXPIRED_CODE); a payment that moved on meanwhile keeps its
     status."""
-    async with svc.pool.acquire() as conn:
+    async with steps.pool.acquire() as conn:
         outcome = CheckoutOutcome(await conn.fetchval(
             "SELECT outcome FROM payment_checkout_refused($1, $2, $3)", payment_id, code,
             sanitise(message)))
@@ -205,11 +218,11 @@ def _confirm_amount(row: asyncpg.Record, amount_tiyn: int | None) -> int:
     return stored
 
 
-def _deadline_passed(row: asyncpg.Record, settings: Settings) -> bool:
+def _deadline_passed(row: asyncpg.Record, margin_ms: int) -> bool:
     until: datetime | None = row["can_confirm_until"]
     if until is None:
         return False
-    margin = timedelta(milliseconds=settings.confirm_safety_margin_ms)
+    margin = timedelta(milliseconds=margin_ms)
     return datetime.now(UTC) >= until - margin
 
 
@@ -217,15 +230,15 @@ def _deadline_passed(row: asyncpg.Record, settings: Settings) -> bool:
 CONFIRM_ROUNDS = 5
 
 
-async def confirm(svc: Services, payment_id: str, customer_id: str, amount_tiyn: int | None,
+async def confirm(steps: PaymentSteps, payment_id: str, customer_id: str, amount_tiyn: int | None,
                   locale: str | None) -> asyncpg.Record:
     """Validate the payment as read, then debit it in one statement that re-checks, under
     the row lock, that it is still in the status validated (payment_debit). A
     request that loses the race (20 confirms at once) reads again and answers what the
     winner did: never a second debit."""
-    budget_s = svc.settings.confirm_budget_ms / 1000
+    budget_s = steps.confirm_budget_ms / 1000
     for _ in range(CONFIRM_ROUNDS):
-        row = await _read_payment(svc, payment_id, customer_id)
+        row = await _read_payment(steps, payment_id, customer_id)
         status = row["status"]
         if status in (PaymentStatus.PENDING, PaymentStatus.COMPLETED, PaymentStatus.DECLINED):
             # A repeated confirm: never a second debit, the same outcome.
@@ -234,7 +247,7 @@ async def confirm(svc: Services, payment_id: str, customer_id: str, amount_tiyn:
             if row["decline_code"] == DebitOutcome.INSUFFICIENT_FUNDS:
                 raise InsufficientFunds("insufficient funds")
             if row["decline_code"] == DebitOutcome.LIMIT_EXCEEDED:
-                raise _limit_exceeded(svc, row)
+                raise _limit_exceeded(steps, row)
             return row
         if status == PaymentStatus.EXPIRED:
             raise PaymentExpired("the payment's canConfirmUntil has passed")
@@ -243,11 +256,11 @@ async def confirm(svc: Services, payment_id: str, customer_id: str, amount_tiyn:
             raise InvalidState(f"payment is {status}" + (
                 f" (Kaspi refused its checkout: {refused})" if refused else ""))
         amount = _confirm_amount(row, amount_tiyn)
-        if _deadline_passed(row, svc.settings):
-            await _expire(svc, row)
+        if _deadline_passed(row, steps.confirm_safety_margin_ms):
+            await _expire(steps, row)
             continue
         lease_ends = asyncio.get_running_loop().time() + budget_s
-        outcome = await _debit_or_decline(svc, row, amount, locale, budget_s)
+        outcome = await _debit_or_decline(steps, row, amount, locale, budget_s)
         if outcome is DebitOutcome.CHANGED:
             continue
         if outcome is DebitOutcome.EXPIRED:
@@ -255,44 +268,44 @@ async def confirm(svc: Services, payment_id: str, customer_id: str, amount_tiyn:
         staged = DEBIT_NOTICES[outcome]
         notice = Notice(payment_id, str(row["mpp_payment_id"]), customer_id, amount,
                         staged.result_code, staged.result_message, locale or row["locale"])
-        answered = await svc.outbox.deliver_now(notice, lease_ends)
+        answered = await steps.outbox.deliver_now(notice, lease_ends)
         if outcome is DebitOutcome.INSUFFICIENT_FUNDS:
             raise InsufficientFunds("insufficient funds")
         if outcome is DebitOutcome.LIMIT_EXCEEDED:
-            declined = await _read_payment(svc, payment_id, customer_id)
+            declined = await _read_payment(steps, payment_id, customer_id)
             LIMIT_REFUSALS.labels(declined["exceeded_limit"], declined["exceeded_level"]).inc()
-            raise _limit_exceeded(svc, declined)
-        return answered if answered is not None else await _read_payment(svc, payment_id,
+            raise _limit_exceeded(steps, declined)
+        return answered if answered is not None else await _read_payment(steps, payment_id,
                                                                          customer_id)
     raise AssertionError(f"payment {payment_id} kept changing during confirm")
 
 
-def _limit_exceeded(svc: Services, row: asyncpg.Record) -> LimitExceeded:
+def _limit_exceeded(steps: PaymentSteps, row: asyncpg.Record) -> LimitExceeded:
     """The 409 of a payment DECLINED over a limit, naming the limit (its figure as
     configured now)."""
-    what = svc.settings.limits.describe(row["exceeded_level"], row["exceeded_limit"])
+    what = steps.limits.describe(row["exceeded_level"], row["exceeded_limit"])
     return LimitExceeded(f"the payment would exceed {what}; nothing was debited")
 
 
-async def _expire(svc: Services, row: asyncpg.Record) -> None:
+async def _expire(steps: PaymentSteps, row: asyncpg.Record) -> None:
     """canConfirmUntil has passed (less the safety margin): no debit, EXPIRED."""
-    async with svc.pool.acquire() as conn:
+    async with steps.pool.acquire() as conn:
         if await conn.fetchval("SELECT payment_expire($1, $2)", row["payment_id"],
                                row["status"]):
             PAYMENTS.labels("EXPIRED").inc()
     # Either way the next read shows EXPIRED (or what won the race).
 
 
-async def _debit_or_decline(svc: Services, row: asyncpg.Record, amount: int,
+async def _debit_or_decline(steps: PaymentSteps, row: asyncpg.Record, amount: int,
                             locale: str | None, budget_s: float) -> DebitOutcome:
     """Debit the customer and stage notifyPayment SUCCESS, or, without the money, stage
     a failure notify so Kaspi closes the payment, in one statement (payment_debit,
     sql/functions/payments.sql; DEBIT_NOTICES says what each outcome stages)."""
     payment_id, customer_id = row["payment_id"], row["customer_id"]
-    async with svc.pool.acquire() as conn:
+    async with steps.pool.acquire() as conn:
         outcome = await debit(conn, payment_id, customer_id, row["status"], amount, locale,
-                              budget_s, svc.settings.limits.sql_arg,
-                              svc.settings.confirm_safety_margin_ms)
+                              budget_s, steps.limits.sql_arg,
+                              steps.confirm_safety_margin_ms)
     if outcome is DebitOutcome.EXPIRED:
         # The deadline passed while the debit waited for its locks (payment_debit).
         PAYMENTS.labels("EXPIRED").inc()
@@ -333,13 +346,13 @@ async def complete_unanswered(conn: Conn, payment: asyncpg.Record, *, evidence: 
     count_completed_without_answer(payment["payment_id"], evidence)
 
 
-async def cancel(svc: Services, payment_id: str, customer_id: str) -> asyncpg.Record:
+async def cancel(steps: PaymentSteps, payment_id: str, customer_id: str) -> asyncpg.Record:
     """The customer backed out: CANCELLED, and CANCELLED_BY_CLIENT (regulation §4.3)
     staged and tried now (payment_cancel)."""
-    row = await _read_payment(svc, payment_id, customer_id)
-    budget_s = svc.settings.confirm_budget_ms / 1000
+    row = await _read_payment(steps, payment_id, customer_id)
+    budget_s = steps.confirm_budget_ms / 1000
     lease_ends = asyncio.get_running_loop().time() + budget_s
-    async with svc.pool.acquire() as conn:
+    async with steps.pool.acquire() as conn:
         applied = await conn.fetchrow(
             "SELECT a.outcome, (a.payment).* FROM payment_cancel($1, $2, $3, $4) a",
             payment_id, CANCEL_NOTICE.result_code, CANCEL_NOTICE.result_message, budget_s)
@@ -352,8 +365,8 @@ async def cancel(svc: Services, payment_id: str, customer_id: str) -> asyncpg.Re
     PAYMENTS.labels("CANCELLED").inc()
     notice = Notice(payment_id, str(row["mpp_payment_id"]), customer_id, None,
                     CANCEL_NOTICE.result_code, CANCEL_NOTICE.result_message, row["locale"])
-    answered = await svc.outbox.deliver_now(notice, lease_ends)
-    return answered if answered is not None else await _read_payment(svc, payment_id,
+    answered = await steps.outbox.deliver_now(notice, lease_ends)
+    return answered if answered is not None else await _read_payment(steps, payment_id,
                                                                      customer_id)
 
 

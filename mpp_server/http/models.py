@@ -2,7 +2,7 @@
 
 Requests refuse unknown fields (a typo must not be silently ignored when money moves);
 amounts are "1500.00" strings (bare numbers accepted) and integer tiyn inside.
-The OpenAPI description is generated from these same models (api/openapi.py).
+The OpenAPI description is generated from these same models (http/openapi.py).
 """
 
 from __future__ import annotations

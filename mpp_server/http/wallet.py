@@ -118,7 +118,7 @@ async def statement(request: web.Request) -> web.Response:
 async def scan(request: web.Request) -> web.Response:
     body = await parse_body(request, ScanIn)
     locale = locale_of(request) or DEFAULT_LOCALE
-    outcome = await payments.scan(_svc(request), body.qrCode, body.customerId, locale)
+    outcome = await payments.scan(_svc(request).payments, body.qrCode, body.customerId, locale)
     payment = None
     if outcome.payment is not None:
         row = outcome.payment
@@ -139,7 +139,7 @@ async def checkout(request: web.Request) -> web.Response:
     given = {p.id: p.value for p in body.parameters}
     if len(given) != len(body.parameters):
         raise ValidationFailed("a parameter id is given twice")
-    row = await payments.checkout(_svc(request), payment_id, body.customerId, given,
+    row = await payments.checkout(_svc(request).payments, payment_id, body.customerId, given,
                                   locale_of(request) or DEFAULT_LOCALE)
     return json_response(CheckoutOut(paymentId=payment_id, amount=row["amount_tiyn"],
                                      canConfirmUntil=row["can_confirm_until"],
@@ -150,15 +150,15 @@ async def confirm(request: web.Request) -> web.Response:
     with CONFIRM_LATENCY.time():
         payment_id = _payment_id(request)
         body = await parse_body(request, ConfirmIn)
-        row = await payments.confirm(_svc(request), payment_id, body.customerId, body.amount,
-                                     locale_of(request))
+        row = await payments.confirm(_svc(request).payments, payment_id, body.customerId,
+                                     body.amount, locale_of(request))
         return json_response(payment_out(row))
 
 
 async def cancel(request: web.Request) -> web.Response:
     payment_id = _payment_id(request)
     body = await parse_body(request, CancelIn)
-    row = await payments.cancel(_svc(request), payment_id, body.customerId)
+    row = await payments.cancel(_svc(request).payments, payment_id, body.customerId)
     return json_response(payment_out(row))
 
 

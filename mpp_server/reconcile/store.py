@@ -1,4 +1,4 @@
-"""Reconciliation runs in PostgreSQL (sql/004_reconciliation.sql): run one, read them,
+"""Reconciliation runs in PostgreSQL (sql/migrations/004_reconciliation.sql): run one, read them,
 and the metrics the server derives from them.
 
 A run is one transaction: it claims the file's SHA-256, moves the registry's PENDING

@@ -1,4 +1,4 @@
--- A customer's account: the e-money limits of its identification level (docs/design.md,
+-- A customer's account: the e-money limits of its identification level (docs/money.md,
 -- "Identification and limits"). The limits arrive from the server's configuration as
 -- p_limits, tiyn by level and kind (mpp_server/domain/limits.py Limits.sql_arg):
 -- {"NONE": {"payment": 19660000, "daily": ..., "monthly": ..., "balance": ...}, ...};

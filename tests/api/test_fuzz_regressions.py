@@ -1,4 +1,4 @@
-"""Inputs the schemathesis run (tests/test_fuzz.py) found mishandled, kept as plain
+"""Inputs the schemathesis run (tests/api/test_fuzz.py) found mishandled, kept as plain
 requests so each stays fixed even if the fuzzer's generation changes."""
 
 from __future__ import annotations
