@@ -36,6 +36,21 @@ LANGUAGE sql IMMUTABLE AS $$
                 THEN p_account.paid_month_tiyn ELSE 0 END
 $$;
 
+-- What a customer's payments use of the daily and monthly limits at p_now, recounted
+-- from the payments: those debited (confirmed_at) in the Kazakhstan day and month of
+-- p_now that hold the customer's money (PENDING, COMPLETED). One Kaspi declined, whose
+-- money was returned, frees its share; a refund does not (payment_limit_exceeded says
+-- why). What the running totals must equal (account_paid_recount, the tests).
+CREATE OR REPLACE FUNCTION payments_counted(p_customer_id text, p_now timestamptz)
+RETURNS TABLE (day_tiyn bigint, month_tiyn bigint) LANGUAGE sql STABLE AS $$
+    SELECT coalesce(sum(amount_tiyn) FILTER (WHERE confirmed_at >= kz_day_start(p_now)),
+                    0)::bigint,
+           coalesce(sum(amount_tiyn), 0)::bigint
+      FROM payments
+     WHERE customer_id = p_customer_id AND confirmed_at >= kz_month_start(p_now)
+       AND status IN ('PENDING', 'COMPLETED')
+$$;
+
 -- Which limit a debit of p_amount for a payment would break: 'payment', 'daily' or
 -- 'monthly' (the Kazakhstan day and month of p_now), or NULL; O(1), from the running
 -- totals. The caller holds the account's row lock (payment_debit) and passes the row it
@@ -87,14 +102,8 @@ CREATE OR REPLACE FUNCTION account_paid_recount(p_account bigint, p_now timestam
 RETURNS void LANGUAGE sql AS $$
     UPDATE accounts a
        SET paid_day_start = kz_day_start(p_now), paid_month_start = kz_month_start(p_now),
-           paid_day_tiyn = coalesce((
-               SELECT sum(p.amount_tiyn) FROM payments p
-                WHERE p.customer_id = a.customer_id AND p.status IN ('PENDING', 'COMPLETED')
-                  AND p.confirmed_at >= kz_day_start(p_now)), 0),
-           paid_month_tiyn = coalesce((
-               SELECT sum(p.amount_tiyn) FROM payments p
-                WHERE p.customer_id = a.customer_id AND p.status IN ('PENDING', 'COMPLETED')
-                  AND p.confirmed_at >= kz_month_start(p_now)), 0)
+           paid_day_tiyn = c.day_tiyn, paid_month_tiyn = c.month_tiyn
+      FROM payments_counted((SELECT customer_id FROM accounts WHERE id = p_account), p_now) c
      WHERE a.id = p_account
 $$;
 
