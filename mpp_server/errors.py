@@ -87,6 +87,18 @@ class KaspiUnavailable(WalletError):
     why = "Kaspi did not answer (timeout, network); safe to retry"
 
 
+class KaspiDefectiveAnswer(WalletError):
+    """Kaspi answered SUCCESS without what the regulation requires for the step (§4.1:
+    a payment's canConfirmUntil, a Dynamic amount; §4.2: checkout's amount and a
+    deadline), or with an amount notifyPayment cannot carry (§4.3: whole tenge).
+    Nothing is recorded; counted in mpp_kaspi_defects_total."""
+
+    code, http_status = "KASPI_DEFECTIVE_ANSWER", 502
+    why = ("Kaspi's answer lacks what the regulation requires (or carries an amount "
+           "notifyPayment cannot send); nothing was recorded, the defect is counted for "
+           "Kaspi's support. A repeat asks Kaspi again")
+
+
 class AcquirerUnavailable(WalletError):
     """The card acquirer did not answer the order's creation; the top-up is kept and the
     same request may be repeated."""

@@ -27,6 +27,7 @@ class PaymentStatus(StrEnum):
     DECLINED = "DECLINED"
     CANCELLED = "CANCELLED"
     EXPIRED = "EXPIRED"
+    FAILED = "FAILED"          # Kaspi refused its checkout finally (PROCESS_FAIL); never debited
 
 
 class RefundStatus(StrEnum):
@@ -127,9 +128,13 @@ CANCEL_NOTICE = StagedNotify(ResultCode.CANCELLED_BY_CLIENT, "cancelled by clien
 
 
 class CheckoutOutcome(StrEnum):
-    """`payment_checkout` (payments.sql): checkout's answer recorded."""
+    """`payment_checkout` (payments.sql): checkout's answer recorded;
+    `payment_checkout_refused`: its final refusal (kaspi_client/codes.py
+    CHECKOUT_FINAL_REFUSALS) recorded."""
 
     CHECKED_OUT = "CHECKED_OUT"
+    FAILED = "FAILED"    # PROCESS_FAIL: the payment FAILED, never to be checked out again
+    EXPIRED = "EXPIRED"  # EXPIRED_CODE: the payment EXPIRED
     CHANGED = "CHANGED"  # no longer open: read it again and refuse
 
 
@@ -177,9 +182,10 @@ class RefundOutcome(StrEnum):
     CREDITED = "CREDITED"                  # the customer credited
     CREDITED_PENDING = "CREDITED_PENDING"  # credited; the PENDING payment now COMPLETED
     REPEAT = "REPEAT"                      # this refundId was answered before: same answer
-    CONFLICT = "CONFLICT"                  # this refundId with other arguments
-    REFUSED = "REFUSED"                    # PARAM_ILLEGAL: the money rules refuse it
-    REFUSED_DECLINED = "REFUSED_DECLINED"  # refused: we DECLINED and returned the payment
+    CONFLICT = "CONFLICT"                  # this refundId with other arguments: PARAM_ILLEGAL
+    REFUSED = "REFUSED"                    # PARAM_ILLEGAL: a parameter is wrong
+    NOT_REFUNDABLE = "NOT_REFUNDABLE"      # PROCESS_FAIL: the payment refuses it
+    REFUSED_DECLINED = "REFUSED_DECLINED"  # PROCESS_FAIL: we DECLINED and returned it
 
     @property
     def credited(self) -> bool:
@@ -273,7 +279,7 @@ class DueNow(StrEnum):
 # The SQL function that returns each enum: the outcome test reads their bodies.
 RETURNED_BY: dict[type[StrEnum], tuple[str, ...]] = {
     DebitOutcome: ("payment_debit",),
-    CheckoutOutcome: ("payment_checkout",),
+    CheckoutOutcome: ("payment_checkout", "payment_checkout_refused"),
     CancelOutcome: ("payment_cancel",),
     DepositOutcome: ("deposit_apply",),
     TopupCreateOutcome: ("topup_create",),

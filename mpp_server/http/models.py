@@ -238,7 +238,9 @@ class PaymentOut(_Response):
     merchant: MerchantOut
     canConfirmUntil: Timestamp | None = None
     declineReason: str | None = Field(
-        default=None, description="INSUFFICIENT_FUNDS, or Kaspi's resultCode when it declined")
+        default=None, description="DECLINED: INSUFFICIENT_FUNDS, LIMIT_EXCEEDED, or Kaspi's "
+                                  "resultCode to notifyPayment; FAILED or EXPIRED by checkout: "
+                                  "Kaspi's resultCode to it (PROCESS_FAIL, EXPIRED_CODE)")
     kaspiAcknowledged: bool = Field(
         description="Kaspi has answered our notifyPayment (success, decline or cancel)")
     createdAt: Timestamp

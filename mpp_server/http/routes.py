@@ -146,17 +146,25 @@ ROUTES: tuple[Route, ...] = (
           "Asks Kaspi what the QR code is. Payment QR codes (Dynamic, Static, Custom) "
           "create a SCANNED payment; a Refund QR only names Kaspi's refundId. A Dynamic QR "
           "scanned again by the same customer answers the same payment. Kaspi's own error "
-          "codes are passed through.",
+          "codes are passed through. A payment answer without canConfirmUntil (a Dynamic or "
+          "Static QR) or a Dynamic one without its amount is KASPI_DEFECTIVE_ANSWER and "
+          "nothing is recorded; a missing or over-long merchantMCC or authorType is passed "
+          "on as Kaspi sent it (an empty merchantMCC when none).",
           params=(LOCALE,), request=ScanIn,
           request_examples={"scan": {"qrCode": "592xxxxxxxxxxxxxxxxxxxxxxxxxxx6574344",
                                      "customerId": CUSTOMER}},
           answers={200: Answer("what the QR code is", ScanOut, SCAN_EXAMPLES)},
-          errors=(errors.CustomerMismatch, errors.KaspiUnavailable),
+          errors=(errors.CustomerMismatch, errors.KaspiUnavailable,
+                  errors.KaspiDefectiveAnswer),
           passes_kaspi_codes=True),
     Route(("wallet",), "post", "/v1/payments/{paymentId}/checkout", wallet.checkout, "checkout",
           "Fill a Custom QR payment's parameters; Kaspi answers the amount",
           "Every parameter is sent to Kaspi: scan's filled values unchanged, the customer's "
-          "values for the rest (a drop-down's value must be one of its option keys).",
+          "values for the rest (a drop-down's value must be one of its option keys). "
+          "Kaspi's PROCESS_FAIL (do not retry) makes the payment FAILED and its EXPIRED_CODE "
+          "makes it EXPIRED: a repeated checkout answers the same error without asking "
+          "Kaspi again. An amount with tiyn (notifyPayment could not carry it) or an answer "
+          "without an amount or any deadline is KASPI_DEFECTIVE_ANSWER, nothing recorded.",
           params=(PAYMENT, LOCALE), request=CheckoutIn,
           request_examples={"checkout": {"customerId": CUSTOMER, "parameters": [
               {"id": 3932, "value": "123ABC02"}, {"id": 3933, "value": "A"}]}},
@@ -164,7 +172,7 @@ ROUTES: tuple[Route, ...] = (
               paymentId="379eb787-1a36-4096-ac39-4f3006e26a19", amount=20000,
               canConfirmUntil=UNTIL, status="CHECKED_OUT")})},
           errors=(errors.NotFound, errors.CustomerMismatch, errors.InvalidState,
-                  errors.KaspiUnavailable),
+                  errors.KaspiUnavailable, errors.KaspiDefectiveAnswer),
           passes_kaspi_codes=True),
     Route(("wallet",), "post", "/v1/payments/{paymentId}/confirm", wallet.confirm, "confirmPayment",
           "Pay: debit the customer and tell Kaspi",
@@ -374,13 +382,20 @@ ROUTES: tuple[Route, ...] = (
                               "refundAmount": 100, "refundId": "Ref1234568",
                               "linkReceipt": RECEIPT}},
           answers={
-              200: Answer("every business outcome: SUCCESS, or PARAM_ILLEGAL with the reason "
-                          "(unknown payment, another customer, more than the payment, ...)",
+              200: Answer("every business outcome (docs/refunds.md has the table): SUCCESS; "
+                          "PARAM_ILLEGAL, a wrong parameter (an unknown payment, another "
+                          "customer, a zero amount, a refundId used with other arguments); "
+                          "PROCESS_FAIL, the payment refuses it and a repeat cannot help "
+                          "(not completed, more than is left to refund). A repeat of a "
+                          "refundId gets the answer stored for it",
                           RefundResultOut, {
                               "SUCCESS": RefundResultOut(result=ResultOut(
                                   resultCode="SUCCESS", resultMessage="success")),
                               "PARAM_ILLEGAL": RefundResultOut(result=ResultOut(
                                   resultCode="PARAM_ILLEGAL",
+                                  resultMessage="unknown paymentId")),
+                              "PROCESS_FAIL": RefundResultOut(result=ResultOut(
+                                  resultCode="PROCESS_FAIL",
                                   resultMessage="refund would exceed the payment: "
                                                 "5000 tiyn left to refund"))}),
               400: Answer("PARAM_ILLEGAL: the body cannot be read (malformed JSON, a missing, "

@@ -70,7 +70,7 @@ def payment_out(row: asyncpg.Record, refunds: list[asyncpg.Record] | None = None
                  for r in refunds or []],
         merchant=MerchantOut.model_validate(row["merchant"]),
         canConfirmUntil=row["can_confirm_until"],
-        declineReason=row["decline_code"] or (
+        declineReason=row["decline_code"] or row["checkout_result_code"] or (
             row["kaspi_result_code"] if row["status"] == "DECLINED" else None),
         kaspiAcknowledged=row["kaspi_acknowledged"], createdAt=row["created_at"])
 

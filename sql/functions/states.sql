@@ -15,10 +15,12 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     ('payment', 'SCANNED', 'DECLINED'),
     ('payment', 'SCANNED', 'CANCELLED'),
     ('payment', 'SCANNED', 'EXPIRED'),
+    ('payment', 'SCANNED', 'FAILED'),
     ('payment', 'CHECKED_OUT', 'PENDING'),
     ('payment', 'CHECKED_OUT', 'DECLINED'),
     ('payment', 'CHECKED_OUT', 'CANCELLED'),
     ('payment', 'CHECKED_OUT', 'EXPIRED'),
+    ('payment', 'CHECKED_OUT', 'FAILED'),
     ('payment', 'PENDING', 'COMPLETED'),
     ('payment', 'PENDING', 'DECLINED'),
     -- Kaspi's refunds: the key claimed as RECEIVED, decided in the same transaction
