@@ -87,7 +87,7 @@ async def measure(args: argparse.Namespace, dsn: str, stack: setup.Stack,
         light = await payments_phase(load, "light", customers[:args.light_concurrency],
                                      args.duration / 2, None, static_qrs, [])
         refund_cpu = meter.per_operation_ms(refunds.done + refunds.failed)
-        webhooks = await webhook_lag.measure(http, stack.processes, stack.sim_url,
+        webhooks = await webhook_lag.measure(http, stack.processes, stack.sim_url, stack.tls,
                                              setup.admin_dsn(), args.duration / 2)
         echo_url = await asyncio.to_thread(setup.start_echo, stack.processes)
         echo = await echo_phase(http, echo_url, args.duration, args.concurrency)

@@ -158,6 +158,7 @@ class Stack:
     processes: Processes
     sim_url: str
     listeners: list[Listeners]
+    tls: SimulatorTls  # the simulator's TLS listener (Kapital's mutual TLS)
 
     @property
     def wallets(self) -> list[str]:
@@ -189,7 +190,7 @@ def start_stack(dsn: str, args: argparse.Namespace) -> Stack:
     sim_listen = loopback(next(ports))
     tls = SimulatorTls.made(ROOT / ".data/sim-tls", loopback(next(ports)))
     listeners = [Listeners.on(ports) for _ in range(args.workers)]
-    stack = Stack(processes, f"http://{sim_listen}", listeners)
+    stack = Stack(processes, f"http://{sim_listen}", listeners, tls)
     processes.start_simulator(simulator_process_env(sim_listen,
                                                     listeners[0].kaspi_url + "/refund", tls))
     for i, own in enumerate(listeners):

@@ -24,7 +24,14 @@ import asyncpg
 from aiohttp import web
 
 from mpp_server.devtools.devdb import fresh_database
-from mpp_server.devtools.launcher import Listeners, Processes, Tokens, free_port, server_env
+from mpp_server.devtools.launcher import (
+    Listeners,
+    Processes,
+    SimulatorTls,
+    Tokens,
+    free_port,
+    server_env,
+)
 
 CUSTOMERS = 2            # payments in flight at once: light load
 DRAIN_TIMEOUT_S = 15.0   # for the last webhooks after the load stops
@@ -45,7 +52,7 @@ class _Receiver:
 
 
 async def measure(http: aiohttp.ClientSession, processes: Processes, sim_url: str,
-                  admin_dsn: str, duration_s: float) -> dict[str, Any]:
+                  tls: SimulatorTls, admin_dsn: str, duration_s: float) -> dict[str, Any]:
     """The lag figures (ms) of the webhooks of `duration_s` of light load."""
     receiver = _Receiver()
     app = web.Application()
@@ -58,7 +65,7 @@ async def measure(http: aiohttp.ClientSession, processes: Processes, sim_url: st
         async with fresh_database(admin_dsn, "mpp_bench_webhooks") as dsn:
             listeners = Listeners.free()
             processes.start_server(SERVER, {
-                **server_env(dsn, sim_url, listeners, TOKENS), "LOG_LEVEL": "WARNING",
+                **server_env(dsn, sim_url, listeners, TOKENS, tls), "LOG_LEVEL": "WARNING",
                 "LIMITS_MCI": "{}", "WEBHOOK_URL": f"http://127.0.0.1:{port}/hooks",
                 "WEBHOOK_SECRET": SECRET})
             try:
