@@ -8,22 +8,21 @@ Exit 0 resolved, 2 bad input or not UNKNOWN, 3 the database unreachable."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 
-import asyncpg
-
-from mpp_server import audit, db
-from mpp_server.config import Settings
+from mpp_server import audit
+from mpp_server.cli_support import EXIT_USAGE, parse, run_on_database
+from mpp_server.db import Conn
 from mpp_server.domain import topup_refunds
 from mpp_server.domain.outcomes import TopupRefundResolution
 from mpp_server.reconcile.cli import operator_note
 
-EXIT_DONE, EXIT_BAD_INPUT, EXIT_UNAVAILABLE = 0, 2, 3
+EXIT_DONE = 0  # 2, 3: cli_support.EXIT_USAGE, EXIT_UNAVAILABLE
+PROG = "python -m mpp_server topups"
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mpp_server topups",
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG,
                                      description="Top-ups by card: an operator's actions.")
     commands = parser.add_subparsers(dest="command", required=True)
     resolve = commands.add_parser(
@@ -35,26 +34,27 @@ def main(argv: list[str]) -> int:
                                                                  "to the wallet")
     resolve.add_argument("--by", required=True, help="who asked the bank")
     resolve.add_argument("--reason", required=True, help="what the bank said (its reference)")
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    args = parse(_parser(), argv)
+    if isinstance(args, int):
+        return args
     note = operator_note(args.by, args.reason)
     if isinstance(note, str):
-        print(f"{parser.prog}: {note}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        print(f"{PROG}: {note}", file=sys.stderr)
+        return EXIT_USAGE
     by, reason = note
-    try:
-        result = asyncio.run(db.with_connection(
-            Settings().database_url,
-            lambda conn: topup_refunds.resolve(conn, args.refund_id, bool(args.done),
-                                               audit.system_actor(by), reason)))
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        print(f"{parser.prog}: database: {exc}", file=sys.stderr)
-        return EXIT_UNAVAILABLE
-    if result is TopupRefundResolution.NOT_UNKNOWN:
-        print(f"{parser.prog}: refund {args.refund_id!r} is not UNKNOWN: nothing changed",
-              file=sys.stderr)
-        return EXIT_BAD_INPUT
-    print(f"refund {args.refund_id} resolved {result.value} by {by}")
-    return EXIT_DONE
+
+    async def work(conn: Conn) -> int:
+        result = await topup_refunds.resolve(conn, args.refund_id, bool(args.done),
+                                             audit.system_actor(by), reason)
+        if result is TopupRefundResolution.NOT_UNKNOWN:
+            print(f"{PROG}: refund {args.refund_id!r} is not UNKNOWN: nothing changed",
+                  file=sys.stderr)
+            return EXIT_USAGE
+        print(f"refund {args.refund_id} resolved {result.value} by {by}")
+        return EXIT_DONE
+
+    return run_on_database(PROG, work)
