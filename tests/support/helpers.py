@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import random
+import secrets
 from typing import Any
 
 from mpp_server.domain import ledger
 
 
 def new_customer() -> str:
-    return "77" + "".join(random.choices("0123456789", k=10))
+    # Not the `random` module: pytest-randomly reseeds it before every test, which would
+    # give two tests the same customers (and their balances) in the shared database.
+    return f"77{secrets.randbelow(10**10):010d}"
 
 
 async def call(stack: Any, method: str, path: str, body: Any = None, *,

@@ -34,6 +34,7 @@ import pytest
 
 from mpp_server.devtools.ha import Topology, missing_requirements
 from mpp_server.domain import ledger
+from tests.support.helpers import new_customer
 from tests.support.pgcluster import folder_for_postgres
 from tests.support.stack import server_env
 
@@ -130,7 +131,7 @@ class Load:
 
     async def set_up(self) -> None:
         for i in range(CUSTOMERS):
-            customer = "77" + "".join(random.choices("0123456789", k=10))
+            customer = new_customer()
             url, _ = self.wallet(i)
             auth = {"Authorization": f"Bearer {self.ha.deposit_token}"}
             status, body = await self.call(
