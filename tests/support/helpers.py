@@ -46,6 +46,20 @@ async def fault(stack: Any, endpoint: str, mode: str, times: int, **extra: Any) 
     assert status == 200, body
 
 
+async def until_faults_left(stack: Any, endpoint: str, left: int,
+                            timeout_s: float = 15.0) -> None:
+    """Poll the simulator until only `left` faults on `endpoint` are still queued: the
+    call that took the last one has reached it (and, for a timeout, is held there)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        status, body = await sim(stack, "GET", "/sim/faults")
+        assert status == 200, body
+        if body["pending"][endpoint] <= left:
+            return
+        assert asyncio.get_running_loop().time() < deadline, f"no call took a fault: {body}"
+        await asyncio.sleep(0.02)
+
+
 async def new_qr(stack: Any, qr_type: str, **fields: Any) -> dict[str, Any]:
     status, body = await sim(stack, "POST", "/sim/qr", {"type": qr_type, **fields})
     assert status == 200, body
