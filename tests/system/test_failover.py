@@ -314,3 +314,7 @@ async def test_failover_kill_primary_under_load_loses_nothing(ha: Topology) -> N
     old, standby = ha.leader(), ha.sync_standby()
     assert old is not None and standby is not None
     await under_load(ha, "failover", lambda: ha.kill_node(old), standby)
+    # The lost machine comes back and rejoins as the standby: the next test (in any
+    # order) finds two nodes.
+    await asyncio.to_thread(ha.start_node, ha.node(old))
+    await asyncio.to_thread(ha.wait_sync_standby)
