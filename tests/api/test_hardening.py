@@ -55,16 +55,21 @@ def test_allowed_networks_with_host_bits_or_garbage_stop_the_server(networks: st
     assert "Traceback" not in done.stderr, done.stderr
 
 
-async def test_ipv4_mapped_peer_is_matched_against_ipv4_networks(
-        database_url: str, pool: db.Pool) -> None:
-    # A dual-stack listener: an IPv4 peer arrives as ::ffff:127.0.0.1.
-    async with running_stack(database_url, pool,
-                             KASPI_LISTEN=f"[::ffff:127.0.0.1]:{free_port()}") as stack:
-        assert "[::ffff:127.0.0.1]" in stack.kaspi_url
-        status, body = await refund_at(stack, stack.kaspi_url, {
-            "customerId": new_customer(), "paymentId": "mapped-unknown",
-            "refundAmount": "1.00", "refundId": "mapped-" + new_customer(),
-            "linkReceipt": "https://receipt"})
+async def test_ipv4_mapped_peer_is_matched_against_ipv4_networks(isolated_db: str) -> None:
+    # A dual-stack listener: an IPv4 peer arrives as ::ffff:127.0.0.1. A database of its
+    # own: a second server's workers on the session's database would notify the session
+    # stack's pending payments to this test's simulator, which never heard of them.
+    pool = await db.create_pool(isolated_db, min_size=1, max_size=2)
+    try:
+        async with running_stack(isolated_db, pool,
+                                 KASPI_LISTEN=f"[::ffff:127.0.0.1]:{free_port()}") as stack:
+            assert "[::ffff:127.0.0.1]" in stack.kaspi_url
+            status, body = await refund_at(stack, stack.kaspi_url, {
+                "customerId": new_customer(), "paymentId": "mapped-unknown",
+                "refundAmount": "1.00", "refundId": "mapped-" + new_customer(),
+                "linkReceipt": "https://receipt"})
+    finally:
+        await pool.close()
     # Allowed in: a business answer (an unknown payment), not 403.
     assert status == 200, body
     assert body["result"]["resultCode"] == "PARAM_ILLEGAL"
