@@ -17,7 +17,6 @@ from aiohttp import web
 
 from mpp_server import jsonutil
 from mpp_server.acquirers.base import CallbackClaim, Provider
-from mpp_server.http.middleware import LISTENER, metrics_middleware
 from mpp_server.http.topups import TOPUP_SERVICES, TopupServices
 
 log = logging.getLogger(__name__)
@@ -89,14 +88,3 @@ async def kapital_callback(request: web.Request) -> web.Response:
 async def kaspi_callback(request: web.Request) -> web.Response:
     _accept(request, Provider.KASPI_ECOM, kaspi_claim(await request.read()))
     return web.json_response({"status": "OK"})
-
-
-def create_app(services: TopupServices) -> web.Application:
-    app = web.Application(middlewares=[metrics_middleware], client_max_size=MAX_CALLBACK_BYTES)
-    app[LISTENER] = "acquiring"
-    app[TOPUP_SERVICES] = services
-    app.router.add_post("/callbacks/halyk-epay", halyk_callback)
-    app.router.add_route("GET", "/callbacks/kapital", kapital_callback)
-    app.router.add_post("/callbacks/kapital", kapital_callback)
-    app.router.add_post("/callbacks/kaspi-ecom", kaspi_callback)
-    return app
