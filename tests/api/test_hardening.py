@@ -22,6 +22,7 @@ from tests.support.helpers import (
     call,
     complete_payment,
     confirm,
+    confirmed,
     deposit,
     fault,
     new_customer,
@@ -232,7 +233,8 @@ async def test_confirmed_at_is_the_clock_at_the_debit_not_the_transaction_start(
                                                                              confirming):
         released_at = await holder.fetchval("SELECT clock_timestamp()")
     status, body = await confirming
-    assert status == 200 and body["status"] == "COMPLETED", body
+    # Debited either way (PENDING: the budget ran out before Kaspi's answer).
+    assert status == 200 and body["status"] in ("COMPLETED", "PENDING"), body
     async with stack.pool.acquire() as conn:
         confirmed_at = await conn.fetchval(
             "SELECT confirmed_at FROM payments WHERE payment_id = $1", payment_id)
@@ -277,8 +279,7 @@ async def test_final_decline_with_over_long_message_decides_the_payment(stack: A
     await fault(stack, "notifyPayment", "replace_answer", 20,
                 rawBody=answer_text("PROCESS_FAIL", "m" * 300))
     counted = defects("resultMessage", "too_long")
-    status, body = await confirm(stack, payment_id, customer)
-    assert status == 200 and body["status"] == "DECLINED", body
+    await confirmed(stack, payment_id, customer, wanted="DECLINED")
     assert await balance(stack, customer) == "100.00"  # the debit returned
     row = await stored_answer(stack, payment_id)
     assert row["kaspi_result_code"] == "PROCESS_FAIL"
@@ -292,8 +293,7 @@ async def test_success_with_over_long_link_completes_without_the_link(stack: Any
     await fault(stack, "notifyPayment", "replace_answer", 20,
                 rawBody=answer_text("SUCCESS", "success", "https://r.kaspi.kz/" + "a" * 2100))
     counted = defects("linkReceipt", "too_long")
-    status, body = await confirm(stack, payment_id, customer)
-    assert status == 200 and body["status"] == "COMPLETED", body
+    body = await confirmed(stack, payment_id, customer)
     assert "linkReceipt" not in body
     assert await balance(stack, customer) == "90.00"
     assert defects("linkReceipt", "too_long") == counted + 1
@@ -305,8 +305,7 @@ async def test_success_with_over_long_message_keeps_a_usable_link(stack: Any) ->
     link = "https://receipt-test.kaspi.kz/web?extTranId=QR1"
     await fault(stack, "notifyPayment", "replace_answer", 20,
                 rawBody=answer_text("SUCCESS", "s" * 1000, link))
-    status, body = await confirm(stack, payment_id, customer)
-    assert status == 200 and body["status"] == "COMPLETED", body
+    body = await confirmed(stack, payment_id, customer)
     assert body["linkReceipt"] == link
     assert (await stored_answer(stack, payment_id))["kaspi_result_message"] == "s" * 256
 
@@ -317,8 +316,7 @@ async def test_nul_in_link_receipt_completes_without_the_link(stack: Any) -> Non
     await fault(stack, "notifyPayment", "replace_answer", 20,
                 rawBody=answer_text("SUCCESS", "ok\\u0000", "https://r\\u0000x"))
     counted = defects("linkReceipt", "unstorable")
-    status, body = await confirm(stack, payment_id, customer)
-    assert status == 200 and body["status"] == "COMPLETED", body
+    body = await confirmed(stack, payment_id, customer)
     assert "linkReceipt" not in body
     row = await stored_answer(stack, payment_id)
     assert row["kaspi_result_message"] == "ok\ufffd" and row["link_receipt"] is None
@@ -331,8 +329,7 @@ async def test_lone_surrogate_in_decline_message_is_sanitised_and_decides(stack:
     customer, payment_id = await pending_payment(stack)
     await fault(stack, "notifyPayment", "replace_answer", 20,
                 rawBody=answer_text("RISK_REJECT", "risk \\ud800 rejected"))
-    status, body = await confirm(stack, payment_id, customer)
-    assert status == 200 and body["status"] == "DECLINED", body
+    await confirmed(stack, payment_id, customer, wanted="DECLINED")
     assert (await stored_answer(stack, payment_id))["kaspi_result_message"] == (
         "risk \ufffd rejected")
     assert await balance(stack, customer) == "100.00"
