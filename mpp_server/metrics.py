@@ -130,7 +130,7 @@ DB_UNAVAILABLE = Counter(
     "mpp_db_unavailable_total",
     "Times the database was unavailable (refused, stalled past its bound, failing over, "
     "not the primary), by who noticed: wallet, kaspi (/refund), notify_worker, "
-    "housekeeping", ["where"], registry=REGISTRY)
+    "top-up status check, top-up refund, housekeeping", ["where"], registry=REGISTRY)
 
 # Series that alerts watch with increase(): exported at 0 from the start, so the first
 # event is an increase and not the series' first appearance.

@@ -31,9 +31,9 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from mpp_server import db
 from mpp_server.db import Conn
 from mpp_server.domain import ledger
+from mpp_server.domain.due_worker import run_due
 from mpp_server.domain.outcomes import NotifyOutcome
 from mpp_server.kaspi_client.client import KaspiClient, KaspiNoAnswer
 from mpp_server.kaspi_client.codes import ResultCode, is_final_notify_answer
@@ -50,6 +50,11 @@ class Attempt(Enum):
     SKIPPED = "skipped"     # the row is gone, not due, held by another process, or
                             # (leased) too little of the lease is left
 
+
+# The worker's read: the due rows, most overdue first (the lease holders' rows only once
+# their lease is over).
+_DUE_IDS = """SELECT payment_id FROM notify_outbox WHERE next_attempt_at <= now()
+              ORDER BY next_attempt_at LIMIT $1"""
 
 # The lease holder's calls must end this long before its lease does (the worker polls
 # for due rows); with less than MIN_LEASED_CALL_S left it stops and leaves the row to
@@ -215,41 +220,8 @@ class NotifyOutbox:
 
     async def run(self) -> None:
         """Background worker: drain due rows forever (started with the server)."""
-        sem = asyncio.Semaphore(self._concurrency)
-        in_flight: set[str] = set()
-        tasks: set[asyncio.Task[None]] = set()
-
-        async def one(payment_id: str) -> None:
-            try:
-                await self.attempt(payment_id)
-            except Exception as exc:
-                db.background_failure("notify_worker", exc)
-            finally:
-                in_flight.discard(payment_id)
-                sem.release()
-
-        limit = self._concurrency * 4
-        while True:
-            full = False
-            try:
-                async with self._pool.acquire() as conn:
-                    due = await conn.fetch(
-                        """SELECT payment_id FROM notify_outbox WHERE next_attempt_at <= now()
-                           ORDER BY next_attempt_at LIMIT $1""", limit)
-                full = len(due) >= limit
-                for record in due:
-                    payment_id = record["payment_id"]
-                    if payment_id in in_flight:
-                        continue
-                    await sem.acquire()
-                    in_flight.add(payment_id)
-                    task = asyncio.create_task(one(payment_id))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-            except Exception as exc:  # the database away, or a bug: log, count, carry on
-                db.background_failure("notify_worker", exc)
-            if not full:
-                await asyncio.sleep(self._poll_interval_s)
+        await run_due(self._pool, _DUE_IDS, self.attempt, what="notify_worker",
+                      concurrency=self._concurrency, poll_interval_s=self._poll_interval_s)
 
 
 async def apply_answer(conn: Conn, notice: Notice,

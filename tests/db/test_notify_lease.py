@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 
 from mpp_server import db
+from mpp_server.devtools.launcher import CALLER_NAME
 from mpp_server.domain import deposits, ledger, payments
 from mpp_server.domain.limits import parse_limits
 from mpp_server.domain.outbox import Notice, apply_answer
@@ -28,7 +29,7 @@ from tests.support.helpers import (
     scan,
     until_faults_left,
 )
-from tests.support.stack import CALLER_NAME, running_stack
+from tests.support.stack import running_stack
 
 
 async def _pending_payment(pool: db.Pool, amount_tiyn: int) -> Notice:
