@@ -91,8 +91,7 @@ class Settings(BaseSettings):
     # connection (connecting included, retried while a failover finds a primary), and for
     # one statement (asyncpg's command_timeout: it covers a stalled server, which a
     # server-side statement_timeout cannot). Past either the wallet call answers 503
-    # DATABASE_UNAVAILABLE. A statement may wait on a row lock that the notify worker
-    # holds across one Kaspi call: keep it above KASPI_TIMEOUT_MS.
+    # DATABASE_UNAVAILABLE.
     db_acquire_timeout_ms: int = Field(default=2000, ge=10, le=60_000)
     db_statement_timeout_ms: int = Field(default=5000, ge=100, le=600_000)
     # Count every statement in mpp_db_queries_total (the benchmark's round-trip figure).

@@ -271,8 +271,8 @@ async def test_http_500_and_unknown_exception_are_retried(stack: Any) -> None:
 async def test_a_stopping_server_cancels_the_notify_attempt_in_flight(
         stack: Stack, isolated_db: str) -> None:
     # A server of its own on a database of its own: only its worker notifies, and the
-    # test stops it. No inline attempt (budget 0): the worker's attempt, which holds the
-    # outbox row's lock across the Kaspi call, meets a Kaspi that sits on the call.
+    # test stops it. No inline attempt (budget 0): the worker claims the outbox row with a
+    # lease (the Kaspi timeout and a margin), and its call meets a Kaspi that sits on it.
     env = {**server_env(isolated_db, stack.sim_url), "CONFIRM_BUDGET_MS": "0",
            "KASPI_TIMEOUT_MS": "20000"}
     runtime = Runtime(settings_from(env))
@@ -288,18 +288,23 @@ async def test_a_stopping_server_cancels_the_notify_attempt_in_flight(
         await fault(own, "notifyPayment", "timeout", 1, delayMs=15_000)
         status, body = await confirm(own, payment_id, customer)
         assert status == 200 and body["status"] == "PENDING", body
-        unlocked = """SELECT attempts, last_error FROM notify_outbox WHERE payment_id = $1
-                      FOR UPDATE SKIP LOCKED"""
+        row_sql = """SELECT attempts, last_error, next_attempt_at > now() + interval '10 s'
+                            AS claimed
+                       FROM notify_outbox WHERE payment_id = $1"""
         deadline = asyncio.get_running_loop().time() + 10
-        while await watch.fetchrow(unlocked, payment_id) is not None:  # not yet taken
+        while not await watch.fetchval(row_sql, payment_id, column=2):  # not yet taken
             assert asyncio.get_running_loop().time() < deadline, "the worker never took it"
             await asyncio.sleep(0.05)
+        # The worker holds no lock and no transaction while Kaspi sits on the call.
+        assert await watch.fetchrow("SELECT 1 FROM notify_outbox WHERE payment_id = $1 "
+                                    "FOR UPDATE NOWAIT", payment_id) is not None
         await runtime.stop()
         running = False
-        # The attempt was cancelled, its transaction rolled back: the row waits for the
-        # next process, unlocked and uncounted, and the payment is still PENDING.
-        row = await watch.fetchrow(unlocked, payment_id)
+        # The attempt was cancelled mid-call: nothing counted, the payment still PENDING,
+        # and the row waits for the next process once its lease runs out.
+        row = await watch.fetchrow(row_sql, payment_id)
         assert row is not None and row["attempts"] == 0 and row["last_error"] is None
+        assert row["claimed"]
         assert await watch.fetchval("SELECT status FROM payments WHERE payment_id = $1",
                                     payment_id) == "PENDING"
     finally:
