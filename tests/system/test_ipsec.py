@@ -99,12 +99,23 @@ def tunnel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tunnel]:
         yield Tunnel(mpp, kaspi, folder, psk)
 
 
+def _establish_afresh(tunnel: Tunnel) -> None:
+    tunnel.mpp.charon.swanctl("--terminate", "--ike", lab.CONN, "--timeout", "10", check=False)
+    tunnel.wait("the old IKE SA to go", lambda: True if not tunnel.mpp.charon.list_sas()
+                else None, 10)
+    tunnel.mpp.charon.swanctl("--initiate", "--child", lab.CONN, "--timeout", "15",
+                              check=False)
+
+
 def _received_proposals(side: Side, kind: str) -> list[str]:
     text = side.charon.log.read_text(errors="replace")
     return re.findall(rf"received proposals: ({kind}:.*)$", text, flags=re.MULTILINE)
 
 
 def test_rendered_config_establishes_with_the_regulation_proposals(tunnel: Tunnel) -> None:
+    # Established afresh: another test may have rekeyed the CHILD SA (PFS) or taken the
+    # tunnel down and up again before this one (the tests run in any order).
+    _establish_afresh(tunnel)
     ike = tunnel.wait("the IKE SA and its CHILD SA", tunnel.mpp.charon.established, 15)
 
     assert ike.proposal == IKE_SA_PROPOSAL
