@@ -111,16 +111,23 @@ class TopupRefunds:
                 raise InvalidState(f"{provider} top-ups cannot be refunded to the card")
             if amount_tiyn < least:
                 raise ValidationFailed(f"{provider} refunds at least {format_amount(least)}")
-            applied = await conn.fetchrow(
-                "SELECT a.outcome, (a.refund).* FROM topup_refund_stage($1, $2, $3, $4) a",
-                refund_id, topup_id, amount_tiyn, ledger.shard_for(refund_id))
-        assert applied is not None
+            async with conn.transaction():
+                applied = await conn.fetchrow(
+                    "SELECT a.outcome, (a.refund).* FROM topup_refund_stage($1, $2, $3, $4) a",
+                    refund_id, topup_id, amount_tiyn, ledger.shard_for(refund_id))
+                assert applied is not None
+                # This request tells the acquirer itself: its claim commits with the
+                # staging, so the worker never takes the fresh row first (the request
+                # would answer PENDING to an acquirer that answers at once).
+                claimed = (await conn.fetchrow(_CLAIM, refund_id, self._lease_s)
+                           if applied["outcome"] == TopupRefundOutcome.STAGED else None)
         outcome = TopupRefundOutcome(applied["outcome"])
         if outcome is TopupRefundOutcome.REPEAT:
             return applied, False
         _raise_refusal(outcome, refund_id)
         TOPUP_REFUNDS.labels(provider, outcome.value).inc()
-        answered = await self.attempt(refund_id)
+        assert claimed is not None
+        answered = await self._attempt(claimed)
         return answered or applied, True
 
     async def get(self, refund_id: str) -> asyncpg.Record | None:
@@ -135,6 +142,11 @@ class TopupRefunds:
         async with self._pool.acquire() as conn:
             claimed = await conn.fetchrow(_CLAIM, refund_id, self._lease_s)
         assert claimed is not None
+        return await self._attempt(claimed)
+
+    async def _attempt(self, claimed: asyncpg.Record) -> asyncpg.Record | None:
+        """The claimed attempt (committed): the call, then its result applied once."""
+        refund_id = claimed["refund_id"]
         what = TopupRefundClaim(claimed["outcome"])
         if what not in (TopupRefundClaim.SEND, TopupRefundClaim.ASK):
             return None

@@ -25,6 +25,7 @@ from tests.support.helpers import (
     balance,
     call,
     confirm,
+    confirmed,
     deposit,
     fault,
     new_customer,
@@ -77,8 +78,8 @@ async def pay(stack: Any, customer: str, amount: str) -> tuple[int, Any, str]:
 
 
 async def paid(stack: Any, customer: str, amount: str) -> str:
-    status, body, payment_id = await pay(stack, customer, amount)
-    assert status == 200 and body["status"] == "COMPLETED", body
+    payment_id = await scanned(stack, customer, amount)
+    await confirmed(stack, payment_id, customer)
     return payment_id
 
 
@@ -177,8 +178,7 @@ async def test_statement_lists_deposits_payments_a_decline_and_partial_refunds(
     kept = await paid(stack, customer, "300.00")
     declined = await scanned(stack, customer, "200.00")
     await fault(stack, "notifyPayment", "error_code", 1, resultCode="RISK_REJECT")
-    status, body = await confirm(stack, declined, customer)
-    assert status == 200 and body["status"] == "DECLINED", body
+    await confirmed(stack, declined, customer, wanted="DECLINED")
     refunds = []
     for amount in ("100.00", "50.00"):
         status, answer = await sim(stack, "POST", "/sim/refunds",
@@ -378,8 +378,7 @@ async def test_a_declined_payment_frees_its_share_a_refund_does_not(limited: Any
     await deposit(limited, customer, "2000.00")
     declined = await scanned(limited, customer, "600.00")
     await fault(limited, "notifyPayment", "error_code", 1, resultCode="RISK_REJECT")
-    status, body = await confirm(limited, declined, customer)
-    assert status == 200 and body["status"] == "DECLINED", body
+    await confirmed(limited, declined, customer, wanted="DECLINED")
     kept = await paid(limited, customer, "1000.00")  # the declined 600.00 no longer counts
     status, answer = await sim(limited, "POST", "/sim/refunds",
                                {"paymentId": kept, "amount": "500.00"})

@@ -23,6 +23,7 @@ from tests.support.helpers import (
     call,
     complete_payment,
     confirm,
+    confirmed,
     deposit,
     fault,
     new_customer,
@@ -56,16 +57,21 @@ def test_allowed_networks_with_host_bits_or_garbage_stop_the_server(networks: st
     assert "Traceback" not in done.stderr, done.stderr
 
 
-async def test_ipv4_mapped_peer_is_matched_against_ipv4_networks(
-        database_url: str, pool: db.Pool) -> None:
-    # A dual-stack listener: an IPv4 peer arrives as ::ffff:127.0.0.1.
-    async with running_stack(database_url, pool,
-                             KASPI_LISTEN=f"[::ffff:127.0.0.1]:{free_port()}") as stack:
-        assert "[::ffff:127.0.0.1]" in stack.kaspi_url
-        status, body = await refund_at(stack, stack.kaspi_url, {
-            "customerId": new_customer(), "paymentId": "mapped-unknown",
-            "refundAmount": "1.00", "refundId": "mapped-" + new_customer(),
-            "linkReceipt": "https://receipt"})
+async def test_ipv4_mapped_peer_is_matched_against_ipv4_networks(isolated_db: str) -> None:
+    # A dual-stack listener: an IPv4 peer arrives as ::ffff:127.0.0.1. A database of its
+    # own: a second server's workers on the session's database would notify the session
+    # stack's pending payments to this test's simulator, which never heard of them.
+    pool = await db.create_pool(isolated_db, min_size=1, max_size=2)
+    try:
+        async with running_stack(isolated_db, pool,
+                                 KASPI_LISTEN=f"[::ffff:127.0.0.1]:{free_port()}") as stack:
+            assert "[::ffff:127.0.0.1]" in stack.kaspi_url
+            status, body = await refund_at(stack, stack.kaspi_url, {
+                "customerId": new_customer(), "paymentId": "mapped-unknown",
+                "refundAmount": "1.00", "refundId": "mapped-" + new_customer(),
+                "linkReceipt": "https://receipt"})
+    finally:
+        await pool.close()
     # Allowed in: a business answer (an unknown payment), not 403.
     assert status == 200, body
     assert body["result"]["resultCode"] == "PARAM_ILLEGAL"
@@ -228,7 +234,8 @@ async def test_confirmed_at_is_the_clock_at_the_debit_not_the_transaction_start(
                                                                              confirming):
         released_at = await holder.fetchval("SELECT clock_timestamp()")
     status, body = await confirming
-    assert status == 200 and body["status"] == "COMPLETED", body
+    # Debited either way (PENDING: the budget ran out before Kaspi's answer).
+    assert status == 200 and body["status"] in ("COMPLETED", "PENDING"), body
     async with stack.pool.acquire() as conn:
         confirmed_at = await conn.fetchval(
             "SELECT confirmed_at FROM payments WHERE payment_id = $1", payment_id)
@@ -273,8 +280,7 @@ async def test_final_decline_with_over_long_message_decides_the_payment(stack: A
     await fault(stack, "notifyPayment", "replace_answer", 20,
                 rawBody=answer_text("PROCESS_FAIL", "m" * 300))
     counted = defects("resultMessage", "too_long")
-    status, body = await confirm(stack, payment_id, customer)
-    assert status == 200 and body["status"] == "DECLINED", body
+    await confirmed(stack, payment_id, customer, wanted="DECLINED")
     assert await balance(stack, customer) == "100.00"  # the debit returned
     row = await stored_answer(stack, payment_id)
     assert row["kaspi_result_code"] == "PROCESS_FAIL"
@@ -288,8 +294,7 @@ async def test_success_with_over_long_link_completes_without_the_link(stack: Any
     await fault(stack, "notifyPayment", "replace_answer", 20,
                 rawBody=answer_text("SUCCESS", "success", "https://r.kaspi.kz/" + "a" * 2100))
     counted = defects("linkReceipt", "too_long")
-    status, body = await confirm(stack, payment_id, customer)
-    assert status == 200 and body["status"] == "COMPLETED", body
+    body = await confirmed(stack, payment_id, customer)
     assert "linkReceipt" not in body
     assert await balance(stack, customer) == "90.00"
     assert defects("linkReceipt", "too_long") == counted + 1
@@ -301,8 +306,7 @@ async def test_success_with_over_long_message_keeps_a_usable_link(stack: Any) ->
     link = "https://receipt-test.kaspi.kz/web?extTranId=QR1"
     await fault(stack, "notifyPayment", "replace_answer", 20,
                 rawBody=answer_text("SUCCESS", "s" * 1000, link))
-    status, body = await confirm(stack, payment_id, customer)
-    assert status == 200 and body["status"] == "COMPLETED", body
+    body = await confirmed(stack, payment_id, customer)
     assert body["linkReceipt"] == link
     assert (await stored_answer(stack, payment_id))["kaspi_result_message"] == "s" * 256
 
@@ -313,8 +317,7 @@ async def test_nul_in_link_receipt_completes_without_the_link(stack: Any) -> Non
     await fault(stack, "notifyPayment", "replace_answer", 20,
                 rawBody=answer_text("SUCCESS", "ok\\u0000", "https://r\\u0000x"))
     counted = defects("linkReceipt", "unstorable")
-    status, body = await confirm(stack, payment_id, customer)
-    assert status == 200 and body["status"] == "COMPLETED", body
+    body = await confirmed(stack, payment_id, customer)
     assert "linkReceipt" not in body
     row = await stored_answer(stack, payment_id)
     assert row["kaspi_result_message"] == "ok\ufffd" and row["link_receipt"] is None
@@ -327,8 +330,7 @@ async def test_lone_surrogate_in_decline_message_is_sanitised_and_decides(stack:
     customer, payment_id = await pending_payment(stack)
     await fault(stack, "notifyPayment", "replace_answer", 20,
                 rawBody=answer_text("RISK_REJECT", "risk \\ud800 rejected"))
-    status, body = await confirm(stack, payment_id, customer)
-    assert status == 200 and body["status"] == "DECLINED", body
+    await confirmed(stack, payment_id, customer, wanted="DECLINED")
     assert (await stored_answer(stack, payment_id))["kaspi_result_message"] == (
         "risk \ufffd rejected")
     assert await balance(stack, customer) == "100.00"

@@ -16,6 +16,7 @@ from tests.support.helpers import (
     call,
     complete_payment,
     confirm,
+    confirmed,
     deposit,
     fault,
     new_customer,
@@ -68,8 +69,7 @@ async def test_static_qr_takes_the_customers_whole_tenge_amount(stack: Any) -> N
     assert status == 422 and "whole" in body["error"]["message"]
     assert await balance(stack, customer) == "500.00"
 
-    status, body = await confirm(stack, payment_id, customer, amount="120")
-    assert status == 200 and body["status"] == "COMPLETED", body
+    body = await confirmed(stack, payment_id, customer, amount="120")
     assert body["amount"] == "120.00"
     assert await balance(stack, customer) == "380.00"
     assert (await sim_payment(stack, payment_id))["amount"] == "120.00"
@@ -104,8 +104,7 @@ async def test_custom_qr_goes_through_checkout(stack: Any) -> None:
     assert body["status"] == "CHECKED_OUT" and body["canConfirmUntil"]
     amount = body["amount"]
 
-    status, body = await confirm(stack, payment_id, customer)
-    assert status == 200 and body["status"] == "COMPLETED", body
+    body = await confirmed(stack, payment_id, customer)
     assert body["amount"] == amount
     kaspi = await sim_payment(stack, payment_id)
     assert kaspi["status"] == "COMPLETED" and kaspi["amount"] == amount
@@ -185,8 +184,7 @@ async def test_kaspi_decline_returns_the_money(stack: Any) -> None:
     qr = await new_qr(stack, "Dynamic", amount="60.00")
     payment_id = (await scan(stack, qr["qrCode"], customer))["payment"]["paymentId"]
     await fault(stack, "notifyPayment", "error_code", 1, resultCode="RISK_REJECT")
-    status, body = await confirm(stack, payment_id, customer)
-    assert status == 200 and body["status"] == "DECLINED", body
+    body = await confirmed(stack, payment_id, customer, wanted="DECLINED")
     assert body["declineReason"] == "RISK_REJECT"
     assert await balance(stack, customer) == "100.00"
     async with stack.pool.acquire() as conn:

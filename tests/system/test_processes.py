@@ -15,7 +15,7 @@ import pytest
 
 from mpp_server.devtools.launcher import Listeners, Processes
 from mpp_server.domain import ledger
-from tests.support.helpers import new_customer, new_qr, sim, sim_payment
+from tests.support.helpers import new_customer, new_qr, sim, sim_payment, until_faults_left
 from tests.support.stack import DEPOSIT_TOKEN, TOKEN, server_env
 
 pytestmark = pytest.mark.slow
@@ -107,7 +107,7 @@ async def test_killed_server_finishes_payment_after_restart_without_second_debit
                                                 f"/v1/payments/{payment_id}/confirm",
                                                 {"customerId": customer}))
         await wait_db_status(isolated_db, payment_id, "PENDING")
-        await asyncio.sleep(0.3)  # the notify call is now in flight
+        await until_faults_left(stack, "notifyPayment", 0)  # the notify call is in flight
         first.kill()
         with pytest.raises(aiohttp.ClientError):
             await confirming
