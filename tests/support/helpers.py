@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
+import uuid
 from typing import Any
 
 from mpp_server.domain import ledger
+from mpp_server.metrics import REGISTRY
 
 
 def new_customer() -> str:
@@ -178,3 +181,33 @@ async def assert_books_balanced(stack: Any) -> None:
     async with stack.pool.acquire() as conn:
         report = await ledger.check_invariants(conn)
     assert report.ok, report
+
+
+async def post_refund(stack: Any, body: dict[str, Any] | None = None, *,
+                      raw: bytes | None = None) -> tuple[int, Any]:
+    data = raw if raw is not None else json.dumps(body).encode()
+    async with stack.http.post(stack.kaspi_url + "/refund", data=data,
+                               headers={"Content-Type": "application/json",
+                                        "X-Request-ID": uuid.uuid4().hex}) as resp:
+        return resp.status, await resp.json(content_type=None)
+
+
+def refund_body(done: dict[str, Any], customer: str, amount: str,
+                refund_id: str | None = None) -> dict[str, Any]:
+    return {"customerId": customer, "paymentId": done["paymentId"], "refundAmount": amount,
+            "refundId": refund_id or "R" + uuid.uuid4().hex[:20],
+            "linkReceipt": "https://receipt-test.kaspi.kz/web?extTranId=QR1"}
+
+
+def metric_value(name: str, **labels: str) -> float:
+    """A Prometheus sample of the in-process server (0 until it is first counted)."""
+    value: float | None = REGISTRY.get_sample_value(name, labels)
+    return value or 0.0
+
+
+async def scanned_payment(stack: Any, amount: str = "10.00") -> tuple[str, str]:
+    """A customer with 100.00 and a scanned Dynamic payment of `amount`, not confirmed."""
+    customer = new_customer()
+    await deposit(stack, customer, "100.00")
+    qr = await new_qr(stack, "Dynamic", amount=amount)
+    return customer, (await scan(stack, qr["qrCode"], customer))["payment"]["paymentId"]
