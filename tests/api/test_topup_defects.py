@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from mpp_server import topups_cli
-from tests.support.helpers import call, deposit, new_customer, sim
+from tests.support.helpers import call, deposit, metric_value, new_customer, sim
 from tests.support.stack import DEPOSIT_TOKEN, Stack
 from tests.support.topups import (
     PROVIDERS,
@@ -22,7 +22,6 @@ from tests.support.topups import (
     create,
     credited,
     event_types,
-    metric,
     no_acquirer_faults,
     pay,
     refund,
@@ -102,7 +101,7 @@ async def test_refund_whose_outcome_cannot_be_established_stays_unknown(
     await wait_refund(stack, topup, answer["refundId"], "UNKNOWN")
 
     async def counted() -> bool:
-        return metric("mpp_topup_refunds_unknown", provider="halyk-epay") >= 1
+        return metric_value("mpp_topup_refunds_unknown", provider="halyk-epay") >= 1
 
     await until(counted, "the unknown refund to be counted")
     status, shown = await call(stack, "GET",
@@ -138,7 +137,7 @@ async def test_card_paid_after_our_session_expired_is_credited_late(stack: Stack
     assert status == 200
     await expire_now(stack, topup["topupId"])
     await wait_for(stack, topup["topupId"], "EXPIRED")
-    late = metric("mpp_topup_late_credits_total", provider=provider)
+    late = metric_value("mpp_topup_late_credits_total", provider=provider)
     await pay(stack, topup, "success", "send")
 
     async def credited_late() -> bool:
@@ -147,7 +146,7 @@ async def test_card_paid_after_our_session_expired_is_credited_late(stack: Stack
 
     # Kaspi calls nobody back: the poller finds it, among the session's other top-ups.
     await until(credited_late, "the late payment to be credited", 3 * WAIT_S)
-    assert metric("mpp_topup_late_credits_total", provider=provider) == late + 1
+    assert metric_value("mpp_topup_late_credits_total", provider=provider) == late + 1
     assert await account_balance(stack, topup["customerId"]) == "640.00"
     assert await transfers(stack, "topup", topup["topupId"]) == 1
     assert await event_types(stack, topup["topupId"]) == ["topup.failed", "topup.credited"]
@@ -271,14 +270,14 @@ async def test_concurrent_topups_never_lift_the_balance_over_the_cap(stack: Stac
 async def test_status_in_another_currency_is_never_credited(stack: Stack, provider: str,
                                                             currency: str) -> None:
     topup = await create(stack, provider, "500.00")
-    alarms = metric("mpp_money_alarms_total", kind="topup_currency_mismatch")
+    alarms = metric_value("mpp_money_alarms_total", kind="topup_currency_mismatch")
     status, paid = await sim(stack, "POST", "/sim/acquiring/pay", {
         "paymentUrl": topup["paymentUrl"], "outcome": "success", "callback": "send",
         "chargedCurrency": currency})
     assert status == 200 and paid["status"] == "PAID", paid
     failed = await wait_for(stack, topup["topupId"], "FAILED")
     assert failed["failureReason"].startswith("CURRENCY_MISMATCH"), failed
-    assert metric("mpp_money_alarms_total", kind="topup_currency_mismatch") == alarms + 1
+    assert metric_value("mpp_money_alarms_total", kind="topup_currency_mismatch") == alarms + 1
     assert await account_balance(stack, topup["customerId"]) == "0.00"
     assert await transfers(stack, "topup", topup["topupId"]) == 0
 

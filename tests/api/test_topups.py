@@ -13,7 +13,7 @@ import pytest
 from mpp_server import db
 from mpp_server.acquirers import kapital as kapital_client
 from mpp_server.domain import ledger
-from tests.support.helpers import call, confirmed, new_customer, new_qr, scan, sim
+from tests.support.helpers import call, confirmed, metric_value, new_customer, new_qr, scan, sim
 from tests.support.stack import DEPOSIT_TOKEN, Stack, running_stack
 from tests.support.topups import (
     PROVIDERS,
@@ -24,7 +24,6 @@ from tests.support.topups import (
     create,
     credited,
     event_types,
-    metric,
     no_acquirer_faults,
     pay,
     refund,
@@ -104,10 +103,10 @@ async def test_session_the_acquirer_ends_expires_the_topup(stack: Stack, provide
 @pytest.mark.parametrize("provider", PROVIDERS)
 async def test_forged_success_callback_credits_nothing(stack: Stack, provider: str) -> None:
     topup = await create(stack, provider, "999.00")
-    before = metric("mpp_topup_callback_disagreements_total", provider=provider)
+    before = metric_value("mpp_topup_callback_disagreements_total", provider=provider)
     assert await send_callback(stack, topup) == 200
     deadline = asyncio.get_running_loop().time() + WAIT_S
-    while metric("mpp_topup_callback_disagreements_total", provider=provider) <= before:
+    while metric_value("mpp_topup_callback_disagreements_total", provider=provider) <= before:
         assert asyncio.get_running_loop().time() < deadline, "the callback was never checked"
         await asyncio.sleep(0.05)
     status, shown = await call(stack, "GET", f"/v1/topups/{topup['topupId']}")
@@ -135,14 +134,14 @@ async def test_twenty_concurrent_callbacks_credit_once(stack: Stack, provider: s
 async def test_paid_another_amount_credits_nothing_and_raises_the_alarm(
         stack: Stack, provider: str) -> None:
     topup = await create(stack, provider, "1500.00")
-    alarms = metric("mpp_money_alarms_total", kind="topup_amount_mismatch")
+    alarms = metric_value("mpp_money_alarms_total", kind="topup_amount_mismatch")
     status, paid = await sim(stack, "POST", "/sim/acquiring/pay", {
         "paymentUrl": topup["paymentUrl"], "outcome": "success", "callback": "send",
         "chargedAmount": "1400.00"})
     assert status == 200 and paid["status"] == "PAID"
     failed = await wait_for(stack, topup["topupId"], "FAILED")
     assert failed["failureReason"].startswith("AMOUNT_MISMATCH")
-    assert metric("mpp_money_alarms_total", kind="topup_amount_mismatch") == alarms + 1
+    assert metric_value("mpp_money_alarms_total", kind="topup_amount_mismatch") == alarms + 1
     assert await account_balance(stack, topup["customerId"]) == "0.00"
     assert await transfers(stack, "topup", topup["topupId"]) == 0
 
@@ -184,7 +183,7 @@ async def test_status_call_timing_out_is_asked_again(stack: Stack, provider: str
                          topup["providerOrderId"])
     await pay(stack, topup, "success", "send")
     await wait_for(stack, topup["topupId"], "CREDITED")
-    assert metric("mpp_acquirer_calls_total", provider=provider, operation="status",
+    assert metric_value("mpp_acquirer_calls_total", provider=provider, operation="status",
                   outcome="TIMEOUT") >= 1
     assert await transfers(stack, "topup", topup["topupId"]) == 1
 

@@ -13,7 +13,6 @@ import pytest
 
 from mpp_server import db
 from mpp_server.devtools.devdb import fresh_database
-from mpp_server.metrics import REGISTRY
 from tests.support.helpers import balance, call, new_customer, sim
 from tests.support.stack import Stack, running_stack
 
@@ -137,10 +136,6 @@ async def send_callback(stack: Stack, topup: dict[str, Any]) -> int:
     async with stack.http.post(stack.acquiring_url + path, **kwargs) as resp:
         await resp.read()
         return resp.status
-
-
-def metric(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 async def credited(stack: Stack, provider: str, amount: str) -> dict[str, Any]:
