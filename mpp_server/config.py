@@ -6,7 +6,7 @@ import ipaddress
 import os
 from functools import cached_property
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mpp_server.domain.limits import DEFAULT_LIMITS_MCI, DEFAULT_MCI_TENGE, Limits, parse_limits
@@ -18,6 +18,9 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 # `make run` keeps the books in: without DATABASE_URL every command uses that database.
 DEVDB_DEFAULT_PORT = 54329
 DEV_DATABASE = "mpp"
+# The integration checklist keeps every exchange at least this long
+# (EXCHANGE_RETENTION_DAYS, EVENTS_RETENTION_DAYS; retention_maintain refuses less too).
+MIN_RETENTION_DAYS = 30
 
 
 def dev_database_url() -> str:
@@ -137,6 +140,12 @@ class Settings(BaseSettings):
     # than this after the event's transaction began (domain/events.py).
     events_hold_ms: int = Field(default=2000, ge=0, le=60_000)
 
+    # Records (docs/operations.md, "Records, retention and roles"): how long the exchange
+    # journal and the inbound request log are kept, and the published events. At least
+    # 30 days: the integration checklist keeps every exchange that long.
+    exchange_retention_days: int = 90
+    events_retention_days: int = 90
+
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     log_level: str = "INFO"
 
@@ -151,6 +160,14 @@ class Settings(BaseSettings):
     @classmethod
     def _networks_valid(cls, value: str) -> str:
         parse_networks(value)
+        return value
+
+    @field_validator("exchange_retention_days", "events_retention_days")
+    @classmethod
+    def _retention_at_least_30_days(cls, value: int, info: ValidationInfo) -> int:
+        if value < MIN_RETENTION_DAYS:
+            raise ValueError(f"{(info.field_name or '').upper()} must be at least "
+                             f"{MIN_RETENTION_DAYS} days, got {value}")
         return value
 
     @field_validator("deposit_max_amount")

@@ -9,6 +9,7 @@ import asyncpg
 
 from mpp_server.config import Settings
 from mpp_server.domain.outbox import NotifyOutbox
+from mpp_server.journal import Journal
 from mpp_server.kaspi_client.client import KaspiClient
 
 
@@ -18,3 +19,4 @@ class Services:
     kaspi: KaspiClient
     settings: Settings
     outbox: NotifyOutbox
+    journal: Journal

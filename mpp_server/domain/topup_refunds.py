@@ -16,6 +16,7 @@ from collections.abc import Mapping
 
 import asyncpg
 
+from mpp_server import journal
 from mpp_server.acquirers.base import (
     Acquirer,
     AcquirerNoAnswer,
@@ -33,6 +34,7 @@ from mpp_server.errors import (
     NotFound,
     RefundExceedsCredit,
 )
+from mpp_server.journal import Refs
 from mpp_server.metrics import TOPUP_REFUNDS
 
 log = logging.getLogger(__name__)
@@ -109,8 +111,9 @@ class TopupRefunds:
                              row["provider_session_id"], row["topup_amount_tiyn"],
                              credited_today=bool(row["credited_today"]))
             try:
-                operation = await self._acquirers[provider].refund(order, refund_id,
-                                                                   row["amount_tiyn"])
+                with journal.concerning(Refs(topup_id=row["topup_id"], refund_id=refund_id)):
+                    operation = await self._acquirers[provider].refund(order, refund_id,
+                                                                       row["amount_tiyn"])
                 verdict, reason = "ACCEPTED", None
             except AcquirerRefused as exc:
                 operation, verdict, reason = None, "REFUSED", exc.reason

@@ -1,5 +1,6 @@
 -- The inbound request log (inbound_requests): every request Kaspi sent us, with our
--- answer, kept (append-only) for the integration checklist's 30 days.
+-- answer, kept (append-only) EXCHANGE_RETENTION_DAYS, at least the integration
+-- checklist's 30 days.
 
 -- The one way an exchange is logged: by refund_apply_logged in the refund's own
 -- statement, and by the listener for a request it refused or failed.
@@ -14,10 +15,14 @@ RETURNS void LANGUAGE sql AS $$
             p_answer, p_duration_ms)
 $$;
 
--- inbound_requests' trigger refuses every UPDATE and DELETE with this.
-
-CREATE OR REPLACE FUNCTION refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
+-- inbound_requests' trigger: append-only, except that rows older than 30 days (the
+-- integration checklist's minimum) may be deleted, which retention_maintain does
+-- (sql/functions/retention.sql) after EXCHANGE_RETENTION_DAYS.
+CREATE OR REPLACE FUNCTION inbound_requests_guard() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    RAISE EXCEPTION '% is append-only', TG_TABLE_NAME;
+    IF TG_OP = 'DELETE' AND OLD.received_at < now() - interval '30 days' THEN
+        RETURN OLD;
+    END IF;
+    RAISE EXCEPTION 'inbound_requests is append-only (rows may go only after 30 days)';
 END;
 $$;

@@ -255,7 +255,7 @@ async def test_source_outside_allowed_networks_gets_403_and_nothing_is_written(
     env = server_env(stack.database_url, stack.sim_url)
     env["KASPI_ALLOWED_NETWORKS"] = "192.0.2.0/24"
     services = Services(stack.pool, stack.runtime.services.kaspi, settings_from(env),
-                        stack.runtime.services.outbox)
+                        stack.runtime.services.outbox, stack.runtime.services.journal)
     runner = web.AppRunner(create_refund_app(services))
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -96,7 +96,8 @@ async def test_a_leased_call_gives_up_within_the_time_it_was_given(stack: Any) -
     notice = Notice("p-" + uuid.uuid4().hex[:8], str(uuid.uuid4()), new_customer(), 100,
                     "SUCCESS", "success", "ru-RU")
     async with aiohttp.ClientSession() as http:
-        client = KaspiClient(http, stack.sim_url, CALLER_NAME, timeout_ms=30_000)
+        client = KaspiClient(http, stack.sim_url, CALLER_NAME, timeout_ms=30_000,
+                             journal=stack.runtime.services.journal)
         with pytest.raises(KaspiNoAnswer) as caught:
             await client.notify_payment(notice.request(), "ru-RU", timeout_s=0.2)
     assert caught.value.reason == "TIMEOUT"
