@@ -14,15 +14,3 @@ RETURNS void LANGUAGE sql AS $$
     VALUES (p_source_ip, p_method, p_path, p_headers, p_body_masked, p_http_status,
             p_answer, p_duration_ms)
 $$;
-
--- inbound_requests' trigger: append-only, except that rows older than 30 days (the
--- integration checklist's minimum) may be deleted, which retention_maintain does
--- (sql/functions/retention.sql) after EXCHANGE_RETENTION_DAYS.
-CREATE OR REPLACE FUNCTION inbound_requests_guard() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF TG_OP = 'DELETE' AND OLD.received_at < now() - interval '30 days' THEN
-        RETURN OLD;
-    END IF;
-    RAISE EXCEPTION 'inbound_requests is append-only (rows may go only after 30 days)';
-END;
-$$;

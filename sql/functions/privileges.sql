@@ -2,10 +2,10 @@
 -- after every run that applied something (mpp_server/migrate.py), so a table any
 -- migration adds is covered, whatever the order migrations arrive in.
 -- The privileges follow the tables' triggers (records.sql), one rule for every table:
---   append-only (a trigger calling refuse_change or inbound_requests_guard):
---       SELECT, INSERT                      transfers, entries, exchange_journal, ...
---   never deleted (a trigger calling refuse_delete):
---       SELECT, INSERT, UPDATE              payments, refunds, topups, accounts, ...
+--   append-only (a trigger calling refuse_change):
+--       SELECT, INSERT            transfers, entries, exchange_journal, inbound_requests
+--   not deleted by the server (a trigger calling refuse_delete or refuse_young_delete):
+--       SELECT, INSERT, UPDATE    payments, refunds, topups, topup_refunds, accounts, events
 --   schema_migrations: SELECT (/readyz reads it; only `migrate` writes it)
 --   any other table: SELECT, INSERT, UPDATE, DELETE (outboxes, reconciliation, ...)
 -- No TRUNCATE, REFERENCES or TRIGGER anywhere; the role owns nothing, so it can neither
@@ -20,9 +20,8 @@ BEGIN
         SELECT c.oid::regclass AS name,
                CASE
                    WHEN c.relname = 'schema_migrations' THEN 'SELECT'
-                   WHEN guarded_by && ARRAY['refuse_change', 'inbound_requests_guard']::name[]
-                       THEN 'SELECT, INSERT'
-                   WHEN guarded_by && ARRAY['refuse_delete']::name[]
+                   WHEN guarded_by && ARRAY['refuse_change']::name[] THEN 'SELECT, INSERT'
+                   WHEN guarded_by && ARRAY['refuse_delete', 'refuse_young_delete']::name[]
                        THEN 'SELECT, INSERT, UPDATE'
                    ELSE 'SELECT, INSERT, UPDATE, DELETE'
                END AS privileges

@@ -91,21 +91,28 @@ END;
 $$;
 
 -- inbound_requests (every request Kaspi sent us) was append-only for ever; it now has a
--- retention (EXCHANGE_RETENTION_DAYS, like the journal). It stays append-only for 30
--- days, the integration checklist's minimum, whoever asks: only older rows may go.
-CREATE FUNCTION inbound_requests_guard() RETURNS trigger LANGUAGE plpgsql AS $$
+-- retention (EXCHANGE_RETENTION_DAYS, like the journal), and events one of their own
+-- (EVENTS_RETENTION_DAYS). Neither takes a DELETE of a row younger than 30 days (the
+-- integration checklist's minimum), whoever asks; inbound_requests no UPDATE at all.
+CREATE FUNCTION refuse_young_delete() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF TG_OP = 'DELETE' AND OLD.received_at < now() - interval '30 days' THEN
+    IF (to_jsonb(OLD) ->> TG_ARGV[0])::timestamptz < now() - interval '30 days' THEN
         RETURN OLD;
     END IF;
-    RAISE EXCEPTION 'inbound_requests is append-only (rows may go only after 30 days)';
+    RAISE EXCEPTION 'rows of % are kept at least 30 days', TG_TABLE_NAME;
 END;
 $$;
 DROP TRIGGER inbound_requests_append_only ON inbound_requests;
-CREATE TRIGGER inbound_requests_append_only BEFORE UPDATE OR DELETE ON inbound_requests
-    FOR EACH ROW EXECUTE FUNCTION inbound_requests_guard();
+CREATE TRIGGER inbound_requests_append_only BEFORE UPDATE ON inbound_requests
+    FOR EACH ROW EXECUTE FUNCTION refuse_change();
+CREATE TRIGGER inbound_requests_kept_30_days BEFORE DELETE ON inbound_requests
+    FOR EACH ROW EXECUTE FUNCTION refuse_young_delete('received_at');
 CREATE TRIGGER inbound_requests_no_truncate BEFORE TRUNCATE ON inbound_requests
     FOR EACH STATEMENT EXECUTE FUNCTION refuse_change();
+CREATE TRIGGER events_kept_30_days BEFORE DELETE ON events
+    FOR EACH ROW EXECUTE FUNCTION refuse_young_delete('created_at');
+CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON events
+    FOR EACH STATEMENT EXECUTE FUNCTION refuse_delete();
 
 -- Events are kept EVENTS_RETENTION_DAYS; retention finds the old ones by time. BRIN:
 -- events are inserted in time order, and a BRIN index costs an insert almost nothing.

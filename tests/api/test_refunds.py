@@ -218,7 +218,7 @@ async def test_refund_emits_an_event_and_keeps_a_masked_request_log(stack: Any) 
     assert event["type"] == "refund.credited" and event["amount_tiyn"] == 400
     assert logged["http_status"] == 200 and logged["answer"]["result"]["resultCode"] == "SUCCESS"
     assert customer not in logged["body_masked"] and customer[:4] + "*" in logged["body_masked"]
-    with pytest.raises(Exception, match="append-only"):
+    with pytest.raises(Exception, match="kept at least 30 days"):
         async with stack.pool.acquire() as conn:
             await conn.execute("DELETE FROM inbound_requests WHERE id = $1", logged["id"])
 

@@ -35,8 +35,10 @@ async def insert_event(conn: asyncpg.Connection, customer: str, payment_id: str)
 async def test_late_committing_event_is_not_skipped(stack: Any) -> None:
     _, cursor = await drain(stack, "0-0")
     customer = new_customer()
-    slow = await asyncpg.connect(stack.database_url)
-    fast = await asyncpg.connect(stack.database_url)
+    # Event writers are the server's own steps: they run as its role, whose sessions the
+    # publisher sees (pg_stat_activity shows a role only its own sessions' transactions).
+    slow = await asyncpg.connect(stack.runtime.settings.database_url)
+    fast = await asyncpg.connect(stack.runtime.settings.database_url)
     try:
         slow_tx = slow.transaction()
         await slow_tx.start()
@@ -104,7 +106,7 @@ async def test_open_event_writer_holds_newer_events_back_at_most_the_hold(
     by at most EVENTS_HOLD_MS, and its own event still appears once it commits."""
     _, cursor = await drain(stack, "0")
     customer = new_customer()
-    stalled = await asyncpg.connect(stack.database_url)
+    stalled = await asyncpg.connect(stack.runtime.settings.database_url)  # the server's role
     try:
         tx = stalled.transaction()
         await tx.start()
