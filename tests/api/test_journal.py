@@ -5,35 +5,16 @@ protocol carries them."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from typing import Any
 
-import asyncpg
 import pytest
 
 from mpp_server.journal import Direction, Exchange, Journal, Refs, Started
 from mpp_server.metrics import REGISTRY
 from tests.api.test_topups import create, credited, pay, refund, wait_for
-from tests.support.helpers import complete_payment, fault, new_customer, sim
+from tests.support.helpers import complete_payment, fault, journal_rows, new_customer, sim
 from tests.support.stack import Stack
-
-WAIT_S = 10.0
-
-
-async def journal_rows(stack: Stack, column: str, value: str, count: int
-                       ) -> list[asyncpg.Record]:
-    """The journal's rows for an id, once at least `count` are written (the journal is
-    written in batches, a fraction of a second after the exchange)."""
-    deadline = asyncio.get_running_loop().time() + WAIT_S
-    while True:
-        async with stack.pool.acquire() as conn:
-            rows = await conn.fetch(f"SELECT * FROM exchange_journal WHERE {column} = $1 "
-                                    "ORDER BY occurred_at, id", value)
-        if len(rows) >= count:
-            return rows
-        assert asyncio.get_running_loop().time() < deadline, (column, value, rows)
-        await asyncio.sleep(0.05)
 
 
 async def test_payment_exchanges_with_kaspi_are_journaled(stack: Stack) -> None:

@@ -130,3 +130,19 @@ async def assert_books_balanced(stack: Any) -> None:
     async with stack.pool.acquire() as conn:
         report = await ledger.check_invariants(conn)
     assert report.ok, report
+
+
+async def journal_rows(stack: Any, column: str, value: str, count: int,
+                       timeout_s: float = 10.0) -> list[Any]:
+    """The exchange journal's rows for an id (`column` one of its id columns), once at
+    least `count` are written: the journal is written in batches, a fraction of a second
+    after the exchange."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        async with stack.pool.acquire() as conn:
+            rows = await conn.fetch(f"SELECT * FROM exchange_journal WHERE {column} = $1 "
+                                    "ORDER BY occurred_at, id", value)
+        if len(rows) >= count:
+            return list(rows)
+        assert asyncio.get_running_loop().time() < deadline, (column, value, rows)
+        await asyncio.sleep(0.05)
