@@ -23,6 +23,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "devdb": ("mpp_server.devtools.devdb",
               "start the private PostgreSQL in .data/pg and print its DSN"),
     "openapi": ("mpp_server.http.openapi", "print the OpenAPI description"),
+    "backup-drill": ("mpp_server.devtools.backup_drill",
+                     "prove a point-in-time restore with pgBackRest (make backup-drill)"),
 }
 
 
