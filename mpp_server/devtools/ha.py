@@ -256,14 +256,15 @@ class Topology:
 
     def _render_node(self, node: Node) -> None:
         node.folder.mkdir()
-        (node.folder / "pgbackrest").mkdir()
+        for work in ("log", "lock", "spool"):
+            (node.folder / "pgbackrest" / work).mkdir(parents=True)
         node.backup_config.write_text(Template(
             (TEMPLATES / "pgbackrest.conf").read_text()).substitute(
-            SCOPE=SCOPE, PGBACKREST_REPO=self.repository,
-            PGBACKREST_WORK=node.folder / "pgbackrest", DATA_DIR=node.data_dir,
+            SCOPE=SCOPE, BACKREST_REPO=self.repository,
+            BACKREST_WORK=node.folder / "pgbackrest", DATA_DIR=node.data_dir,
             PG_PORT=node.pg_port, SOCKET_DIR=node.folder, SUPERUSER=SUPERUSER))
         text = Template((TEMPLATES / "patroni.yml").read_text()).substitute(
-            SCOPE=SCOPE, NODE_NAME=node.name, PGBACKREST_CONFIG=node.backup_config,
+            SCOPE=SCOPE, NODE_NAME=node.name, BACKREST_CONFIG=node.backup_config,
             RESTAPI_LISTEN=f"127.0.0.1:{node.rest_port}",
             RESTAPI_CONNECT=f"127.0.0.1:{node.rest_port}",
             ETCD_HOSTS=f"127.0.0.1:{self.etcd_port}",
@@ -287,7 +288,9 @@ class Topology:
         args = [patroni, str(node.config)]
         if self._owner is not None:
             args = ["runuser", "-u", self._owner, "--", *args]
-        node.proc = self._spawn(node.name, args)
+        # post_bootstrap.sh creates the stanza with the node's pgBackRest configuration.
+        node.proc = self._spawn(node.name, args, {"BACKREST_CONFIG": str(node.backup_config),
+                                                  "SCOPE": SCOPE})
 
     def _render_haproxy(self) -> Path:
         def lines(entries: list[str]) -> str:
@@ -323,7 +326,6 @@ class Topology:
         self._spawn("haproxy", [_tool("haproxy") or "haproxy", "-db", "-f", str(config)])
         self.wait_sync_standby()
         asyncio.run(self._migrate())
-        self.pgbackrest("stanza-create")
         self.pgbackrest("backup", "--type=full")
 
     async def _migrate(self) -> None:
