@@ -31,6 +31,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 import asyncpg
 
+from bench import storage
 from mpp_server import migrate
 from mpp_server.devtools import devdb
 from mpp_server.devtools.ports import free_ports
@@ -517,6 +518,7 @@ async def measure(args: argparse.Namespace, dsn: str, procs: Processes) -> dict[
                           "simulator": [procs.procs[0].pid]})
         queries_before, xacts_before = await scrape_counter(
             http, wallets, "mpp_db_queries_total"), await xacts(dsn)
+        storage_before = await storage.snapshot(dsn)
         meter.begin()
         dynamic = await payments_phase(load, "dynamic", customers, args.duration, qr_pool,
                                        None, completed)
@@ -524,6 +526,7 @@ async def measure(args: argparse.Namespace, dsn: str, procs: Processes) -> dict[
                                       static_qrs, completed)
         paid = dynamic.done + static.done + dynamic.failed + static.failed
         payment_cpu = meter.per_operation_ms(paid)
+        storage_use = await storage.per_payment(dsn, storage_before, dynamic.done + static.done)
         queries = await scrape_counter(http, wallets, "mpp_db_queries_total") - queries_before
         transactions = await xacts(dsn) - xacts_before
         meter.begin()
@@ -566,6 +569,7 @@ async def measure(args: argparse.Namespace, dsn: str, procs: Processes) -> dict[
                    "payments_to_pg_commits": round(payments_rate / pg.rate, 4)
                    if pg.rate else None},
         "invariants": {"ok": report.ok, **report.__dict__, "pending_left": pending},
+        "storage": storage_use,
     }
 
 
@@ -602,6 +606,7 @@ def table(result: dict[str, Any]) -> str:
         ("failed payments / refunds", f"{result['dynamic']['failed'] + result['static']['failed']}"
                                       f" / {result['refunds']['failed']}"),
         ("ledger invariants", "hold" if result["invariants"]["ok"] else "BROKEN"),
+        *storage.table_rows(result["storage"]),
     ]
     width = max(len(r[0]) for r in rows)
     return "\n".join(f"{name.ljust(width)}  {value}" for name, value in rows)

@@ -21,6 +21,7 @@ DEV_DATABASE = "mpp"
 # The integration checklist keeps every exchange at least this long
 # (EXCHANGE_RETENTION_DAYS, EVENTS_RETENTION_DAYS; retention_maintain refuses less too).
 MIN_RETENTION_DAYS = 30
+DEFAULT_RETENTION_DAYS = 90
 
 
 def dev_database_url() -> str:
@@ -143,8 +144,8 @@ class Settings(BaseSettings):
     # Records (docs/operations.md, "Records, retention and roles"): how long the exchange
     # journal and the inbound request log are kept, and the published events. At least
     # 30 days: the integration checklist keeps every exchange that long.
-    exchange_retention_days: int = 90
-    events_retention_days: int = 90
+    exchange_retention_days: int = DEFAULT_RETENTION_DAYS
+    events_retention_days: int = DEFAULT_RETENTION_DAYS
 
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     log_level: str = "INFO"
