@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from functools import cached_property
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -53,6 +54,31 @@ def parse_listen(value: str) -> tuple[str, int]:
     if not sep or not port.isdigit():
         raise ValueError(f"listen address must be host:port, got {value!r}")
     return host.strip("[]") or "0.0.0.0", int(port)
+
+
+# Production settings have no working defaults (issue 21): the credentials that go with an
+# endpoint must be set explicitly once that endpoint is a production one, i.e. not a
+# loopback address, where only the simulator (or a developer's proxy) listens. A
+# forgotten secret then stops `serve` at start, naming the variable, instead of failing
+# at the first customer's payment. `make run` and the tests get the simulator's values
+# from the launcher (mpp_server/devtools), never from these defaults.
+REQUIRED_WITH_ENDPOINT: dict[str, tuple[str, ...]] = {
+    "kaspi_base_url": ("kaspi_caller_name",),
+    "halyk_epay_base_url": ("halyk_epay_client_id", "halyk_epay_client_secret",
+                            "halyk_epay_terminal"),
+    "kapital_base_url": ("kapital_merchant_id",),
+    "kaspi_ecom_base_url": ("kaspi_ecom_token",),
+}
+
+
+def is_loopback_url(url: str) -> bool:
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _token_set(value: str) -> frozenset[str]:
@@ -179,6 +205,18 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _production_credentials_set(self) -> Settings:
+        for endpoint, credentials in REQUIRED_WITH_ENDPOINT.items():
+            url = getattr(self, endpoint)
+            if is_loopback_url(url):
+                continue
+            for name in credentials:
+                if name not in self.model_fields_set or not getattr(self, name):
+                    raise ValueError(f"{name.upper()} must be set: {endpoint.upper()} is a "
+                                     f"production endpoint ({urlsplit(url).hostname})")
+        return self
+
+    @model_validator(mode="after")
     def _limits_valid(self) -> Settings:
         parse_limits(self.limits_mci, self.mci_tenge)  # a bad LIMITS_MCI stops the start
         return self
@@ -213,7 +251,8 @@ def describe_settings_error(exc: ValidationError) -> str:
     """Each refused setting as `VARIABLE: why`, named as the environment names it."""
     parts = []
     for err in exc.errors(include_url=False):
-        name = ".".join(str(p) for p in err["loc"]).upper() or "SETTINGS"
+        name = ".".join(str(p) for p in err["loc"]).upper()
         why = str(err["msg"]).removeprefix("Value error, ")
-        parts.append(why if why.startswith(name) else f"{name}: {why}")
+        # A rule across settings names its variables itself (no loc).
+        parts.append(why if not name or why.startswith(name) else f"{name}: {why}")
     return "; ".join(parts)

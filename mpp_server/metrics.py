@@ -20,6 +20,12 @@ HTTP_LATENCY = Histogram(
     "mpp_http_request_duration_seconds", "Time to answer an HTTP request",
     ["listener", "route"], buckets=_LATENCY_BUCKETS_S, registry=REGISTRY)
 
+UNDECLARED_ERRORS = Counter(
+    "mpp_http_undeclared_errors_total",
+    "Wallet-API errors answered by a route whose declaration (and so the OpenAPI "
+    "description) does not list them: a bug to fix in http/routes.py",
+    ["operation", "code"], registry=REGISTRY)
+
 KASPI_CALLS = Counter(
     "mpp_kaspi_calls_total",
     "Calls to Kaspi by method and outcome: Kaspi's resultCode, or TIMEOUT, "

@@ -22,25 +22,27 @@ import aiohttp
 import asyncpg
 import pydantic
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from mpp_server import db, migrate, retention, topup_wiring
 from mpp_server.config import Settings, describe_settings_error, parse_listen
 from mpp_server.domain import payments
 from mpp_server.domain.outbox import NotifyOutbox
-from mpp_server.http import acquiring_listener, openapi, refund_listener
-from mpp_server.http import reconciliations as reconciliations_api
+from mpp_server.http import acquiring_listener, openapi, refund_listener, unreadable
 from mpp_server.http import topups as topups_api
-from mpp_server.http import wallet as wallet_api
 from mpp_server.http.availability import database_unavailable
 from mpp_server.http.middleware import (
     LISTENER,
     SERVICES,
     TOKENS,
     bearer_auth,
+    error_response,
     metrics_middleware,
     token_scopes,
     wallet_errors,
 )
+from mpp_server.http.routes import ROUTES
+from mpp_server.http.routing import Listener, register
 from mpp_server.journal import Journal
 from mpp_server.kaspi_client.client import KaspiClient
 from mpp_server.logs import setup_logging
@@ -51,32 +53,34 @@ from mpp_server.services import Services
 log = logging.getLogger(__name__)
 
 
-def create_wallet_app(svc: Services,
-                      topups: topups_api.TopupServices | None = None) -> web.Application:
-    app = web.Application(middlewares=[metrics_middleware, wallet_errors,
-                                       database_unavailable, bearer_auth],
-                          client_max_size=svc.settings.max_body_bytes)
-    app[LISTENER] = "wallet"
+def _app(listener: Listener, middlewares: list[Middleware], max_body_bytes: int,
+         svc: Services | None = None) -> web.Application:
+    """A listener's app: its middlewares and its declared routes (http/routes.py)."""
+    app = web.Application(middlewares=middlewares, client_max_size=max_body_bytes)
+    app[LISTENER] = listener
+    if svc is not None:
+        app[SERVICES] = svc
+    register(app, ROUTES, listener, openapi.render(openapi.build(listener)))
+    return app
+
+
+def create_wallet_app(svc: Services, topups: topups_api.TopupServices) -> web.Application:
+    app = _app("wallet", [metrics_middleware, wallet_errors, database_unavailable,
+                          bearer_auth], svc.settings.max_body_bytes, svc)
     app[TOKENS] = token_scopes(svc.settings)
-    app[SERVICES] = svc
-    wallet_api.add_routes(app)
-    if topups is not None:
-        app[topups_api.TOPUP_SERVICES] = topups
-        topups_api.add_routes(app)
-    reconciliations_api.add_routes(app)
-    openapi.add_routes(app, "wallet")
+    app[topups_api.TOPUP_SERVICES] = topups
     return app
 
 
 def create_refund_app(svc: Services) -> web.Application:
-    app = web.Application(
-        middlewares=[metrics_middleware, refund_listener.source_allowlist,
-                     refund_listener.inbound_log],
-        client_max_size=svc.settings.max_body_bytes)
-    app[LISTENER] = "kaspi"
-    app[SERVICES] = svc
-    refund_listener.add_routes(app)
-    openapi.add_routes(app, "kaspi")
+    return _app("kaspi", [metrics_middleware, refund_listener.source_allowlist,
+                          refund_listener.inbound_log], svc.settings.max_body_bytes, svc)
+
+
+def create_acquiring_app(topups: topups_api.TopupServices) -> web.Application:
+    app = _app("acquiring", [metrics_middleware, acquiring_listener.journal_callbacks],
+               acquiring_listener.MAX_CALLBACK_BYTES)
+    app[topups_api.TOPUP_SERVICES] = topups
     return app
 
 
@@ -126,6 +130,7 @@ class Runtime:
     kaspi_url: str = ""
     acquiring_url: str = ""
     _runners: list[web.AppRunner] = field(default_factory=list)
+    _servers: list[asyncio.Server] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _pool: asyncpg.Pool | None = None
     _session: aiohttp.ClientSession | None = None
@@ -155,8 +160,9 @@ class Runtime:
         self._topups = topups
         self.wallet_url = await self._listen(create_wallet_app(self.services, topups),
                                              s.wallet_listen)
-        self.kaspi_url = await self._listen(create_refund_app(self.services), s.kaspi_listen)
-        self.acquiring_url = await self._listen(acquiring_listener.create_app(topups),
+        self.kaspi_url = await self._listen(create_refund_app(self.services), s.kaspi_listen,
+                                            refund_listener.unreadable_answer)
+        self.acquiring_url = await self._listen(create_acquiring_app(topups),
                                                 s.acquiring_listen)
         self._tasks.append(asyncio.create_task(outbox.run()))
         self._tasks.append(asyncio.create_task(topups.topups.run_poller()))
@@ -170,12 +176,15 @@ class Runtime:
                                               "acquiring": self.acquiring_url,
                                               "kaspi_base_url": s.kaspi_base_url})
 
-    async def _listen(self, app: web.Application, listen: str) -> str:
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    async def _listen(self, app: web.Application, listen: str,
+                      answer: unreadable.Answer = error_response) -> str:
+        """Serve `app`; a request the HTTP parser cannot read gets `answer`, the
+        listener's own error form (http/unreadable.py)."""
+        runner = web.AppRunner(app, handle_signals=False)
         await runner.setup()
-        sock = _socket(listen)
-        await web.SockSite(runner, sock).start()
         self._runners.append(runner)
+        sock = _socket(listen)
+        self._servers.append(await unreadable.serve(runner, sock, app[LISTENER], answer))
         host, port = sock.getsockname()[:2]
         return f"http://{host if ':' not in host else f'[{host}]'}:{port}"
 
@@ -187,6 +196,8 @@ class Runtime:
                 await task
         if self._topups is not None:
             await self._topups.topups.stop()
+        for server in self._servers:
+            server.close()
         for runner in reversed(self._runners):
             await runner.cleanup()
         if self._journal is not None:  # after every exchange it could record has ended

@@ -4,12 +4,25 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from mpp_server import db
+from mpp_server.metrics import UNDECLARED_ERRORS
 from tests.support.stack import Stack, fresh_database, running_stack
+
+
+@pytest.fixture(scope="session", autouse=True)
+def every_error_answered_is_declared() -> Iterator[None]:
+    """Each wallet-API error the in-process server answered during the session is one its
+    route declares (http/routes.py), so the OpenAPI description lists every error a
+    caller can get; a handler that raises another is a bug in the declaration."""
+    yield
+    undeclared = {(s.labels["operation"], s.labels["code"]): s.value
+                  for metric in UNDECLARED_ERRORS.collect() for s in metric.samples
+                  if s.name.endswith("_total") and s.value}
+    assert undeclared == {}, "errors answered but not declared by their route"
 
 
 @pytest.fixture(scope="session")

@@ -11,20 +11,20 @@ entry has a larger id *and* its transaction began writing only after every earli
 entry had committed: whatever a reader's snapshot sees of an account is a prefix of its
 entries in id order, and an entry committed later always sorts after any cursor already
 handed out. (It relies on entries_id_seq handing out ids in call order, CACHE 1, which
-tests/db/test_accounts.py checks.)
+tests/db/test_accounts.py checks.) A cursor beyond the account's last entry is refused
+(mpp_server/cursors.py): an entry written later could get a smaller id than it.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
 
-from mpp_server.db import Conn
+from mpp_server import cursors
 from mpp_server.domain.limits import BALANCE, Level, Limits
-from mpp_server.errors import LimitExceeded, NotFound, ValidationFailed
+from mpp_server.errors import LimitExceeded, NotFound
 from mpp_server.metrics import LIMIT_REFUSALS
 
 # transfers.kind -> the statement's type and the id field its reference fills. Every
@@ -40,9 +40,6 @@ STATEMENT_TYPES: dict[str, tuple[str, str]] = {
     "payment_return": ("payment_return", "paymentId"),
     "refund_credit": ("refund", "refundId"),
 }
-# The statement's cursor: an entry id (the OpenAPI document states the same pattern).
-CURSOR_PATTERN = r"^[0-9]{1,18}$"
-_CURSOR = re.compile(CURSOR_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -92,19 +89,10 @@ async def set_level(pool: asyncpg.Pool, customer_id: str, level: Level) -> Level
     return Level(stored)
 
 
-def parse_cursor(after: str | None) -> int:
-    if not after:
-        return 0
-    if not _CURSOR.match(after):
-        raise ValidationFailed("after must be a cursor returned as `next`")
-    return int(after)
-
-
-async def statement(pool: asyncpg.Pool, customer_id: str, after: str | None,
+async def statement(pool: asyncpg.Pool, customer_id: str, after_id: int,
                     limit: int) -> tuple[list[StatementLine], str]:
-    """The account's postings after the cursor, oldest first, and the cursor that follows
-    them (the same cursor when there are none yet: poll with it)."""
-    after_id = parse_cursor(after)
+    """The account's postings after the cursor (an entry id), oldest first, and the cursor
+    that follows them (the same cursor when there are none yet: poll with it)."""
     async with pool.acquire() as conn:
         account_id = await conn.fetchval("SELECT id FROM accounts WHERE customer_id = $1",
                                          customer_id)
@@ -118,6 +106,10 @@ async def statement(pool: asyncpg.Pool, customer_id: str, after: str | None,
                  LEFT JOIN refunds r ON t.kind = 'refund_credit' AND r.refund_id = t.reference
                 WHERE e.account_id = $1 AND e.id > $2
                 ORDER BY e.id LIMIT $3""", account_id, after_id, limit)
+        if not rows:
+            last: int = await conn.fetchval(
+                "SELECT coalesce(max(id), 0) FROM entries WHERE account_id = $1", account_id)
+            cursors.refuse_beyond_end(after_id, last, "the account's statement")
     lines = [_line(r) for r in rows]
     return lines, str(lines[-1].entry_id if lines else after_id)
 
@@ -131,16 +123,10 @@ def _line(row: asyncpg.Record) -> StatementLine:
                          ids, row["created_at"])
 
 
-async def refuse_over_balance_cap(conn: Conn, account_id: int, amount_tiyn: int,
-                                  limits: Limits, credit: str) -> None:
-    """LimitExceeded when crediting `amount_tiyn` (a deposit, a top-up: `credit` names it)
-    would lift the balance over the cap of the account's level (balance_cap_exceeded,
-    sql/functions/accounts.sql, which locks the account row until the caller's commit).
-    Raising rolls the caller's transaction back: an account created in it goes too."""
-    cap = await conn.fetchrow("SELECT * FROM balance_cap_exceeded($1, $2, $3)",
-                              account_id, amount_tiyn, limits.sql_arg)
-    assert cap is not None
-    if cap["exceeded"]:
-        LIMIT_REFUSALS.labels(BALANCE, cap["level"]).inc()
-        raise LimitExceeded(f"the {credit} would lift the balance over "
-                            f"{limits.describe(cap['level'], BALANCE)}; nothing was recorded")
+def balance_cap_refusal(limits: Limits, level: str, credit: str) -> LimitExceeded:
+    """The refusal of a credit (a deposit, a top-up: `credit` names it) that would lift the
+    balance over the cap of the customer's level (customer_credit_check,
+    sql/functions/accounts.sql), counted; the SQL step recorded nothing."""
+    LIMIT_REFUSALS.labels(BALANCE, level).inc()
+    return LimitExceeded(f"the {credit} would lift the balance over "
+                         f"{limits.describe(level, BALANCE)}; nothing was recorded")

@@ -11,68 +11,66 @@ reader that has seen seq N has seen every seq below it: a reader that follows `n
 never misses an event. Nothing but our own event-writing transactions is waited for,
 and those for at most EVENTS_HOLD_MS (docs/design.md, "The event feed").
 
-Cursors are the last seq read ("42"). Cursors of the old design, "txid-id", are still
-taken: 009_events_publisher numbered the events that existed in (txid, id) order, so
-such a cursor stands for the largest seq among the events at or before it.
+Cursors are the last seq read ("42", mpp_server/cursors.py); one beyond the feed's end
+is refused. Cursors of the old design, "txid-id", are still taken: 009_events_publisher
+numbered the events that existed in (txid, id) order, so such a cursor stands for the
+largest seq among the events at or before it, and it is beyond the end when no numbered
+event is at or after it.
 """
 
 from __future__ import annotations
 
-import re
-
 import asyncpg
 
+from mpp_server import cursors
+from mpp_server.db import Conn
 from mpp_server.errors import ValidationFailed
 
-_CURSOR = re.compile(r"^(?:(\d{1,19})|(\d{1,20})-(\d{1,20}))$")
-START = "0"
-# A seq is a bigint; a legacy cursor's parts an xid8 and a bigint event id. Larger
-# numbers are no cursor of ours and must not reach the database (an overflow there
-# was a 500).
-_MAX_SEQ = 2**63 - 1
-_MAX_TXID = 2**64 - 1
-_MAX_EVENT_ID = 2**63 - 1
+FEED = "the event feed"
 # The most events one publisher call numbers: a read after a long quiet spell catches
 # up over a few calls instead of one long statement.
 PUBLISH_BATCH = 10_000
+Legacy = tuple[int, int]
 
 
-def parse_cursor(cursor: str | None) -> int | tuple[int, int]:
-    """A seq, or a legacy (txid, event id) pair."""
-    if not cursor:
-        return 0
-    match = _CURSOR.match(cursor)
-    if match is None:
-        raise ValidationFailed("after must be a cursor returned as `next`")
-    if match.group(1) is not None:
-        seq = int(match.group(1))
-        if seq > _MAX_SEQ:
-            raise ValidationFailed("after must be a cursor returned as `next`")
-        return seq
-    txid, event_id = int(match.group(2)), int(match.group(3))
-    if txid > _MAX_TXID or event_id > _MAX_EVENT_ID:
-        raise ValidationFailed("after must be a cursor returned as `next`")
-    return txid, event_id
-
-
-async def read_after(pool: asyncpg.Pool, cursor: str | None, limit: int,
+async def read_after(pool: asyncpg.Pool, after: int | Legacy, limit: int,
                      hold_ms: int) -> tuple[list[asyncpg.Record], str]:
-    parsed = parse_cursor(cursor)
+    """The events after the cursor (a seq, or an old (txid, event id)), and the cursor
+    that follows them: the last seq read, or the one given when none follows yet."""
     async with pool.acquire() as conn:
         # Its own transaction: the numbers must be committed before they are read.
         await conn.execute("SELECT events_publish($1, $2)", hold_ms, PUBLISH_BATCH)
-        if isinstance(parsed, tuple):
-            after = await conn.fetchval(
-                """SELECT coalesce(max(seq), 0) FROM events
-                   WHERE (txid, id) <= ($1::text::xid8, $2) AND seq IS NOT NULL""",
-                str(parsed[0]), parsed[1])
-        else:
-            after = parsed
+        seq = await _legacy_seq(conn, after) if isinstance(after, tuple) else after
         rows = await conn.fetch(
             """SELECT id, seq, type, customer_id, payment_id, refund_id, topup_id,
                       amount_tiyn,
                       created_at
-               FROM events WHERE seq > $1 ORDER BY seq LIMIT $2""", after, limit)
+               FROM events WHERE seq > $1 ORDER BY seq LIMIT $2""", seq, limit)
+        if not rows:
+            # Nothing after it: at the end, or beyond it (asked only then, so a busy
+            # feed pays nothing for the check).
+            last: int = await conn.fetchval("SELECT coalesce(max(seq), 0) FROM events")
+            cursors.refuse_beyond_end(seq, last, FEED)
     if rows:
         return list(rows), str(rows[-1]["seq"])
-    return [], str(after)
+    return [], str(seq)
+
+
+async def _legacy_seq(conn: Conn, after: Legacy) -> int:
+    """The seq an old cursor stands for; refused when no numbered event is at or after
+    it (the old server handed out only the place of an event it had read)."""
+    if after == (0, 0):
+        return cursors.START
+    row = await conn.fetchrow(
+        """SELECT (SELECT coalesce(max(seq), 0) FROM events
+                    WHERE (txid, id) <= ($1::text::xid8, $2) AND seq IS NOT NULL) AS seq,
+                  EXISTS (SELECT FROM events
+                           WHERE (txid, id) >= ($1::text::xid8, $2)
+                             AND seq IS NOT NULL) AS within,
+                  (SELECT coalesce(max(seq), 0) FROM events) AS last""",
+        str(after[0]), after[1])
+    assert row is not None
+    if not row["within"]:
+        raise ValidationFailed(cursors.beyond_end(f"{after[0]}-{after[1]}", row["last"], FEED))
+    seq: int = row["seq"]
+    return seq

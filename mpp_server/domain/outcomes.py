@@ -1,9 +1,12 @@
-"""Every outcome a money step in SQL returns, declared once (sql/functions/*.sql).
+"""Every status a record can be in, and every outcome a step in SQL returns, declared
+once (sql/functions/*.sql).
 
 The SQL functions decide (docs/design.md, "Who decides what"); Python matches their
-answers against these enums, never against string literals. tests/db/test_outcomes.py
+answers against these enums, never against string literals. tests/unit/test_outcomes.py
 fails when a function can return a value that is not declared here, or when a value
-declared here is never returned.
+declared here is never returned; tests/unit/test_states.py fails when the moves the
+database allows (sql/functions/states.sql) name a status not declared here, or leave
+one unreachable.
 """
 
 from __future__ import annotations
@@ -12,6 +15,54 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from mpp_server.kaspi_client.codes import ResultCode
+
+# ---- statuses: each machine's, as its table's status column holds them ---------------
+
+
+class PaymentStatus(StrEnum):
+    SCANNED = "SCANNED"
+    CHECKED_OUT = "CHECKED_OUT"
+    PENDING = "PENDING"        # debited; Kaspi has not answered notifyPayment yet
+    COMPLETED = "COMPLETED"
+    DECLINED = "DECLINED"
+    CANCELLED = "CANCELLED"
+    EXPIRED = "EXPIRED"
+
+
+class RefundStatus(StrEnum):
+    """Kaspi's refunds (POST /refund)."""
+
+    RECEIVED = "RECEIVED"  # the key claimed; never outlives refund_apply's transaction
+    SUCCESS = "SUCCESS"
+    REFUSED = "REFUSED"
+
+
+class TopupStatus(StrEnum):
+    CREATED = "CREATED"
+    CREDITED = "CREDITED"
+    FAILED = "FAILED"
+    EXPIRED = "EXPIRED"
+
+
+class TopupRefundStatus(StrEnum):
+    """Money back to the card; PENDING is the outbox."""
+
+    PENDING = "PENDING"
+    COMPLETED = "COMPLETED"
+    REFUSED = "REFUSED"
+
+
+# states.sql's machine names, with their enums and tables.
+MACHINES: dict[str, tuple[type[StrEnum], str]] = {
+    "payment": (PaymentStatus, "payments"),
+    "refund": (RefundStatus, "refunds"),
+    "topup": (TopupStatus, "topups"),
+    "topup_refund": (TopupRefundStatus, "topup_refunds"),
+}
+OPEN_PAYMENT_STATUSES = (PaymentStatus.SCANNED, PaymentStatus.CHECKED_OUT)
+
+
+# ---- outcomes ---------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -50,6 +101,39 @@ DEBIT_NOTICES_ARG: dict[str, list[str]] = {
 
 # What a cancel stages (regulation §4.3: the customer backed out).
 CANCEL_NOTICE = StagedNotify(ResultCode.CANCELLED_BY_CLIENT, "cancelled by client")
+
+
+class CheckoutOutcome(StrEnum):
+    """`payment_checkout` (payments.sql): checkout's answer recorded."""
+
+    CHECKED_OUT = "CHECKED_OUT"
+    CHANGED = "CHANGED"  # no longer open: read it again and refuse
+
+
+class CancelOutcome(StrEnum):
+    """`payment_cancel` (payments.sql): the customer backed out."""
+
+    CANCELLED = "CANCELLED"                  # CANCELLED, CANCELLED_BY_CLIENT staged
+    ALREADY_CANCELLED = "ALREADY_CANCELLED"  # a repeat: nothing more
+    CHANGED = "CHANGED"                      # no longer open: refused with its status
+
+
+class DepositOutcome(StrEnum):
+    """`deposit_apply` (deposits.sql): a deposit, once per depositId."""
+
+    DEPOSITED = "DEPOSITED"            # credited from the funding account
+    REPEAT = "REPEAT"                  # this depositId, customer and amount: stored answer
+    CONFLICT = "CONFLICT"              # this depositId with another customer or amount
+    LIMIT_EXCEEDED = "LIMIT_EXCEEDED"  # over the balance cap: nothing recorded
+
+
+class TopupCreateOutcome(StrEnum):
+    """`topup_create` (topups.sql): the top-up's row, before the acquirer hears of it."""
+
+    CREATED = "CREATED"                # claimed: the row is CREATED
+    REPEAT = "REPEAT"                  # this topupId, customer, provider and amount
+    CONFLICT = "CONFLICT"              # this topupId with other arguments
+    LIMIT_EXCEEDED = "LIMIT_EXCEEDED"  # over the balance cap: nothing recorded
 
 
 class NotifyOutcome(StrEnum):
@@ -117,6 +201,10 @@ class TopupRefundAnswer(StrEnum):
 # The SQL function that returns each enum: the outcome test reads their bodies.
 RETURNED_BY: dict[type[StrEnum], tuple[str, ...]] = {
     DebitOutcome: ("payment_debit",),
+    CheckoutOutcome: ("payment_checkout",),
+    CancelOutcome: ("payment_cancel",),
+    DepositOutcome: ("deposit_apply",),
+    TopupCreateOutcome: ("topup_create",),
     NotifyOutcome: ("apply_notify_answer", "apply_notify_answer_once"),
     RefundOutcome: ("refund_apply",),
     TopupOutcome: ("topup_apply_status",),

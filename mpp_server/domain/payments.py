@@ -1,8 +1,10 @@
-"""The payment state machine: scan, checkout, confirm, cancel (regulation §2, §4.1–4.3).
+"""The payment's steps: scan, checkout, confirm, cancel (regulation §2, §4.1–4.3).
 
-Each external call is its own phase; the local work between calls is one transaction.
-The debit and the status PENDING commit together with the notifyPayment outbox row,
-*before* Kaspi is told; the outbox (notifier.py) then retries until Kaspi answers.
+Each external call is its own phase; the local work between calls is one statement of
+sql/functions/payments.sql, which makes every status change (the moves allowed are
+sql/functions/states.sql's, enforced by the database). The debit and the status PENDING
+commit together with the notifyPayment outbox row, *before* Kaspi is told; the outbox
+(domain/outbox.py) then retries until Kaspi answers.
 """
 
 from __future__ import annotations
@@ -11,20 +13,23 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 from typing import Any
 
 import asyncpg
 
-from mpp_server.config import Settings
 from mpp_server.db import Conn
 from mpp_server.domain import ledger
-from mpp_server.domain.outbox import Notice
+from mpp_server.domain.limits import Limits
+from mpp_server.domain.outbox import Notice, NotifyOutbox
 from mpp_server.domain.outcomes import (
     CANCEL_NOTICE,
     DEBIT_NOTICES,
     DEBIT_NOTICES_ARG,
+    OPEN_PAYMENT_STATUSES,
+    CancelOutcome,
+    CheckoutOutcome,
     DebitOutcome,
+    PaymentStatus,
 )
 from mpp_server.errors import (
     CustomerMismatch,
@@ -37,46 +42,30 @@ from mpp_server.errors import (
     PaymentExpired,
     ValidationFailed,
 )
-from mpp_server.kaspi_client.client import KaspiNoAnswer
+from mpp_server.kaspi_client.client import KaspiClient, KaspiNoAnswer
 from mpp_server.kaspi_client.codes import ResultCode
 from mpp_server.kaspi_client.models import CheckoutParameter, CheckoutRequest, ScanRequest
 from mpp_server.logs import mask_customer
 from mpp_server.metrics import LIMIT_REFUSALS, PAYMENTS
 from mpp_server.money import is_whole_tenge
-from mpp_server.services import Services
 
 log = logging.getLogger(__name__)
 
 
-class Status(StrEnum):
-    SCANNED = "SCANNED"
-    CHECKED_OUT = "CHECKED_OUT"
-    PENDING = "PENDING"
-    COMPLETED = "COMPLETED"
-    DECLINED = "DECLINED"
-    CANCELLED = "CANCELLED"
-    EXPIRED = "EXPIRED"
-
-
-# The only moves a payment may make. A move not listed is a bug and raises.
-TRANSITIONS: dict[Status, frozenset[Status]] = {
-    Status.SCANNED: frozenset({Status.CHECKED_OUT, Status.PENDING, Status.DECLINED,
-                               Status.CANCELLED, Status.EXPIRED}),
-    Status.CHECKED_OUT: frozenset({Status.PENDING, Status.DECLINED, Status.CANCELLED,
-                                   Status.EXPIRED}),
-    Status.PENDING: frozenset({Status.COMPLETED, Status.DECLINED}),
-    Status.COMPLETED: frozenset(),
-    Status.DECLINED: frozenset(),
-    Status.CANCELLED: frozenset(),
-    Status.EXPIRED: frozenset(),
-}
-OPEN_STATUSES = (Status.SCANNED, Status.CHECKED_OUT)
 PAYMENT_QR_TYPES = ("Dynamic", "Static", "Custom")
 
 
-def check_transition(current: str, new: Status) -> None:
-    if new not in TRANSITIONS[Status(current)]:
-        raise AssertionError(f"illegal payment transition {current} -> {new}")
+@dataclass(frozen=True)
+class PaymentSteps:
+    """What the payment's steps work with (built from the settings by the wiring,
+    services.py): the database, Kaspi, the notify outbox and the policy."""
+
+    pool: asyncpg.Pool
+    kaspi: KaspiClient
+    outbox: NotifyOutbox
+    confirm_budget_ms: int        # how long confirm and cancel wait for Kaspi
+    confirm_safety_margin_ms: int  # no debit closer than this to canConfirmUntil
+    limits: Limits                # by identification level (LIMITS_MCI)
 
 
 @dataclass(frozen=True)
@@ -92,9 +81,9 @@ def _kaspi_unavailable(method: str, exc: KaspiNoAnswer) -> KaspiUnavailable:
     return KaspiUnavailable(f"Kaspi did not answer {method} ({exc.reason}); try again")
 
 
-async def scan(svc: Services, qr_code: str, customer_id: str, locale: str) -> ScanOutcome:
+async def scan(steps: PaymentSteps, qr_code: str, customer_id: str, locale: str) -> ScanOutcome:
     try:
-        answer = await svc.kaspi.scan(ScanRequest(qrCode=qr_code, customerId=customer_id),
+        answer = await steps.kaspi.scan(ScanRequest(qrCode=qr_code, customerId=customer_id),
                                       locale)
     except KaspiNoAnswer as exc:
         raise _kaspi_unavailable("scan", exc) from exc
@@ -114,22 +103,17 @@ async def scan(svc: Services, qr_code: str, customer_id: str, locale: str) -> Sc
     if qr_type == "Custom" and service is None:
         raise KaspiUnavailable("Kaspi's Custom scan answer has no paymentData")
     amount = answer.payment.paymentAmount if qr_type == "Dynamic" else None
-    async with svc.pool.acquire() as conn:
-        row = await conn.fetchrow(
-            """INSERT INTO payments (payment_id, customer_id, qr_code_type, status, amount_tiyn,
-                                     can_confirm_until, merchant, service, locale)
-               VALUES ($1, $2, $3, 'SCANNED', $4, $5, $6, $7, $8)
-               ON CONFLICT (payment_id) DO NOTHING RETURNING *""",
-            answer.payment.paymentId, customer_id, qr_type, amount,
+    async with steps.pool.acquire() as conn:
+        scanned = await conn.fetchrow(
+            "SELECT s.created, (s.payment).* FROM payment_scanned($1, $2, $3, $4, $5, $6, "
+            "$7, $8) s", answer.payment.paymentId, customer_id, qr_type, amount,
             answer.payment.canConfirmUntil, merchant, service, locale)
-        if row is None:
-            # Kaspi gave a paymentId we know (a Dynamic QR scanned again): same customer
-            # sees the payment as it stands; another customer may not take it over.
-            row = await conn.fetchrow("SELECT * FROM payments WHERE payment_id = $1",
-                                      answer.payment.paymentId)
-            assert row is not None
-            if row["customer_id"] != customer_id:
-                raise CustomerMismatch("this payment was scanned by another customer")
+    assert scanned is not None
+    # A paymentId Kaspi gave before (a Dynamic QR scanned again): the same customer sees
+    # the payment as it stands; another customer may not take it over.
+    if not scanned["created"] and scanned["customer_id"] != customer_id:
+        raise CustomerMismatch("this payment was scanned by another customer")
+    row = scanned
     return ScanOutcome(qr_type, merchant, row, service, None)
 
 
@@ -142,15 +126,8 @@ def _customers_payment(row: asyncpg.Record | None, payment_id: str,
     return row
 
 
-async def _locked_payment(conn: Conn, payment_id: str,
-                          customer_id: str) -> asyncpg.Record:
-    row = await conn.fetchrow("SELECT * FROM payments WHERE payment_id = $1 FOR UPDATE",
-                              payment_id)
-    return _customers_payment(row, payment_id, customer_id)
-
-
-async def _read_payment(svc: Services, payment_id: str, customer_id: str) -> asyncpg.Record:
-    async with svc.pool.acquire() as conn:
+async def _read_payment(steps: PaymentSteps, payment_id: str, customer_id: str) -> asyncpg.Record:
+    async with steps.pool.acquire() as conn:
         row = await conn.fetchrow("SELECT * FROM payments WHERE payment_id = $1", payment_id)
     return _customers_payment(row, payment_id, customer_id)
 
@@ -181,36 +158,34 @@ def _fill_parameters(service: dict[str, Any],
     return filled
 
 
-async def checkout(svc: Services, payment_id: str, customer_id: str,
+async def checkout(steps: PaymentSteps, payment_id: str, customer_id: str,
                    parameters: dict[int, str], locale: str) -> asyncpg.Record:
-    row = await _read_payment(svc, payment_id, customer_id)
+    row = await _read_payment(steps, payment_id, customer_id)
     if row["qr_code_type"] != "Custom":
         raise InvalidState("checkout is only for Custom QR payments")
-    if row["status"] not in OPEN_STATUSES:
+    if row["status"] not in OPEN_PAYMENT_STATUSES:
         raise InvalidState(f"payment is {row['status']}")
     request = CheckoutRequest(paymentId=payment_id, serviceId=int(row["service"]["serviceId"]),
                               parameters=_fill_parameters(row["service"], parameters))
     try:
-        answer = await svc.kaspi.checkout(request, locale)
+        answer = await steps.kaspi.checkout(request, locale)
     except KaspiNoAnswer as exc:
         raise _kaspi_unavailable("checkout", exc) from exc
     if answer.result.resultCode != ResultCode.SUCCESS:
         raise KaspiRefused(answer.result.resultCode, answer.result.resultMessage)
     if answer.paymentAmount is None or answer.paymentAmount <= 0:
         raise KaspiUnavailable("Kaspi's checkout answer has no paymentAmount")
-    async with svc.pool.acquire() as conn, conn.transaction():
-        row = await _locked_payment(conn, payment_id, customer_id)
-        if row["status"] not in OPEN_STATUSES:
-            raise InvalidState(f"payment is {row['status']}")
-        updated = await conn.fetchrow(
-            """UPDATE payments SET status = 'CHECKED_OUT', amount_tiyn = $2,
-                      can_confirm_until = coalesce($3, can_confirm_until),
-                      checkout_parameters = $4, updated_at = now()
-               WHERE payment_id = $1 RETURNING *""",
+    async with steps.pool.acquire() as conn:
+        applied = await conn.fetchrow(
+            "SELECT a.outcome, (a.payment).* FROM payment_checkout($1, $2, $3, $4) a",
             payment_id, answer.paymentAmount, answer.canConfirmUntil,
             [p.model_dump() for p in request.parameters])
-    assert updated is not None
-    return updated
+    assert applied is not None
+    if CheckoutOutcome(applied["outcome"]) is CheckoutOutcome.CHANGED:
+        # Confirmed, cancelled or expired while Kaspi was asked.
+        changed = await _read_payment(steps, payment_id, customer_id)
+        raise InvalidState(f"payment is {changed['status']}")
+    return applied
 
 
 def _confirm_amount(row: asyncpg.Record, amount_tiyn: int | None) -> int:
@@ -222,7 +197,7 @@ def _confirm_amount(row: asyncpg.Record, amount_tiyn: int | None) -> int:
             # notifyPayment's paymentAmount must be whole tenge (regulation §4.3).
             raise ValidationFailed("amount must be a positive whole number of tenge")
         return amount_tiyn
-    if qr_type == "Custom" and row["status"] == Status.SCANNED:
+    if qr_type == "Custom" and row["status"] == PaymentStatus.SCANNED:
         raise InvalidState("a Custom QR payment needs checkout before confirm")
     stored: int = row["amount_tiyn"]
     if amount_tiyn is not None and amount_tiyn != stored:
@@ -230,11 +205,11 @@ def _confirm_amount(row: asyncpg.Record, amount_tiyn: int | None) -> int:
     return stored
 
 
-def _deadline_passed(row: asyncpg.Record, settings: Settings) -> bool:
+def _deadline_passed(row: asyncpg.Record, margin_ms: int) -> bool:
     until: datetime | None = row["can_confirm_until"]
     if until is None:
         return False
-    margin = timedelta(milliseconds=settings.confirm_safety_margin_ms)
+    margin = timedelta(milliseconds=margin_ms)
     return datetime.now(UTC) >= until - margin
 
 
@@ -242,35 +217,35 @@ def _deadline_passed(row: asyncpg.Record, settings: Settings) -> bool:
 CONFIRM_ROUNDS = 5
 
 
-async def confirm(svc: Services, payment_id: str, customer_id: str, amount_tiyn: int | None,
+async def confirm(steps: PaymentSteps, payment_id: str, customer_id: str, amount_tiyn: int | None,
                   locale: str | None) -> asyncpg.Record:
     """Validate the payment as read, then debit it in one statement that re-checks, under
     the row lock, that it is still in the status validated (payment_debit). A
     request that loses the race (20 confirms at once) reads again and answers what the
     winner did: never a second debit."""
-    budget_s = svc.settings.confirm_budget_ms / 1000
+    budget_s = steps.confirm_budget_ms / 1000
     for _ in range(CONFIRM_ROUNDS):
-        row = await _read_payment(svc, payment_id, customer_id)
+        row = await _read_payment(steps, payment_id, customer_id)
         status = row["status"]
-        if status in (Status.PENDING, Status.COMPLETED, Status.DECLINED):
+        if status in (PaymentStatus.PENDING, PaymentStatus.COMPLETED, PaymentStatus.DECLINED):
             # A repeated confirm: never a second debit, the same outcome.
             if amount_tiyn is not None and amount_tiyn != row["amount_tiyn"]:
                 raise InvalidState(f"payment is already {status} with another amount")
             if row["decline_code"] == DebitOutcome.INSUFFICIENT_FUNDS:
                 raise InsufficientFunds("insufficient funds")
             if row["decline_code"] == DebitOutcome.LIMIT_EXCEEDED:
-                raise _limit_exceeded(svc, row)
+                raise _limit_exceeded(steps, row)
             return row
-        if status == Status.EXPIRED:
+        if status == PaymentStatus.EXPIRED:
             raise PaymentExpired("the payment's canConfirmUntil has passed")
-        if status == Status.CANCELLED:
+        if status == PaymentStatus.CANCELLED:
             raise InvalidState("payment is CANCELLED")
         amount = _confirm_amount(row, amount_tiyn)
-        if _deadline_passed(row, svc.settings):
-            await _expire(svc, row)
+        if _deadline_passed(row, steps.confirm_safety_margin_ms):
+            await _expire(steps, row)
             continue
         lease_ends = asyncio.get_running_loop().time() + budget_s
-        outcome = await _debit_or_decline(svc, row, amount, locale, budget_s)
+        outcome = await _debit_or_decline(steps, row, amount, locale, budget_s)
         if outcome is DebitOutcome.CHANGED:
             continue
         if outcome is DebitOutcome.EXPIRED:
@@ -278,55 +253,49 @@ async def confirm(svc: Services, payment_id: str, customer_id: str, amount_tiyn:
         staged = DEBIT_NOTICES[outcome]
         notice = Notice(payment_id, str(row["mpp_payment_id"]), customer_id, amount,
                         staged.result_code, staged.result_message, locale or row["locale"])
-        answered = await svc.outbox.deliver_now(notice, lease_ends)
+        answered = await steps.outbox.deliver_now(notice, lease_ends)
         if outcome is DebitOutcome.INSUFFICIENT_FUNDS:
             raise InsufficientFunds("insufficient funds")
         if outcome is DebitOutcome.LIMIT_EXCEEDED:
-            declined = await _read_payment(svc, payment_id, customer_id)
+            declined = await _read_payment(steps, payment_id, customer_id)
             LIMIT_REFUSALS.labels(declined["exceeded_limit"], declined["exceeded_level"]).inc()
-            raise _limit_exceeded(svc, declined)
-        return answered if answered is not None else await _read_payment(svc, payment_id,
+            raise _limit_exceeded(steps, declined)
+        return answered if answered is not None else await _read_payment(steps, payment_id,
                                                                          customer_id)
     raise AssertionError(f"payment {payment_id} kept changing during confirm")
 
 
-def _limit_exceeded(svc: Services, row: asyncpg.Record) -> LimitExceeded:
+def _limit_exceeded(steps: PaymentSteps, row: asyncpg.Record) -> LimitExceeded:
     """The 409 of a payment DECLINED over a limit, naming the limit (its figure as
     configured now)."""
-    what = svc.settings.limits.describe(row["exceeded_level"], row["exceeded_limit"])
+    what = steps.limits.describe(row["exceeded_level"], row["exceeded_limit"])
     return LimitExceeded(f"the payment would exceed {what}; nothing was debited")
 
 
-async def _expire(svc: Services, row: asyncpg.Record) -> None:
+async def _expire(steps: PaymentSteps, row: asyncpg.Record) -> None:
     """canConfirmUntil has passed (less the safety margin): no debit, EXPIRED."""
-    check_transition(row["status"], Status.EXPIRED)
-    async with svc.pool.acquire() as conn:
-        done = await conn.execute(
-            "UPDATE payments SET status = 'EXPIRED', updated_at = now() "
-            "WHERE payment_id = $1 AND status = $2", row["payment_id"], row["status"])
-    if done == "UPDATE 1":
-        PAYMENTS.labels("EXPIRED").inc()
+    async with steps.pool.acquire() as conn:
+        if await conn.fetchval("SELECT payment_expire($1, $2)", row["payment_id"],
+                               row["status"]):
+            PAYMENTS.labels("EXPIRED").inc()
     # Either way the next read shows EXPIRED (or what won the race).
 
 
-async def _debit_or_decline(svc: Services, row: asyncpg.Record, amount: int,
+async def _debit_or_decline(steps: PaymentSteps, row: asyncpg.Record, amount: int,
                             locale: str | None, budget_s: float) -> DebitOutcome:
     """Debit the customer and stage notifyPayment SUCCESS, or, without the money, stage
     a failure notify so Kaspi closes the payment, in one statement (payment_debit,
     sql/functions/payments.sql; DEBIT_NOTICES says what each outcome stages)."""
     payment_id, customer_id = row["payment_id"], row["customer_id"]
-    check_transition(row["status"], Status.PENDING)
-    async with svc.pool.acquire() as conn:
+    async with steps.pool.acquire() as conn:
         outcome = await debit(conn, payment_id, customer_id, row["status"], amount, locale,
-                              budget_s, svc.settings.limits.sql_arg,
-                              svc.settings.confirm_safety_margin_ms)
+                              budget_s, steps.limits.sql_arg,
+                              steps.confirm_safety_margin_ms)
     if outcome is DebitOutcome.EXPIRED:
         # The deadline passed while the debit waited for its locks (payment_debit).
-        check_transition(row["status"], Status.EXPIRED)
         PAYMENTS.labels("EXPIRED").inc()
         log.info("payment expired at the debit", extra={"payment_id": payment_id})
     if outcome in (DebitOutcome.INSUFFICIENT_FUNDS, DebitOutcome.LIMIT_EXCEEDED):
-        check_transition(row["status"], Status.DECLINED)
         PAYMENTS.labels(outcome.value).inc()
         log.info(f"payment declined: {outcome.value}",
                  extra={"payment_id": payment_id, "customer": mask_customer(customer_id)})
@@ -358,32 +327,31 @@ async def complete_unanswered(conn: Conn, payment: asyncpg.Record, *, evidence: 
     """Kaspi proved it completed a PENDING payment whose notifyPayment answer we never got
     (its registry lists it; refunds do the same inside refund_apply): record it
     COMPLETED. `payment` is the row the caller holds FOR UPDATE."""
-    check_transition(payment["status"], Status.COMPLETED)
     await conn.execute("SELECT complete_unanswered($1)", payment["payment_id"])
     count_completed_without_answer(payment["payment_id"], evidence)
 
 
-async def cancel(svc: Services, payment_id: str, customer_id: str) -> asyncpg.Record:
-    """The customer backed out: stage CANCELLED_BY_CLIENT (regulation §4.3) and try it now."""
-    budget_s = svc.settings.confirm_budget_ms / 1000
+async def cancel(steps: PaymentSteps, payment_id: str, customer_id: str) -> asyncpg.Record:
+    """The customer backed out: CANCELLED, and CANCELLED_BY_CLIENT (regulation §4.3)
+    staged and tried now (payment_cancel)."""
+    row = await _read_payment(steps, payment_id, customer_id)
+    budget_s = steps.confirm_budget_ms / 1000
     lease_ends = asyncio.get_running_loop().time() + budget_s
-    async with svc.pool.acquire() as conn, conn.transaction():
-        row = await _locked_payment(conn, payment_id, customer_id)
-        if row["status"] == Status.CANCELLED:
-            return row
-        if row["status"] not in OPEN_STATUSES:
-            raise InvalidState(f"payment is {row['status']} and can no longer be cancelled")
-        check_transition(row["status"], Status.CANCELLED)
-        await conn.execute("UPDATE payments SET status = 'CANCELLED', updated_at = now() "
-                           "WHERE payment_id = $1", payment_id)
-        notice = Notice(payment_id, str(row["mpp_payment_id"]), customer_id, None,
-                        CANCEL_NOTICE.result_code, CANCEL_NOTICE.result_message,
-                        row["locale"])
-        await conn.execute("SELECT notify_stage($1, $2, $3, $4, $5)", payment_id,
-                           notice.result_code, notice.result_message, None, budget_s)
+    async with steps.pool.acquire() as conn:
+        applied = await conn.fetchrow(
+            "SELECT a.outcome, (a.payment).* FROM payment_cancel($1, $2, $3, $4) a",
+            payment_id, CANCEL_NOTICE.result_code, CANCEL_NOTICE.result_message, budget_s)
+    assert applied is not None
+    outcome = CancelOutcome(applied["outcome"])
+    if outcome is CancelOutcome.ALREADY_CANCELLED:
+        return applied
+    if outcome is CancelOutcome.CHANGED:
+        raise InvalidState(f"payment is {applied['status']} and can no longer be cancelled")
     PAYMENTS.labels("CANCELLED").inc()
-    answered = await svc.outbox.deliver_now(notice, lease_ends)
-    return answered if answered is not None else await _read_payment(svc, payment_id,
+    notice = Notice(payment_id, str(row["mpp_payment_id"]), customer_id, None,
+                    CANCEL_NOTICE.result_code, CANCEL_NOTICE.result_message, row["locale"])
+    answered = await steps.outbox.deliver_now(notice, lease_ends)
+    return answered if answered is not None else await _read_payment(steps, payment_id,
                                                                      customer_id)
 
 
@@ -411,10 +379,7 @@ def receipt_link(row: asyncpg.Record) -> str | None:
 async def expire_stale(pool: asyncpg.Pool) -> int:
     """Mark open payments whose canConfirmUntil has passed as EXPIRED."""
     async with pool.acquire() as conn:
-        result: str = await conn.execute(
-            """UPDATE payments SET status = 'EXPIRED', updated_at = now()
-               WHERE status IN ('SCANNED', 'CHECKED_OUT') AND can_confirm_until < now()""")
-    count = int(result.split()[-1])
+        count: int = await conn.fetchval("SELECT payments_expire_stale()")
     if count:
         PAYMENTS.labels("EXPIRED").inc(count)
     return count

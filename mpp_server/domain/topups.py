@@ -20,7 +20,6 @@ import asyncio
 import logging
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 import asyncpg
@@ -40,7 +39,7 @@ from mpp_server.db import Conn
 from mpp_server.domain import accounts, ledger
 from mpp_server.domain.due_worker import run_due
 from mpp_server.domain.limits import Limits
-from mpp_server.domain.outcomes import TopupOutcome
+from mpp_server.domain.outcomes import TopupCreateOutcome, TopupOutcome, TopupStatus
 from mpp_server.errors import (
     AcquirerRefusedOrder,
     AcquirerUnavailable,
@@ -82,23 +81,6 @@ async def _count_overdue(conn: Conn) -> None:
         TOPUP_OVERDUE.labels(provider.value).set(counts.get(provider.value, 0))
 
 
-class TopupStatus(StrEnum):
-    CREATED = "CREATED"
-    CREDITED = "CREDITED"
-    FAILED = "FAILED"
-    EXPIRED = "EXPIRED"
-
-
-# The only moves a top-up makes (topup_apply_status makes them); the rest are final.
-TRANSITIONS: dict[TopupStatus, frozenset[TopupStatus]] = {
-    TopupStatus.CREATED: frozenset({TopupStatus.CREDITED, TopupStatus.FAILED,
-                                    TopupStatus.EXPIRED}),
-    TopupStatus.CREDITED: frozenset(),
-    TopupStatus.FAILED: frozenset(),
-    TopupStatus.EXPIRED: frozenset(),
-}
-
-
 @dataclass(frozen=True)
 class Policy:
     """When to check: the first check after creation, doubling to the cap; how long
@@ -138,36 +120,31 @@ class Topups:
 
     async def create(self, topup_id: str, customer_id: str, provider: Provider,
                      amount_tiyn: int) -> tuple[asyncpg.Record, bool]:
-        """The top-up and its payment page; (row, created). Idempotent on topupId: the
-        same arguments answer the same top-up (creating its order if an earlier try
-        could not), other arguments IdempotencyConflict."""
+        """The top-up and its payment page; (row, created). Idempotent on topupId
+        (topup_create, sql/functions/topups.sql): the same arguments answer the same
+        top-up (creating its order if an earlier try could not), other arguments
+        IdempotencyConflict; over the balance cap, LimitExceeded before the card is
+        charged, nothing recorded (a credit that finds the balance over it later is
+        made and counted: docs/topups.md)."""
         assert amount_tiyn > 0
-        async with self._pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(
-                """INSERT INTO topups (topup_id, customer_id, provider, amount_tiyn,
-                                       expires_at, next_check_at)
-                   VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5),
-                           now() + make_interval(secs => $6))
-                   ON CONFLICT (topup_id) DO NOTHING RETURNING *""",
+        async with self._pool.acquire() as conn:
+            applied = await conn.fetchrow(
+                "SELECT a.outcome, a.level, (a.topup).* "
+                "FROM topup_create($1, $2, $3, $4, $5, $6, $7) a",
                 topup_id, customer_id, provider.value, amount_tiyn,
-                float(self.policy.session_s[provider]), self.policy.first_check_s)
-            created = row is not None
-            if row is None:
-                row = await conn.fetchrow("SELECT * FROM topups WHERE topup_id = $1", topup_id)
-                assert row is not None
-                if (row["customer_id"], row["provider"], row["amount_tiyn"]) != (
-                        customer_id, provider.value, amount_tiyn):
-                    raise IdempotencyConflict(f"topupId {topup_id!r} was already used with "
-                                              "another customer, provider or amount")
-            else:
-                # The balance cap, before the card is charged (docs/topups.md); a credit
-                # that finds the balance over it later is made and counted.
-                account_id = await ledger.ensure_customer_account(conn, customer_id)
-                await accounts.refuse_over_balance_cap(conn, account_id, amount_tiyn,
-                                                       self._limits, "top-up")
-        if row["payment_url"] is not None or row["status"] != TopupStatus.CREATED:
-            return row, created
-        return await self._place_order(row), created
+                float(self.policy.session_s[provider]), self.policy.first_check_s,
+                self._limits.sql_arg)
+        assert applied is not None
+        outcome = TopupCreateOutcome(applied["outcome"])
+        if outcome is TopupCreateOutcome.CONFLICT:
+            raise IdempotencyConflict(f"topupId {topup_id!r} was already used with "
+                                      "another customer, provider or amount")
+        if outcome is TopupCreateOutcome.LIMIT_EXCEEDED:
+            raise accounts.balance_cap_refusal(self._limits, applied["level"], "top-up")
+        created = outcome is TopupCreateOutcome.CREATED
+        if applied["payment_url"] is not None or applied["status"] != TopupStatus.CREATED:
+            return applied, created
+        return await self._place_order(applied), created
 
     async def _count_over_cap(self, conn: Conn, customer_id: str) -> None:
         if await conn.fetchval("SELECT balance_over_cap($1, $2)", customer_id,

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from mpp_server import jsonutil
 from mpp_server.acquirers.base import CallbackClaim, Provider
-from mpp_server.http.middleware import LISTENER, Handler, metrics_middleware
+from mpp_server.http.routing import Handler
 from mpp_server.http.topups import TOPUP_SERVICES, TopupServices
 from mpp_server.journal import Direction, Exchange, Refs, Started, new_request_id
 
@@ -119,14 +119,3 @@ async def journal_callbacks(request: web.Request, handler: Handler) -> web.Strea
             redact=True))
     return response
 
-
-def create_app(services: TopupServices) -> web.Application:
-    app = web.Application(middlewares=[metrics_middleware, journal_callbacks],
-                          client_max_size=MAX_CALLBACK_BYTES)
-    app[LISTENER] = "acquiring"
-    app[TOPUP_SERVICES] = services
-    app.router.add_post("/callbacks/halyk-epay", halyk_callback)
-    app.router.add_route("GET", "/callbacks/kapital", kapital_callback)
-    app.router.add_post("/callbacks/kapital", kapital_callback)
-    app.router.add_post("/callbacks/kaspi-ecom", kaspi_callback)
-    return app

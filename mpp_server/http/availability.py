@@ -24,14 +24,10 @@ from aiohttp import web
 
 from mpp_server import db
 from mpp_server.errors import DatabaseUnavailable
-from mpp_server.http.middleware import Handler, route_name
+from mpp_server.http.routing import Handler, Rerun, route_name, route_of
 from mpp_server.metrics import DB_UNAVAILABLE
 
 log = logging.getLogger(__name__)
-READS = ("GET", "HEAD")
-# Writes that are one transaction keyed by the caller's id (nothing commits unless all
-# does; a repeat finds what committed) and call no one else.
-RERUNNABLE = frozenset({("POST", "/v1/accounts/{customer_id}/deposits")})
 
 
 @web.middleware
@@ -43,8 +39,10 @@ async def database_unavailable(request: web.Request, handler: Handler
         if not db.is_unavailable(exc):
             raise
         failure: Exception = exc
-    rerunnable = (request.method in READS
-                  or (request.method, route_name(request)) in RERUNNABLE)
+    route = route_of(request)
+    # Each route declares whether it may be run again (http/routes.py: reads, and writes
+    # that are one transaction keyed by the caller's id and call no one else).
+    rerunnable = route is not None and route.re_run in (Rerun.READ, Rerun.KEYED)
     if rerunnable and db.connection_lost(failure):
         try:
             return await handler(request)

@@ -1,4 +1,5 @@
-"""What every wallet-API request goes through: metrics, error mapping, auth, parsing."""
+"""What every wallet-API request goes through: metrics, error mapping, auth, parsing.
+What each route allows is its declaration's (http/routing.py, http/routes.py)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,7 @@ import hmac
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from enum import StrEnum
+from collections.abc import Mapping
 from typing import TypeVar
 
 from aiohttp import web
@@ -16,42 +16,24 @@ from pydantic import BaseModel, ValidationError
 from mpp_server import jsonutil
 from mpp_server.config import Settings
 from mpp_server.errors import Forbidden, Unauthorized, ValidationFailed, WalletError
+from mpp_server.http.routing import Handler, Scope, route_name, route_of
 from mpp_server.kaspi_client.models import LOCALES
-from mpp_server.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from mpp_server.metrics import HTTP_LATENCY, HTTP_REQUESTS, UNDECLARED_ERRORS
 from mpp_server.services import Services
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-
-
-class Scope(StrEnum):
-    """What a bearer token may do. A route needs WALLET unless it is marked
-    deposit_tokens_only; a token has the scopes of the lists it is in."""
-
-    WALLET = "wallet"    # WALLET_API_TOKENS: the wallet's mobile backend
-    DEPOSIT = "deposit"  # DEPOSIT_API_TOKENS: core banking; creates money, sets identity
 
 
 # What each listener's app keeps (both apps alike).
 LISTENER: web.AppKey[str] = web.AppKey("listener", str)
 SERVICES: web.AppKey[Services] = web.AppKey("services", Services)
 TOKENS: web.AppKey[Mapping[str, frozenset[Scope]]] = web.AppKey("tokens", dict)
-_SCOPE_ATTR = "_mpp_token_scope"
 _HTTP_CODES = {400: "VALIDATION_ERROR", 401: "UNAUTHORIZED", 403: "FORBIDDEN",
                404: "NOT_FOUND",
                405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE",
                415: "UNSUPPORTED_MEDIA_TYPE"}
-# Paths that need no token: probes and metrics (scraped on a trusted network).
-PUBLIC_PATHS = ("/healthz", "/readyz", "/metrics", "/openapi.json")
-
-
-def route_name(request: web.Request) -> str:
-    resource = request.match_info.route.resource
-    return resource.canonical if resource is not None else "unmatched"
-
-
 def json_response(model: BaseModel, status: int = 200) -> web.Response:
     return web.Response(text=model.model_dump_json(exclude_none=True), status=status,
                         content_type="application/json")
@@ -86,6 +68,12 @@ async def wallet_errors(request: web.Request, handler: Handler) -> web.StreamRes
     try:
         return await handler(request)
     except WalletError as exc:
+        route = route_of(request)
+        if route is not None and not route.answers_error(exc):
+            # The route's declaration (and so the OpenAPI description) does not list it.
+            UNDECLARED_ERRORS.labels(route.operation_id, exc.code).inc()
+            log.warning("an error the route does not declare",
+                        extra={"route": route.operation_id, "code": exc.code})
         return error_response(exc.http_status, exc.code, exc.message)
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -107,21 +95,12 @@ def token_scopes(settings: Settings) -> dict[str, frozenset[Scope]]:
     return {token: frozenset(s) for token, s in scopes.items()}
 
 
-def deposit_tokens_only(handler: Handler) -> Handler:
-    """Mark a handler that creates money or sets a customer's identity: only
-    DEPOSIT_API_TOKENS may call it; any other valid token gets 403 FORBIDDEN."""
-    setattr(handler, _SCOPE_ATTR, Scope.DEPOSIT)
-    return handler
-
-
-def required_scope(handler: object) -> Scope:
-    scope: Scope = getattr(handler, _SCOPE_ATTR, Scope.WALLET)
-    return scope
-
-
 @web.middleware
 async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path in PUBLIC_PATHS:
+    """The token the route's declared scope needs (a 404 or 405 still needs a valid
+    token of either kind, so a prober learns nothing)."""
+    route = route_of(request)
+    if route is not None and not route.scope.bearer:
         return await handler(request)
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
@@ -138,20 +117,10 @@ async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamRespo
             granted = scopes
     if not granted:
         raise Unauthorized("invalid bearer token")
-    if request.match_info.http_exception is None:  # a route of ours: 404/405 otherwise
-        needed = required_scope(request.match_info.handler)
-        if needed not in granted:
-            raise Forbidden(f"this token may not call this endpoint (it needs a token "
-                            f"from {needed.upper()}_API_TOKENS)")
+    if route is not None and route.scope not in granted:
+        raise Forbidden(f"this token may not call this endpoint (it needs a token "
+                        f"from {route.scope.upper()}_API_TOKENS)")
     return await handler(request)
-
-
-def _known(token: str, known_tokens: frozenset[str]) -> bool:
-    """Compared against every token in constant time."""
-    valid = False
-    for known in known_tokens:
-        valid |= hmac.compare_digest(token.encode(), known.encode())
-    return valid
 
 
 def describe_validation(exc: ValidationError, limit: int = 5) -> str:
@@ -178,13 +147,6 @@ async def parse_body(request: web.Request, model: type[M]) -> M:
         raise ValidationFailed(describe_validation(exc)) from exc
 
 
-def path_param(request: web.Request, name: str, pattern: str) -> str:
-    value = request.match_info[name]
-    if not re.fullmatch(pattern, value):
-        raise ValidationFailed(f"{name} {value[:70]!r} is not valid")
-    return value
-
-
 def locale_of(request: web.Request) -> str | None:
     locale = request.headers.get("X-Locale")
     if locale is None:
@@ -192,13 +154,6 @@ def locale_of(request: web.Request) -> str | None:
     if locale not in LOCALES:
         raise ValidationFailed("X-Locale must be ru-RU or kk-KZ")
     return locale
-
-
-def check_query(request: web.Request, allowed: frozenset[str]) -> None:
-    """Refuse unknown query parameters: a misspelt cursor must not silently restart."""
-    unknown = sorted(set(request.query) - allowed)
-    if unknown:
-        raise ValidationFailed(f"unknown query parameters {[u[:32] for u in unknown[:5]]}")
 
 
 def query_int(request: web.Request, name: str, default: int | None, low: int,

@@ -2,11 +2,12 @@
 
 Requests refuse unknown fields (a typo must not be silently ignored when money moves);
 amounts are "1500.00" strings (bare numbers accepted) and integer tiyn inside.
-The OpenAPI description is generated from these same models (api/openapi.py).
+The OpenAPI description is generated from these same models (http/openapi.py).
 """
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -18,9 +19,19 @@ from pydantic import (
     WithJsonSchema,
 )
 
+from mpp_server.domain.limits import Level as LevelEnum
+from mpp_server.domain.outcomes import PaymentStatus, TopupRefundStatus
+from mpp_server.domain.outcomes import TopupStatus as TopupStatusEnum
 from mpp_server.kaspi_client.models import AmountIn
 from mpp_server.money import AMOUNT_PATTERN
 from mpp_server.wire import Money, SignedMoney, Timestamp
+
+
+def _enum_schema(enum: type[StrEnum]) -> WithJsonSchema:
+    """Statuses and levels on the wire are the declared enums' values
+    (domain/outcomes.py, domain/limits.py), a plain string enum in the description."""
+    return WithJsonSchema({"type": "string", "enum": [member.value for member in enum]})
+
 
 CUSTOMER_ID_PATTERN = r"^[A-Za-z0-9._*-]{1,12}$"
 ID_PATTERN = r"^[A-Za-z0-9._:/-]{1,64}$"
@@ -50,9 +61,10 @@ def _storable(value: str) -> str:
 
 # Free text that is stored (the id types above are ASCII by their patterns).
 StoredText = Annotated[str, AfterValidator(_storable)]
-Level = Literal["NONE", "SIMPLIFIED", "FULL"]
-Status = Literal["SCANNED", "CHECKED_OUT", "PENDING", "COMPLETED", "DECLINED", "CANCELLED",
-                 "EXPIRED"]
+Level = Annotated[LevelEnum, _enum_schema(LevelEnum)]
+
+
+Status = Annotated[PaymentStatus, _enum_schema(PaymentStatus)]
 
 
 class _Request(BaseModel):
@@ -247,7 +259,8 @@ class HealthOut(_Response):
 # ---- top-ups by card (docs/topups.md) ---------------------------------------------
 
 TopupProvider = Literal["halyk-epay", "kapital", "kaspi-ecom"]
-TopupStatus = Literal["CREATED", "CREDITED", "FAILED", "EXPIRED"]
+TopupStatus = Annotated[TopupStatusEnum, _enum_schema(TopupStatusEnum)]
+RefundStatus = Annotated[TopupRefundStatus, _enum_schema(TopupRefundStatus)]
 
 
 class TopupIn(_Request):
@@ -283,7 +296,7 @@ class TopupRefundOut(_Response):
     refundId: str
     topupId: str
     amount: Money
-    status: Literal["PENDING", "COMPLETED", "REFUSED"] = Field(
+    status: RefundStatus = Field(
         description="PENDING: the wallet is debited, the acquirer not answered yet (the "
                     "server keeps telling it); REFUSED: the money is back in the wallet")
     operation: str | None = Field(default=None, description="refund, Reverse or Refund")

@@ -10,19 +10,17 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from mpp_server import cursors
 from mpp_server.errors import NotFound
-from mpp_server.http.middleware import SERVICES, check_query, json_response, path_param, query_int
+from mpp_server.http.middleware import SERVICES, json_response, query_int
 from mpp_server.reconcile import store
 from mpp_server.reconcile.report import ReconciliationsOut, run_out
 
 LIST_MAX_LIMIT = 500
-LIST_QUERY = frozenset({"limit", "before"})
 ITEMS_DEFAULT_LIMIT = 500
 ITEMS_MAX_LIMIT = 5000
-DETAIL_QUERY = frozenset({"limit", "after"})
 
 async def list_reconciliations(request: web.Request) -> web.Response:
-    check_query(request, LIST_QUERY)
     limit = query_int(request, "limit", 50, 1, LIST_MAX_LIMIT)
     before = query_int(request, "before", None, 1, 2**63 - 1)
     assert limit is not None
@@ -32,10 +30,9 @@ async def list_reconciliations(request: web.Request) -> web.Response:
 
 
 async def get_reconciliation(request: web.Request) -> web.Response:
-    run_id = int(path_param(request, "run_id", r"^[0-9]{1,18}$"))
-    check_query(request, DETAIL_QUERY)
+    run_id = int(request.match_info["runId"])
     limit = query_int(request, "limit", ITEMS_DEFAULT_LIMIT, 1, ITEMS_MAX_LIMIT)
-    after = query_int(request, "after", None, 0, 2**63 - 1)
+    after = cursors.parse(request.query.get("after"))
     assert limit is not None
     async with request.app[SERVICES].pool.acquire() as conn:
         run = await store.get_run(conn, run_id)
@@ -45,8 +42,3 @@ async def get_reconciliation(request: web.Request) -> web.Response:
     more = len(items) > limit
     return json_response(run_out(run, items[:limit],
                                  items[limit - 1]["id"] if more else None))
-
-
-def add_routes(app: web.Application) -> None:
-    app.router.add_get("/v1/reconciliations", list_reconciliations)
-    app.router.add_get("/v1/reconciliations/{run_id}", get_reconciliation)

@@ -17,8 +17,9 @@ from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 
 from mpp_server import db, jsonutil
 from mpp_server.domain import refunds
-from mpp_server.http.middleware import SERVICES, Handler, describe_validation, route_name
+from mpp_server.http.middleware import SERVICES, describe_validation
 from mpp_server.http.models import Amount, StoredText
+from mpp_server.http.routing import Handler, route_name
 from mpp_server.journal import Direction, Exchange, Refs, Started, new_request_id
 from mpp_server.kaspi_client.codes import ResultCode
 from mpp_server.kaspi_client.models import ResultOut
@@ -64,6 +65,12 @@ def result_response(code: str, message: str, status: int = 200) -> web.Response:
     body = RefundResultOut(result=ResultOut(resultCode=code, resultMessage=message))
     return web.Response(text=body.model_dump_json(), status=status,
                         content_type="application/json")
+
+
+def unreadable_answer(status: int, code: str, message: str) -> web.Response:
+    """A request the HTTP parser refused (http/unreadable.py), in Kaspi's form: the
+    status says what was too long, PARAM_ILLEGAL as for any request we cannot read."""
+    return result_response(ResultCode.PARAM_ILLEGAL, message, status)
 
 
 def _normalize_keys(data: dict[str, Any]) -> dict[str, Any]:
@@ -192,7 +199,3 @@ async def _store_exchange(request: web.Request, response: web.StreamResponse) ->
                 jsonutil.loads(answer) if answer else None, exchange.elapsed_ms)
     except Exception:  # never instead of the protocol's answer
         log.exception("could not store the inbound request log")
-
-
-def add_routes(app: web.Application) -> None:
-    app.router.add_post("/refund", refund)

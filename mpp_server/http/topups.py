@@ -12,9 +12,8 @@ from mpp_server.acquirers.base import Provider
 from mpp_server.domain.topup_refunds import TopupRefunds
 from mpp_server.domain.topups import Topups
 from mpp_server.errors import NotFound, ValidationFailed
-from mpp_server.http.middleware import json_response, parse_body, path_param
+from mpp_server.http.middleware import json_response, parse_body
 from mpp_server.http.models import (
-    ID_PATTERN,
     TopupIn,
     TopupOut,
     TopupRefundIn,
@@ -51,7 +50,7 @@ def refund_out(row: asyncpg.Record) -> TopupRefundOut:
 
 
 def _topup_id(request: web.Request) -> str:
-    return path_param(request, "topup_id", ID_PATTERN)
+    return request.match_info["topupId"]
 
 
 async def create_topup(request: web.Request) -> web.Response:
@@ -83,15 +82,8 @@ async def create_refund(request: web.Request) -> web.Response:
 
 async def get_refund(request: web.Request) -> web.Response:
     topup_id = _topup_id(request)
-    refund_id = path_param(request, "refund_id", ID_PATTERN)
+    refund_id = request.match_info["refundId"]
     row = await request.app[TOPUP_SERVICES].refunds.get(refund_id)
     if row is None or row["topup_id"] != topup_id:
         raise NotFound(f"no refund {refund_id!r} of this top-up")
     return json_response(refund_out(row))
-
-
-def add_routes(app: web.Application) -> None:
-    app.router.add_post("/v1/topups", create_topup)
-    app.router.add_get("/v1/topups/{topup_id}", get_topup)
-    app.router.add_post("/v1/topups/{topup_id}/refunds", create_refund)
-    app.router.add_get("/v1/topups/{topup_id}/refunds/{refund_id}", get_refund)

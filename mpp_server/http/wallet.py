@@ -1,4 +1,5 @@
-"""The wallet API (shared/spec/wallet-api.md): thin handlers over the domain modules."""
+"""The wallet API (shared/spec/wallet-api.md): thin handlers over the domain modules
+(declared, with their paths and errors, in http/routes.py)."""
 
 from __future__ import annotations
 
@@ -8,23 +9,18 @@ import asyncpg
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from mpp_server import db, migrate
+from mpp_server import cursors, db, migrate
 from mpp_server.domain import accounts, deposits, events, payments
 from mpp_server.domain.limits import Level
 from mpp_server.errors import ValidationFailed
 from mpp_server.http.middleware import (
     SERVICES,
-    check_query,
-    deposit_tokens_only,
     json_response,
     locale_of,
     parse_body,
-    path_param,
     query_int,
 )
 from mpp_server.http.models import (
-    CUSTOMER_ID_PATTERN,
-    ID_PATTERN,
     AccountOut,
     CancelIn,
     CheckoutIn,
@@ -51,9 +47,7 @@ from mpp_server.services import Services
 
 DEFAULT_LOCALE = "ru-RU"
 EVENTS_MAX_LIMIT = 1000
-EVENTS_QUERY = frozenset({"after", "limit"})
 STATEMENT_MAX_LIMIT = 1000
-STATEMENT_QUERY = frozenset({"after", "limit"})
 
 
 def _svc(request: web.Request) -> Services:
@@ -61,7 +55,7 @@ def _svc(request: web.Request) -> Services:
 
 
 def _payment_id(request: web.Request) -> str:
-    return path_param(request, "payment_id", ID_PATTERN)
+    return request.match_info["paymentId"]
 
 
 def payment_out(row: asyncpg.Record, refunds: list[asyncpg.Record] | None = None) -> PaymentOut:
@@ -78,9 +72,8 @@ def payment_out(row: asyncpg.Record, refunds: list[asyncpg.Record] | None = None
         kaspiAcknowledged=row["kaspi_acknowledged"], createdAt=row["created_at"])
 
 
-@deposit_tokens_only
 async def deposit(request: web.Request) -> web.Response:
-    customer_id = path_param(request, "customer_id", CUSTOMER_ID_PATTERN)
+    customer_id = request.match_info["customerId"]
     body = await parse_body(request, DepositIn)
     if body.amount <= 0:
         raise ValidationFailed("amount must be positive")
@@ -95,28 +88,26 @@ async def deposit(request: web.Request) -> web.Response:
 
 
 async def account(request: web.Request) -> web.Response:
-    customer_id = path_param(request, "customer_id", CUSTOMER_ID_PATTERN)
+    customer_id = request.match_info["customerId"]
     found = await accounts.get(_svc(request).pool, customer_id)
     return json_response(AccountOut(customerId=customer_id, balance=found.balance_tiyn,
                                     identificationLevel=found.level.value))
 
 
-@deposit_tokens_only
 async def set_identification(request: web.Request) -> web.Response:
     """Deposit tokens only: the bank's core knows who the customer is."""
-    customer_id = path_param(request, "customer_id", CUSTOMER_ID_PATTERN)
+    customer_id = request.match_info["customerId"]
     body = await parse_body(request, IdentificationIn)
     level = await accounts.set_level(_svc(request).pool, customer_id, Level(body.level))
     return json_response(IdentificationOut(customerId=customer_id, level=level.value))
 
 
 async def statement(request: web.Request) -> web.Response:
-    customer_id = path_param(request, "customer_id", CUSTOMER_ID_PATTERN)
-    check_query(request, STATEMENT_QUERY)
+    customer_id = request.match_info["customerId"]
     limit = query_int(request, "limit", 100, 1, STATEMENT_MAX_LIMIT)
     assert limit is not None
     lines, cursor = await accounts.statement(_svc(request).pool, customer_id,
-                                             request.query.get("after"), limit)
+                                             cursors.parse(request.query.get("after")), limit)
     return json_response(StatementOut(entries=[
         StatementEntryOut(id=line.entry_id, type=line.type, amount=line.amount_tiyn,
                           balanceAfter=line.balance_after_tiyn, createdAt=line.created_at,
@@ -127,7 +118,7 @@ async def statement(request: web.Request) -> web.Response:
 async def scan(request: web.Request) -> web.Response:
     body = await parse_body(request, ScanIn)
     locale = locale_of(request) or DEFAULT_LOCALE
-    outcome = await payments.scan(_svc(request), body.qrCode, body.customerId, locale)
+    outcome = await payments.scan(_svc(request).payments, body.qrCode, body.customerId, locale)
     payment = None
     if outcome.payment is not None:
         row = outcome.payment
@@ -148,7 +139,7 @@ async def checkout(request: web.Request) -> web.Response:
     given = {p.id: p.value for p in body.parameters}
     if len(given) != len(body.parameters):
         raise ValidationFailed("a parameter id is given twice")
-    row = await payments.checkout(_svc(request), payment_id, body.customerId, given,
+    row = await payments.checkout(_svc(request).payments, payment_id, body.customerId, given,
                                   locale_of(request) or DEFAULT_LOCALE)
     return json_response(CheckoutOut(paymentId=payment_id, amount=row["amount_tiyn"],
                                      canConfirmUntil=row["can_confirm_until"],
@@ -159,15 +150,15 @@ async def confirm(request: web.Request) -> web.Response:
     with CONFIRM_LATENCY.time():
         payment_id = _payment_id(request)
         body = await parse_body(request, ConfirmIn)
-        row = await payments.confirm(_svc(request), payment_id, body.customerId, body.amount,
-                                     locale_of(request))
+        row = await payments.confirm(_svc(request).payments, payment_id, body.customerId,
+                                     body.amount, locale_of(request))
         return json_response(payment_out(row))
 
 
 async def cancel(request: web.Request) -> web.Response:
     payment_id = _payment_id(request)
     body = await parse_body(request, CancelIn)
-    row = await payments.cancel(_svc(request), payment_id, body.customerId)
+    row = await payments.cancel(_svc(request).payments, payment_id, body.customerId)
     return json_response(payment_out(row))
 
 
@@ -177,11 +168,12 @@ async def get_payment(request: web.Request) -> web.Response:
 
 
 async def list_events(request: web.Request) -> web.Response:
-    check_query(request, EVENTS_QUERY)
     limit = query_int(request, "limit", 100, 1, EVENTS_MAX_LIMIT)
     assert limit is not None
     svc = _svc(request)
-    rows, cursor = await events.read_after(svc.pool, request.query.get("after"), limit,
+    text = request.query.get("after")
+    after = cursors.parse_legacy(text) or cursors.parse(text)  # an old "txid-id", or a seq
+    rows, cursor = await events.read_after(svc.pool, after, limit,
                                            svc.settings.events_hold_ms)
     return json_response(EventsOut(events=[
         EventOut(id=r["id"], type=r["type"], customerId=r["customer_id"],
@@ -211,19 +203,3 @@ async def readyz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=generate_latest(REGISTRY),
                         headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-
-def add_routes(app: web.Application) -> None:
-    app.router.add_post("/v1/accounts/{customer_id}/deposits", deposit)
-    app.router.add_get("/v1/accounts/{customer_id}", account)
-    app.router.add_put("/v1/accounts/{customer_id}/identification", set_identification)
-    app.router.add_get("/v1/accounts/{customer_id}/statement", statement)
-    app.router.add_post("/v1/scan", scan)
-    app.router.add_post("/v1/payments/{payment_id}/checkout", checkout)
-    app.router.add_post("/v1/payments/{payment_id}/confirm", confirm)
-    app.router.add_post("/v1/payments/{payment_id}/cancel", cancel)
-    app.router.add_get("/v1/payments/{payment_id}", get_payment)
-    app.router.add_get("/v1/events", list_events)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)

@@ -24,7 +24,7 @@ import asyncpg
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from mpp_server import db
+from mpp_server import cursors, db
 from mpp_server.config import Settings
 from mpp_server.logs import mask_customer
 from mpp_server.money import parse_amount
@@ -217,7 +217,7 @@ async def _report(dsn: str, outcome: store.Outcome, as_json: bool) -> int:
                 print(before_items + "[")
             else:
                 print("\n".join(_head(run, outcome.created)))
-            after: int | None = None
+            after = cursors.START
             separator = "  "
             while page := await store.discrepancies(conn, run.id, ITEMS_PAGE, after):
                 for d in map(item_out, page):

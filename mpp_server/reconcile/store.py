@@ -1,4 +1,4 @@
-"""Reconciliation runs in PostgreSQL (sql/004_reconciliation.sql): run one, read them,
+"""Reconciliation runs in PostgreSQL (sql/migrations/004_reconciliation.sql): run one, read them,
 and the metrics the server derives from them.
 
 A run is one transaction: it claims the file's SHA-256, moves the registry's PENDING
@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
+from mpp_server import cursors
 from mpp_server.db import Conn
 from mpp_server.domain import payments
 from mpp_server.metrics import MONEY_ALARMS, RECONCILIATION_OPEN
@@ -225,13 +226,19 @@ async def get_run(conn: Conn, run_id: int) -> asyncpg.Record | None:
 
 
 async def discrepancies(conn: Conn, run_id: int, limit: int | None = None,
-                        after_id: int | None = None) -> list[asyncpg.Record]:
+                        after_id: int = cursors.START) -> list[asyncpg.Record]:
     """In the order found (the rows' order, then what only our books have, then the
-    totals); `limit` and `after_id` page through them by id."""
-    return list(await conn.fetch(
+    totals); `limit` and `after_id` page through them by id. A cursor beyond the run's
+    last item is refused (mpp_server/cursors.py)."""
+    rows = list(await conn.fetch(
         """SELECT * FROM reconciliation_discrepancies
-           WHERE run_id = $1 AND ($3::bigint IS NULL OR id > $3)
-           ORDER BY id LIMIT $2""", run_id, limit, after_id))
+           WHERE run_id = $1 AND id > $3 ORDER BY id LIMIT $2""", run_id, limit, after_id))
+    if not rows and after_id != cursors.START:
+        last: int = await conn.fetchval(
+            """SELECT coalesce(max(id), 0) FROM reconciliation_discrepancies
+                WHERE run_id = $1""", run_id)
+        cursors.refuse_beyond_end(after_id, last, f"reconciliation {run_id}'s items")
+    return rows
 
 
 async def acknowledge(conn: Conn, item_id: int, by: str, reason: str) -> asyncpg.Record:

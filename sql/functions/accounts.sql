@@ -87,6 +87,25 @@ BEGIN
 END;
 $$;
 
+-- A credit to a customer about to be made (a deposit, a top-up): the customer's account,
+-- created empty if missing, its row locked to the caller's commit, and whether the credit
+-- would lift the balance over the cap of its level (balance_cap_exceeded).
+CREATE OR REPLACE FUNCTION customer_credit_check(p_customer_id text, p_amount bigint,
+                                                 p_limits jsonb, OUT account_id bigint,
+                                                 OUT level text, OUT exceeded boolean)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_cap record;
+BEGIN
+    INSERT INTO accounts (kind, customer_id) VALUES ('customer', p_customer_id)
+    ON CONFLICT (customer_id) DO UPDATE SET customer_id = EXCLUDED.customer_id
+    RETURNING id INTO account_id;
+    SELECT * INTO v_cap FROM balance_cap_exceeded(account_id, p_amount, p_limits);
+    level := v_cap.level;
+    exceeded := v_cap.exceeded;
+END;
+$$;
+
 -- Whether a customer's balance is over the cap of their level now. Only counted (a
 -- refund is never refused for a limit: it is money the customer already had). VOLATILE
 -- on purpose: called in the statement that applied a refund, after it, it reads with a

@@ -31,7 +31,7 @@ BEGIN
 END;
 $$;
 
--- The settlement account's shard (mpp_server/ledger.py shard_for picks it).
+-- The settlement account's shard (mpp_server/domain/ledger.py shard_for picks it).
 CREATE OR REPLACE FUNCTION settlement_account(p_shard int) RETURNS bigint LANGUAGE sql STABLE AS $$
     SELECT id FROM accounts WHERE kind = 'settlement' AND shard = p_shard
                               AND customer_id IS NULL

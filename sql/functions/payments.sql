@@ -1,5 +1,90 @@
--- A payment's money steps (docs/design.md, "The path of one confirm"). Each is one
--- statement and returns an outcome declared in mpp_server/domain/outcomes.py.
+-- A payment's steps (docs/design.md, "The path of one confirm"): every change of a
+-- payment's status is made here or in notify.sql (the moves allowed: states.sql). Each is
+-- one statement and returns an outcome declared in mpp_server/domain/outcomes.py.
+
+-- Scan's answer recorded: a new payment, SCANNED; or, for a paymentId Kaspi gave before
+-- (a Dynamic QR scanned again), the payment as it stands (created = false: the caller
+-- refuses it to another customer).
+CREATE OR REPLACE FUNCTION payment_scanned(p_payment_id text, p_customer_id text,
+                                           p_qr_code_type text, p_amount bigint,
+                                           p_until timestamptz, p_merchant jsonb,
+                                           p_service jsonb, p_locale text,
+                                           OUT created boolean, OUT payment payments)
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO payments (payment_id, customer_id, qr_code_type, status, amount_tiyn,
+                          can_confirm_until, merchant, service, locale)
+    VALUES (p_payment_id, p_customer_id, p_qr_code_type, 'SCANNED', p_amount, p_until,
+            p_merchant, p_service, p_locale)
+    ON CONFLICT (payment_id) DO NOTHING RETURNING * INTO payment;
+    created := FOUND;
+    IF NOT created THEN
+        SELECT * INTO payment FROM payments WHERE payment_id = p_payment_id;
+    END IF;
+END;
+$$;
+
+-- Checkout's answer recorded (regulation §4.2): CHECKED_OUT with Kaspi's amount, its new
+-- canConfirmUntil (NULL keeps scan's) and the parameters sent. outcome: CHECKED_OUT, or
+-- CHANGED when the payment is no longer open (a confirm, cancel or expiry came first
+-- while Kaspi was asked): the caller reads it and refuses.
+CREATE OR REPLACE FUNCTION payment_checkout(p_payment_id text, p_amount bigint,
+                                            p_until timestamptz, p_parameters jsonb,
+                                            OUT outcome text, OUT payment payments)
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE payments SET status = 'CHECKED_OUT', amount_tiyn = p_amount,
+           can_confirm_until = coalesce(p_until, can_confirm_until),
+           checkout_parameters = p_parameters, updated_at = now()
+     WHERE payment_id = p_payment_id AND status IN ('SCANNED', 'CHECKED_OUT')
+    RETURNING * INTO payment;
+    outcome := CASE WHEN FOUND THEN 'CHECKED_OUT' ELSE 'CHANGED' END;
+END;
+$$;
+
+-- An open payment past its canConfirmUntil (less the confirm's safety margin) is EXPIRED:
+-- no debit. Kaspi is not told (it expires the payment itself). True when this call made
+-- the move; false when the payment had left p_expected_status (another step won).
+CREATE OR REPLACE FUNCTION payment_expire(p_payment_id text, p_expected_status text)
+RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE payments SET status = 'EXPIRED', updated_at = clock_timestamp()
+     WHERE payment_id = p_payment_id AND status = p_expected_status;
+    RETURN FOUND;
+END;
+$$;
+
+-- The background sweep: every open payment whose canConfirmUntil has passed, EXPIRED
+-- (payment_expire each); how many.
+CREATE OR REPLACE FUNCTION payments_expire_stale() RETURNS int
+LANGUAGE sql AS $$
+    SELECT count(*) FILTER (WHERE payment_expire(payment_id, status))::int
+      FROM payments
+     WHERE status IN ('SCANNED', 'CHECKED_OUT') AND can_confirm_until < now()
+$$;
+
+-- The customer backed out (regulation §4.3): CANCELLED, and CANCELLED_BY_CLIENT staged
+-- for Kaspi (p_code, p_message: outcomes.py CANCEL_NOTICE) under the request's lease.
+-- outcome: CANCELLED; ALREADY_CANCELLED (a repeat: nothing more); CHANGED (no longer
+-- open: the caller refuses with the payment's status).
+CREATE OR REPLACE FUNCTION payment_cancel(p_payment_id text, p_code text, p_message text,
+                                          p_hold_s double precision,
+                                          OUT outcome text, OUT payment payments)
+LANGUAGE plpgsql AS $$
+BEGIN
+    SELECT * INTO payment FROM payments WHERE payment_id = p_payment_id FOR UPDATE;
+    IF payment.status = 'CANCELLED' THEN
+        outcome := 'ALREADY_CANCELLED';
+    ELSIF payment.status NOT IN ('SCANNED', 'CHECKED_OUT') THEN
+        outcome := 'CHANGED';
+    ELSE
+        outcome := 'CANCELLED';
+        UPDATE payments SET status = 'CANCELLED', updated_at = now()
+         WHERE payment_id = p_payment_id RETURNING * INTO payment;
+        PERFORM notify_stage(p_payment_id, p_code, p_message, NULL, p_hold_s);
+    END IF;
+END;
+$$;
 
 -- Debit the customer for a payment the caller validated in the status it read, and
 -- stage notifyPayment SUCCESS; or, without the money or over a limit of the customer's
@@ -44,8 +129,7 @@ BEGIN
     END IF;
     IF v_until IS NOT NULL
        AND clock_timestamp() >= v_until - make_interval(secs => p_margin_ms / 1000.0) THEN
-        UPDATE payments SET status = 'EXPIRED', updated_at = clock_timestamp()
-         WHERE payment_id = p_payment_id;
+        PERFORM payment_expire(p_payment_id, p_expected_status);
         RETURN 'EXPIRED';
     END IF;
     IF v_account IS NOT NULL THEN

@@ -11,8 +11,8 @@ BEGIN
 END;
 $$;
 
--- Never deleted: DELETE and TRUNCATE refused (payments, refunds, top-ups and their
--- refunds, accounts: they change state, and are kept as money records).
+-- Never deleted: DELETE and TRUNCATE refused (payments, refunds, deposits, top-ups and
+-- their refunds, accounts: they change state, and are kept as money records).
 CREATE OR REPLACE FUNCTION refuse_delete() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     RAISE EXCEPTION 'rows of % are never deleted', TG_TABLE_NAME;

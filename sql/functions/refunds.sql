@@ -1,8 +1,10 @@
 -- Refunds Kaspi asks for, as one statement with their request-log entry (docs/refunds.md).
 -- Outcomes are declared in mpp_server/domain/outcomes.py.
 
--- One credit per refundId: the refunds primary key is claimed first; a duplicate's
--- INSERT waits for the first transaction and then answers what it answered.
+-- One credit per refundId, by the idempotency idiom (docs/design.md, "Idempotency"): the
+-- refunds primary key is claimed first (RECEIVED, decided before this transaction ends);
+-- a duplicate's INSERT waits for the first transaction and then answers what it stored.
+-- A refusal is stored too: Kaspi gets the same answer every time (regulation §4.4).
 -- outcome: CREDITED, CREDITED_PENDING (the payment was PENDING, now COMPLETED),
 -- REPEAT, CONFLICT (same refundId, other arguments), REFUSED, REFUSED_DECLINED.
 CREATE OR REPLACE FUNCTION refund_apply(p_refund_id text, p_payment_id text, p_customer_id text,
@@ -17,7 +19,7 @@ DECLARE
 BEGIN
     INSERT INTO refunds (refund_id, payment_id, customer_id, amount_tiyn, status,
                          result_code, result_message, link_receipt)
-    VALUES (p_refund_id, p_payment_id, p_customer_id, p_amount, 'REFUSED', 'PROCESS_FAIL',
+    VALUES (p_refund_id, p_payment_id, p_customer_id, p_amount, 'RECEIVED', 'PROCESS_FAIL',
             'in process', p_link)
     ON CONFLICT (refund_id) DO NOTHING;
     IF NOT FOUND THEN

@@ -78,11 +78,13 @@ BEGIN
          WHERE received_at < now() - make_interval(days => p_exchange_days)
          ORDER BY received_at LIMIT p_batch);
     GET DIAGNOSTICS inbound_deleted = ROW_COUNT;
-    -- Only published events: an unnumbered one has not reached the feed yet.
+    -- Only published events (an unnumbered one has not reached the feed yet), and never
+    -- the newest: it marks the feed's end, beyond which a cursor is refused, and a cursor
+    -- handed out must stay valid after a quiet spell longer than the retention.
     DELETE FROM events WHERE id IN (
         SELECT id FROM events
          WHERE created_at < now() - make_interval(days => p_events_days)
-           AND seq IS NOT NULL
+           AND seq < (SELECT max(seq) FROM events)
          LIMIT p_batch);
     GET DIAGNOSTICS events_deleted = ROW_COUNT;
 END;

@@ -10,6 +10,47 @@ RETURNS bigint LANGUAGE sql STABLE AS $$
        AND shard = p_shard AND customer_id IS NULL
 $$;
 
+-- POST /v1/topups's record, by the idempotency idiom (docs/design.md, "Idempotency"):
+-- the top-up's row, CREATED, committed before the acquirer hears of it. outcome: CREATED;
+-- REPEAT (this topupId with this customer, provider and amount: the row as it stands);
+-- CONFLICT (this topupId with other arguments); LIMIT_EXCEEDED (the credit would lift the
+-- balance over the cap of `level`, checked before the card is charged: nothing is
+-- recorded, not even the claim or a new account).
+CREATE OR REPLACE FUNCTION topup_create(p_topup_id text, p_customer_id text, p_provider text,
+                                        p_amount bigint, p_session_s double precision,
+                                        p_first_check_s double precision, p_limits jsonb,
+                                        OUT outcome text, OUT level text, OUT topup topups)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_exceeded boolean;
+BEGIN
+    BEGIN  -- the step: a refusal below undoes it all, the claim included
+        INSERT INTO topups (topup_id, customer_id, provider, amount_tiyn, expires_at,
+                            next_check_at)
+        VALUES (p_topup_id, p_customer_id, p_provider, p_amount,
+                now() + make_interval(secs => p_session_s),
+                now() + make_interval(secs => p_first_check_s))
+        ON CONFLICT (topup_id) DO NOTHING RETURNING * INTO topup;
+        IF NOT FOUND THEN
+            SELECT * INTO topup FROM topups WHERE topup_id = p_topup_id;
+            outcome := CASE WHEN (topup.customer_id, topup.provider, topup.amount_tiyn)
+                                 = (p_customer_id, p_provider, p_amount)
+                            THEN 'REPEAT' ELSE 'CONFLICT' END;
+            RETURN;
+        END IF;
+        SELECT c.level, c.exceeded INTO level, v_exceeded
+          FROM customer_credit_check(p_customer_id, p_amount, p_limits) c;
+        IF v_exceeded THEN
+            outcome := 'LIMIT_EXCEEDED';
+            RAISE SQLSTATE 'MP001';  -- undo the step (caught below)
+        END IF;
+        outcome := 'CREATED';
+    EXCEPTION WHEN SQLSTATE 'MP001' THEN
+        topup := NULL;  -- refused: outcome says why, nothing is recorded
+    END;
+END;
+$$;
+
 -- What the acquirer's status API said, applied in the caller's transaction, which holds
 -- the top-up's row lock (the status was read under it: no other check can interleave).
 -- p_verdict: PAID (with the amount the acquirer took), DECLINED (p_reason says why),
@@ -85,10 +126,11 @@ END;
 $$;
 
 -- POST /v1/topups/{topupId}/refunds: the wallet debited and the refund staged for the
--- acquirer in one transaction (the outbox worker tells the acquirer). Lock order: the
--- top-up row, then the accounts (ledger_transfer). outcome: STAGED, REPEAT (this
--- refundId for this top-up and amount: nothing more), CONFLICT (this refundId with
--- other arguments), UNKNOWN_TOPUP, NOT_CREDITED, EXCEEDS (more than credited less
+-- acquirer in one transaction (the outbox worker tells the acquirer), the refundId
+-- claimed first. Lock order: the refund's key, the top-up row, then the accounts
+-- (ledger_transfer). outcome: STAGED, REPEAT (this refundId for this top-up and amount:
+-- nothing more), CONFLICT (this refundId with other arguments), and the refusals that
+-- record nothing: UNKNOWN_TOPUP, NOT_CREDITED, EXCEEDS (more than credited less
 -- refunded), INSUFFICIENT_FUNDS (the wallet no longer holds the money).
 CREATE OR REPLACE FUNCTION topup_refund_stage(p_refund_id text, p_topup_id text,
                                               p_amount bigint, p_shard int,
@@ -98,35 +140,42 @@ DECLARE
     v_topup topups;
     v_account bigint;
 BEGIN
-    SELECT * INTO v_topup FROM topups WHERE topup_id = p_topup_id FOR UPDATE;
-    SELECT * INTO refund FROM topup_refunds WHERE refund_id = p_refund_id;
-    IF FOUND THEN
-        outcome := CASE WHEN refund.topup_id = p_topup_id AND refund.amount_tiyn = p_amount
-                        THEN 'REPEAT' ELSE 'CONFLICT' END;
-        RETURN;
-    END IF;
-    IF v_topup.topup_id IS NULL THEN
-        outcome := 'UNKNOWN_TOPUP';
-    ELSIF v_topup.status <> 'CREDITED' THEN
-        outcome := 'NOT_CREDITED';
-    ELSIF v_topup.refunded_tiyn + p_amount > v_topup.amount_tiyn THEN
-        outcome := 'EXCEEDS';
-    ELSE
-        SELECT id INTO v_account FROM accounts WHERE customer_id = v_topup.customer_id;
-        BEGIN
-            PERFORM ledger_transfer('topup_refund', p_refund_id, v_account,
-                                    topup_clearing_account(v_topup.provider, p_shard),
-                                    p_amount);
-        EXCEPTION WHEN check_violation THEN
-            outcome := 'INSUFFICIENT_FUNDS';
+    BEGIN  -- the step (docs/design.md, "Idempotency"): a refusal undoes the claim
+        INSERT INTO topup_refunds (refund_id, topup_id, amount_tiyn)
+        SELECT p_refund_id, p_topup_id, p_amount
+         WHERE EXISTS (SELECT 1 FROM topups WHERE topup_id = p_topup_id)
+        ON CONFLICT (refund_id) DO NOTHING RETURNING * INTO refund;
+        IF NOT FOUND THEN
+            SELECT * INTO refund FROM topup_refunds WHERE refund_id = p_refund_id;
+            outcome := CASE WHEN refund.refund_id IS NULL THEN 'UNKNOWN_TOPUP'
+                            WHEN (refund.topup_id, refund.amount_tiyn) = (p_topup_id, p_amount)
+                            THEN 'REPEAT' ELSE 'CONFLICT' END;
             RETURN;
-        END;
+        END IF;
+        SELECT * INTO v_topup FROM topups WHERE topup_id = p_topup_id FOR UPDATE;
+        IF v_topup.status <> 'CREDITED' THEN
+            outcome := 'NOT_CREDITED';
+        ELSIF v_topup.refunded_tiyn + p_amount > v_topup.amount_tiyn THEN
+            outcome := 'EXCEEDS';
+        ELSE
+            SELECT id INTO v_account FROM accounts WHERE customer_id = v_topup.customer_id;
+            BEGIN
+                PERFORM ledger_transfer('topup_refund', p_refund_id, v_account,
+                                        topup_clearing_account(v_topup.provider, p_shard),
+                                        p_amount);
+            EXCEPTION WHEN check_violation THEN
+                outcome := 'INSUFFICIENT_FUNDS';
+            END;
+        END IF;
+        IF outcome IS NOT NULL THEN
+            RAISE SQLSTATE 'MP001';  -- undo the step (caught below)
+        END IF;
         outcome := 'STAGED';
         UPDATE topups SET refunded_tiyn = refunded_tiyn + p_amount, updated_at = now()
          WHERE topup_id = p_topup_id;
-        INSERT INTO topup_refunds (refund_id, topup_id, amount_tiyn)
-        VALUES (p_refund_id, p_topup_id, p_amount) RETURNING * INTO refund;
-    END IF;
+    EXCEPTION WHEN SQLSTATE 'MP001' THEN
+        refund := NULL;  -- refused: outcome says why, nothing is recorded
+    END;
 END;
 $$;
 

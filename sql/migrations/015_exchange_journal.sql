@@ -54,8 +54,8 @@ END;
 $$;
 
 -- Money records are never rewritten (docs/operations.md): ledger transfers and entries,
--- and the journal, take no UPDATE, DELETE or TRUNCATE at all; payments, refunds, top-ups,
--- their refunds and the accounts change state but are never deleted. The triggers hold
+-- and the journal, take no UPDATE, DELETE or TRUNCATE at all; payments, refunds,
+-- deposits, top-ups, their refunds and the accounts change state but are never deleted. The triggers hold
 -- for every role, the owner's too; the server's role also lacks the privileges
 -- (server_role_grant, sql/functions/privileges.sql, derives them from these triggers).
 -- refuse_change is migration 003's. The new functions are defined here because a
@@ -78,8 +78,8 @@ BEGIN
                        'FOR EACH STATEMENT EXECUTE FUNCTION refuse_change()',
                        v_table || '_no_truncate', v_table);
     END LOOP;
-    FOREACH v_table IN ARRAY ARRAY['payments', 'refunds', 'topups', 'topup_refunds',
-                                   'accounts'] LOOP
+    FOREACH v_table IN ARRAY ARRAY['payments', 'refunds', 'deposits', 'topups',
+                                   'topup_refunds', 'accounts'] LOOP
         EXECUTE format('CREATE TRIGGER %I BEFORE DELETE ON %I '
                        'FOR EACH ROW EXECUTE FUNCTION refuse_delete()',
                        v_table || '_no_delete', v_table);

@@ -186,15 +186,16 @@ async def test_deposit_whose_connection_died_mid_statement_is_run_again_once(
     try:
         held = holder.transaction()
         await held.start()
-        await holder.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 42))",
-                             deposit_id)
+        # Another request holding the depositId's claim (deposit_apply's first write).
+        await holder.execute("INSERT INTO deposits (deposit_id, customer_id, amount_tiyn) "
+                             "VALUES ($1, $2, 500)", deposit_id, customer)
         depositing = asyncio.create_task(call(
             stack, "POST", f"/v1/accounts/{customer}/deposits",
             {"depositId": deposit_id, "amount": "5.00"}, token=stack.deposit_token))
         waiting = await waiting_backends(holder, 1)
         await holder.execute("SELECT pg_terminate_backend($1)", waiting[0])
         await waiting_backends(holder, 1)  # the deposit, run again, waits once more
-        await held.commit()
+        await held.rollback()  # the other request refused: the key is free again
         status, body = await depositing
     finally:
         await holder.close()

@@ -9,7 +9,7 @@ from datetime import datetime
 
 import pytest
 
-from mpp_server import db
+from mpp_server import cursors, db
 from mpp_server.domain import accounts, ledger
 from tests.support.helpers import new_customer
 
@@ -49,10 +49,10 @@ async def test_a_posting_committed_after_a_page_was_read_comes_after_its_cursor(
         transaction = writer.transaction()
         await transaction.start()
         await ledger.transfer(writer, "deposit", "st-" + uuid.uuid4().hex, funding, account, 7)
-        first, cursor = await accounts.statement(pool, customer, None, 10)
+        first, cursor = await accounts.statement(pool, customer, cursors.START, 10)
         assert [line.amount_tiyn for line in first] == [100]
         await transaction.commit()
-    second, _ = await accounts.statement(pool, customer, cursor, 10)
+    second, _ = await accounts.statement(pool, customer, int(cursor), 10)
     assert [(line.amount_tiyn, line.balance_after_tiyn) for line in second] == [(7, 107)]
 
 

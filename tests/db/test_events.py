@@ -10,19 +10,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tests.support.helpers import call, complete_payment, new_customer
+from tests.support.helpers import complete_payment, drain_events, new_customer
 from tests.support.stack import fresh_database
-
-
-async def drain(stack: Any, cursor: str) -> tuple[list[dict[str, Any]], str]:
-    seen: list[dict[str, Any]] = []
-    while True:
-        status, page = await call(stack, "GET", f"/v1/events?after={cursor}&limit=500")
-        assert status == 200, page
-        seen += page["events"]
-        cursor = page["next"]
-        if not page["events"]:
-            return seen, cursor
 
 
 async def insert_event(conn: asyncpg.Connection, customer: str, payment_id: str) -> int:
@@ -33,7 +22,7 @@ async def insert_event(conn: asyncpg.Connection, customer: str, payment_id: str)
 
 
 async def test_late_committing_event_is_not_skipped(stack: Any) -> None:
-    _, cursor = await drain(stack, "0-0")
+    _, cursor = await drain_events(stack, "0-0")
     customer = new_customer()
     # Event writers are the server's own steps: they run as its role, whose sessions the
     # publisher sees (pg_stat_activity shows a role only its own sessions' transactions).
@@ -46,13 +35,13 @@ async def test_late_committing_event_is_not_skipped(stack: Any) -> None:
         late_id = await insert_event(fast, customer, "late-commit-B")  # commits at once
         assert late_id > early_id
         # B is committed, but A (a smaller id) may still commit: B must wait.
-        seen, cursor = await drain(stack, cursor)
+        seen, cursor = await drain_events(stack, cursor)
         assert [e["paymentId"] for e in seen if e["customerId"] == customer] == []
         await slow_tx.commit()
-        seen, cursor = await drain(stack, cursor)
+        seen, cursor = await drain_events(stack, cursor)
         mine = [e["paymentId"] for e in seen if e["customerId"] == customer]
         assert mine == ["late-commit-A", "late-commit-B"]
-        seen, _ = await drain(stack, cursor)
+        seen, _ = await drain_events(stack, cursor)
         assert [e for e in seen if e["customerId"] == customer] == []
     finally:
         await slow.close()
@@ -65,7 +54,7 @@ async def seen_within(stack: Any, cursor: str, customer: str, payment_id: str,
                       tries: int = 100) -> tuple[bool, str]:
     """Follow the feed from `cursor` until the event of `payment_id` shows (bounded)."""
     for _ in range(tries):
-        seen, cursor = await drain(stack, cursor)
+        seen, cursor = await drain_events(stack, cursor)
         if any(e["customerId"] == customer and e["paymentId"] == payment_id for e in seen):
             return True, cursor
         await asyncio.sleep(0.1)
@@ -84,7 +73,7 @@ async def test_open_transaction_that_wrote_no_event_does_not_stall_the_feed(
     """A transaction left open in another database, or an idle-in-transaction session
     here (a forgotten psql, a long reconciliation run), hid every new event before: the
     feed waited for the cluster's oldest transaction (pg_snapshot_xmin)."""
-    _, cursor = await drain(stack, "0")
+    _, cursor = await drain_events(stack, "0")
     idle = await asyncpg.connect(other_database if where == "another database"
                                  else stack.database_url)
     try:
@@ -104,7 +93,7 @@ async def test_open_event_writer_holds_newer_events_back_at_most_the_hold(
         stack: Any) -> None:
     """An event-writing transaction that stays open (ours, stalled) delays newer events
     by at most EVENTS_HOLD_MS, and its own event still appears once it commits."""
-    _, cursor = await drain(stack, "0")
+    _, cursor = await drain_events(stack, "0")
     customer = new_customer()
     stalled = await asyncpg.connect(stack.runtime.settings.database_url)  # the server's role
     try:

@@ -1,5 +1,6 @@
-"""The leased first notifyPayment (notifier.py, sql/007): an answer applies once even
-when two senders got it, and the leased call ends within the time it was given."""
+"""The leased first notifyPayment (domain/outbox.py, sql/functions/notify.sql): an answer
+applies once even when two senders got it, and the leased call ends within the time it
+was given."""
 
 from __future__ import annotations
 

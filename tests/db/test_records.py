@@ -19,7 +19,7 @@ from tests.support.helpers import complete_payment, new_customer
 from tests.support.stack import fresh_database, server_role_dsn
 
 APPEND_ONLY = ("transfers", "entries", "exchange_journal")
-NEVER_DELETED = ("payments", "refunds", "topups", "topup_refunds", "accounts")
+NEVER_DELETED = ("payments", "refunds", "deposits", "topups", "topup_refunds", "accounts")
 
 
 @pytest.fixture
@@ -62,6 +62,8 @@ PROBE_ROWS = {
     "refunds": "INSERT INTO refunds (refund_id, payment_id, customer_id, amount_tiyn, status, "
                "result_code, result_message) VALUES ('probe', 'p', 'c', 0, 'REFUSED', 'X', "
                "'x')",
+    "deposits": "INSERT INTO deposits (deposit_id, customer_id, amount_tiyn) "
+                "VALUES ('probe', 'c', 100)",
     "topups": "INSERT INTO topups (topup_id, customer_id, provider, amount_tiyn, expires_at, "
               "next_check_at) VALUES ('probe', 'c', 'kapital', 100, now(), now())",
     "topup_refunds": "INSERT INTO topups (topup_id, customer_id, provider, amount_tiyn, "

@@ -126,8 +126,18 @@ async def test_several_servers_at_once_remove_each_row_once(owner: asyncpg.Conne
     runs = await asyncio.gather(*(retention.run_once(server_pool, 90, 90, batch_rows=1)
                                   for _ in range(3)))
     assert sum(r.inbound_deleted for r in runs) == 6
-    assert sum(r.events_deleted for r in runs) == 6
+    assert sum(r.events_deleted for r in runs) == 5  # the newest stays (below)
     assert await owner.fetchval("SELECT count(*) FROM inbound_requests") == 0
+
+
+async def test_the_newest_event_stays_however_old(owner: asyncpg.Connection,
+                                                  server_pool: db.Pool) -> None:
+    """It marks the feed's end: a reader's cursor stays valid (not beyond the end) after
+    a quiet spell longer than the retention."""
+    await old_rows(owner, 100, 3)
+    newest = await owner.fetchval("SELECT max(seq) FROM events")
+    assert (await retention.run_once(server_pool, 90, 90)).events_deleted == 2
+    assert await owner.fetchval("SELECT array_agg(seq) FROM events") == [newest]
 
 
 async def test_the_background_task_counts_a_failed_round(isolated_db: str) -> None:

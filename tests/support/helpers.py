@@ -32,6 +32,18 @@ async def call(stack: Any, method: str, path: str, body: Any = None, *,
         return resp.status, await resp.json(content_type=None)
 
 
+async def drain_events(stack: Any, cursor: str) -> tuple[list[dict[str, Any]], str]:
+    """Follow the event feed's `next` from `cursor` to its end: the events and the end."""
+    seen: list[dict[str, Any]] = []
+    while True:
+        status, page = await call(stack, "GET", f"/v1/events?after={cursor}&limit=1000")
+        assert status == 200, page
+        seen += page["events"]
+        cursor = page["next"]
+        if not page["events"]:
+            return seen, cursor
+
+
 async def sim(stack: Any, method: str, path: str, body: Any = None) -> tuple[int, Any]:
     async with stack.http.request(method, stack.sim_url + path, json=body) as resp:
         return resp.status, await resp.json(content_type=None)

@@ -1,4 +1,4 @@
-"""Helpers for tests/test_simulator.py: a Kaspi client as the MPP would call the simulator,
+"""Helpers for tests/api/test_simulator.py: a Kaspi client as the MPP would call the simulator,
 and a tiny stub of the MPP's /refund that records what Kaspi sent."""
 
 from __future__ import annotations

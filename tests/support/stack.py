@@ -101,6 +101,10 @@ def server_env(database_url: str, sim_url: str, kaspi_listen: str = "127.0.0.1:0
         "ACQUIRING_PUBLIC_URL": f"http://{acquiring_listen}",
         "HALYK_EPAY_BASE_URL": f"{sim_url}/halyk-epay", "KAPITAL_BASE_URL": f"{sim_url}/kapital",
         "KASPI_ECOM_BASE_URL": f"{sim_url}/kaspi-ecom", "ACQUIRER_TIMEOUT_MS": "1000",
+        # The simulator's test credentials (production has no defaults: config.py).
+        "HALYK_EPAY_CLIENT_ID": "mpp-test", "HALYK_EPAY_CLIENT_SECRET": "mpp-test-secret",
+        "HALYK_EPAY_TERMINAL": "67e34d63-102f-4bd1-898e-370781d0074d",
+        "KAPITAL_MERCHANT_ID": "MPPTEST", "KASPI_ECOM_TOKEN": "mpp-test-token",
         "TOPUP_FIRST_CHECK_MS": "300", "TOPUP_CHECK_BACKOFF_MAX_MS": "1000",
         "TOPUP_POLL_INTERVAL_MS": "100", "TOPUP_REFUND_BACKOFF_INITIAL_MS": "50",
         "TOPUP_REFUND_BACKOFF_MAX_MS": "400",

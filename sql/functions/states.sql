@@ -1,0 +1,68 @@
+-- Every status a record can be in and every move it may make: the one table of them
+-- (issue 21). A trigger on each status column refuses a move the table does not list,
+-- whoever writes it; the SQL functions that move a status (payments.sql, notify.sql,
+-- refunds.sql, topups.sql) are the only writers. from_status '' is the status a record is
+-- created in. tests/unit/test_states.py checks this table against the enums of
+-- mpp_server/domain/outcomes.py (the machines and their statuses, declared once there).
+CREATE OR REPLACE FUNCTION status_moves()
+RETURNS TABLE (machine text, from_status text, to_status text)
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    VALUES
+    -- payments (docs/design.md, "The payment state machine")
+    ('payment', '', 'SCANNED'),
+    ('payment', 'SCANNED', 'CHECKED_OUT'),
+    ('payment', 'SCANNED', 'PENDING'),
+    ('payment', 'SCANNED', 'DECLINED'),
+    ('payment', 'SCANNED', 'CANCELLED'),
+    ('payment', 'SCANNED', 'EXPIRED'),
+    ('payment', 'CHECKED_OUT', 'PENDING'),
+    ('payment', 'CHECKED_OUT', 'DECLINED'),
+    ('payment', 'CHECKED_OUT', 'CANCELLED'),
+    ('payment', 'CHECKED_OUT', 'EXPIRED'),
+    ('payment', 'PENDING', 'COMPLETED'),
+    ('payment', 'PENDING', 'DECLINED'),
+    -- Kaspi's refunds: the key claimed as RECEIVED, decided in the same transaction
+    ('refund', '', 'RECEIVED'),
+    ('refund', 'RECEIVED', 'SUCCESS'),
+    ('refund', 'RECEIVED', 'REFUSED'),
+    -- top-ups by card (docs/topups.md)
+    ('topup', '', 'CREATED'),
+    ('topup', 'CREATED', 'CREDITED'),
+    ('topup', 'CREATED', 'FAILED'),
+    ('topup', 'CREATED', 'EXPIRED'),
+    -- money back to the card
+    ('topup_refund', '', 'PENDING'),
+    ('topup_refund', 'PENDING', 'COMPLETED'),
+    ('topup_refund', 'PENDING', 'REFUSED')
+$$;
+
+-- The guard: TG_ARGV[0] names the machine. A status set to itself is no move.
+CREATE OR REPLACE FUNCTION status_move_check() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_from text := CASE WHEN TG_OP = 'INSERT' THEN '' ELSE OLD.status END;
+BEGIN
+    IF v_from = NEW.status THEN
+        RETURN NEW;
+    END IF;
+    PERFORM 1 FROM status_moves() m
+     WHERE m.machine = TG_ARGV[0] AND m.from_status = v_from AND m.to_status = NEW.status;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'illegal % status move: % -> %', TG_ARGV[0],
+            coalesce(nullif(v_from, ''), '(new)'), NEW.status
+            USING ERRCODE = 'integrity_constraint_violation',
+                  HINT = 'the allowed moves are sql/functions/states.sql status_moves()';
+    END IF;
+    RETURN NEW;
+END;
+$$;
+
+CREATE OR REPLACE TRIGGER payments_status_move BEFORE INSERT OR UPDATE OF status ON payments
+    FOR EACH ROW EXECUTE FUNCTION status_move_check('payment');
+CREATE OR REPLACE TRIGGER refunds_status_move BEFORE INSERT OR UPDATE OF status ON refunds
+    FOR EACH ROW EXECUTE FUNCTION status_move_check('refund');
+CREATE OR REPLACE TRIGGER topups_status_move BEFORE INSERT OR UPDATE OF status ON topups
+    FOR EACH ROW EXECUTE FUNCTION status_move_check('topup');
+CREATE OR REPLACE TRIGGER topup_refunds_status_move
+    BEFORE INSERT OR UPDATE OF status ON topup_refunds
+    FOR EACH ROW EXECUTE FUNCTION status_move_check('topup_refund');
