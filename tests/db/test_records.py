@@ -60,7 +60,7 @@ PROBE_ROWS = {
     "payments": "INSERT INTO payments (payment_id, customer_id, qr_code_type, status, "
                 "merchant) VALUES ('probe', '770000000000', 'Dynamic', 'SCANNED', '{}')",
     "refunds": "INSERT INTO refunds (refund_id, payment_id, customer_id, amount_tiyn, status, "
-               "result_code, result_message) VALUES ('probe', 'p', 'c', 0, 'REFUSED', 'X', "
+               "result_code, result_message) VALUES ('probe', 'p', 'c', 0, 'RECEIVED', 'X', "
                "'x')",
     "deposits": "INSERT INTO deposits (deposit_id, customer_id, amount_tiyn) "
                 "VALUES ('probe', 'c', 100)",
