@@ -155,8 +155,8 @@ def row(exchange: Exchange) -> tuple[object, ...]:
 
 
 class Journal:
-    """The recorder one server process shares: `record` from anywhere, `run` as a
-    background task, `close` at the end."""
+    """The recorder one server process shares: `record` from anywhere, `start` its
+    writer, `close` at the end."""
 
     def __init__(self, pool: asyncpg.Pool, max_rows: int = QUEUE_MAX_ROWS) -> None:
         self._pool = pool

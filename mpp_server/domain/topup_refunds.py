@@ -16,7 +16,6 @@ from collections.abc import Mapping
 
 import asyncpg
 
-from mpp_server import journal
 from mpp_server.acquirers.base import (
     Acquirer,
     AcquirerNoAnswer,
@@ -34,7 +33,7 @@ from mpp_server.errors import (
     NotFound,
     RefundExceedsCredit,
 )
-from mpp_server.journal import Refs
+from mpp_server.journal import Refs, concerning
 from mpp_server.metrics import TOPUP_REFUNDS
 
 log = logging.getLogger(__name__)
@@ -111,7 +110,7 @@ class TopupRefunds:
                              row["provider_session_id"], row["topup_amount_tiyn"],
                              credited_today=bool(row["credited_today"]))
             try:
-                with journal.concerning(Refs(topup_id=row["topup_id"], refund_id=refund_id)):
+                with concerning(Refs(topup_id=row["topup_id"], refund_id=refund_id)):
                     operation = await self._acquirers[provider].refund(order, refund_id,
                                                                        row["amount_tiyn"])
                 verdict, reason = "ACCEPTED", None

@@ -24,7 +24,6 @@ from typing import Any
 
 import asyncpg
 
-from mpp_server import journal
 from mpp_server.acquirers.base import (
     Acquirer,
     AcquirerNoAnswer,
@@ -46,7 +45,7 @@ from mpp_server.errors import (
     IdempotencyConflict,
     NotFound,
 )
-from mpp_server.journal import Refs
+from mpp_server.journal import Refs, concerning
 from mpp_server.logs import mask_customer
 from mpp_server.metrics import (
     BALANCE_OVER_CAP,
@@ -156,7 +155,7 @@ class Topups:
     async def _place_order(self, row: asyncpg.Record) -> asyncpg.Record:
         provider = Provider(row["provider"])
         try:
-            with journal.concerning(Refs(topup_id=row["topup_id"])):
+            with concerning(Refs(topup_id=row["topup_id"])):
                 order = await self._acquirers[provider].create_order(
                     row["topup_id"], row["amount_tiyn"], self.callback_url(provider))
         except AcquirerNoAnswer as exc:
@@ -215,7 +214,7 @@ class Topups:
                 status = Status(Verdict.WAITING)  # no page was ever handed out
             else:
                 try:
-                    with journal.concerning(Refs(topup_id=topup_id)):
+                    with concerning(Refs(topup_id=topup_id)):
                         status = await self._acquirers[provider].status(order_ref(row))
                 except AcquirerNoAnswer as exc:
                     status = Status(Verdict.WAITING, reason=exc.reason)
