@@ -28,10 +28,11 @@ COPY deploy/docker/healthcheck.py /app/healthcheck.py
 ENV MPP_SQL_DIR=/app/sql \
     WALLET_LISTEN=0.0.0.0:8080 \
     KASPI_LISTEN=0.0.0.0:8081 \
+    ADMIN_LISTEN=0.0.0.0:8083 \
     SIMULATOR_LISTEN=0.0.0.0:8090
 
 USER 10001:10001
-EXPOSE 8080 8081 8090
+EXPOSE 8080 8081 8083 8090
 
 # /healthz on the wallet listener (WALLET_LISTEN); python's urllib, slim has no curl.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=15s --retries=3 \

@@ -11,12 +11,16 @@ import sys
 
 # name -> (module with `main(argv) -> int`, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "serve": ("mpp_server.serve", "run the wallet and Kaspi-facing listeners"),
+    "serve": ("mpp_server.serve",
+              "run the wallet, Kaspi-facing, acquiring and console listeners"),
     "migrate": ("mpp_server.migrate", "apply sql/migrations and sql/functions to DATABASE_URL"),
     "simulator": ("mpp_server.devtools.simulator.cli",
                   "run the Kaspi simulator (SIMULATOR_LISTEN)"),
     "ipsec": ("mpp_server.ipsec", "render the strongSwan swanctl.conf for one partner"),
     "reconcile": ("mpp_server.reconcile.cli", "reconcile the books against a Kaspi registry"),
+    "operators": ("mpp_server.console.operators_cli",
+                  "add, disable, unlock and list the console's operators"),
+    "audit": ("mpp_server.console.audit_cli", "verify the console's audit journal"),
     "stack": ("mpp_server.devtools.stack", "the whole stack on one machine (make run)"),
     "ha": ("mpp_server.devtools.ha",
            "etcd, Patroni-managed PostgreSQL, HAProxy and N servers (make ha)"),

@@ -117,6 +117,10 @@ class Settings(BaseSettings):
     wallet_listen: str = "127.0.0.1:8080"
     kaspi_listen: str = "127.0.0.1:8081"
     simulator_listen: str = "127.0.0.1:8090"
+    # The operators' console (mpp_server/console/), and how browsers reach it: an
+    # https:// address (the bank's reverse proxy terminating TLS) makes its cookie Secure.
+    admin_listen: str = "127.0.0.1:8083"
+    admin_public_url: str = ""
 
     # How long confirm/cancel wait for Kaspi's answer before answering PENDING.
     confirm_budget_ms: int = Field(default=5000, ge=0, le=60_000)

@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import asyncpg
 from asyncpg import exceptions as pg_errors
@@ -22,6 +23,7 @@ from asyncpg.pool import PoolAcquireContext, PoolConnectionProxy
 from mpp_server.metrics import DB_QUERIES, DB_UNAVAILABLE
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # A plain connection or one borrowed from the pool: the domain code takes either.
 Conn = asyncpg.Connection | PoolConnectionProxy
@@ -165,3 +167,14 @@ async def create_pool(dsn: str, min_size: int = 2, max_size: int = 20, *,
         **extra)
     await pool
     return pool
+
+
+async def with_connection(dsn: str, work: Callable[[Conn], Awaitable[T]]) -> T:
+    """A command-line tool's one connection, set up as the server's are (jsonb read and
+    written as JSON), waiting as long as connecting takes."""
+    pool = await create_pool(dsn, min_size=1, max_size=1)
+    try:
+        async with pool.acquire() as conn:
+            return await work(conn)
+    finally:
+        await pool.close()

@@ -1,6 +1,7 @@
 """`python -m mpp_server serve`: the wallet listener, the Kaspi-facing listener, the
-acquiring (card top-up callbacks) listener, the notifyPayment worker, the top-up status
-poller and refund outbox, and the gauge refresher, in one process.
+acquiring (card top-up callbacks) listener, the operators' console, the notifyPayment
+worker, the top-up status poller and refund outbox, and the gauge refresher, in one
+process.
 
 Several such processes may run against one database: the outbox is shared safely
 (FOR UPDATE SKIP LOCKED), every money movement is guarded by row locks and unique keys.
@@ -26,6 +27,7 @@ from aiohttp.typedefs import Middleware
 
 from mpp_server import db, migrate, retention, topup_wiring
 from mpp_server.config import Settings, describe_settings_error, parse_listen
+from mpp_server.console import app as console_app
 from mpp_server.domain import payments
 from mpp_server.domain.outbox import NotifyOutbox
 from mpp_server.http import acquiring_listener, openapi, refund_listener, unreadable
@@ -129,6 +131,7 @@ class Runtime:
     wallet_url: str = ""
     kaspi_url: str = ""
     acquiring_url: str = ""
+    admin_url: str = ""
     _runners: list[web.AppRunner] = field(default_factory=list)
     _servers: list[asyncio.Server] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -164,6 +167,8 @@ class Runtime:
                                             refund_listener.unreadable_answer)
         self.acquiring_url = await self._listen(create_acquiring_app(topups),
                                                 s.acquiring_listen)
+        self.admin_url = await self._listen(console_app.create_app(self._pool, s),
+                                            s.admin_listen)
         self._tasks.append(asyncio.create_task(outbox.run()))
         self._tasks.append(asyncio.create_task(topups.topups.run_poller()))
         self._tasks.append(asyncio.create_task(topups.refunds.run()))
@@ -174,6 +179,7 @@ class Runtime:
         log.info("mpp-server started", extra={"wallet": self.wallet_url,
                                               "kaspi_facing": self.kaspi_url,
                                               "acquiring": self.acquiring_url,
+                                              "console": self.admin_url,
                                               "kaspi_base_url": s.kaspi_base_url})
 
     async def _listen(self, app: web.Application, listen: str,

@@ -107,7 +107,9 @@ def main(argv: list[str]) -> int:
         _wait_http(f"http://{wallet_listen}/readyz", 30, server)
         print(f"stack: ready. wallet API http://{wallet_listen}, Kaspi-facing "
               f"http://{env['KASPI_LISTEN']}, simulator http://{env['SIMULATOR_LISTEN']}, "
-              f"Kaspi at {env.get('KASPI_BASE_URL', defaults.kaspi_base_url)}. Ctrl-C stops.")
+              f"Kaspi at {env.get('KASPI_BASE_URL', defaults.kaspi_base_url)}, operators' "
+              f"console http://{env.get('ADMIN_LISTEN', defaults.admin_listen)} (a first "
+              "operator: python -m mpp_server operators add LOGIN --role admin). Ctrl-C stops.")
         while all(p.poll() is None for p in procs):
             time.sleep(0.5)
         print("stack: a process exited; stopping the others", file=sys.stderr)

@@ -1,5 +1,5 @@
 """The customer's account as the wallet shows it: balance and identification level, the
-statement, and setting the level (docs/design.md, "Identification, limits and the
+statement, and setting the level (docs/money.md, "Identification, limits and the
 statement").
 
 The statement is the ledger's own entries on the customer's account (each carries the
@@ -23,6 +23,7 @@ from datetime import datetime
 import asyncpg
 
 from mpp_server import cursors
+from mpp_server.db import Conn
 from mpp_server.domain.limits import BALANCE, Level, Limits
 from mpp_server.errors import LimitExceeded, NotFound
 from mpp_server.metrics import LIMIT_REFUSALS
@@ -69,24 +70,42 @@ async def get(pool: asyncpg.Pool, customer_id: str) -> Account:
     return Account(customer_id, row["balance_tiyn"], Level(row["identification_level"]))
 
 
-async def set_level(pool: asyncpg.Pool, customer_id: str, level: Level) -> Level:
-    """Set the level the bank's core identified the customer at. An account that does not
-    exist yet is created (empty, at that level): the bank may identify a customer before
-    their first deposit, and the deposit then meets the right balance cap. The update
-    takes the account's row lock, the lock every debit checks its limits under, so the
-    next confirm sees the new level."""
-    async with pool.acquire() as conn:
-        stored: str = await conn.fetchval(
-            """INSERT INTO accounts (kind, customer_id, identification_level,
-                                     identification_changed_at)
-               VALUES ('customer', $1, $2, now())
-               ON CONFLICT (customer_id) DO UPDATE
-                  SET identification_level = EXCLUDED.identification_level,
-                      identification_changed_at = CASE
-                          WHEN accounts.identification_level = EXCLUDED.identification_level
-                          THEN accounts.identification_changed_at ELSE now() END
-               RETURNING identification_level""", customer_id, level.value)
+async def set_level(conn: Conn, customer_id: str, level: Level) -> Level:
+    """Set the level the bank's core identified the customer at (the deposit-token API;
+    an operator in the console, in the transaction that journals it). An account that
+    does not exist yet is created (empty, at that level): the bank may identify a
+    customer before their first deposit, and the deposit then meets the right balance
+    cap. The update takes the account's row lock, the lock every debit checks its limits
+    under, so the next confirm sees the new level."""
+    stored: str = await conn.fetchval(
+        """INSERT INTO accounts (kind, customer_id, identification_level,
+                                 identification_changed_at)
+           VALUES ('customer', $1, $2, now())
+           ON CONFLICT (customer_id) DO UPDATE
+              SET identification_level = EXCLUDED.identification_level,
+                  identification_changed_at = CASE
+                      WHEN accounts.identification_level = EXCLUDED.identification_level
+                      THEN accounts.identification_changed_at ELSE now() END
+           RETURNING identification_level""", customer_id, level.value)
     return Level(stored)
+
+
+# The statement's lines of one account ($1): the entries with their transfer, and for a
+# refund the payment it refunds.
+_LINES = """SELECT e.id, e.amount_tiyn, e.balance_after_tiyn, t.kind, t.reference,
+                   t.created_at, r.payment_id AS refunded_payment_id
+              FROM entries e
+              JOIN transfers t ON t.id = e.transfer_id
+              LEFT JOIN refunds r ON t.kind = 'refund_credit' AND r.refund_id = t.reference
+             WHERE e.account_id = $1"""
+
+
+async def _account_id(conn: Conn, customer_id: str) -> int:
+    account_id: int | None = await conn.fetchval(
+        "SELECT id FROM accounts WHERE customer_id = $1", customer_id)
+    if account_id is None:
+        raise NotFound(f"customer {customer_id[:4]}… has no account")
+    return account_id
 
 
 async def statement(pool: asyncpg.Pool, customer_id: str, after_id: int,
@@ -94,24 +113,25 @@ async def statement(pool: asyncpg.Pool, customer_id: str, after_id: int,
     """The account's postings after the cursor (an entry id), oldest first, and the cursor
     that follows them (the same cursor when there are none yet: poll with it)."""
     async with pool.acquire() as conn:
-        account_id = await conn.fetchval("SELECT id FROM accounts WHERE customer_id = $1",
-                                         customer_id)
-        if account_id is None:
-            raise NotFound(f"customer {customer_id[:4]}… has no account")
-        rows = await conn.fetch(
-            """SELECT e.id, e.amount_tiyn, e.balance_after_tiyn, t.kind, t.reference,
-                      t.created_at, r.payment_id AS refunded_payment_id
-                 FROM entries e
-                 JOIN transfers t ON t.id = e.transfer_id
-                 LEFT JOIN refunds r ON t.kind = 'refund_credit' AND r.refund_id = t.reference
-                WHERE e.account_id = $1 AND e.id > $2
-                ORDER BY e.id LIMIT $3""", account_id, after_id, limit)
+        account_id = await _account_id(conn, customer_id)
+        rows = await conn.fetch(_LINES + " AND e.id > $2 ORDER BY e.id LIMIT $3",
+                                account_id, after_id, limit)
         if not rows:
             last: int = await conn.fetchval(
                 "SELECT coalesce(max(id), 0) FROM entries WHERE account_id = $1", account_id)
             cursors.refuse_beyond_end(after_id, last, "the account's statement")
     lines = [_line(r) for r in rows]
     return lines, str(lines[-1].entry_id if lines else after_id)
+
+
+async def statement_newest(conn: Conn, customer_id: str, before_id: int | None,
+                           limit: int) -> list[StatementLine]:
+    """The same lines newest first, before an entry id (the operators' console pages
+    back through them)."""
+    rows = await conn.fetch(
+        _LINES + " AND ($2::bigint IS NULL OR e.id < $2) ORDER BY e.id DESC LIMIT $3",
+        await _account_id(conn, customer_id), before_id, limit)
+    return [_line(r) for r in rows]
 
 
 def _line(row: asyncpg.Record) -> StatementLine:

@@ -9,7 +9,7 @@ events by seq. Because one publisher at a time numbers only what has committed, 
 numbers become visible together at its commit, before the next publisher can start, a
 reader that has seen seq N has seen every seq below it: a reader that follows `next`
 never misses an event. Nothing but our own event-writing transactions is waited for,
-and those for at most EVENTS_HOLD_MS (docs/design.md, "The event feed").
+and those for at most EVENTS_HOLD_MS (docs/events.md).
 
 Cursors are the last seq read ("42", mpp_server/cursors.py); one beyond the feed's end
 is refused. Cursors of the old design, "txid-id", are still taken: 009_events_publisher

@@ -1,4 +1,4 @@
-"""Identification levels and the e-money limits of each level, in MCI (docs/design.md,
+"""Identification levels and the e-money limits of each level, in MCI (docs/money.md,
 "Identification and limits").
 
 The Law on Payments and Payment Systems (art. 42 §5) obliges the issuer to identify an

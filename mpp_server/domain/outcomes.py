@@ -198,6 +198,14 @@ class TopupRefundAnswer(StrEnum):
     ALREADY_APPLIED = "ALREADY_APPLIED"  # answered before
 
 
+class DueNow(StrEnum):
+    """`notify_due_now`, `topup_check_due_now`: an operator's "try again now" (console)."""
+
+    DUE_NOW = "DUE_NOW"          # the worker of any process takes the row at its next poll
+    IN_PROGRESS = "IN_PROGRESS"  # a worker holds the row: an attempt is under way
+    NOT_WAITING = "NOT_WAITING"  # nothing waits: answered, decided, or no such row
+
+
 # The SQL function that returns each enum: the outcome test reads their bodies.
 RETURNED_BY: dict[type[StrEnum], tuple[str, ...]] = {
     DebitOutcome: ("payment_debit",),
@@ -210,4 +218,5 @@ RETURNED_BY: dict[type[StrEnum], tuple[str, ...]] = {
     TopupOutcome: ("topup_apply_status",),
     TopupRefundOutcome: ("topup_refund_stage",),
     TopupRefundAnswer: ("topup_refund_answer",),
+    DueNow: ("notify_due_now", "topup_check_due_now"),
 }

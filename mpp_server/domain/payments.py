@@ -304,15 +304,17 @@ async def _debit_or_decline(steps: PaymentSteps, row: asyncpg.Record, amount: in
 
 async def debit(conn: Conn, payment_id: str, customer_id: str, expected_status: str,
                 amount_tiyn: int, locale: str | None, hold_s: float,
-                limits: dict[str, dict[str, int]], margin_ms: int) -> DebitOutcome:
+                limits: dict[str, dict[str, int]], margin_ms: int,
+                now: datetime | None = None) -> DebitOutcome:
     """The one call of payment_debit (its arguments in one place): debit or decline a
     payment validated in `expected_status`, staging the notify DEBIT_NOTICES names, with
     the lease `hold_s`, the limits by level (`Limits.sql_arg`; {} for none) and the
-    safety margin before canConfirmUntil."""
+    safety margin before canConfirmUntil. `now`, the debit's time for the limits'
+    calendar, is the database's clock unless a test crosses a midnight."""
     return DebitOutcome(await conn.fetchval(
-        "SELECT payment_debit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)", payment_id,
+        "SELECT payment_debit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)", payment_id,
         customer_id, expected_status, amount_tiyn, ledger.shard_for(payment_id), locale,
-        hold_s, DEBIT_NOTICES_ARG, limits, margin_ms))
+        hold_s, DEBIT_NOTICES_ARG, limits, margin_ms, now))
 
 
 def count_completed_without_answer(payment_id: str, evidence: str) -> None:

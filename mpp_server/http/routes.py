@@ -96,7 +96,7 @@ ROUTES: tuple[Route, ...] = (
           "(paymentId: a payment Kaspi declined shows both), refund (refundId and the "
           "refunded paymentId); topup and topup_refund (topupId) once top-ups exist. "
           "Follow `next`: pages never skip or repeat a line, even while postings are "
-          "being written (docs/design.md).",
+          "being written (docs/money.md).",
           params=(CUSTOMER_ID,
                   Param("after", "query", {"type": "string",
                                            "pattern": f"^$|{cursors.PATTERN}",

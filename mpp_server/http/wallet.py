@@ -98,7 +98,8 @@ async def set_identification(request: web.Request) -> web.Response:
     """Deposit tokens only: the bank's core knows who the customer is."""
     customer_id = request.match_info["customerId"]
     body = await parse_body(request, IdentificationIn)
-    level = await accounts.set_level(_svc(request).pool, customer_id, Level(body.level))
+    async with _svc(request).pool.acquire() as conn:
+        level = await accounts.set_level(conn, customer_id, Level(body.level))
     return json_response(IdentificationOut(customerId=customer_id, level=level.value))
 
 

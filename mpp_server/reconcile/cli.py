@@ -24,7 +24,7 @@ import asyncpg
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from mpp_server import cursors, db
+from mpp_server import audit, cursors, db
 from mpp_server.config import Settings
 from mpp_server.logs import mask_customer
 from mpp_server.money import parse_amount
@@ -133,7 +133,8 @@ def _ack(argv: list[str]) -> int:
         prog="python -m mpp_server reconcile ack",
         description="Acknowledge a discrepancy a person has handled: it stops counting as "
                     "open (and in mpp_reconciliation_open_discrepancies); who, when and why "
-                    "are stored with it, nothing is deleted.")
+                    "are stored with it, nothing is deleted, and the audit journal gets "
+                    "its row (the name given, and the system user who ran this).")
     parser.add_argument("item", type=int, help="the discrepancy's id (items[].id)")
     parser.add_argument("--by", required=True, help="who handled it")
     parser.add_argument("--reason", required=True, help="what was done, or why it is fine")
@@ -146,7 +147,9 @@ def _ack(argv: list[str]) -> int:
         return _bad(parser.prog, "--by (at most 100 characters) and --reason (at most 2000) "
                                  "must not be empty")
     try:
-        item = asyncio.run(_acknowledge(Settings().database_url, args.item, by, reason))
+        item = asyncio.run(db.with_connection(
+            Settings().database_url,
+            lambda conn: store.acknowledge(conn, args.item, audit.system_actor(by), reason)))
     except (store.NotFound, store.AlreadyResolved) as exc:
         return _bad(parser.prog, str(exc))
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
@@ -156,14 +159,6 @@ def _ack(argv: list[str]) -> int:
           f"{item['resolved_by']} at {item['resolved_at']:%Y-%m-%d %H:%M:%S%z}: "
           f"{item['resolution']}")
     return EXIT_MATCHED
-
-
-async def _acknowledge(dsn: str, item_id: int, by: str, reason: str) -> asyncpg.Record:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return await store.acknowledge(conn, item_id, by, reason)
-    finally:
-        await conn.close()
 
 
 def _bad(prog: str, message: str) -> int:

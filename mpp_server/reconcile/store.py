@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from mpp_server import cursors
+from mpp_server import audit, cursors
 from mpp_server.db import Conn
 from mpp_server.domain import payments
 from mpp_server.metrics import MONEY_ALARMS, RECONCILIATION_OPEN
@@ -241,15 +241,22 @@ async def discrepancies(conn: Conn, run_id: int, limit: int | None = None,
     return rows
 
 
-async def acknowledge(conn: Conn, item_id: int, by: str, reason: str) -> asyncpg.Record:
+async def acknowledge(conn: Conn, item_id: int, by: audit.Actor,
+                      reason: str) -> asyncpg.Record:
     """A person handled a discrepancy: it stops counting as open, and stays on record
-    with who, when and why. NotFound, AlreadyResolved."""
-    row = await conn.fetchrow(
-        """UPDATE reconciliation_discrepancies
-              SET resolved = true, resolved_at = now(), resolved_by = $2, resolution = $3
-            WHERE id = $1 AND NOT resolved RETURNING *""", item_id, by, reason)
-    if row is not None:
-        return row
+    with who, when and why; in the same transaction, the audit journal's row (whether
+    from `reconcile ack` or the operators' console). NotFound, AlreadyResolved."""
+    async with conn.transaction():
+        row = await conn.fetchrow(
+            """UPDATE reconciliation_discrepancies
+                  SET resolved = true, resolved_at = now(), resolved_by = $2, resolution = $3
+                WHERE id = $1 AND NOT resolved RETURNING *""", item_id, by.name, reason)
+        if row is not None:
+            await audit.append(conn, by, audit.Action.DISCREPANCY_ACKNOWLEDGED,
+                               f"discrepancy:{item_id}",
+                               {"reason": reason, "kind": row["kind"], "run_id": row["run_id"],
+                                "kaspi_id": row["kaspi_id"]})
+            return row
     earlier = await conn.fetchrow("SELECT * FROM reconciliation_discrepancies WHERE id = $1",
                                   item_id)
     if earlier is None:

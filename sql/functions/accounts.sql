@@ -1,4 +1,4 @@
--- A customer's account: the e-money limits of its identification level (docs/design.md,
+-- A customer's account: the e-money limits of its identification level (docs/money.md,
 -- "Identification and limits"). The limits arrive from the server's configuration as
 -- p_limits, tiyn by level and kind (mpp_server/domain/limits.py Limits.sql_arg):
 -- {"NONE": {"payment": 19660000, "daily": ..., "monthly": ..., "balance": ...}, ...};
@@ -25,48 +25,86 @@ RETURNS bigint LANGUAGE sql IMMUTABLE AS $$
     SELECT (p_limits -> p_level ->> p_kind)::bigint
 $$;
 
--- Which limit a debit of p_amount for a payment would break: 'payment', 'daily' or
--- 'monthly' (the Kazakhstan day and month of p_now), or NULL. The caller holds the
--- account's row lock (payment_debit): every debit of a customer is checked and written
--- under it, so concurrent confirms are counted one after another, never together, and
--- each check (a statement of its own, with its own snapshot, taken after the lock) sees
--- every debit committed before it. A payment uses its share from its debit
--- (confirmed_at) while it holds the money (PENDING, COMPLETED); one Kaspi declined,
--- whose money was returned, frees it. A refund does not: the limits count payments
--- made, and a refund is the merchant's operation, often in another day or month.
-CREATE OR REPLACE FUNCTION payment_limit_exceeded(p_account bigint, p_amount bigint,
-                                                  p_limits jsonb, p_now timestamptz)
-RETURNS text LANGUAGE plpgsql AS $$
-DECLARE
-    v_account accounts;
-    v_daily bigint;
-    v_monthly bigint;
-    v_day_tiyn bigint;
-    v_month_tiyn bigint;
-BEGIN
-    SELECT * INTO v_account FROM accounts WHERE id = p_account;
-    IF p_amount > level_limit(p_limits, v_account.identification_level, 'payment') THEN
-        RETURN 'payment';
-    END IF;
-    v_daily := level_limit(p_limits, v_account.identification_level, 'daily');
-    v_monthly := level_limit(p_limits, v_account.identification_level, 'monthly');
-    IF v_daily IS NULL AND v_monthly IS NULL THEN
-        RETURN NULL;
-    END IF;
-    SELECT coalesce(sum(amount_tiyn) FILTER (WHERE confirmed_at >= kz_day_start(p_now)), 0),
-           coalesce(sum(amount_tiyn), 0)
-      INTO v_day_tiyn, v_month_tiyn
+-- What the account paid in the Kazakhstan day and month of p_now: its running totals
+-- (accounts.paid_*, issue 28), or 0 for a window that has not seen a debit yet.
+CREATE OR REPLACE FUNCTION paid_in_windows(p_account accounts, p_now timestamptz,
+                                           OUT day_tiyn bigint, OUT month_tiyn bigint)
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN p_account.paid_day_start = kz_day_start(p_now)
+                THEN p_account.paid_day_tiyn ELSE 0 END,
+           CASE WHEN p_account.paid_month_start = kz_month_start(p_now)
+                THEN p_account.paid_month_tiyn ELSE 0 END
+$$;
+
+-- What a customer's payments use of the daily and monthly limits at p_now, recounted
+-- from the payments: those debited (confirmed_at) in the Kazakhstan day and month of
+-- p_now that hold the customer's money (PENDING, COMPLETED). One Kaspi declined, whose
+-- money was returned, frees its share; a refund does not (payment_limit_exceeded says
+-- why). What the running totals must equal (account_paid_recount, the tests).
+CREATE OR REPLACE FUNCTION payments_counted(p_customer_id text, p_now timestamptz)
+RETURNS TABLE (day_tiyn bigint, month_tiyn bigint) LANGUAGE sql STABLE AS $$
+    SELECT coalesce(sum(amount_tiyn) FILTER (WHERE confirmed_at >= kz_day_start(p_now)),
+                    0)::bigint,
+           coalesce(sum(amount_tiyn), 0)::bigint
       FROM payments
-     WHERE customer_id = v_account.customer_id AND confirmed_at >= kz_month_start(p_now)
-       AND status IN ('PENDING', 'COMPLETED');
-    IF v_day_tiyn + p_amount > v_daily THEN
-        RETURN 'daily';
-    END IF;
-    IF v_month_tiyn + p_amount > v_monthly THEN
-        RETURN 'monthly';
-    END IF;
-    RETURN NULL;
-END;
+     WHERE customer_id = p_customer_id AND confirmed_at >= kz_month_start(p_now)
+       AND status IN ('PENDING', 'COMPLETED')
+$$;
+
+-- Which limit a debit of p_amount for a payment would break: 'payment', 'daily' or
+-- 'monthly' (the Kazakhstan day and month of p_now), or NULL; O(1), from the running
+-- totals. The caller holds the account's row lock (payment_debit) and passes the row it
+-- read under it: every debit of a customer is checked and written under that lock, so
+-- concurrent confirms are counted one after another, never together. A payment uses its
+-- share from its debit while it holds the money; one Kaspi declined, whose money was
+-- returned, frees it (account_paid_add). A refund does not: the limits count payments
+-- made, and a refund is the merchant's operation, often in another day or month.
+CREATE OR REPLACE FUNCTION payment_limit_exceeded(p_account accounts, p_amount bigint,
+                                                  p_limits jsonb, p_now timestamptz)
+RETURNS text LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE
+        WHEN p_amount > level_limit(p_limits, p_account.identification_level, 'payment')
+            THEN 'payment'
+        WHEN w.day_tiyn + p_amount > level_limit(p_limits, p_account.identification_level,
+                                                  'daily')
+            THEN 'daily'
+        WHEN w.month_tiyn + p_amount > level_limit(p_limits, p_account.identification_level,
+                                                    'monthly')
+            THEN 'monthly'
+    END
+      FROM paid_in_windows(p_account, p_now) w
+$$;
+
+-- The running totals moved by a payment's debit (p_amount > 0, p_at its time: now) or by
+-- the return of a declined one (p_amount < 0, p_at its debit's time: it frees its share
+-- only in the window it was counted in). The caller holds the account's row lock.
+CREATE OR REPLACE FUNCTION account_paid_add(p_account bigint, p_amount bigint,
+                                            p_at timestamptz)
+RETURNS void LANGUAGE sql AS $$
+    UPDATE accounts
+       SET paid_day_tiyn = CASE
+               WHEN paid_day_start = kz_day_start(p_at) THEN paid_day_tiyn + p_amount
+               WHEN p_amount > 0 THEN p_amount ELSE paid_day_tiyn END,
+           paid_day_start = CASE WHEN p_amount > 0 THEN kz_day_start(p_at)
+                                 ELSE paid_day_start END,
+           paid_month_tiyn = CASE
+               WHEN paid_month_start = kz_month_start(p_at) THEN paid_month_tiyn + p_amount
+               WHEN p_amount > 0 THEN p_amount ELSE paid_month_tiyn END,
+           paid_month_start = CASE WHEN p_amount > 0 THEN kz_month_start(p_at)
+                                   ELSE paid_month_start END
+     WHERE id = p_account
+$$;
+
+-- The running totals recounted from the payments themselves, for the Kazakhstan day and
+-- month of p_now (the reference the tests hold the totals to, and a repair for an
+-- operator). Locks the account row.
+CREATE OR REPLACE FUNCTION account_paid_recount(p_account bigint, p_now timestamptz)
+RETURNS void LANGUAGE sql AS $$
+    UPDATE accounts a
+       SET paid_day_start = kz_day_start(p_now), paid_month_start = kz_month_start(p_now),
+           paid_day_tiyn = c.day_tiyn, paid_month_tiyn = c.month_tiyn
+      FROM payments_counted((SELECT customer_id FROM accounts WHERE id = p_account), p_now) c
+     WHERE a.id = p_account
 $$;
 
 -- A credit of p_amount (a deposit; a top-up) and the account's balance cap: locks the

@@ -1,4 +1,4 @@
--- The event feed's publisher (docs/design.md, "The event feed"). Events are inserted
+-- The event feed's publisher (docs/events.md). Events are inserted
 -- unnumbered (seq NULL) by the transactions whose change they report; this gives the
 -- committed ones their place in the feed.
 

@@ -2,7 +2,10 @@
 -- Re-applied by `migrate` whenever this file changes (docs/design.md, "SQL").
 
 -- The one way money moves: both legs in one call, so a transfer is balanced by
--- construction. Accounts are locked in id order, so two transfers never deadlock.
+-- construction. Accounts are locked customers first, then system accounts, each in id
+-- order: one order for every transaction, so none deadlocks, and a step that already
+-- holds its customer's row (payment_debit, a credit's cap check) takes the system
+-- account's shard only here, last.
 -- A debit that would take a customer below zero fails on the CHECK above
 -- (check_violation), aborting the caller's transaction.
 CREATE OR REPLACE FUNCTION ledger_transfer(p_kind text, p_reference text, p_debit bigint,
@@ -13,7 +16,8 @@ DECLARE
     v_debit_after bigint;
     v_credit_after bigint;
 BEGIN
-    PERFORM 1 FROM accounts WHERE id IN (p_debit, p_credit) ORDER BY id FOR UPDATE;
+    PERFORM 1 FROM accounts WHERE id IN (p_debit, p_credit)
+     ORDER BY customer_id IS NULL, id FOR UPDATE;
     UPDATE accounts SET balance_tiyn = balance_tiyn - p_amount, version = version + 1
      WHERE id = p_debit RETURNING balance_tiyn INTO v_debit_after;
     UPDATE accounts SET balance_tiyn = balance_tiyn + p_amount, version = version + 1

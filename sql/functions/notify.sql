@@ -42,6 +42,8 @@ BEGIN
         SELECT id INTO v_account FROM accounts WHERE customer_id = payment.customer_id;
         PERFORM ledger_transfer('payment_return', p_payment_id, v_settlement, v_account,
                                 payment.amount_tiyn);
+        -- The decline frees the payment's share of the limits (in its own day and month).
+        PERFORM account_paid_add(v_account, -payment.amount_tiyn, payment.confirmed_at);
         INSERT INTO events (type, customer_id, payment_id, amount_tiyn)
         VALUES ('payment.declined', payment.customer_id, p_payment_id, payment.amount_tiyn);
     END IF;

@@ -97,21 +97,23 @@ $$;
 -- what it finds). p_notices maps each staging outcome to the [resultCode, resultMessage]
 -- it stages (mpp_server/domain/outcomes.py DEBIT_NOTICES, their one home); p_limits are
 -- the limits by level (sql/functions/accounts.sql).
--- The deadline is checked here, after every lock is held and against the wall clock
+-- The deadline is checked here, after the locks are held and against the wall clock
 -- (clock_timestamp(), not the transaction's start): a confirm that passed the caller's
 -- check and then waited on a lock must not debit late (issue 14: it committed 3.5 s
 -- past canConfirmUntil). p_margin_ms covers the rest of the statement and the commit.
+-- p_now is the debit's time for the limits' calendar and confirmed_at (NULL: the clock;
+-- the tests of the running totals pass their own to cross midnights).
 CREATE OR REPLACE FUNCTION payment_debit(p_payment_id text, p_customer_id text,
                                          p_expected_status text, p_amount bigint,
                                          p_shard int, p_locale text,
                                          p_hold_s double precision, p_notices jsonb,
-                                         p_limits jsonb, p_margin_ms int)
+                                         p_limits jsonb, p_margin_ms int,
+                                         p_now timestamptz DEFAULT NULL)
 RETURNS text LANGUAGE plpgsql AS $$
 DECLARE
-    v_account bigint;
-    v_balance bigint;
-    v_settlement bigint := settlement_account(p_shard);
+    v_account accounts;
     v_until timestamptz;
+    v_now timestamptz;
     v_limit text;
     v_outcome text;
 BEGIN
@@ -121,37 +123,37 @@ BEGIN
     IF NOT FOUND THEN
         RETURN 'CHANGED';
     END IF;
-    SELECT id INTO v_account FROM accounts WHERE customer_id = p_customer_id;
-    IF FOUND THEN
-        -- Both accounts in id order, as ledger_transfer does: no deadlock with a refund.
-        PERFORM 1 FROM accounts WHERE id IN (v_account, v_settlement) ORDER BY id FOR UPDATE;
-        SELECT balance_tiyn INTO v_balance FROM accounts WHERE id = v_account;
-    END IF;
+    -- The customer's account alone: its row lock orders every debit and credit of the
+    -- customer, and the limits and the balance are read under it (O(1): the running
+    -- totals). The settlement shard is locked only by the transfer, after the checks
+    -- (ledger_transfer locks customer accounts before system ones: no deadlock).
+    SELECT * INTO v_account FROM accounts WHERE customer_id = p_customer_id FOR UPDATE;
+    v_now := coalesce(p_now, clock_timestamp());
     IF v_until IS NOT NULL
        AND clock_timestamp() >= v_until - make_interval(secs => p_margin_ms / 1000.0) THEN
         PERFORM payment_expire(p_payment_id, p_expected_status);
         RETURN 'EXPIRED';
     END IF;
-    IF v_account IS NOT NULL THEN
-        -- Under the account's lock: concurrent confirms never pass a limit together.
-        v_limit := payment_limit_exceeded(v_account, p_amount, p_limits, clock_timestamp());
+    IF v_account.id IS NOT NULL THEN
+        v_limit := payment_limit_exceeded(v_account, p_amount, p_limits, v_now);
     END IF;
-    IF v_limit IS NOT NULL OR v_account IS NULL OR v_balance < p_amount THEN
+    IF v_limit IS NOT NULL OR v_account.id IS NULL OR v_account.balance_tiyn < p_amount THEN
         v_outcome := CASE WHEN v_limit IS NOT NULL THEN 'LIMIT_EXCEEDED'
                           ELSE 'INSUFFICIENT_FUNDS' END;
         UPDATE payments SET status = 'DECLINED', decline_code = v_outcome,
-               exceeded_limit = v_limit, exceeded_level = CASE WHEN v_limit IS NOT NULL THEN
-                   (SELECT identification_level FROM accounts WHERE id = v_account) END,
+               exceeded_limit = v_limit, exceeded_level = CASE WHEN v_limit IS NOT NULL
+                   THEN v_account.identification_level END,
                amount_tiyn = p_amount, locale = coalesce(p_locale, locale), updated_at = now()
          WHERE payment_id = p_payment_id;
         INSERT INTO events (type, customer_id, payment_id, amount_tiyn)
         VALUES ('payment.declined', p_customer_id, p_payment_id, p_amount);
     ELSE
         v_outcome := 'DEBITED';
-        PERFORM ledger_transfer('payment_debit', p_payment_id, v_account, v_settlement,
-                                p_amount);
+        PERFORM ledger_transfer('payment_debit', p_payment_id, v_account.id,
+                                settlement_account(p_shard), p_amount);
+        PERFORM account_paid_add(v_account.id, p_amount, v_now);
         UPDATE payments SET status = 'PENDING', amount_tiyn = p_amount,
-               locale = coalesce(p_locale, locale), confirmed_at = clock_timestamp(),
+               locale = coalesce(p_locale, locale), confirmed_at = v_now,
                updated_at = clock_timestamp()
          WHERE payment_id = p_payment_id;
     END IF;

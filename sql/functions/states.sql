@@ -8,7 +8,7 @@ CREATE OR REPLACE FUNCTION status_moves()
 RETURNS TABLE (machine text, from_status text, to_status text)
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     VALUES
-    -- payments (docs/design.md, "The payment state machine")
+    -- payments (docs/money.md, "The payment state machine")
     ('payment', '', 'SCANNED'),
     ('payment', 'SCANNED', 'CHECKED_OUT'),
     ('payment', 'SCANNED', 'PENDING'),

@@ -114,9 +114,15 @@ async def windows(stack: Any) -> tuple[datetime, datetime]:
 
 
 async def debited_at(stack: Any, payment_id: str, at: datetime) -> None:
-    async with stack.pool.acquire() as conn:
+    """The payment as if debited at `at`, and its customer's running totals of the day
+    and month recounted from the payments (account_paid_recount), as they would stand."""
+    async with stack.pool.acquire() as conn, conn.transaction():
         done = await conn.execute("UPDATE payments SET confirmed_at = $2 WHERE payment_id = $1",
                                   payment_id, at)
+        await conn.execute(
+            """SELECT account_paid_recount(a.id, now()) FROM accounts a
+                JOIN payments p ON p.customer_id = a.customer_id WHERE p.payment_id = $1""",
+            payment_id)
     assert done == "UPDATE 1"
 
 

@@ -92,6 +92,7 @@ def server_env(database_url: str, sim_url: str, kaspi_listen: str = "127.0.0.1:0
         "WALLET_API_TOKENS": f"other-token,{TOKEN}", "DEPOSIT_API_TOKENS": DEPOSIT_TOKEN,
         "KASPI_ALLOWED_NETWORKS": "127.0.0.0/8",
         "WALLET_LISTEN": wallet_listen, "KASPI_LISTEN": kaspi_listen,
+        "ADMIN_LISTEN": "127.0.0.1:0",
         "CONFIRM_BUDGET_MS": "3000", "CONFIRM_SAFETY_MARGIN_MS": "200",
         "NOTIFY_BACKOFF_INITIAL_MS": "50", "NOTIFY_BACKOFF_MAX_MS": "400",
         "NOTIFY_POLL_INTERVAL_MS": "100", "GAUGES_REFRESH_MS": "500",

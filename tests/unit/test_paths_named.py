@@ -26,8 +26,8 @@ _FOREIGN = re.compile(r"^(?:shared/|spec/|seeds/|\.\./|/|\.data/|bench/results/|
 
 
 def _tracked() -> list[Path]:
-    out = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+                         cwd=ROOT, capture_output=True, text=True, check=True).stdout
     return [ROOT / line for line in out.splitlines()]
 
 
