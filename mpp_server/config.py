@@ -95,8 +95,7 @@ class Settings(BaseSettings):
     # connection (connecting included, retried while a failover finds a primary), and for
     # one statement (asyncpg's command_timeout: it covers a stalled server, which a
     # server-side statement_timeout cannot). Past either the wallet call answers 503
-    # DATABASE_UNAVAILABLE. A statement may wait on a row lock that the notify worker
-    # holds across one Kaspi call: keep it above KASPI_TIMEOUT_MS.
+    # DATABASE_UNAVAILABLE.
     db_acquire_timeout_ms: int = Field(default=2000, ge=10, le=60_000)
     db_statement_timeout_ms: int = Field(default=5000, ge=100, le=600_000)
     # Count every statement in mpp_db_queries_total (the benchmark's round-trip figure).
@@ -116,7 +115,6 @@ class Settings(BaseSettings):
 
     wallet_listen: str = "127.0.0.1:8080"
     kaspi_listen: str = "127.0.0.1:8081"
-    simulator_listen: str = "127.0.0.1:8090"
     # The operators' console (mpp_server/console/), and how browsers reach it: an
     # https:// address (the bank's reverse proxy terminating TLS) makes its cookie Secure.
     admin_listen: str = "127.0.0.1:8083"

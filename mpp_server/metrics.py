@@ -130,7 +130,8 @@ DB_UNAVAILABLE = Counter(
     "mpp_db_unavailable_total",
     "Times the database was unavailable (refused, stalled past its bound, failing over, "
     "not the primary), by who noticed: wallet, kaspi (/refund), notify_worker, "
-    "housekeeping, journal, retention", ["where"], registry=REGISTRY)
+    "top-up status check, top-up refund, housekeeping, journal, retention", ["where"],
+    registry=REGISTRY)
 JOURNAL_ROWS = Counter(
     "mpp_exchange_journal_rows_total",
     "Exchange journal rows by outcome: written; dropped because the queue was full "

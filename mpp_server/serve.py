@@ -157,7 +157,8 @@ class Runtime:
                               initial_backoff_s=s.notify_backoff_initial_ms / 1000,
                               max_backoff_s=s.notify_backoff_max_ms / 1000,
                               concurrency=s.notify_worker_concurrency,
-                              poll_interval_s=s.notify_poll_interval_ms / 1000)
+                              poll_interval_s=s.notify_poll_interval_ms / 1000,
+                              kaspi_timeout_s=s.kaspi_timeout_ms / 1000)
         self.services = Services(self._pool, kaspi, s, outbox, self._journal)
         topups = topup_wiring.build(s, self._pool, self._session, self._journal)
         self._topups = topups

@@ -9,8 +9,9 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from mpp_server import db
+from mpp_server.devtools.devdb import fresh_database
 from mpp_server.metrics import UNDECLARED_ERRORS
-from tests.support.stack import Stack, fresh_database, running_stack
+from tests.support.stack import Stack, running_stack
 
 
 @pytest.fixture(scope="session", autouse=True)

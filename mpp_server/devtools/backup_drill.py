@@ -22,8 +22,8 @@ import shutil
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -31,20 +31,22 @@ from typing import Any
 
 import aiohttp
 import asyncpg
-from aiohttp import web
 
 from mpp_server import migrate
-from mpp_server.config import Settings
-from mpp_server.devtools import devdb
-from mpp_server.devtools.ports import free_ports
+from mpp_server.devtools import devdb, launcher
+from mpp_server.devtools.launcher import (
+    LaunchError,
+    Listeners,
+    Processes,
+    Tokens,
+    free_ports,
+    loopback,
+)
 from mpp_server.domain import ledger
-from mpp_server.serve import Runtime
 
 STANZA = "drill"
 DATABASE = "mpp"
-CALLER = "MPPSERVER"
-TOKEN = "drill-" + uuid.uuid4().hex
-DEPOSIT_TOKEN = "drill-deposit-" + uuid.uuid4().hex
+TOKENS = Tokens.new("drill")
 PROMOTE_TIMEOUT_S = 60.0
 
 
@@ -124,31 +126,28 @@ def dsn(port: int, database: str = DATABASE) -> str:
     return f"postgresql://{devdb.SUPERUSER}@127.0.0.1:{port}/{database}"
 
 
-@asynccontextmanager
-async def wallet(database_url: str) -> AsyncIterator[tuple[aiohttp.ClientSession, str, str]]:
-    """The Kaspi simulator and the server, in this process: (http, wallet, simulator)."""
-    from mpp_server.devtools.simulator.app import create_app as create_simulator
-    from mpp_server.devtools.simulator.settings import SimulatorSettings
-
-    wallet_port, kaspi_port, acquiring_port = free_ports(3)
-    simulator = web.AppRunner(create_simulator(SimulatorSettings(
-        simulator_listen="127.0.0.1:0", sim_caller_names=CALLER,
-        sim_mpp_refund_url=f"http://127.0.0.1:{kaspi_port}/refund")), access_log=None)
-    await simulator.setup()
-    await web.TCPSite(simulator, "127.0.0.1", 0).start()
-    sim_url = f"http://127.0.0.1:{simulator.addresses[0][1]}"
-    runtime = Runtime(Settings(
-        database_url=database_url, kaspi_base_url=sim_url, kaspi_caller_name=CALLER,
-        wallet_api_tokens=TOKEN, deposit_api_tokens=DEPOSIT_TOKEN,
-        wallet_listen=f"127.0.0.1:{wallet_port}", kaspi_listen=f"127.0.0.1:{kaspi_port}",
-        acquiring_listen=f"127.0.0.1:{acquiring_port}", log_level="WARNING"))
-    await runtime.start()
+@contextmanager
+def wallet(database_url: str, log_dir: Path) -> Iterator[tuple[str, str]]:
+    """The Kaspi simulator and a server, started by the dev launcher as `make run` starts
+    them: (the wallet's URL, the simulator's)."""
+    sim_port, *ports = free_ports(1 + Listeners.COUNT)
+    listeners = Listeners.on(iter(ports))
+    sim_env = launcher.simulator_process_env(loopback(sim_port),
+                                             listeners.kaspi_url + "/refund")
+    sim_url = f"http://{loopback(sim_port)}"
+    procs = Processes(log_dir)
     try:
-        async with aiohttp.ClientSession() as http:
-            yield http, runtime.wallet_url, sim_url
+        procs.start_simulator(sim_env)
+        procs.start_server("server", {
+            **launcher.server_env(database_url, sim_url, listeners, TOKENS),
+            "LOG_LEVEL": "WARNING"})
+        procs.wait_http("simulator", sim_url + "/sim/healthz")
+        procs.wait_http("server", listeners.wallet_url + "/readyz")
+        yield listeners.wallet_url, sim_url
+    except LaunchError as exc:
+        raise DrillFailed(str(exc)) from exc
     finally:
-        await runtime.stop()
-        await simulator.cleanup()
+        procs.stop()
 
 
 async def _post(http: aiohttp.ClientSession, url: str, body: dict[str, Any],
@@ -166,22 +165,24 @@ async def pay(http: aiohttp.ClientSession, wallet_url: str, sim_url: str, custom
     """One Dynamic QR payment, scanned and confirmed: its paymentId once COMPLETED."""
     qr = await _post(http, f"{sim_url}/sim/qr", {"type": "Dynamic", "amount": "10.00"})
     scanned = await _post(http, f"{wallet_url}/v1/scan",
-                          {"qrCode": qr["qrCode"], "customerId": customer}, TOKEN)
+                          {"qrCode": qr["qrCode"], "customerId": customer}, TOKENS.wallet)
     payment_id = str(scanned["payment"]["paymentId"])
     paid = await _post(http, f"{wallet_url}/v1/payments/{payment_id}/confirm",
-                       {"customerId": customer}, TOKEN)
+                       {"customerId": customer}, TOKENS.wallet)
     if paid["status"] != "COMPLETED":
         raise DrillFailed(f"payment {payment_id} is {paid['status']}, not COMPLETED")
     return payment_id
 
 
-async def payments_and_target(database_url: str, before: int, after: int
+async def payments_and_target(database_url: str, wallet_url: str, sim_url: str,
+                              before: int, after: int
                               ) -> tuple[list[str], list[str], datetime]:
     """`before` payments, the target time, `after` more."""
     customer = "77" + str(uuid.uuid4().int)[:10]
-    async with wallet(database_url) as (http, wallet_url, sim_url):
+    async with aiohttp.ClientSession() as http:
         await _post(http, f"{wallet_url}/v1/accounts/{customer}/deposits",
-                    {"depositId": "drill-" + customer, "amount": "100000.00"}, DEPOSIT_TOKEN)
+                    {"depositId": "drill-" + customer, "amount": "100000.00"},
+                    TOKENS.deposit)
         first = [await pay(http, wallet_url, sim_url, customer) for _ in range(before)]
         conn = await asyncpg.connect(database_url)
         try:
@@ -251,9 +252,10 @@ def drill(base: Path, before: int, after: int) -> dict[str, Any]:
             asyncio.run(_create_database(port))
         with step("full backup"):
             repo.pgbackrest("--type=full", "backup")
-        with step(f"{before} payments, the target time, {after} payments"):
-            first, second, target = asyncio.run(payments_and_target(dsn(port), before,
-                                                                    after))
+        with step(f"{before} payments, the target time, {after} payments"), \
+                wallet(dsn(port), base / "logs") as (wallet_url, sim_url):
+            first, second, target = asyncio.run(payments_and_target(
+                dsn(port), wallet_url, sim_url, before, after))
         with step("WAL archived (pgbackrest check)"):
             repo.pgbackrest("check")  # switches WAL and waits until it is archived
     finally:
@@ -273,12 +275,7 @@ def drill(base: Path, before: int, after: int) -> dict[str, Any]:
 
 
 async def _create_database(port: int) -> None:
-    admin = await asyncpg.connect(dsn(port, "postgres"))
-    try:
-        await admin.execute(f'CREATE DATABASE "{DATABASE}"')
-    finally:
-        await admin.close()
-    await migrate.migrate(dsn(port))
+    await migrate.migrate(await devdb.ensure_database(dsn(port, "postgres"), DATABASE))
 
 
 def main(argv: list[str]) -> int:

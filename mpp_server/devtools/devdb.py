@@ -15,9 +15,17 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
+
+from mpp_server import migrate
 from mpp_server.config import DEVDB_DEFAULT_PORT
+from mpp_server.devtools.launcher import free_port
 
 DEFAULT_PORT = DEVDB_DEFAULT_PORT
 SUPERUSER = "mpp"
@@ -89,9 +97,7 @@ def _port_is_free(port: int) -> bool:
 
 
 def _taken(port: int, why: str) -> PortTaken:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        free = sock.getsockname()[1]
+    free = free_port()
     return PortTaken(
         f"devdb: port {port} on 127.0.0.1 {why}. Another checkout's private PostgreSQL? "
         f"Give this checkout its own port with MPP_DEVDB_PORT (e.g. "
@@ -170,10 +176,57 @@ def stop_postgres(data_dir: Path) -> None:
                   cluster_owner())
 
 
+def configured() -> tuple[Path, int]:
+    """The private cluster's folder and port: MPP_DEVDB_DIR and MPP_DEVDB_PORT, else
+    .data/pg and 54329."""
+    return (Path(os.environ.get("MPP_DEVDB_DIR") or ".data/pg"),
+            int(os.environ.get("MPP_DEVDB_PORT") or DEFAULT_PORT))
+
+
+def socket_dsn(data_dir: Path, port: int, database: str = "postgres") -> str:
+    """The cluster over its Unix socket (in its data folder): on one machine a round trip
+    costs less CPU than over TCP loopback (docs/performance.md)."""
+    return f"postgresql://{SUPERUSER}@/{database}?host={data_dir.resolve()}&port={port}"
+
+
+def with_database(dsn: str, name: str) -> str:
+    """`dsn` pointing at database `name` instead."""
+    return urlunsplit(urlsplit(dsn)._replace(path="/" + name))
+
+
+async def ensure_database(admin_dsn: str, name: str) -> str:
+    """Database `name` on the cluster (created if missing); its DSN."""
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return with_database(admin_dsn, name)
+
+
+@asynccontextmanager
+async def fresh_database(admin_dsn: str, prefix: str, *,
+                         keep: bool = False) -> AsyncIterator[str]:
+    """A new database PREFIX_<random> with every migration applied, dropped afterwards
+    (unless `keep`)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    dsn = await ensure_database(admin_dsn, name)
+    try:
+        await migrate.migrate(dsn)
+        yield dsn
+    finally:
+        if not keep:
+            conn = await asyncpg.connect(admin_dsn)
+            try:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            finally:
+                await conn.close()
+
+
 def main(argv: list[str]) -> int:
     """`python -m mpp_server devdb [start|stop]`: print the DSN of the private cluster."""
-    data_dir = Path(os.environ.get("MPP_DEVDB_DIR", ".data/pg"))
-    port = int(os.environ.get("MPP_DEVDB_PORT") or DEFAULT_PORT)
+    data_dir, port = configured()
     action = argv[0] if argv else "start"
     if action == "stop":
         stop_postgres(data_dir)

@@ -24,9 +24,10 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from string import Template
 from typing import Any
@@ -34,9 +35,19 @@ from typing import Any
 import asyncpg
 
 from mpp_server import migrate
-from mpp_server.config import Settings
 from mpp_server.devtools import devdb
-from mpp_server.devtools.ports import free_ports
+from mpp_server.devtools.launcher import (
+    LaunchError,
+    Listeners,
+    Processes,
+    Tokens,
+    free_ports,
+    loopback,
+    send_signal,
+    server_env,
+    simulator_listen,
+    simulator_process_env,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = ROOT / "deploy" / "ha"
@@ -47,13 +58,12 @@ SUPERUSER = devdb.SUPERUSER
 # that owns nothing (docs/operations.md, "Roles").
 OWNER = "mpp_owner"
 SERVER_ROLE = "mpp_server"
-CALLER_NAME = "MPPSERVER"
 TOOLS = {"patroni": "patroni", "patronictl": "patroni", "etcd": "etcd-server",
          "haproxy": "haproxy", "pgbackrest": "pgbackrest"}
 READY_TIMEOUT_S = 120.0
 
 
-class TopologyError(RuntimeError):
+class TopologyError(LaunchError):
     """A part of the topology did not start; the message says which and where its log is."""
 
 
@@ -90,6 +100,10 @@ def get_json(url: str, timeout_s: float = 2.0) -> Any:
         return json.loads(resp.read())
 
 
+def _ready(server_url: str) -> bool:
+    return bool(get_json(server_url + "/readyz")["status"] == "ready")
+
+
 def children_of(parent: int) -> list[int]:
     """The pids whose parent is `parent` (from /proc)."""
     found = []
@@ -102,14 +116,6 @@ def children_of(parent: int) -> list[int]:
             if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
                 found.append(int(entry.name))
     return found
-
-
-def _kill(pid: int | None, sig: signal.Signals) -> None:
-    if pid is not None:
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
 
 
 @dataclass
@@ -162,16 +168,15 @@ class Topology:
     wallet_port: int = 0
     kaspi_port: int = 0
     sim_port: int = 0
+    # Tuning over the launcher's environment, for every server (the tests' fast retries).
     server_env: dict[str, str] = field(default_factory=dict)
-    token: str = field(default_factory=lambda: "dev-" + secrets.token_urlsafe(18))
-    deposit_token: str = field(default_factory=lambda: "dev-deposit-" + secrets.token_urlsafe(18))
+    tokens: Tokens = field(default_factory=lambda: Tokens.new("dev"))
     nodes: list[Node] = field(default_factory=list)
-    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     server_dsns: list[str] = field(default_factory=list)
-    server_urls: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        ports = iter(free_ports(6 + 2 * self.nodes_count + 2 * self.servers_count))
+        ports = iter(free_ports(6 + 2 * self.nodes_count
+                                + Listeners.COUNT * self.servers_count))
         self.wallet_port = self.wallet_port or next(ports)
         self.kaspi_port = self.kaspi_port or next(ports)
         self.sim_port = self.sim_port or next(ports)
@@ -179,10 +184,25 @@ class Topology:
                                                                   next(ports))
         self.nodes = [Node(f"pg{i + 1}", next(ports), next(ports), self.base / f"pg{i + 1}")
                       for i in range(self.nodes_count)]
-        self._server_ports = [(next(ports), next(ports)) for _ in range(self.servers_count)]
-        self.server_urls = [f"http://127.0.0.1:{w}" for w, _ in self._server_ports]
-        self.kaspi_urls = [f"http://127.0.0.1:{k}" for _, k in self._server_ports]
+        self.listeners = [Listeners.on(ports) for _ in range(self.servers_count)]
+        self.server_urls = [listeners.wallet_url for listeners in self.listeners]
+        self.kaspi_urls = [listeners.kaspi_url for listeners in self.listeners]
         self._owner = "postgres" if os.geteuid() == 0 else None
+        # Each in a session of its own: Ctrl-C reaches `make ha`, which stops them in
+        # order (the servers before the database).
+        self.processes = Processes(self.base / "logs", cwd=self.base, own_session=True)
+
+    @property
+    def procs(self) -> dict[str, subprocess.Popen[bytes]]:
+        return self.processes.procs
+
+    @property
+    def token(self) -> str:
+        return self.tokens.wallet
+
+    @property
+    def deposit_token(self) -> str:
+        return self.tokens.deposit
 
     # ---- addresses ------------------------------------------------------------------
 
@@ -214,16 +234,6 @@ class Topology:
 
     # ---- processes ------------------------------------------------------------------
 
-    def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None
-               ) -> subprocess.Popen[bytes]:
-        log = (self.base / "logs" / f"{name}.log").open("ab")
-        proc = subprocess.Popen(args, env={**os.environ, **(env or {})}, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True,
-                                cwd=self.base)
-        log.close()
-        self.procs[name] = proc
-        return proc
-
     def _prepare_folder(self) -> None:
         if self.base.exists():
             shutil.rmtree(self.base)
@@ -246,7 +256,7 @@ class Topology:
     def _start_etcd(self) -> None:
         peer = f"http://127.0.0.1:{self.etcd_peer_port}"
         client = f"http://127.0.0.1:{self.etcd_port}"
-        self._spawn("etcd", [
+        self.processes.start("etcd", [
             _tool("etcd") or "etcd", "--name", "e1", "--data-dir", str(self.base / "etcd"),
             "--listen-client-urls", client, "--advertise-client-urls", client,
             "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
@@ -289,8 +299,8 @@ class Topology:
         if self._owner is not None:
             args = ["runuser", "-u", self._owner, "--", *args]
         # post_bootstrap.sh creates the stanza with the node's pgBackRest configuration.
-        node.proc = self._spawn(node.name, args, {"BACKREST_CONFIG": str(node.backup_config),
-                                                  "SCOPE": SCOPE})
+        node.proc = self.processes.start(node.name, args, {
+            "BACKREST_CONFIG": str(node.backup_config), "SCOPE": SCOPE})
 
     def _render_haproxy(self) -> Path:
         def lines(entries: list[str]) -> str:
@@ -302,10 +312,10 @@ class Topology:
             KASPI_BIND=f"127.0.0.1:{self.kaspi_port}",
             PG_SERVERS=lines([f"server {n.name} 127.0.0.1:{n.pg_port} check port "
                               f"{n.rest_port}" for n in self.nodes]),
-            WALLET_SERVERS=lines([f"server s{i + 1} 127.0.0.1:{w} check"
-                                  for i, (w, _) in enumerate(self._server_ports)]),
-            KASPI_SERVERS=lines([f"server s{i + 1} 127.0.0.1:{k} check"
-                                 for i, (_, k) in enumerate(self._server_ports)]))
+            WALLET_SERVERS=lines([f"server s{i + 1} {listeners.wallet} check"
+                                  for i, listeners in enumerate(self.listeners)]),
+            KASPI_SERVERS=lines([f"server s{i + 1} {listeners.kaspi} check"
+                                 for i, listeners in enumerate(self.listeners)]))
         path = self.base / "haproxy.cfg"
         path.write_text(text)
         return path
@@ -323,7 +333,7 @@ class Topology:
                                capture_output=True, text=True, check=False)
         if check.returncode != 0:
             raise TopologyError(f"haproxy refused {config}: {check.stderr}")
-        self._spawn("haproxy", [_tool("haproxy") or "haproxy", "-db", "-f", str(config)])
+        self.processes.start("haproxy", [_tool("haproxy") or "haproxy", "-db", "-f", str(config)])
         self.wait_sync_standby()
         asyncio.run(self._migrate())
         self.pgbackrest("backup", "--type=full")
@@ -341,47 +351,29 @@ class Topology:
 
     def start_apps(self) -> None:
         """The simulator and the servers, each ready before this returns."""
-        defaults = Settings()
-        common = {"KASPI_BASE_URL": self.sim_url, "KASPI_CALLER_NAME": CALLER_NAME,
-                  "WALLET_API_TOKENS": self.token, "DEPOSIT_API_TOKENS": self.deposit_token,
-                  "KASPI_ALLOWED_NETWORKS": "127.0.0.0/8",
-                  "LOG_LEVEL": defaults.log_level}
-        self._spawn("simulator", [sys.executable, "-m", "mpp_server", "simulator"], {
-            "SIMULATOR_LISTEN": f"127.0.0.1:{self.sim_port}",
-            "SIM_MPP_REFUND_URL": f"http://127.0.0.1:{self.kaspi_port}/refund",
-            "SIM_CALLER_NAMES": CALLER_NAME})
+        self.processes.start_simulator(simulator_process_env(
+            loopback(self.sim_port), f"http://127.0.0.1:{self.kaspi_port}/refund"))
         self.server_dsns = []
-        for i, (wallet, kaspi) in enumerate(self._server_ports):
+        for i, listeners in enumerate(self.listeners):
             dsn = (self.primary_dsn_as(SERVER_ROLE) if i % 2 == 0
                    else self.multi_host_dsn_as(SERVER_ROLE))
             self.server_dsns.append(dsn)
-            self._spawn(f"server{i + 1}", [sys.executable, "-m", "mpp_server", "serve"], {
-                **common, "DATABASE_URL": dsn, "WALLET_LISTEN": f"127.0.0.1:{wallet}",
-                "KASPI_LISTEN": f"127.0.0.1:{kaspi}", **self.server_env})
+            self.processes.start_server(f"server{i + 1}", {
+                **server_env(dsn, self.sim_url, listeners, self.tokens), **self.server_env})
         self._wait(lambda: get_json(self.sim_url + "/sim/healthz") is not None,
                    "simulator ready", "simulator")
         for i, url in enumerate(self.server_urls):
-            self._wait(lambda url=url: get_json(url + "/readyz")["status"] == "ready",
-                       f"server{i + 1} ready", f"server{i + 1}")
+            self._wait(partial(_ready, url), f"server{i + 1} ready", f"server{i + 1}")
 
-    def _wait(self, ready: Any, what: str, proc_name: str | None = None,
+    def _wait(self, ready: Callable[[], object], what: str, proc_name: str | None = None,
               timeout_s: float = READY_TIMEOUT_S) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            proc = self.procs.get(proc_name or "")
-            if proc is not None and proc.poll() is not None:
-                raise TopologyError(f"{proc_name} exited with {proc.returncode}; see "
-                                 f"{self.base / 'logs' / f'{proc_name}.log'}")
-            try:
-                if ready():
-                    return
-            except (OSError, ValueError, KeyError, urllib.error.URLError):
-                pass
-            time.sleep(0.2)
-        tails = "".join(f"\n--- {n.name}'s log ends:\n{self.log_tail(n.name, 1500)}"
-                        for n in self.nodes)
-        raise TopologyError(f"not {what} after {timeout_s:.0f} s; logs in "
-                         f"{self.base / 'logs'}{tails}")
+        """The launcher's wait, with the nodes' logs when the cluster never got there."""
+        try:
+            self.processes.wait_until(ready, what, proc_name, timeout_s)
+        except LaunchError as exc:
+            tails = "".join(f"\n--- {n.name}'s log ends:\n{self.log_tail(n.name, 1500)}"
+                            for n in self.nodes)
+            raise TopologyError(f"{exc}; logs in {self.base / 'logs'}{tails}") from exc
 
     # ---- the cluster's state and the operations on it ------------------------------
 
@@ -413,8 +405,7 @@ class Topology:
                    "a leader with a synchronous standby", timeout_s=timeout_s)
 
     def log_tail(self, name: str, chars: int = 3000) -> str:
-        path = self.base / "logs" / f"{name}.log"
-        return path.read_text(errors="replace")[-chars:] if path.exists() else ""
+        return self.processes.log_tail(name, chars)
 
     def node(self, name: str) -> Node:
         return next(n for n in self.nodes if n.name == name)
@@ -425,8 +416,8 @@ class Topology:
         restarts PostgreSQL in place.)"""
         node = self.node(name)
         postmaster = node.postmaster_pid()
-        _kill(node.patroni_pid(), signal.SIGKILL)
-        _kill(postmaster, signal.SIGKILL)
+        send_signal(node.patroni_pid(), signal.SIGKILL)
+        send_signal(postmaster, signal.SIGKILL)
         if node.proc is not None:
             node.proc.wait(timeout=10)
 
@@ -455,20 +446,13 @@ class Topology:
     def stop(self) -> None:
         """Everything this topology started, in reverse order; Patroni stops its
         PostgreSQL itself (fast shutdown), a stray postmaster is killed."""
-        for name in reversed(list(self.procs)):
-            proc = self.procs[name]
-            if proc.poll() is None:
-                node = next((n for n in self.nodes if n.name == name), None)
-                _kill(node.patroni_pid() if node else proc.pid, signal.SIGTERM)
-        for name in reversed(list(self.procs)):
-            proc = self.procs[name]
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        def pid_of(name: str) -> int | None:
+            node = next((n for n in self.nodes if n.name == name), None)
+            return node.patroni_pid() if node else self.procs[name].pid
+
+        self.processes.stop(timeout_s=30, pid_of=pid_of)
         for node in self.nodes:
-            _kill(node.postmaster_pid(), signal.SIGKILL)
+            send_signal(node.postmaster_pid(), signal.SIGKILL)
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -507,12 +491,15 @@ def main(argv: list[str]) -> int:
     if reason:
         print(f"ha: {reason}", file=sys.stderr)
         return 2
-    defaults = Settings()
-    port = {name: int(getattr(defaults, name).rpartition(":")[2])
-            for name in ("wallet_listen", "kaspi_listen", "simulator_listen")}
+    # HAProxy and the simulator on the usual ports, so the README's payment works as is.
+    defaults = Listeners.configured(os.environ)
+
+    def port(listen: str) -> int:
+        return int(listen.rpartition(":")[2])
+
     topology = Topology(Path(args.dir).resolve(), servers_count=args.servers,
-                        wallet_port=port["wallet_listen"], kaspi_port=port["kaspi_listen"],
-                        sim_port=port["simulator_listen"])
+                        wallet_port=port(defaults.wallet), kaspi_port=port(defaults.kaspi),
+                        sim_port=port(simulator_listen(os.environ)))
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     try:

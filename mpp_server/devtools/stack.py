@@ -10,50 +10,72 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import secrets
 import signal
-import subprocess
 import sys
 import time
-import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
-
-import asyncpg
 
 from mpp_server import migrate
-from mpp_server.config import DEV_DATABASE, Settings
+from mpp_server.config import DEV_DATABASE
 from mpp_server.devtools import devdb
-
-APP_DATABASE = DEV_DATABASE
-
-
-async def _ensure_database(admin_dsn: str, name: str) -> str:
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
-            await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return urlunsplit(urlsplit(admin_dsn)._replace(path="/" + name))
-
-
-def _wait_http(url: str, timeout_s: float, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{proc.args!r} exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise SystemExit(f"{url} did not answer within {timeout_s} s")
+from mpp_server.devtools.launcher import (
+    LaunchError,
+    Listeners,
+    Processes,
+    Tokens,
+    server_env,
+    simulator_listen,
+    simulator_process_env,
+)
 
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
+
+
+def _private_database() -> tuple[str, Path | None]:
+    """make run's database on the private PostgreSQL, and the cluster's folder when this
+    run started it (so that Ctrl-C stops it)."""
+    data_dir, port = devdb.configured()
+    started = None if devdb.is_running(data_dir) else data_dir
+    admin = devdb.ensure_postgres(data_dir, port)
+    dsn = asyncio.run(devdb.ensure_database(admin, DEV_DATABASE))
+    print(f"stack: private PostgreSQL on 127.0.0.1:{port} (MPP_DEVDB_PORT), database "
+          f"{DEV_DATABASE!r} (data in {data_dir}); commands run without DATABASE_URL "
+          f"find it")
+    return dsn, started
+
+
+def _tokens(env: Mapping[str, str]) -> Tokens:
+    """The caller's tokens, or new ones for this run (printed)."""
+    new = Tokens.new("dev")
+    tokens = Tokens(env.get("WALLET_API_TOKENS") or new.wallet,
+                    env.get("DEPOSIT_API_TOKENS") or new.deposit)
+    if tokens.wallet == new.wallet:
+        print(f"stack: WALLET_API_TOKENS was unset; this run's token: {tokens.wallet}")
+    if tokens.deposit == new.deposit:
+        # Deposits create money: they take only these tokens, never a wallet token.
+        print(f"stack: DEPOSIT_API_TOKENS was unset; this run's deposit token: "
+              f"{tokens.deposit}")
+    return tokens
+
+
+def _run(procs: Processes, listeners: Listeners, sim_env: dict[str, str],
+         serve_env: dict[str, str]) -> int:
+    procs.start_simulator(sim_env)
+    procs.start_server("server", serve_env)
+    procs.wait_http("simulator", f"http://{sim_env['SIMULATOR_LISTEN']}/sim/healthz")
+    procs.wait_http("server", listeners.wallet_url + "/readyz")
+    print(f"stack: ready. wallet API {listeners.wallet_url}, Kaspi-facing "
+          f"{listeners.kaspi_url}, simulator http://{sim_env['SIMULATOR_LISTEN']}, "
+          f"Kaspi at {serve_env['KASPI_BASE_URL']}, operators' console "
+          f"http://{listeners.admin} (a first operator: python -m mpp_server operators add "
+          "LOGIN --role admin). Ctrl-C stops.")
+    while procs.first_exited() is None:
+        time.sleep(0.5)
+    print("stack: a process exited; stopping the others", file=sys.stderr)
+    return 1
 
 
 def main(argv: list[str]) -> int:
@@ -62,70 +84,39 @@ def main(argv: list[str]) -> int:
         description="Start PostgreSQL (private, unless DATABASE_URL is set), apply the "
                     "migrations, start the Kaspi simulator and the server; Ctrl-C stops all.")
     parser.parse_args(argv)
-    env = dict(os.environ)
+    # What the caller set wins over the launcher's values (a real Kaspi's KASPI_BASE_URL,
+    # say: the simulator still starts, the server talks to the given Kaspi).
+    own = {name: value for name, value in os.environ.items() if value}
     started_postgres: Path | None = None
-    if not env.get("DATABASE_URL"):
-        data_dir = Path(env.get("MPP_DEVDB_DIR", ".data/pg"))
-        if not devdb.is_running(data_dir):
-            started_postgres = data_dir
-        port = int(env.get("MPP_DEVDB_PORT") or devdb.DEFAULT_PORT)
-        admin = devdb.ensure_postgres(data_dir, port)
-        env["DATABASE_URL"] = asyncio.run(_ensure_database(admin, APP_DATABASE))
-        print(f"stack: private PostgreSQL on 127.0.0.1:{port} (MPP_DEVDB_PORT), database "
-              f"{APP_DATABASE!r} (data in {data_dir}); commands run without DATABASE_URL "
-              f"find it")
+    dsn = own.get("DATABASE_URL")
+    if not dsn:
+        dsn, started_postgres = _private_database()
     try:
-        applied = asyncio.run(migrate.migrate(env["DATABASE_URL"]))
+        applied = asyncio.run(migrate.migrate(dsn))
     except migrate.MigrationChanged as exc:
         raise SystemExit(f"stack: migrate refused: {exc}") from exc
     print(f"stack: migrations applied: {applied.migrations or 'none pending'}"
           f"{'; functions applied' if applied.functions else ''}")
-    defaults = Settings(database_url=env["DATABASE_URL"])
-    env.setdefault("KASPI_LISTEN", defaults.kaspi_listen)
-    env.setdefault("SIMULATOR_LISTEN", defaults.simulator_listen)
-    env.setdefault("SIM_MPP_REFUND_URL", f"http://{env['KASPI_LISTEN']}/refund")
-    env.setdefault("SIM_CALLER_NAMES", env.get("KASPI_CALLER_NAME", defaults.kaspi_caller_name))
-    if not env.get("WALLET_API_TOKENS"):
-        env["WALLET_API_TOKENS"] = "dev-" + secrets.token_urlsafe(18)
-        print(f"stack: WALLET_API_TOKENS was unset; this run's token: {env['WALLET_API_TOKENS']}")
-    if not env.get("DEPOSIT_API_TOKENS"):
-        # Deposits create money: they take only these tokens, never a wallet token.
-        env["DEPOSIT_API_TOKENS"] = "dev-deposit-" + secrets.token_urlsafe(18)
-        print(f"stack: DEPOSIT_API_TOKENS was unset; this run's deposit token: "
-              f"{env['DEPOSIT_API_TOKENS']}")
-    wallet_listen = env.get("WALLET_LISTEN", defaults.wallet_listen)
-    procs: list[subprocess.Popen[bytes]] = []
+    listeners = Listeners.configured(own)
+    sim_listen = simulator_listen(own)
+    serve_env = {**server_env(dsn, f"http://{sim_listen}", listeners, _tokens(own)), **own}
+    sim_env = {**simulator_process_env(sim_listen, listeners.kaspi_url + "/refund",
+                                       serve_env["KASPI_CALLER_NAME"]),
+               **{k: v for k, v in own.items() if k.startswith("SIM")}}
+    procs = Processes()
     # Installed explicitly: a shell that starts us in the background ignores SIGINT.
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        sim = subprocess.Popen([sys.executable, "-m", "mpp_server", "simulator"], env=env)
-        procs.append(sim)
-        server = subprocess.Popen([sys.executable, "-m", "mpp_server", "serve"], env=env)
-        procs.append(server)
-        _wait_http(f"http://{env['SIMULATOR_LISTEN']}/sim/healthz", 30, sim)
-        _wait_http(f"http://{wallet_listen}/readyz", 30, server)
-        print(f"stack: ready. wallet API http://{wallet_listen}, Kaspi-facing "
-              f"http://{env['KASPI_LISTEN']}, simulator http://{env['SIMULATOR_LISTEN']}, "
-              f"Kaspi at {env.get('KASPI_BASE_URL', defaults.kaspi_base_url)}, operators' "
-              f"console http://{env.get('ADMIN_LISTEN', defaults.admin_listen)} (a first "
-              "operator: python -m mpp_server operators add LOGIN --role admin). Ctrl-C stops.")
-        while all(p.poll() is None for p in procs):
-            time.sleep(0.5)
-        print("stack: a process exited; stopping the others", file=sys.stderr)
+        return _run(procs, listeners, sim_env, serve_env)
+    except LaunchError as exc:
+        print(f"stack: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("\nstack: stopping")
         return 0
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        procs.stop()
         if started_postgres is not None:
             # Ctrl-C stops everything this run started; a cluster that was already
             # running (make test's, say) is left as it was.

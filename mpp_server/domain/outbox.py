@@ -6,10 +6,11 @@ the row's next_attempt_at, set by the deciding transaction CONFIRM_BUDGET_MS ahe
 every worker away until then. Within it the request calls Kaspi, with backoff between
 attempts and each call's timeout ending before the lease does, holding no row lock, no
 transaction and no connection across a call. After the lease (or a crash) the worker of
-any process takes the row: each of its attempts is one transaction that locks the row
-with FOR UPDATE SKIP LOCKED, calls Kaspi while holding the lock, and applies the answer
-before committing; a process killed mid-call leaves the row to the next one (its lock
-dies with its connection). Applying an answer deletes the row first (notify.sql), so an
+any process takes the row the same way: it claims the due row with a lease of its own
+(notify_claim: next_attempt_at moved past the call's timeout, committed), calls Kaspi
+holding nothing, then applies the answer, or records the failure under its claim, in a
+short transaction of its own; a process killed mid-call leaves the row to the next one
+when its lease runs out. Applying an answer deletes the row first (notify.sql), so an
 answer is applied once even if a stalled lease holder and a worker both sent (Kaspi
 answers a repeated notify the same). Policy and the overlap argument:
 docs/notify-policy.md.
@@ -31,9 +32,9 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from mpp_server import db
 from mpp_server.db import Conn
 from mpp_server.domain import ledger
+from mpp_server.domain.due_worker import run_due
 from mpp_server.domain.outcomes import NotifyOutcome
 from mpp_server.kaspi_client.client import KaspiClient, KaspiNoAnswer
 from mpp_server.kaspi_client.codes import ResultCode, is_final_notify_answer
@@ -51,11 +52,18 @@ class Attempt(Enum):
                             # (leased) too little of the lease is left
 
 
+# The worker's read: the due rows, most overdue first (the lease holders' rows only once
+# their lease is over).
+_DUE_IDS = """SELECT payment_id FROM notify_outbox WHERE next_attempt_at <= now()
+              ORDER BY next_attempt_at LIMIT $1"""
+
 # The lease holder's calls must end this long before its lease does (the worker polls
 # for due rows); with less than MIN_LEASED_CALL_S left it stops and leaves the row to
 # the worker.
 LEASE_MARGIN_S = 0.5
 MIN_LEASED_CALL_S = 0.1
+# The worker's lease runs this much longer than its call's timeout.
+WORKER_LEASE_MARGIN_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -88,9 +96,13 @@ class Notice:
 
 class NotifyOutbox:
     def __init__(self, pool: asyncpg.Pool, kaspi: KaspiClient, *, initial_backoff_s: float,
-                 max_backoff_s: float, concurrency: int, poll_interval_s: float) -> None:
+                 max_backoff_s: float, concurrency: int, poll_interval_s: float,
+                 kaspi_timeout_s: float) -> None:
         self._pool = pool
         self._kaspi = kaspi
+        # The worker's lease on a row: the call's timeout and a margin for the answer to
+        # be applied (a stalled process overrunning it is harmless: apply-once).
+        self._worker_lease_s = kaspi_timeout_s + WORKER_LEASE_MARGIN_S
         self._wait = wait_exponential_jitter(multiplier=initial_backoff_s, max=max_backoff_s,
                                              jitter=initial_backoff_s)
         self._concurrency = concurrency
@@ -103,34 +115,27 @@ class NotifyOutbox:
         return float(self._wait(state))
 
     async def attempt(self, payment_id: str) -> tuple[Attempt, asyncpg.Record | None]:
-        """One attempt of the worker, on a due row, under the row lock; with ANSWERED,
-        the payment row as the answer left it."""
-        async with self._pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(
-                """SELECT o.*, p.customer_id, p.mpp_payment_id, p.locale
-                   FROM notify_outbox o JOIN payments p USING (payment_id)
-                   WHERE o.payment_id = $1 AND o.next_attempt_at <= now()
-                   FOR UPDATE OF o SKIP LOCKED""", payment_id)
-            if row is None:
-                return Attempt.SKIPPED, None
-            notice = Notice.from_row(row)
-            answer, reason = await self._send(notice, None)
+        """One attempt of the worker on a due row, under a lease it claims first
+        (notify_claim), holding no lock, transaction or connection across Kaspi's call;
+        with ANSWERED, the payment row as the answer left it."""
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow("SELECT * FROM notify_claim($1, $2)", payment_id,
+                                      self._worker_lease_s)
+        if row is None:
+            return Attempt.SKIPPED, None
+        notice = Notice.from_row(row)
+        answer, reason = await self._send(notice, None)  # the client's timeout < the lease
+        async with self._pool.acquire() as conn:
             if answer is not None:
                 try:
-                    # A savepoint: an answer that fails to apply leaves the row to be
-                    # counted below, in this transaction.
-                    async with conn.transaction():
-                        return Attempt.ANSWERED, await apply_answer(conn, notice, answer)
+                    return Attempt.ANSWERED, await apply_answer(conn, notice, answer)
                 except Exception as exc:  # every failure is counted
                     reason = self._unexpected(payment_id, "applying the answer", exc)
-            attempts = row["attempts"] + 1
-            await conn.execute(
-                """UPDATE notify_outbox SET attempts = $2, last_error = $3,
-                          next_attempt_at = now() + make_interval(secs => $4)
-                   WHERE payment_id = $1""",
-                payment_id, attempts, reason[:500], self.backoff_s(attempts))
-            self._count_retry(payment_id, reason, attempts)
-            return Attempt.RETRY, None
+            attempts = await conn.fetchval(
+                "SELECT notify_attempt_failed($1, $2, $3, $4)", payment_id,
+                row["claimed_until"], reason, self.backoff_s(row["attempts"] + 1))
+        self._count_retry(payment_id, reason, attempts or row["attempts"] + 1)
+        return Attempt.RETRY, None
 
     async def _leased_attempt(self, notice: Notice, lease_ends: float
                               ) -> tuple[Attempt, asyncpg.Record | None]:
@@ -215,41 +220,8 @@ class NotifyOutbox:
 
     async def run(self) -> None:
         """Background worker: drain due rows forever (started with the server)."""
-        sem = asyncio.Semaphore(self._concurrency)
-        in_flight: set[str] = set()
-        tasks: set[asyncio.Task[None]] = set()
-
-        async def one(payment_id: str) -> None:
-            try:
-                await self.attempt(payment_id)
-            except Exception as exc:
-                db.background_failure("notify_worker", exc)
-            finally:
-                in_flight.discard(payment_id)
-                sem.release()
-
-        limit = self._concurrency * 4
-        while True:
-            full = False
-            try:
-                async with self._pool.acquire() as conn:
-                    due = await conn.fetch(
-                        """SELECT payment_id FROM notify_outbox WHERE next_attempt_at <= now()
-                           ORDER BY next_attempt_at LIMIT $1""", limit)
-                full = len(due) >= limit
-                for record in due:
-                    payment_id = record["payment_id"]
-                    if payment_id in in_flight:
-                        continue
-                    await sem.acquire()
-                    in_flight.add(payment_id)
-                    task = asyncio.create_task(one(payment_id))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-            except Exception as exc:  # the database away, or a bug: log, count, carry on
-                db.background_failure("notify_worker", exc)
-            if not full:
-                await asyncio.sleep(self._poll_interval_s)
+        await run_due(self._pool, _DUE_IDS, self.attempt, what="notify_worker",
+                      concurrency=self._concurrency, poll_interval_s=self._poll_interval_s)
 
 
 async def apply_answer(conn: Conn, notice: Notice,

@@ -78,8 +78,11 @@ def _parser() -> argparse.ArgumentParser:
     when.add_argument("--month", help="a monthly registry's month, YYYY-MM")
     parser.add_argument("--from-simulator", action="store_true",
                         help="fetch the registry from the Kaspi simulator instead of a file")
-    parser.add_argument("--simulator-url",
-                        help="default http:// + SIMULATOR_LISTEN (127.0.0.1:8090)")
+    # The simulator is a dev tool: its address is given, not read from the server's
+    # settings (the default is where `make run` starts it).
+    parser.add_argument("--simulator-url", default="http://127.0.0.1:8090",
+                        help="the simulator's base URL (default: make run's, "
+                             "http://127.0.0.1:8090)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser
 
@@ -105,7 +108,7 @@ def main(argv: list[str]) -> int:
         if args.from_simulator:
             if period is None:
                 return _bad(parser.prog, "--from-simulator needs --date or --month")
-            url = args.simulator_url or "http://" + settings.simulator_listen
+            url = args.simulator_url
             content, name = asyncio.run(_fetch(url.rstrip("/"), period))
         else:
             content, name = _read_file(args.file), args.file.name

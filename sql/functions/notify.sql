@@ -13,6 +13,47 @@ RETURNS void LANGUAGE sql AS $$
             now() + make_interval(secs => p_hold_s))
 $$;
 
+-- The worker's claim of a due row: a lease of p_lease_s (next_attempt_at moved ahead and
+-- committed), so no row lock, transaction or connection is held while Kaspi is asked;
+-- another process takes the row only when the lease has run out (a process that died).
+-- Returns the row with what the notify needs of its payment, and `claimed_until`, the
+-- lease's token for notify_attempt_failed; nothing when the row is gone, not due, or
+-- being claimed by another process right now.
+CREATE OR REPLACE FUNCTION notify_claim(p_payment_id text, p_lease_s double precision,
+                                        OUT payment_id text, OUT result_code text,
+                                        OUT result_message text, OUT amount_tiyn bigint,
+                                        OUT attempts int, OUT customer_id text,
+                                        OUT mpp_payment_id uuid, OUT locale text,
+                                        OUT claimed_until timestamptz)
+RETURNS SETOF record LANGUAGE sql AS $$
+    WITH due AS (
+        SELECT o.payment_id FROM notify_outbox o
+         WHERE o.payment_id = p_payment_id AND o.next_attempt_at <= now()
+           FOR UPDATE SKIP LOCKED
+    )
+    UPDATE notify_outbox o
+       SET next_attempt_at = clock_timestamp() + make_interval(secs => p_lease_s)
+      FROM due, payments p
+     WHERE o.payment_id = due.payment_id AND p.payment_id = o.payment_id
+    RETURNING o.payment_id, o.result_code, o.result_message, o.amount_tiyn, o.attempts,
+              p.customer_id, p.mpp_payment_id, p.locale, o.next_attempt_at
+$$;
+
+-- A claimed attempt that got no final answer: counted on the row, the next one after
+-- p_backoff_s. Only under the claim it made (p_claimed_until): if the lease ran out and
+-- another process took the row, its lease stands. Returns the attempts so far, or NULL.
+CREATE OR REPLACE FUNCTION notify_attempt_failed(p_payment_id text,
+                                                 p_claimed_until timestamptz,
+                                                 p_reason text,
+                                                 p_backoff_s double precision)
+RETURNS int LANGUAGE sql AS $$
+    UPDATE notify_outbox
+       SET attempts = attempts + 1, last_error = left(p_reason, 500),
+           next_attempt_at = now() + make_interval(secs => p_backoff_s)
+     WHERE payment_id = p_payment_id AND next_attempt_at = p_claimed_until
+    RETURNING attempts
+$$;
+
 -- Apply Kaspi's final answer to our notifyPayment (policy: docs/notify-policy.md) and
 -- remove the outbox row, in the caller's transaction (which holds the outbox row lock).
 -- outcome: ACKNOWLEDGED (our cancel/decline was answered), COMPLETED, RECEIPT (already

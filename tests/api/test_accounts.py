@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from mpp_server import db
+from mpp_server.devtools.devdb import fresh_database
 from tests.support.helpers import (
     assert_books_balanced,
     balance,
@@ -35,7 +36,7 @@ from tests.support.helpers import (
     transfers_of,
     wait_status,
 )
-from tests.support.stack import DEPOSIT_TOKEN, Stack, fresh_database, running_stack
+from tests.support.stack import DEPOSIT_TOKEN, Stack, running_stack
 
 pytestmark = pytest.mark.usefixtures("clean_faults")
 

@@ -16,6 +16,7 @@ import asyncpg
 import pytest
 
 from mpp_server import db
+from mpp_server.devtools.launcher import Listeners, free_port
 from tests.api.test_refunds import post_refund
 from tests.support.helpers import (
     balance,
@@ -31,7 +32,7 @@ from tests.support.helpers import (
     transfers_of,
     wait_status,
 )
-from tests.support.stack import free_port, running_stack
+from tests.support.stack import running_stack, server_env
 
 
 async def refund_at(stack: Any, url: str, body: dict[str, Any]) -> tuple[int, Any]:
@@ -45,9 +46,9 @@ async def refund_at(stack: Any, url: str, body: dict[str, Any]) -> tuple[int, An
                                       "10.0.0.0/33", "::1/129"])
 def test_allowed_networks_with_host_bits_or_garbage_stop_the_server(networks: str) -> None:
     # The database is unreachable on purpose: the server must stop before it tries it.
-    env = {**os.environ, "KASPI_ALLOWED_NETWORKS": networks,
-           "DATABASE_URL": f"postgresql://mpp@127.0.0.1:{free_port()}/none",
-           "WALLET_LISTEN": f"127.0.0.1:{free_port()}", "KASPI_LISTEN": f"127.0.0.1:{free_port()}"}
+    env = {**os.environ, **server_env(f"postgresql://mpp@127.0.0.1:{free_port()}/none",
+                                      "http://127.0.0.1:9", Listeners.free()),
+           "KASPI_ALLOWED_NETWORKS": networks}
     done = subprocess.run([sys.executable, "-m", "mpp_server", "serve"], env=env,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode != 0

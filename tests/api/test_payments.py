@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
+import asyncpg
 import pytest
 
+from mpp_server.serve import Runtime
 from tests.support.helpers import (
     assert_books_balanced,
     balance,
@@ -23,6 +26,7 @@ from tests.support.helpers import (
     transfers_of,
     wait_status,
 )
+from tests.support.stack import Stack, server_env, settings_from
 
 pytestmark = pytest.mark.usefixtures("clean_faults")
 
@@ -264,6 +268,51 @@ async def test_http_500_and_unknown_exception_are_retried(stack: Any) -> None:
     assert status == 200, body
     await wait_status(stack, payment_id, "COMPLETED")
     assert await balance(stack, customer) == "95.00"
+
+
+async def test_a_stopping_server_cancels_the_notify_attempt_in_flight(
+        stack: Stack, isolated_db: str) -> None:
+    # A server of its own on a database of its own: only its worker notifies, and the
+    # test stops it. No inline attempt (budget 0): the worker claims the outbox row with a
+    # lease (the Kaspi timeout and a margin), and its call meets a Kaspi that sits on it.
+    env = {**server_env(isolated_db, stack.sim_url), "CONFIRM_BUDGET_MS": "0",
+           "KASPI_TIMEOUT_MS": "20000"}
+    runtime = Runtime(settings_from(env))
+    await runtime.start()
+    own = dataclasses.replace(stack, wallet_url=runtime.wallet_url)
+    running = True
+    watch = await asyncpg.connect(isolated_db)
+    try:
+        customer = new_customer()
+        await deposit(own, customer, "100.00")
+        qr = await new_qr(own, "Dynamic", amount="10.00")
+        payment_id = (await scan(own, qr["qrCode"], customer))["payment"]["paymentId"]
+        await fault(own, "notifyPayment", "timeout", 1, delayMs=15_000)
+        status, body = await confirm(own, payment_id, customer)
+        assert status == 200 and body["status"] == "PENDING", body
+        row_sql = """SELECT attempts, last_error, next_attempt_at > now() + interval '10 s'
+                            AS claimed
+                       FROM notify_outbox WHERE payment_id = $1"""
+        deadline = asyncio.get_running_loop().time() + 10
+        while not await watch.fetchval(row_sql, payment_id, column=2):  # not yet taken
+            assert asyncio.get_running_loop().time() < deadline, "the worker never took it"
+            await asyncio.sleep(0.05)
+        # The worker holds no lock and no transaction while Kaspi sits on the call.
+        assert await watch.fetchrow("SELECT 1 FROM notify_outbox WHERE payment_id = $1 "
+                                    "FOR UPDATE NOWAIT", payment_id) is not None
+        await runtime.stop()
+        running = False
+        # The attempt was cancelled mid-call: nothing counted, the payment still PENDING,
+        # and the row waits for the next process once its lease runs out.
+        row = await watch.fetchrow(row_sql, payment_id)
+        assert row is not None and row["attempts"] == 0 and row["last_error"] is None
+        assert row["claimed"]
+        assert await watch.fetchval("SELECT status FROM payments WHERE payment_id = $1",
+                                    payment_id) == "PENDING"
+    finally:
+        await watch.close()
+        if running:
+            await runtime.stop()
 
 
 async def test_repeated_confirm_after_completion_is_the_same_answer(stack: Any) -> None:

@@ -10,8 +10,8 @@ from typing import Any
 import asyncpg
 import pytest
 
+from mpp_server.devtools.devdb import fresh_database
 from tests.support.helpers import complete_payment, drain_events, new_customer
-from tests.support.stack import fresh_database
 
 
 async def insert_event(conn: asyncpg.Connection, customer: str, payment_id: str) -> int:

@@ -16,7 +16,7 @@ import asyncpg
 import pytest
 
 from mpp_server import db, migrate
-from tests.support.stack import fresh_database
+from mpp_server.devtools.devdb import fresh_database
 
 SQL = migrate.SQL_DIR
 

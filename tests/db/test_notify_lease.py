@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 
 from mpp_server import db
+from mpp_server.devtools.launcher import CALLER_NAME
 from mpp_server.domain import deposits, ledger, payments
 from mpp_server.domain.limits import parse_limits
 from mpp_server.domain.outbox import Notice, apply_answer
@@ -20,7 +21,7 @@ from mpp_server.kaspi_client.client import KaspiClient, KaspiNoAnswer
 from mpp_server.kaspi_client.models import NotifyResponse, Result
 from mpp_server.metrics import MONEY_ALARMS
 from tests.support.helpers import confirm, deposit, fault, new_customer, new_qr, scan
-from tests.support.stack import CALLER_NAME, running_stack
+from tests.support.stack import running_stack
 
 
 async def _pending_payment(pool: db.Pool, amount_tiyn: int) -> Notice:
@@ -159,3 +160,38 @@ async def _until_attempted(pool: db.Pool, payment_id: str) -> None:
                 return
         await asyncio.sleep(0.01)
     raise AssertionError("the confirm never staged its notify")
+
+
+async def test_a_worker_whose_lease_ran_out_leaves_the_next_claim_alone(
+        isolated_db: str) -> None:
+    """A worker claims a due row with a lease (notify_claim) and holds nothing while
+    Kaspi is asked. If its lease runs out (a stalled process), another worker claims the
+    row; the first one's failure, recorded late, must not cut the second one's lease
+    short (notify_attempt_failed checks the claim it made)."""
+    pool = await db.create_pool(isolated_db, min_size=1, max_size=2)
+    try:
+        notice = await _pending_payment(pool, 700)
+        async with pool.acquire() as conn:
+            await conn.execute("UPDATE notify_outbox SET next_attempt_at = now() "
+                               "WHERE payment_id = $1", notice.payment_id)
+            # A lease of 0 has run out by the next statement (its now() is later).
+            first = await conn.fetchrow("SELECT * FROM notify_claim($1, 0)",
+                                        notice.payment_id)
+            assert first is not None
+            second = await conn.fetchrow("SELECT * FROM notify_claim($1, 60)",
+                                         notice.payment_id)
+            assert second is not None and second["claimed_until"] > first["claimed_until"]
+            assert await conn.fetchrow("SELECT * FROM notify_claim($1, 60)",
+                                       notice.payment_id) is None  # leased: not due
+            late = await conn.fetchval("SELECT notify_attempt_failed($1, $2, 'TIMEOUT', 0)",
+                                       notice.payment_id, first["claimed_until"])
+            assert late is None
+            row = await conn.fetchrow("SELECT attempts, next_attempt_at FROM notify_outbox "
+                                      "WHERE payment_id = $1", notice.payment_id)
+            assert row is not None and row["attempts"] == 0
+            assert row["next_attempt_at"] == second["claimed_until"]
+            counted = await conn.fetchval("SELECT notify_attempt_failed($1, $2, 'TIMEOUT', 0)",
+                                          notice.payment_id, second["claimed_until"])
+            assert counted == 1
+    finally:
+        await pool.close()

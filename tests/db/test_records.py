@@ -15,8 +15,9 @@ import asyncpg
 import pytest
 
 from mpp_server import migrate
+from mpp_server.devtools.devdb import fresh_database
 from tests.support.helpers import complete_payment, new_customer
-from tests.support.stack import fresh_database, server_role_dsn
+from tests.support.stack import server_role_dsn
 
 APPEND_ONLY = ("transfers", "entries", "exchange_journal")
 NEVER_DELETED = ("payments", "refunds", "deposits", "topups", "topup_refunds", "accounts")

@@ -20,11 +20,12 @@ from mpp_server import db
 from mpp_server.audit import Actor, Via
 from mpp_server.console import actions, operators
 from mpp_server.console.operators import Role
+from mpp_server.devtools.devdb import fresh_database
 from mpp_server.reconcile import registry, store
 from mpp_server.reconcile.matching import NO_AGREED_RATE
 from tests.support import helpers
 from tests.support.reconcile import today
-from tests.support.stack import Stack, fresh_database, running_stack
+from tests.support.stack import Stack, running_stack
 
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 TEST_ACTOR = Actor("tests", Via.CLI, system_user="tests")

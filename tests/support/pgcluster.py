@@ -17,7 +17,7 @@ import asyncpg
 from mpp_server import migrate
 from mpp_server.devtools import devdb
 from mpp_server.devtools.ha import children_of
-from tests.support.stack import free_port
+from mpp_server.devtools.launcher import free_port
 
 
 @dataclass

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from mpp_server import db
+from mpp_server.devtools.devdb import fresh_database
 from mpp_server.kaspi_client.models import KZ_TZ
 from mpp_server.metrics import RECONCILIATION_OPEN
 from mpp_server.reconcile import cli
@@ -18,7 +19,7 @@ from tests.support import helpers
 from tests.support.helpers import (
     sim,
 )
-from tests.support.stack import Stack, fresh_database, running_stack
+from tests.support.stack import Stack, running_stack
 
 HEADERS = ["ID клиента", "ID операции MPP", "ID операции Kaspi", "ID платежа Kaspi",
            "Дата и время операции", "Тип операции", "Сумма", "Комиссия"]

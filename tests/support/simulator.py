@@ -15,9 +15,10 @@ import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import BaseTestServer, TestServer
 
+from mpp_server.devtools.launcher import CALLER_NAME
 from mpp_server.devtools.simulator import SimulatorSettings, create_app
 
-CALLER = "MPPSERVER"
+CALLER = CALLER_NAME
 CUSTOMER = "900900900900"
 _request_ids = itertools.count(1)
 

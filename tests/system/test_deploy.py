@@ -28,8 +28,9 @@ import aiohttp
 import pytest
 
 from mpp_server.config import Settings
+from mpp_server.devtools.launcher import free_port
 from tests.support.helpers import complete_payment, new_customer
-from tests.support.stack import Stack, free_port
+from tests.support.stack import Stack
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"

@@ -36,7 +36,7 @@ import pytest
 from mpp_server.devtools.ha import Topology, missing_requirements
 from mpp_server.domain import ledger
 from tests.support.pgcluster import folder_for_postgres
-from tests.support.stack import server_env
+from tests.support.stack import TUNING as TEST_TUNING
 
 pytestmark = pytest.mark.slow
 WARMUP_S = 5.0
@@ -51,7 +51,7 @@ ROUND_PAUSE_S = 0.02
 DEPOSIT_TIYN = 1_000_000
 RECEIPT = "https://receipt-test.kaspi.kz/web?extTranId=QRHA"
 # The servers' tuning as in the other tests: fast notify retries.
-TUNING = {k: v for k, v in server_env("", "").items()
+TUNING = {k: v for k, v in TEST_TUNING.items()
           if k.startswith(("CONFIRM_", "NOTIFY_", "GAUGES_", "KASPI_TIMEOUT"))}
 
 

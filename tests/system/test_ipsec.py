@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from mpp_server.devtools.launcher import Listeners, simulator_process_env
 from tests.support import ipsec_harness as lab
 from tests.support.ipsec_harness import Side
 from tests.support.stack import server_env
@@ -192,15 +193,13 @@ def test_payment_and_refund_cross_the_tunnel(tunnel: Tunnel,
 
     python = [sys.executable, "-m", "mpp_server"]
     sim_log, server_log = tunnel.folder / "simulator.log", tunnel.folder / "server.log"
-    simulator = lab.spawn_in_netns(tunnel.kaspi.netns, {
-        "SIMULATOR_LISTEN": SIMULATOR,
-        "SIM_CALLER_NAMES": "MPPSERVER",
-        "SIM_MPP_REFUND_URL": f"http://{KASPI_FACING}/refund",
-    }, [*python, "simulator"], sim_log)
+    simulator = lab.spawn_in_netns(
+        tunnel.kaspi.netns, simulator_process_env(SIMULATOR, f"http://{KASPI_FACING}/refund"),
+        [*python, "simulator"], sim_log)
     # The Kaspi-facing listener binds to the MPP's inner address, reached only through ESP,
     # and admits only Kaspi's inner network.
-    env = server_env(dsn, f"http://{SIMULATOR}", kaspi_listen=KASPI_FACING,
-                     wallet_listen=WALLET)
+    env = server_env(dsn, f"http://{SIMULATOR}",
+                     Listeners(WALLET, KASPI_FACING, "127.0.0.1:0", "127.0.0.1:0"))
     env |= {"WALLET_API_TOKENS": TOKEN, "DEPOSIT_API_TOKENS": DEPOSIT_TOKEN,
             "KASPI_ALLOWED_NETWORKS": f"{lab.KASPI_INNER}/32"}
     server = lab.spawn_in_netns(tunnel.mpp.netns, env, [*python, "serve"], server_log)

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,66 +13,46 @@ import aiohttp
 import asyncpg
 import pytest
 
+from mpp_server.devtools.launcher import Listeners, Processes
 from mpp_server.domain import ledger
 from tests.support.helpers import new_customer, new_qr, sim, sim_payment
-from tests.support.stack import DEPOSIT_TOKEN, TOKEN, free_port, server_env
+from tests.support.stack import DEPOSIT_TOKEN, TOKEN, server_env
 
 pytestmark = pytest.mark.slow
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 DEPOSIT_AUTH = {"Authorization": f"Bearer {DEPOSIT_TOKEN}"}
 
 
+@dataclass
 class ServerProcess:
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.wallet_url = "http://" + env["WALLET_LISTEN"]
-        self._log = log_path.open("ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "mpp_server", "serve"],
-                                     env={**os.environ, **env}, stdout=self._log,
-                                     stderr=subprocess.STDOUT)
+    """A `serve` process the launcher started (its log in the test's folder)."""
 
-    async def ready(self, http: aiohttp.ClientSession, timeout_s: float = 20) -> None:
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        while asyncio.get_running_loop().time() < deadline:
-            assert self.proc.poll() is None, "server process exited"
-            try:
-                async with http.get(self.wallet_url + "/readyz") as resp:
-                    if resp.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-        raise AssertionError("server process did not become ready")
+    processes: Processes
+    name: str
+    wallet_url: str
+
+    async def ready(self, timeout_s: float = 20) -> None:
+        await asyncio.to_thread(self.processes.wait_http, self.name,
+                                self.wallet_url + "/readyz", timeout_s)
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
+        self.processes.kill(self.name)
 
 
 @contextmanager
 def servers(count: int, dsn: str, sim_url: str, tmp_path: Path,
             **overrides: str) -> Iterator[list[ServerProcess]]:
+    processes = Processes(tmp_path)
     started: list[ServerProcess] = []
     try:
         for i in range(count):
-            env = server_env(dsn, sim_url, kaspi_listen=f"127.0.0.1:{free_port()}",
-                             wallet_listen=f"127.0.0.1:{free_port()}")
-            env.update(overrides)
-            started.append(ServerProcess(env, tmp_path / f"server{i}.log"))
+            listeners = Listeners.free()
+            processes.start_server(f"server{i}", {**server_env(dsn, sim_url, listeners),
+                                                  **overrides})
+            started.append(ServerProcess(processes, f"server{i}", listeners.wallet_url))
         yield started
     finally:
-        for server in started:
-            server.stop()
+        processes.stop()
 
 
 async def wallet(http: aiohttp.ClientSession, server: ServerProcess, method: str, path: str,
@@ -116,7 +93,7 @@ async def test_killed_server_finishes_payment_after_restart_without_second_debit
     # Kaspi will sit on the first notify for 8 s; the server waits up to 10 s for it.
     slow = {"KASPI_TIMEOUT_MS": "10000"}
     with servers(1, isolated_db, stack.sim_url, tmp_path, **slow) as (first,):
-        await first.ready(stack.http)
+        await first.ready()
         status, _ = await wallet(stack.http, first, "POST",
                                  f"/v1/accounts/{customer}/deposits",
                                  {"depositId": "crash-" + customer, "amount": "100.00"},
@@ -137,7 +114,7 @@ async def test_killed_server_finishes_payment_after_restart_without_second_debit
     assert (await sim_payment(stack, payment_id))["status"] == "SCANNED"
 
     with servers(1, isolated_db, stack.sim_url, tmp_path) as (second,):
-        await second.ready(stack.http)
+        await second.ready()
         await wait_db_status(isolated_db, payment_id, "COMPLETED")
         status, shown = await wallet(stack.http, second, "GET", f"/v1/payments/{payment_id}")
         assert shown["status"] == "COMPLETED" and shown["linkReceipt"]
@@ -161,7 +138,7 @@ async def test_two_processes_drain_one_outbox_notifying_each_payment_once(
     # No inline attempt: every notify goes through the shared outbox.
     with servers(2, isolated_db, stack.sim_url, tmp_path, CONFIRM_BUDGET_MS="0") as pair:
         for server in pair:
-            await server.ready(stack.http)
+            await server.ready()
         customers = [new_customer() for _ in range(30)]
         payment_ids: list[str] = []
         for i, customer in enumerate(customers):

@@ -10,9 +10,9 @@ from typing import Any
 import asyncpg
 import pytest
 
+from mpp_server.devtools.launcher import free_port
 from mpp_server.domain import ledger
 from tests.support.helpers import new_customer, sim
-from tests.support.stack import free_port
 from tests.system.test_processes import servers, wallet
 
 pytestmark = pytest.mark.slow
@@ -42,7 +42,7 @@ async def test_server_killed_between_status_check_and_credit_credits_once_after_
     watch = await asyncpg.connect(isolated_db)
     try:
         with servers(1, isolated_db, stack.sim_url, tmp_path, **env) as (first,):
-            await first.ready(stack.http)
+            await first.ready()
             status, topup = await wallet(stack.http, first, "POST", "/v1/topups", {
                 "topupId": topup_id, "customerId": customer, "provider": "halyk-epay",
                 "amount": "2500.00"})
@@ -83,7 +83,7 @@ async def test_server_killed_between_status_check_and_credit_credits_once_after_
                                  "AND reference = $1", topup_id) == 0
 
         with servers(1, isolated_db, stack.sim_url, tmp_path, **env) as (second,):
-            await second.ready(stack.http)
+            await second.ready()
 
             async def credited() -> bool:
                 status = await db.fetchval("SELECT status FROM topups WHERE topup_id = $1",

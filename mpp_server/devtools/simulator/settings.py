@@ -11,6 +11,9 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _OFFSET_RE = re.compile(r"^([+-])(\d{2}):?(\d{2})?$")
+# The X-Caller-Name the simulator accepts unless SIM_CALLER_NAMES says otherwise, and the
+# one the dev launcher gives the server (devtools/launcher.py).
+CALLER_NAME = "MPPSERVER"
 
 
 def parse_offset(value: str) -> timezone:
@@ -30,7 +33,7 @@ class SimulatorSettings(BaseSettings):
 
     simulator_listen: str = "127.0.0.1:8090"
     # Accepted X-Caller-Name values (comma-separated); anything else is UNKNOWN_SOURCE.
-    sim_caller_names: str = "MPPSERVER"
+    sim_caller_names: str = CALLER_NAME
     # Where Kaspi calls the MPP's refund method (regulation §4.4).
     sim_mpp_refund_url: str = "http://127.0.0.1:8081/refund"
     # The registry's fee, percent of the amount (§5); refunds carry no fee.

@@ -1,0 +1,97 @@
+"""The benchmark's measurements: CPU seconds by process (from /proc, so independent of
+whatever else the machine runs), latency percentiles, the servers' statement counter and
+PostgreSQL's transaction counter."""
+
+from __future__ import annotations
+
+import os
+from contextlib import suppress
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process, from /proc (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def postgres_pids() -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with suppress(OSError):
+                if (entry / "comm").read_text().strip() == "postgres":
+                    pids.append(int(entry.name))
+    return pids
+
+
+class CpuMeter:
+    """CPU seconds spent by each part of the stack during a phase: where the time goes,
+    independent of whatever else the machine is doing."""
+
+    def __init__(self, parts: dict[str, list[int]]) -> None:
+        self.parts = parts
+        self.start: dict[str, float] = {}
+        self.pg_start: dict[int, float] = {}
+
+    def _now(self) -> dict[str, float]:
+        now = {name: sum(cpu_s(p) for p in pids) for name, pids in self.parts.items()}
+        usage = os.times()
+        now["load generator"] = usage.user + usage.system
+        return now
+
+    def begin(self) -> None:
+        self.start = self._now()
+        self.pg_start = {pid: cpu_s(pid) for pid in postgres_pids()}
+
+    def per_operation_ms(self, operations: int) -> dict[str, float]:
+        end = self._now()
+        # PostgreSQL backends come and go: count what each one still alive spent since.
+        end["postgres"] = sum(cpu_s(pid) - self.pg_start.get(pid, 0.0)
+                              for pid in postgres_pids())
+        self.start["postgres"] = 0.0
+        return {name: round((end[name] - self.start[name]) * 1000 / operations, 3)
+                for name in end} if operations else {}
+
+
+def percentile(values: list[float], pct: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered)) - 1))
+    return ordered[index]
+
+
+def latency_ms(values: list[float]) -> dict[str, float]:
+    return {f"p{p}": round(percentile(values, p) * 1000, 2) for p in (50, 95, 99)}
+
+
+async def scrape_counter(http: aiohttp.ClientSession, wallets: list[str], name: str) -> float:
+    """A counter summed over the server processes' /metrics."""
+    total = 0.0
+    for base in wallets:
+        async with http.get(base + "/metrics") as resp:
+            for line in (await resp.text()).splitlines():
+                if line.startswith(name + " ") or line.startswith(name + "{"):
+                    total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def xacts(dsn: str) -> int:
+    """Transactions committed and rolled back in the database so far."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        value: int = await conn.fetchval(
+            "SELECT xact_commit + xact_rollback FROM pg_stat_database "
+            "WHERE datname = current_database()")
+        return value
+    finally:
+        await conn.close()
