@@ -78,10 +78,11 @@ async def measure(args: argparse.Namespace, dsn: str, stack: setup.Stack,
                                       static_qrs, completed)
         paid = dynamic.done + static.done + dynamic.failed + static.failed
         payment_cpu = meter.per_operation_ms(paid)
-        storage_use = await storage.per_payment(dsn, storage_before, dynamic.done + static.done)
         queries = await scrape_counter(http, stack.wallets,
                                        "mpp_db_queries_total") - queries_before
         transactions = await xacts(dsn) - xacts_before
+        # After the counts above: it waits for the journal's last batches.
+        storage_use = await storage.per_payment(dsn, storage_before, dynamic.done + static.done)
         meter.begin()
         refunds = await refunds_phase(load, completed, args.duration, args.concurrency)
         # The same path with few customers: latency without the queueing of a saturated box.
