@@ -7,7 +7,8 @@ simulator and W server processes started by the dev launcher, limits on. Load
 then scan → confirm → COMPLETED with linkReceipt (Dynamic, then Static), then Kaspi's
 POST /refund; the same loop drives the machine's yardsticks (an echo server, PostgreSQL
 single-row insert commits). Measurement (bench/measure.py): CPU per operation by
-process, latencies, round trips; the ledger invariants checked after. Writes
+process, latencies, round trips; the ledger invariants checked after; the webhook
+delivery lag at light load (bench/webhook_lag.py). Writes
 bench/results/latest.json and prints a table (bench/report.py). `--smoke` is a
 few-second run for `make test`.
 """
@@ -25,7 +26,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from bench import setup, storage
+from bench import setup, storage, webhook_lag
 from bench.load import Load, Paid, echo_phase, payments_phase, pg_insert_phase, refunds_phase
 from bench.measure import CpuMeter, scrape_counter, xacts
 from bench.report import Run, result, table
@@ -89,6 +90,8 @@ async def measure(args: argparse.Namespace, dsn: str, stack: setup.Stack,
         light = await payments_phase(load, "light", customers[:args.light_concurrency],
                                      args.duration / 2, None, static_qrs, [])
         refund_cpu = meter.per_operation_ms(refunds.done + refunds.failed)
+        webhooks = await webhook_lag.measure(http, stack.processes, stack.sim_url,
+                                             setup.admin_dsn(), args.duration / 2)
         echo_url = await asyncio.to_thread(setup.start_echo, stack.processes)
         echo = await echo_phase(http, echo_url, args.duration, args.concurrency)
     pg = await pg_insert_phase(dsn, args.duration, args.pg_connections)
@@ -99,7 +102,7 @@ async def measure(args: argparse.Namespace, dsn: str, stack: setup.Stack,
     finally:
         await conn.close()
     return Run(dynamic, static, refunds, light, echo, pg, payment_cpu, refund_cpu, queries,
-               transactions, report, pending, storage_use)
+               transactions, report, pending, webhooks, storage_use)
 
 
 def parse_args() -> argparse.Namespace:

@@ -32,6 +32,7 @@ class Run:
     transactions: int
     invariants: InvariantReport
     pending_left: int
+    webhooks: dict[str, Any]  # bench/webhook_lag.py
     storage: dict[str, Any]  # bench/storage.py
 
     @property
@@ -81,6 +82,7 @@ def result(args: argparse.Namespace, run: Run, month_customer: str) -> dict[str,
             "confirm_latency_ms": latency_ms(run.dynamic.watched_confirm_s
                                              + run.static.watched_confirm_s),
             "light_confirm_latency_ms": latency_ms(run.light.watched_confirm_s)},
+        "webhooks_light_load": run.webhooks,
         "cpu_ms_per_payment": run.payment_cpu,
         "cpu_ms_per_refund": run.refund_cpu,
         "db_round_trips_per_payment": round(run.queries / run.paid, 2) if run.paid else None,
@@ -119,6 +121,9 @@ def table(result: dict[str, Any]) -> str:
          f"p50/p95/p99 ms ({month['confirms']} confirms)",
          _percentiles(month["confirm_latency_ms"])),
         ("  the same at light load", _percentiles(month["light_confirm_latency_ms"])),
+        (f"webhook delivery lag p50/p95/p99 ms ({result['webhooks_light_load']['concurrency']}"
+         " customers)", _percentiles({k: result["webhooks_light_load"]["lag_ms"][k]
+                                      for k in ("p50", "p95", "p99")})),
         ("DB round trips per payment", result["db_round_trips_per_payment"]),
         ("DB transactions per payment", result["db_transactions_per_payment"]),
         ("limit: aiohttp JSON echo req/s", result["limits"]["echo_req_per_s"]),

@@ -27,6 +27,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "devdb": ("mpp_server.devtools.devdb",
               "start the private PostgreSQL in .data/pg and print its DSN"),
     "openapi": ("mpp_server.http.openapi", "print the OpenAPI description"),
+    "webhooks": ("mpp_server.webhooks.cli",
+                 "webhook deliveries to WEBHOOK_URL: replay one, list them"),
+    "disputes": ("mpp_server.disputes_cli",
+                 "customers' disputes: resolve one (an operator), list the open ones"),
     "backup-drill": ("mpp_server.devtools.backup_drill",
                      "prove a point-in-time restore with pgBackRest (make backup-drill)"),
 }

@@ -49,6 +49,8 @@ class Action(StrEnum):
     OPERATOR_DISABLED = "operator_disabled"
     OPERATOR_UNLOCKED = "operator_unlocked"
     OPERATOR_PASSWORD_SET = "operator_password_set"
+    DISPUTE_RESOLVED = "dispute_resolved"
+    WEBHOOK_REPLAYED = "webhook_replayed"
 
 
 class Via(StrEnum):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import os
 from functools import cached_property
@@ -79,6 +81,35 @@ def is_loopback_url(url: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+# Standard Webhooks' secrets are 24 to 64 random bytes; fewer is a guessable key.
+WEBHOOK_SECRET_PREFIX = "whsec_"
+WEBHOOK_SECRET_MIN_BYTES = 24
+
+
+def parse_webhook_secret(value: str) -> bytes:
+    """WEBHOOK_SECRET's key: `whsec_` + base64 (strict: no stray characters; padding
+    optional) of at least WEBHOOK_SECRET_MIN_BYTES bytes."""
+    if not value.startswith(WEBHOOK_SECRET_PREFIX):
+        raise ValueError(f"WEBHOOK_SECRET must start with {WEBHOOK_SECRET_PREFIX!r}")
+    encoded = value.removeprefix(WEBHOOK_SECRET_PREFIX)
+    try:
+        # Padding may be left off (the reference verifier adds it too).
+        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError("WEBHOOK_SECRET: what follows whsec_ is not base64") from exc
+    if len(key) < WEBHOOK_SECRET_MIN_BYTES:
+        raise ValueError(f"WEBHOOK_SECRET must hold at least {WEBHOOK_SECRET_MIN_BYTES} "
+                         f"bytes (it holds {len(key)})")
+    return key
+
+
+def parse_webhook_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("WEBHOOK_URL must be an http:// or https:// URL with a host")
+    return value
 
 
 def _token_set(value: str) -> frozenset[str]:
@@ -169,6 +200,20 @@ class Settings(BaseSettings):
     # than this after the event's transaction began (domain/events.py).
     events_hold_ms: int = Field(default=2000, ge=0, le=60_000)
 
+    # Webhooks to the wallet backend (docs/notices.md): unset URL, none are sent (the
+    # event feed still works). The secret is Standard Webhooks' `whsec_` + base64.
+    webhook_url: str = ""
+    webhook_secret: str = ""
+    webhook_timeout_ms: int = Field(default=5000, ge=100, le=60_000)
+    # Retries: the first within 5 s (the contract), then doubling up to the cap.
+    webhook_backoff_initial_ms: int = Field(default=2000, ge=10, le=5000)
+    webhook_backoff_max_ms: int = Field(default=600_000, ge=100, le=86_400_000)
+    # Past this (from the event) a delivery is given up: counted, alerted, replayable.
+    webhook_max_age_s: int = Field(default=3 * 86_400, ge=1, le=30 * 86_400)
+    webhook_concurrency: int = Field(default=8, ge=1, le=256)
+    webhook_poll_interval_ms: int = Field(default=100, ge=10, le=60_000)
+    # Disputes are answered within this many hours of being opened (dueAt).
+    dispute_response_hours: int = Field(default=24, ge=1, le=24 * 90)
     # Records (docs/operations.md, "Records, retention and roles"): how long the exchange
     # journal and the inbound request log are kept, and the published events. At least
     # 30 days: the integration checklist keeps every exchange that long.
@@ -216,6 +261,16 @@ class Settings(BaseSettings):
                 if name not in self.model_fields_set or not getattr(self, name):
                     raise ValueError(f"{name.upper()} must be set: {endpoint.upper()} is a "
                                      f"production endpoint ({urlsplit(url).hostname})")
+        return self
+
+    @model_validator(mode="after")
+    def _webhook_configured(self) -> Settings:
+        if self.webhook_url:
+            parse_webhook_url(self.webhook_url)
+            if not self.webhook_secret:
+                raise ValueError("WEBHOOK_SECRET must be set: WEBHOOK_URL is set")
+        if self.webhook_secret:
+            parse_webhook_secret(self.webhook_secret)
         return self
 
     @model_validator(mode="after")

@@ -37,7 +37,7 @@ class Forbidden(WalletError):
 
 class NotFound(WalletError):
     code, http_status = "NOT_FOUND", 404
-    why = "no such account, payment, top-up or run"
+    why = "no such account, payment, top-up, dispute or run"
 
 
 class InsufficientFunds(WalletError):
@@ -66,14 +66,15 @@ class InvalidState(WalletError):
 
 class CustomerMismatch(WalletError):
     code, http_status = "CUSTOMER_MISMATCH", 409
-    why = "another customer scanned this payment"
+    why = "another customer scanned this payment (or opened this dispute)"
 
 
 class IdempotencyConflict(WalletError):
     """The same idempotency key (depositId) was used with different arguments."""
 
     code, http_status = "IDEMPOTENCY_CONFLICT", 409
-    why = "the idempotency key (depositId, topupId, refundId) was used with other arguments"
+    why = ("the idempotency key (depositId, topupId, refundId, disputeId) was used with "
+           "other arguments")
 
 
 class PayloadTooLarge(WalletError):
@@ -84,6 +85,18 @@ class PayloadTooLarge(WalletError):
 class KaspiUnavailable(WalletError):
     code, http_status = "KASPI_UNAVAILABLE", 503
     why = "Kaspi did not answer (timeout, network); safe to retry"
+
+
+class KaspiDefectiveAnswer(WalletError):
+    """Kaspi answered SUCCESS without what the regulation requires for the step (§4.1:
+    a payment's canConfirmUntil, a Dynamic amount; §4.2: checkout's amount and a
+    deadline), or with an amount notifyPayment cannot carry (§4.3: whole tenge).
+    Nothing is recorded; counted in mpp_kaspi_defects_total."""
+
+    code, http_status = "KASPI_DEFECTIVE_ANSWER", 502
+    why = ("Kaspi's answer lacks what the regulation requires (or carries an amount "
+           "notifyPayment cannot send); nothing was recorded, the defect is counted for "
+           "Kaspi's support. A repeat asks Kaspi again")
 
 
 class AcquirerUnavailable(WalletError):

@@ -52,8 +52,9 @@ PENDING_OLDEST_AGE = Gauge(
 
 PAYMENTS = Counter(
     "mpp_payments_total",
-    "Payments reaching an outcome: COMPLETED, DECLINED, CANCELLED, EXPIRED, "
-    "INSUFFICIENT_FUNDS, LIMIT_EXCEEDED", ["outcome"], registry=REGISTRY)
+    "Payments reaching an outcome: COMPLETED, DECLINED, CANCELLED, EXPIRED, FAILED (Kaspi "
+    "refused the checkout finally), INSUFFICIENT_FUNDS, LIMIT_EXCEEDED", ["outcome"],
+    registry=REGISTRY)
 CONFIRM_LATENCY = Histogram(
     "mpp_confirm_duration_seconds", "Time to answer POST /v1/payments/{id}/confirm",
     buckets=_LATENCY_BUCKETS_S, registry=REGISTRY)
@@ -81,8 +82,9 @@ MONEY_ALARMS = Counter(
 
 KASPI_DEFECTS = Counter(
     "mpp_kaspi_defects_total",
-    "A field of Kaspi's message that breaks the regulation but did not stop the money "
-    "(taken cut, dropped or sanitised): someone should tell Kaspi",
+    "A field of Kaspi's message that breaks the regulation: taken cut, dropped, sanitised "
+    "or as sent when it decides nothing, or the answer refused (KASPI_DEFECTIVE_ANSWER) "
+    "when a later step needs it: someone should tell Kaspi",
     ["message", "field", "defect"], registry=REGISTRY)
 
 RECONCILIATION_OPEN = Gauge(
@@ -90,6 +92,13 @@ RECONCILIATION_OPEN = Gauge(
     "Open (neither resolved nor acknowledged) discrepancies of the latest reconciliation "
     "run of each registry: registry daily|monthly, period YYYY-MM-DD|YYYY-MM",
     ["registry", "period"], registry=REGISTRY)
+
+RECONCILIATION_ACKNOWLEDGED = Gauge(
+    "mpp_reconciliation_acknowledged_difference_tiyn",
+    "Latest reconciliation run of each registry whose discrepancies are all resolved but "
+    "not by evidence alone (status acknowledged_with_differences): Kaspi's payments − "
+    "refunds less ours, in tiyn (0 when only other findings were acknowledged); no series "
+    "for a matched or open run", ["registry", "period"], registry=REGISTRY)
 
 DB_QUERIES = Counter(
     "mpp_db_queries_total",
@@ -158,17 +167,48 @@ RETENTION_PARTITIONS_CREATED = Counter(
     "mpp_retention_partitions_created_total",
     "Exchange journal partitions created ahead by retention", registry=REGISTRY)
 
+WEBHOOK_DELIVERIES = Counter(
+    "mpp_webhook_deliveries_total",
+    "Webhook deliveries to WEBHOOK_URL ending: delivered (a 2xx), given_up (not delivered "
+    "within WEBHOOK_MAX_AGE_S: replay with `python -m mpp_server webhooks replay ID`)",
+    ["outcome"], registry=REGISTRY)
+WEBHOOK_ATTEMPTS = Counter(
+    "mpp_webhook_attempts_total",
+    "Webhook POSTs by result: HTTP_<status>, TIMEOUT (WEBHOOK_TIMEOUT_MS), "
+    "CONNECTION_ERROR, BAD_RESPONSE, INTERNAL_ERROR, EVENT_GONE", ["result"],
+    registry=REGISTRY)
+WEBHOOK_OUTBOX_DEPTH = Gauge(
+    "mpp_webhook_outbox_depth", "Webhook deliveries not made yet (PENDING)",
+    registry=REGISTRY)
+WEBHOOK_OLDEST_AGE = Gauge(
+    "mpp_webhook_oldest_undelivered_age_seconds",
+    "Age of the oldest webhook delivery not made yet (from its event, or its replay); "
+    "exported by servers with WEBHOOK_URL set", registry=REGISTRY)
+WEBHOOK_LAG = Histogram(
+    "mpp_webhook_delivery_lag_seconds",
+    "From an event (or its replay) to the receiver's 2xx",
+    buckets=(*_LATENCY_BUCKETS_S, 30.0, 60.0, 300.0, 1800.0, 3600.0), registry=REGISTRY)
+
+DISPUTES_OPEN = Gauge(
+    "mpp_disputes_open", "Customers' disputes OPEN (not resolved yet)", registry=REGISTRY)
+DISPUTES_OVERDUE = Gauge(
+    "mpp_disputes_overdue",
+    "Disputes still OPEN past their dueAt (DISPUTE_RESPONSE_HOURS after they opened)",
+    registry=REGISTRY)
+
 # Series that alerts watch with increase(): exported at 0 from the start, so the first
 # event is an increase and not the series' first appearance.
-for _outcome in ("COMPLETED", "DECLINED", "CANCELLED", "EXPIRED", "INSUFFICIENT_FUNDS",
-                 "LIMIT_EXCEEDED"):
+for _outcome in ("COMPLETED", "DECLINED", "CANCELLED", "EXPIRED", "FAILED",
+                 "INSUFFICIENT_FUNDS", "LIMIT_EXCEEDED"):
     PAYMENTS.labels(_outcome)
 for _kind in ("notify_declined_completed_payment", "unknown_notify_code",
               "refund_for_declined_payment", "registry_confirms_declined_payment"):
     MONEY_ALARMS.labels(_kind)
+for _outcome in ("delivered", "given_up"):
+    WEBHOOK_DELIVERIES.labels(_outcome)
 for _where in ("wallet", "kaspi", "notify_worker", "housekeeping"):
     DB_UNAVAILABLE.labels(_where)
-for _code in ("SUCCESS", "PARAM_ILLEGAL"):
+for _code in ("SUCCESS", "PARAM_ILLEGAL", "PROCESS_FAIL"):
     REFUNDS.labels(_code)
 for _provider in ("halyk-epay", "kapital", "kaspi-ecom"):
     TOPUP_OVERDUE.labels(_provider)
@@ -184,3 +224,10 @@ for _field, _defect in (("resultCode", "unstorable"), ("resultMessage", "not_tex
                         ("linkReceipt", "too_long")):
     KASPI_DEFECTS.labels("notifyPayment", _field, _defect)
 KASPI_DEFECTS.labels("refund", "linkReceipt", "missing")
+for _message, _field, _defect in (
+        ("scan", "canConfirmUntil", "missing"), ("scan", "paymentAmount", "missing"),
+        ("scan", "merchantMCC", "missing"), ("scan", "merchantMCC", "too_long"),
+        ("scan", "authorType", "missing"), ("scan", "authorType", "too_long"),
+        ("checkout", "canConfirmUntil", "missing"), ("checkout", "paymentAmount", "missing"),
+        ("checkout", "paymentAmount", "not_whole")):
+    KASPI_DEFECTS.labels(_message, _field, _defect)

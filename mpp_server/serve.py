@@ -1,7 +1,7 @@
 """`python -m mpp_server serve`: the wallet listener, the Kaspi-facing listener, the
 acquiring (card top-up callbacks) listener, the operators' console, the notifyPayment
-worker, the top-up status poller and refund outbox, and the gauge refresher, in one
-process.
+worker, the top-up status poller and refund outbox, the webhook sender (with WEBHOOK_URL)
+and the gauge refresher, in one process.
 
 Several such processes may run against one database: the outbox is shared safely
 (FOR UPDATE SKIP LOCKED), every money movement is guarded by row locks and unique keys.
@@ -28,7 +28,7 @@ from aiohttp.typedefs import Middleware
 from mpp_server import db, migrate, retention, topup_wiring
 from mpp_server.config import Settings, describe_settings_error, parse_listen
 from mpp_server.console import app as console_app
-from mpp_server.domain import payments
+from mpp_server.domain import disputes, payments
 from mpp_server.domain.outbox import NotifyOutbox
 from mpp_server.http import acquiring_listener, openapi, refund_listener, unreadable
 from mpp_server.http import topups as topups_api
@@ -48,9 +48,16 @@ from mpp_server.http.routing import Listener, register
 from mpp_server.journal import Journal
 from mpp_server.kaspi_client.client import KaspiClient
 from mpp_server.logs import setup_logging
-from mpp_server.metrics import OUTBOX_DEPTH, OUTBOX_OLDEST_AGE, PENDING_OLDEST_AGE
+from mpp_server.metrics import (
+    DISPUTES_OPEN,
+    DISPUTES_OVERDUE,
+    OUTBOX_DEPTH,
+    OUTBOX_OLDEST_AGE,
+    PENDING_OLDEST_AGE,
+)
 from mpp_server.reconcile import store as reconcile_store
-from mpp_server.services import Services
+from mpp_server.services import Services, webhook_policy
+from mpp_server.webhooks.sender import WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +105,10 @@ async def refresh_gauges(pool: asyncpg.Pool) -> None:
     OUTBOX_DEPTH.set(row["depth"])
     OUTBOX_OLDEST_AGE.set(float(row["outbox_age"] or 0))
     PENDING_OLDEST_AGE.set(float(row["pending_age"] or 0))
+    async with pool.acquire() as conn:
+        open_disputes = await disputes.counts(conn)
+    DISPUTES_OPEN.set(open_disputes["open"])
+    DISPUTES_OVERDUE.set(open_disputes["overdue"])
     await reconcile_store.refresh_metrics(pool)
 
 
@@ -175,6 +186,9 @@ class Runtime:
         self._tasks.append(asyncio.create_task(topups.refunds.run()))
         self._tasks.append(asyncio.create_task(
             housekeeping(self._pool, s.gauges_refresh_ms / 1000)))
+        if s.webhook_url:  # unset: no webhooks (the deliveries wait; the feed works)
+            sender = WebhookSender(self._pool, self._session, webhook_policy(s))
+            self._tasks.append(asyncio.create_task(sender.run()))
         self._tasks.append(asyncio.create_task(retention.run(
             self._pool, s.exchange_retention_days, s.events_retention_days)))
         log.info("mpp-server started", extra={"wallet": self.wallet_url,

@@ -14,8 +14,12 @@ from mpp_server.console import actions
 from mpp_server.console.actions import ActionRefused
 from mpp_server.console.operators import OperatorError, Role
 from mpp_server.console.web import Problem, form_of, pool_of, requires, see_other, session_of
+from mpp_server.domain import disputes
 from mpp_server.domain.limits import Level
+from mpp_server.domain.outcomes import DisputeResolution, WebhookReplayOutcome
+from mpp_server.errors import InvalidState, NotFound, ValidationFailed
 from mpp_server.reconcile import store
+from mpp_server.webhooks import store as webhook_store
 
 
 def _actor(request: web.Request) -> Actor:
@@ -43,6 +47,38 @@ async def acknowledge(request: web.Request) -> web.StreamResponse:
     except store.AlreadyResolved as exc:
         raise Problem(409, str(exc)) from exc
     return _back(_local(form.get("back"), "/reconciliation"), "acknowledged")
+
+
+async def dispute_resolve(request: web.Request) -> web.StreamResponse:
+    """An operator answers a customer's dispute (domain/disputes.py resolve: the same
+    function, and the same journal row, as `python -m mpp_server disputes resolve`)."""
+    dispute_id = request.match_info["dispute_id"]
+    form = await form_of(request)
+    resolution = form.get("resolution", "")
+    if resolution not in (DisputeResolution.REJECTED, DisputeResolution.REFUNDED):
+        raise Problem(400, "resolution must be REJECTED or REFUNDED; nothing was changed.")
+    try:
+        async with pool_of(request).acquire() as conn:
+            await disputes.resolve(conn, dispute_id, DisputeResolution(resolution),
+                                   form.get("note", "").strip(), _actor(request))
+    except NotFound as exc:
+        raise Problem(404, "No such dispute.") from exc
+    except (InvalidState, ValidationFailed) as exc:
+        raise Problem(409 if isinstance(exc, InvalidState) else 400,
+                      f"{exc.message}; nothing was changed.") from exc
+    return _back("/", "dispute_resolved")
+
+
+async def webhook_replay(request: web.Request) -> web.StreamResponse:
+    """Send a webhook again (webhooks/store.py replay, as `webhooks replay` does)."""
+    event_id = request.match_info["event_id"]
+    if not event_id.isdigit() or len(event_id) > 18:
+        raise Problem(404, "No such webhook.")
+    async with pool_of(request).acquire() as conn:
+        outcome, _ = await webhook_store.replay(conn, int(event_id), _actor(request))
+    if outcome in (WebhookReplayOutcome.UNKNOWN, WebhookReplayOutcome.EVENT_GONE):
+        raise Problem(404, "No such webhook, or its event is no longer kept.")
+    return _back("/", f"webhook_{outcome.value}")
 
 
 def _local(back: str | None, default: str) -> str:

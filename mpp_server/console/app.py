@@ -47,6 +47,8 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/reconciliation", pages.reconciliation)
     r.add_get("/reconciliation/runs/{run_id}", pages.reconciliation_run)
     r.add_post("/reconciliation/discrepancies/{item_id}/acknowledge", action_pages.acknowledge)
+    r.add_post("/disputes/{dispute_id}/resolve", action_pages.dispute_resolve)
+    r.add_post("/webhooks/{event_id}/replay", action_pages.webhook_replay)
     r.add_get("/audit", pages.audit_page)
     r.add_get("/operators", pages.operators_page)
     r.add_post("/operators/{login}/disable", action_pages.operator_disable)

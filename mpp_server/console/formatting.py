@@ -57,7 +57,8 @@ def web_link(url: str | None) -> str:
 
 
 # A journal subject `kind:id` and the page it opens.
-_SUBJECT_PAGES = {"payment": "/payments/", "customer": "/customers/", "topup": "/topups/"}
+_SUBJECT_PAGES = {"payment": "/payments/", "customer": "/customers/", "topup": "/topups/",
+                  "dispute": "/search?q="}
 
 
 def subject_view(subject: str) -> tuple[str, str]:

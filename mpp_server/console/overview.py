@@ -1,6 +1,6 @@
 """The overview page (`/`): what needs a person now, one section each. A section is a
-title, a template (templates/overview/) and a loader; adding one (disputes by due time,
-when they land) is one entry in SECTIONS and one template."""
+title, a template (templates/overview/) and a loader; adding one is one entry in
+SECTIONS and one template."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ from typing import Any
 
 from mpp_server.config import Settings
 from mpp_server.db import Conn
+from mpp_server.domain import disputes
+from mpp_server.domain.outcomes import WebhookStatus
+from mpp_server.webhooks import store as webhook_store
 
 LISTED = 10  # rows listed per section (the count says how many there are)
 
@@ -79,6 +82,22 @@ async def _open_discrepancies(conn: Conn, settings: Settings) -> dict[str, Any]:
     return {"rows": rows, "total": rows[0]["total"] if rows else 0}
 
 
+async def _open_disputes(conn: Conn, settings: Settings) -> dict[str, Any]:
+    """Customers' disputes waiting for an answer, the soonest due first (resolved here)."""
+    rows = await disputes.open_by_due(conn, LISTED)
+    return {"rows": rows, "total": rows[0]["total"] if rows else 0,
+            "overdue": sum(r["overdue"] for r in rows)}
+
+
+async def _webhooks_given_up(conn: Conn, settings: Settings) -> dict[str, Any]:
+    """Webhooks the wallet backend never acknowledged within WEBHOOK_MAX_AGE_S (replayed
+    here)."""
+    rows = await webhook_store.listed(conn, WebhookStatus.GIVEN_UP, LISTED)
+    total = await conn.fetchval(
+        "SELECT count(*) FROM webhook_deliveries WHERE status = 'GIVEN_UP'") if rows else 0
+    return {"rows": rows, "total": total}
+
+
 async def _reachability(conn: Conn, settings: Settings) -> dict[str, Any]:
     """The database: it answered this page (how fast, which role); Kaspi: what the books
     say of the two directions (its last request to us over the tunnel, our notifies it
@@ -105,6 +124,8 @@ SECTIONS: tuple[Section, ...] = (
     Section("card_refunds", "Refunds to cards waiting", _card_refunds_waiting),
     Section("discrepancies", "Unacknowledged reconciliation discrepancies",
             _open_discrepancies),
+    Section("disputes", "Customers' disputes, the soonest due first", _open_disputes),
+    Section("webhooks", "Webhooks given up", _webhooks_given_up),
 )
 
 

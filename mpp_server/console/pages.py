@@ -33,6 +33,9 @@ NOTICES = {
     "level_set": "The identification level is set; the next payment is checked against it.",
     "operator_disabled": "The operator is disabled and signed out everywhere.",
     "operator_unlocked": "The operator is unlocked.",
+    "dispute_resolved": "The dispute is resolved; the wallet is told (dispute.resolved).",
+    "webhook_REPLAYED": "The webhook is due again: a server sends it within a second.",
+    "webhook_ALREADY_PENDING": "Nothing to replay: this webhook is being delivered.",
 }
 
 
@@ -56,7 +59,8 @@ def _cursor(request: web.Request, name: str) -> int | None:
 async def home(request: web.Request) -> web.Response:
     async with pool_of(request).acquire() as conn:
         sections = await overview.load(conn, request.app[SETTINGS])
-    return render(request, "overview.html", {"sections": sections})
+    return render(request, "overview.html", {"sections": sections,
+                                             "notice": _notice(request)})
 
 
 async def find(request: web.Request) -> web.StreamResponse:

@@ -1,6 +1,6 @@
 """`/search?q=ID`: any id an operator may be given, found where it lives. Each finder is
-one indexed lookup; adding a kind of id (disputeId, when disputes land) is one entry in
-FINDERS. One hit opens its page; several are listed; a customerId opens the customer."""
+one indexed lookup; adding a kind of id is one entry in FINDERS. One hit opens its page;
+several are listed; a customerId opens the customer."""
 
 from __future__ import annotations
 
@@ -59,6 +59,9 @@ FINDERS: tuple[Finder, ...] = (
     Finder("refund to the card (refundId)",
            "SELECT topup_id, refund_id FROM topup_refunds WHERE refund_id = $1",
            "/topups/{}"),
+    Finder("dispute (disputeId)",
+           "SELECT payment_id, dispute_id FROM disputes WHERE dispute_id = $1",
+           "/payments/{}"),
     Finder("deposit (depositId)",
            "SELECT customer_id, deposit_id FROM deposits WHERE deposit_id = $1",
            "/customers/{}"),

@@ -33,6 +33,28 @@ PUBLISH_BATCH = 10_000
 Legacy = tuple[int, int]
 
 
+# An event with what the app shows beside it (docs/notices.md): the receipt of a
+# completed payment or a credited refund, the merchant's name, a resolved dispute's
+# resolution. The feed and the webhooks read events this way, and only this way.
+_EVENTS = """
+    SELECT e.id, e.seq, e.type, e.customer_id, e.payment_id, e.refund_id, e.topup_id,
+           e.dispute_id, e.amount_tiyn, e.created_at, p.locale,
+           p.merchant ->> 'merchantName' AS merchant_name,
+           CASE e.type WHEN 'payment.completed' THEN p.link_receipt
+                       WHEN 'refund.credited' THEN r.link_receipt END AS link_receipt,
+           CASE WHEN e.type = 'dispute.resolved' THEN d.resolution END AS resolution
+      FROM events e
+      LEFT JOIN payments p ON p.payment_id = e.payment_id
+      LEFT JOIN refunds r ON r.refund_id = e.refund_id
+      LEFT JOIN disputes d ON d.dispute_id = e.dispute_id"""
+
+
+async def by_ids(conn: Conn, event_ids: list[int]) -> dict[int, asyncpg.Record]:
+    """The events of these ids that are still kept, as the feed shows them."""
+    rows = await conn.fetch(_EVENTS + " WHERE e.id = ANY($1::bigint[])", event_ids)
+    return {row["id"]: row for row in rows}
+
+
 async def read_after(pool: asyncpg.Pool, after: int | Legacy, limit: int,
                      hold_ms: int) -> tuple[list[asyncpg.Record], str]:
     """The events after the cursor (a seq, or an old (txid, event id)), and the cursor
@@ -41,11 +63,8 @@ async def read_after(pool: asyncpg.Pool, after: int | Legacy, limit: int,
         # Its own transaction: the numbers must be committed before they are read.
         await conn.execute("SELECT events_publish($1, $2)", hold_ms, PUBLISH_BATCH)
         seq = await _legacy_seq(conn, after) if isinstance(after, tuple) else after
-        rows = await conn.fetch(
-            """SELECT id, seq, type, customer_id, payment_id, refund_id, topup_id,
-                      amount_tiyn,
-                      created_at
-               FROM events WHERE seq > $1 ORDER BY seq LIMIT $2""", seq, limit)
+        rows = await conn.fetch(_EVENTS + " WHERE e.seq > $1 ORDER BY e.seq LIMIT $2",
+                                seq, limit)
         if not rows:
             # Nothing after it: at the end, or beyond it (asked only then, so a busy
             # feed pays nothing for the check).

@@ -41,6 +41,7 @@ from mpp_server.kaspi_client.codes import ResultCode, is_final_notify_answer
 from mpp_server.kaspi_client.models import NotifyPayment, NotifyRequest, NotifyResponse, ResultOut
 from mpp_server.logs import mask_customer
 from mpp_server.metrics import KASPI_DEFECTS, MONEY_ALARMS, NOTIFY_RETRIES, PAYMENTS
+from mpp_server.money import is_whole_tenge
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +87,16 @@ class Notice:
                    row["locale"])
 
     def request(self) -> NotifyRequest:
+        # §4.3: paymentAmount is a whole number of tenge (written "1500.00"). Static and
+        # Custom amounts are whole (confirm and checkout refuse others); a Dynamic amount
+        # with tiyn is not sent: the field is for Static and Custom, and Kaspi has the
+        # Dynamic amount from its own QR code.
+        whole = self.amount_tiyn is not None and is_whole_tenge(self.amount_tiyn)
         return NotifyRequest(
             result=ResultOut(resultCode=self.result_code, resultMessage=self.result_message),
             payment=NotifyPayment(paymentId=self.payment_id,
                                   mppPaymentId=self.mpp_payment_id,
-                                  paymentAmount=self.amount_tiyn),
+                                  paymentAmount=self.amount_tiyn if whole else None),
             customerId=self.customer_id)
 
 

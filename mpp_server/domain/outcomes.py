@@ -27,6 +27,7 @@ class PaymentStatus(StrEnum):
     DECLINED = "DECLINED"
     CANCELLED = "CANCELLED"
     EXPIRED = "EXPIRED"
+    FAILED = "FAILED"          # Kaspi refused its checkout finally (PROCESS_FAIL); never debited
 
 
 class RefundStatus(StrEnum):
@@ -52,12 +53,35 @@ class TopupRefundStatus(StrEnum):
     REFUSED = "REFUSED"
 
 
+class WebhookStatus(StrEnum):
+    """A webhook delivery to the wallet backend; PENDING is the outbox."""
+
+    PENDING = "PENDING"
+    DELIVERED = "DELIVERED"  # the receiver answered 2xx
+    GIVEN_UP = "GIVEN_UP"    # not delivered within WEBHOOK_MAX_AGE_S (replayable)
+
+
+class DisputeStatus(StrEnum):
+    OPEN = "OPEN"
+    RESOLVED = "RESOLVED"
+
+
+class DisputeResolution(StrEnum):
+    """How a RESOLVED dispute ended (disputes.resolution)."""
+
+    REFUNDED = "REFUNDED"    # Kaspi refunded the payment (the refunds cover the dispute)
+    REJECTED = "REJECTED"    # an operator found the complaint unfounded
+    WITHDRAWN = "WITHDRAWN"  # the customer withdrew it (the wallet)
+
+
 # states.sql's machine names, with their enums and tables.
 MACHINES: dict[str, tuple[type[StrEnum], str]] = {
     "payment": (PaymentStatus, "payments"),
     "refund": (RefundStatus, "refunds"),
     "topup": (TopupStatus, "topups"),
     "topup_refund": (TopupRefundStatus, "topup_refunds"),
+    "webhook": (WebhookStatus, "webhook_deliveries"),
+    "dispute": (DisputeStatus, "disputes"),
 }
 OPEN_PAYMENT_STATUSES = (PaymentStatus.SCANNED, PaymentStatus.CHECKED_OUT)
 
@@ -104,9 +128,13 @@ CANCEL_NOTICE = StagedNotify(ResultCode.CANCELLED_BY_CLIENT, "cancelled by clien
 
 
 class CheckoutOutcome(StrEnum):
-    """`payment_checkout` (payments.sql): checkout's answer recorded."""
+    """`payment_checkout` (payments.sql): checkout's answer recorded;
+    `payment_checkout_refused`: its final refusal (kaspi_client/codes.py
+    CHECKOUT_FINAL_REFUSALS) recorded."""
 
     CHECKED_OUT = "CHECKED_OUT"
+    FAILED = "FAILED"    # PROCESS_FAIL: the payment FAILED, never to be checked out again
+    EXPIRED = "EXPIRED"  # EXPIRED_CODE: the payment EXPIRED
     CHANGED = "CHANGED"  # no longer open: read it again and refuse
 
 
@@ -154,9 +182,10 @@ class RefundOutcome(StrEnum):
     CREDITED = "CREDITED"                  # the customer credited
     CREDITED_PENDING = "CREDITED_PENDING"  # credited; the PENDING payment now COMPLETED
     REPEAT = "REPEAT"                      # this refundId was answered before: same answer
-    CONFLICT = "CONFLICT"                  # this refundId with other arguments
-    REFUSED = "REFUSED"                    # PARAM_ILLEGAL: the money rules refuse it
-    REFUSED_DECLINED = "REFUSED_DECLINED"  # refused: we DECLINED and returned the payment
+    CONFLICT = "CONFLICT"                  # this refundId with other arguments: PARAM_ILLEGAL
+    REFUSED = "REFUSED"                    # PARAM_ILLEGAL: a parameter is wrong
+    NOT_REFUNDABLE = "NOT_REFUNDABLE"      # PROCESS_FAIL: the payment refuses it
+    REFUSED_DECLINED = "REFUSED_DECLINED"  # PROCESS_FAIL: we DECLINED and returned it
 
     @property
     def credited(self) -> bool:
@@ -198,6 +227,47 @@ class TopupRefundAnswer(StrEnum):
     ALREADY_APPLIED = "ALREADY_APPLIED"  # answered before
 
 
+class WebhookAttemptOutcome(StrEnum):
+    """`webhook_attempt_done` (sql/functions/webhooks.sql): one attempt's result."""
+
+    DELIVERED = "DELIVERED"    # the receiver answered 2xx
+    RETRY = "RETRY"            # failed; due again after the backoff
+    GIVEN_UP = "GIVEN_UP"      # failed, and the next try would be past WEBHOOK_MAX_AGE_S
+    SUPERSEDED = "SUPERSEDED"  # another claim holds the row, or it is no longer PENDING
+
+
+class WebhookReplayOutcome(StrEnum):
+    """`webhook_replay`: an operator sends a delivery again."""
+
+    REPLAYED = "REPLAYED"
+    ALREADY_PENDING = "ALREADY_PENDING"  # nothing to do: it is being delivered
+    UNKNOWN = "UNKNOWN"                  # no delivery of that event
+    EVENT_GONE = "EVENT_GONE"            # retention removed the event: nothing to send
+
+
+class DisputeOpenOutcome(StrEnum):
+    """`dispute_open` (sql/functions/disputes.sql): POST /v1/disputes, claimed first."""
+
+    OPENED = "OPENED"                        # the dispute is OPEN, dispute.opened
+    REPEAT = "REPEAT"                        # this disputeId with the same request
+    CONFLICT = "CONFLICT"                    # this disputeId with another request
+    UNKNOWN_PAYMENT = "UNKNOWN_PAYMENT"      # nothing recorded
+    CUSTOMER_MISMATCH = "CUSTOMER_MISMATCH"  # another customer's payment: nothing recorded
+    NOT_PAID = "NOT_PAID"                    # nothing was debited: nothing recorded
+    EXCEEDS = "EXCEEDS"                      # more than the payment: nothing recorded
+
+
+class DisputeResolveOutcome(StrEnum):
+    """`dispute_resolve`: the one way a dispute is resolved (operator, wallet, refund)."""
+
+    RESOLVED = "RESOLVED"                    # RESOLVED now, dispute.resolved
+    REPEAT = "REPEAT"                        # already resolved the same way: nothing more
+    ALREADY_RESOLVED = "ALREADY_RESOLVED"    # resolved otherwise: nothing changes
+    UNKNOWN = "UNKNOWN"
+    CUSTOMER_MISMATCH = "CUSTOMER_MISMATCH"  # a withdrawal for another customer's dispute
+    NOT_REFUNDED = "NOT_REFUNDED"            # REFUNDED asked, Kaspi refunded nothing
+
+
 class DueNow(StrEnum):
     """`notify_due_now`, `topup_check_due_now`: an operator's "try again now" (console)."""
 
@@ -209,7 +279,7 @@ class DueNow(StrEnum):
 # The SQL function that returns each enum: the outcome test reads their bodies.
 RETURNED_BY: dict[type[StrEnum], tuple[str, ...]] = {
     DebitOutcome: ("payment_debit",),
-    CheckoutOutcome: ("payment_checkout",),
+    CheckoutOutcome: ("payment_checkout", "payment_checkout_refused"),
     CancelOutcome: ("payment_cancel",),
     DepositOutcome: ("deposit_apply",),
     TopupCreateOutcome: ("topup_create",),
@@ -218,5 +288,9 @@ RETURNED_BY: dict[type[StrEnum], tuple[str, ...]] = {
     TopupOutcome: ("topup_apply_status",),
     TopupRefundOutcome: ("topup_refund_stage",),
     TopupRefundAnswer: ("topup_refund_answer",),
+    WebhookAttemptOutcome: ("webhook_attempt_done",),
+    WebhookReplayOutcome: ("webhook_replay",),
+    DisputeOpenOutcome: ("dispute_open",),
+    DisputeResolveOutcome: ("dispute_resolve",),
     DueNow: ("notify_due_now", "topup_check_due_now"),
 }

@@ -18,7 +18,7 @@ from typing import Any
 import asyncpg
 
 from mpp_server.db import Conn
-from mpp_server.domain import ledger
+from mpp_server.domain import kaspi_answers, ledger
 from mpp_server.domain.limits import Limits
 from mpp_server.domain.outbox import Notice, NotifyOutbox
 from mpp_server.domain.outcomes import (
@@ -31,6 +31,7 @@ from mpp_server.domain.outcomes import (
     DebitOutcome,
     PaymentStatus,
 )
+from mpp_server.domain.receipts import receipt_in_locale
 from mpp_server.errors import (
     CustomerMismatch,
     InsufficientFunds,
@@ -43,16 +44,18 @@ from mpp_server.errors import (
     ValidationFailed,
 )
 from mpp_server.kaspi_client.client import KaspiClient, KaspiNoAnswer
-from mpp_server.kaspi_client.codes import ResultCode
-from mpp_server.kaspi_client.models import CheckoutParameter, CheckoutRequest, ScanRequest
+from mpp_server.kaspi_client.codes import CHECKOUT_FINAL_REFUSALS, ResultCode
+from mpp_server.kaspi_client.models import (
+    CheckoutParameter,
+    CheckoutRequest,
+    ScanRequest,
+    sanitise,
+)
 from mpp_server.logs import mask_customer
 from mpp_server.metrics import LIMIT_REFUSALS, PAYMENTS
 from mpp_server.money import is_whole_tenge
 
 log = logging.getLogger(__name__)
-
-
-PAYMENT_QR_TYPES = ("Dynamic", "Static", "Custom")
 
 
 @dataclass(frozen=True)
@@ -89,32 +92,23 @@ async def scan(steps: PaymentSteps, qr_code: str, customer_id: str, locale: str)
         raise _kaspi_unavailable("scan", exc) from exc
     if answer.result.resultCode != ResultCode.SUCCESS:
         raise KaspiRefused(answer.result.resultCode, answer.result.resultMessage)
-    qr_type = answer.qrCodeType or ""
-    merchant = answer.merchant.model_dump(exclude_none=True) if answer.merchant else None
-    if qr_type == "Refund":
-        if answer.refund is None:
-            raise KaspiUnavailable("Kaspi's Refund scan answer has no refund")
-        return ScanOutcome(qr_type, merchant, None, None, answer.refund.refundId)
-    if qr_type not in PAYMENT_QR_TYPES or answer.payment is None or merchant is None:
-        raise KaspiUnavailable(f"Kaspi's scan answer is incomplete (qrCodeType {qr_type!r})")
-    if qr_type == "Dynamic" and answer.payment.paymentAmount is None:
-        raise KaspiUnavailable("Kaspi's Dynamic scan answer has no paymentAmount")
-    service = answer.paymentData.model_dump(exclude_none=True) if answer.paymentData else None
-    if qr_type == "Custom" and service is None:
-        raise KaspiUnavailable("Kaspi's Custom scan answer has no paymentData")
-    amount = answer.payment.paymentAmount if qr_type == "Dynamic" else None
+    if answer.qrCodeType == "Refund":
+        refund_id = kaspi_answers.scanned_refund_id(answer)
+        merchant = answer.merchant.model_dump(exclude_none=True) if answer.merchant else None
+        return ScanOutcome("Refund", merchant, None, None, refund_id)
+    scanned = kaspi_answers.scanned_payment(answer)  # or KaspiDefectiveAnswer
     async with steps.pool.acquire() as conn:
-        scanned = await conn.fetchrow(
+        row = await conn.fetchrow(
             "SELECT s.created, (s.payment).* FROM payment_scanned($1, $2, $3, $4, $5, $6, "
-            "$7, $8) s", answer.payment.paymentId, customer_id, qr_type, amount,
-            answer.payment.canConfirmUntil, merchant, service, locale)
-    assert scanned is not None
+            "$7, $8) s", scanned.payment_id, customer_id, scanned.qr_code_type,
+            scanned.amount_tiyn, scanned.can_confirm_until, scanned.merchant,
+            scanned.service, locale)
+    assert row is not None
     # A paymentId Kaspi gave before (a Dynamic QR scanned again): the same customer sees
     # the payment as it stands; another customer may not take it over.
-    if not scanned["created"] and scanned["customer_id"] != customer_id:
+    if not row["created"] and row["customer_id"] != customer_id:
         raise CustomerMismatch("this payment was scanned by another customer")
-    row = scanned
-    return ScanOutcome(qr_type, merchant, row, service, None)
+    return ScanOutcome(scanned.qr_code_type, scanned.merchant, row, scanned.service, None)
 
 
 def _customers_payment(row: asyncpg.Record | None, payment_id: str,
@@ -161,6 +155,10 @@ def _fill_parameters(service: dict[str, Any],
 async def checkout(steps: PaymentSteps, payment_id: str, customer_id: str,
                    parameters: dict[int, str], locale: str) -> asyncpg.Record:
     row = await _read_payment(steps, payment_id, customer_id)
+    if row["checkout_result_code"] is not None:
+        # Kaspi refused this checkout finally (§4.2: PROCESS_FAIL, do not retry;
+        # EXPIRED_CODE): the same answer, without asking it again.
+        raise KaspiRefused(row["checkout_result_code"], row["checkout_result_message"])
     if row["qr_code_type"] != "Custom":
         raise InvalidState("checkout is only for Custom QR payments")
     if row["status"] not in OPEN_PAYMENT_STATUSES:
@@ -172,20 +170,36 @@ async def checkout(steps: PaymentSteps, payment_id: str, customer_id: str,
     except KaspiNoAnswer as exc:
         raise _kaspi_unavailable("checkout", exc) from exc
     if answer.result.resultCode != ResultCode.SUCCESS:
+        if answer.result.resultCode in CHECKOUT_FINAL_REFUSALS:
+            await _checkout_refused(steps, payment_id, answer.result.resultCode,
+                                    answer.result.resultMessage)
         raise KaspiRefused(answer.result.resultCode, answer.result.resultMessage)
-    if answer.paymentAmount is None or answer.paymentAmount <= 0:
-        raise KaspiUnavailable("Kaspi's checkout answer has no paymentAmount")
+    amount, until = kaspi_answers.checked_out(answer, row["can_confirm_until"])
     async with steps.pool.acquire() as conn:
         applied = await conn.fetchrow(
             "SELECT a.outcome, (a.payment).* FROM payment_checkout($1, $2, $3, $4) a",
-            payment_id, answer.paymentAmount, answer.canConfirmUntil,
-            [p.model_dump() for p in request.parameters])
+            payment_id, amount, until, [p.model_dump() for p in request.parameters])
     assert applied is not None
     if CheckoutOutcome(applied["outcome"]) is CheckoutOutcome.CHANGED:
         # Confirmed, cancelled or expired while Kaspi was asked.
         changed = await _read_payment(steps, payment_id, customer_id)
         raise InvalidState(f"payment is {changed['status']}")
     return applied
+
+
+async def _checkout_refused(steps: PaymentSteps, payment_id: str, code: str,
+                            message: str) -> None:
+    """Record Kaspi's final refusal of a checkout on the payment (payment_checkout_refused:
+    FAILED, or EXPIRED for EXPIRED_CODE); a payment that moved on meanwhile keeps its
+    status."""
+    async with steps.pool.acquire() as conn:
+        outcome = CheckoutOutcome(await conn.fetchval(
+            "SELECT outcome FROM payment_checkout_refused($1, $2, $3)", payment_id, code,
+            sanitise(message)))
+    if outcome is not CheckoutOutcome.CHANGED:
+        PAYMENTS.labels(outcome.value).inc()
+        log.info("checkout refused finally by Kaspi",
+                 extra={"payment_id": payment_id, "result_code": code})
 
 
 def _confirm_amount(row: asyncpg.Record, amount_tiyn: int | None) -> int:
@@ -238,8 +252,10 @@ async def confirm(steps: PaymentSteps, payment_id: str, customer_id: str, amount
             return row
         if status == PaymentStatus.EXPIRED:
             raise PaymentExpired("the payment's canConfirmUntil has passed")
-        if status == PaymentStatus.CANCELLED:
-            raise InvalidState("payment is CANCELLED")
+        if status not in OPEN_PAYMENT_STATUSES:  # CANCELLED, FAILED
+            refused = row["checkout_result_code"]
+            raise InvalidState(f"payment is {status}" + (
+                f" (Kaspi refused its checkout: {refused})" if refused else ""))
         amount = _confirm_amount(row, amount_tiyn)
         if _deadline_passed(row, steps.confirm_safety_margin_ms):
             await _expire(steps, row)
@@ -364,18 +380,15 @@ async def get(pool: asyncpg.Pool, payment_id: str) -> tuple[asyncpg.Record,
         if row is None:
             raise NotFound(f"payment {payment_id!r} not found")
         refunds = await conn.fetch(
-            """SELECT refund_id, amount_tiyn, created_at FROM refunds
+            """SELECT refund_id, amount_tiyn, created_at, link_receipt FROM refunds
                WHERE payment_id = $1 AND status = 'SUCCESS' ORDER BY created_at, refund_id""",
             payment_id)
     return row, list(refunds)
 
 
 def receipt_link(row: asyncpg.Record) -> str | None:
-    """Kaspi's receipt, in Kazakh when the customer uses kk-KZ (regulation §4.3)."""
-    link: str | None = row["link_receipt"]
-    if link and row["locale"] == "kk-KZ" and "locale=kk" not in link:
-        link += "&locale=kk"
-    return link
+    """The payment's receipt, in Kazakh when the customer uses kk-KZ (regulation §4.3)."""
+    return receipt_in_locale(row["link_receipt"], row["locale"])
 
 
 async def expire_stale(pool: asyncpg.Pool) -> int:

@@ -9,6 +9,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from mpp_server.http.models import (
+    DisputeOut,
+    EventOut,
     MerchantOut,
     OptionOut,
     PaymentOut,
@@ -27,6 +29,7 @@ PAYMENT_ID = "abc1234567890"
 UNTIL = datetime(2024, 2, 19, 10, 57, 41, tzinfo=UTC)
 MERCHANT = MerchantOut(merchantId="123456789", merchantName="Coffee Bar", merchantMCC="5812")
 RECEIPT = "https://receipt-test.kaspi.kz/web?extTranId=QR2509155449&sale_date=2024-12-05+12:05:10.285"
+REFUND_RECEIPT = "https://receipt.kaspi.kz/ext?TranId=a3ffba1a-5add&sale_date=2024-12-06+10:14:09.646"
 
 
 def payment_example(**changes: Any) -> PaymentOut:
@@ -56,8 +59,39 @@ PAYMENT_EXAMPLES: dict[str, BaseModel] = {
     "COMPLETED": payment_example(),
     "PENDING": payment_example(status="PENDING", linkReceipt=None, kaspiAcknowledged=False),
     "refunded": payment_example(refundedAmount=50000, refunds=[
-        RefundOut(refundId="Ref1234567", amount=50000, createdAt=UNTIL)]),
+        RefundOut(refundId="Ref1234567", amount=50000, createdAt=UNTIL,
+                  linkReceipt=REFUND_RECEIPT)]),
 }
+
+DUE = datetime(2024, 2, 20, 10, 57, 41, tzinfo=UTC)
+
+
+def dispute_example(**changes: Any) -> DisputeOut:
+    base: dict[str, Any] = dict(
+        disputeId="dp-1", paymentId=PAYMENT_ID, customerId=CUSTOMER, status="OPEN",
+        reason="Charged twice for one coffee <b>", amount=150000, refundedAmount=0,
+        createdAt=UNTIL, dueAt=DUE)
+    return DisputeOut(**{**base, **changes})
+
+
+DISPUTE_EXAMPLES: dict[str, BaseModel] = {
+    "OPEN": dispute_example(),
+    "REFUNDED": dispute_example(status="RESOLVED", resolution="REFUNDED",
+                                refundedAmount=150000, resolvedAt=DUE,
+                                note="Kaspi refunded 1500.00 KZT of it since it opened "
+                                     "(last refund Ref1234567)"),
+    "WITHDRAWN": dispute_example(status="RESOLVED", resolution="WITHDRAWN", resolvedAt=DUE),
+}
+EVENT_EXAMPLES: list[EventOut] = [
+    EventOut(id=17, type="payment.completed", customerId=CUSTOMER, paymentId=PAYMENT_ID,
+             amount=150000, merchantName="Coffee Bar", linkReceipt=RECEIPT, createdAt=UNTIL),
+    EventOut(id=18, type="refund.credited", customerId=CUSTOMER, paymentId=PAYMENT_ID,
+             refundId="Ref1234567", amount=50000, merchantName="Coffee Bar",
+             linkReceipt=REFUND_RECEIPT, createdAt=UNTIL),
+    EventOut(id=19, type="dispute.resolved", customerId=CUSTOMER, paymentId=PAYMENT_ID,
+             disputeId="dp-1", amount=50000, merchantName="Coffee Bar",
+             resolution="REFUNDED", createdAt=DUE),
+]
 
 TOPUP_EXAMPLES: dict[str, BaseModel] = {
     "CREATED": TopupOut(topupId="tu-1", customerId=CUSTOMER, provider="halyk-epay",

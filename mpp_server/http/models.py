@@ -10,6 +10,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Literal
 
+import asyncpg
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -20,8 +21,11 @@ from pydantic import (
 )
 
 from mpp_server.domain.limits import Level as LevelEnum
+from mpp_server.domain.outcomes import DisputeResolution as DisputeResolutionEnum
+from mpp_server.domain.outcomes import DisputeStatus as DisputeStatusEnum
 from mpp_server.domain.outcomes import PaymentStatus, TopupRefundStatus
 from mpp_server.domain.outcomes import TopupStatus as TopupStatusEnum
+from mpp_server.domain.receipts import receipt_in_locale
 from mpp_server.kaspi_client.models import AmountIn
 from mpp_server.money import AMOUNT_PATTERN
 from mpp_server.wire import Money, SignedMoney, Timestamp
@@ -65,6 +69,8 @@ Level = Annotated[LevelEnum, _enum_schema(LevelEnum)]
 
 
 Status = Annotated[PaymentStatus, _enum_schema(PaymentStatus)]
+DisputeStatus = Annotated[DisputeStatusEnum, _enum_schema(DisputeStatusEnum)]
+DisputeResolution = Annotated[DisputeResolutionEnum, _enum_schema(DisputeResolutionEnum)]
 
 
 class _Request(BaseModel):
@@ -215,6 +221,9 @@ class RefundOut(_Response):
     refundId: str
     amount: Money
     createdAt: Timestamp
+    linkReceipt: str | None = Field(
+        default=None, description="Kaspi's receipt of the refund (with &locale=kk when the "
+                                  "payment was made in kk-KZ); absent when Kaspi sent none")
 
 
 class PaymentOut(_Response):
@@ -229,21 +238,57 @@ class PaymentOut(_Response):
     merchant: MerchantOut
     canConfirmUntil: Timestamp | None = None
     declineReason: str | None = Field(
-        default=None, description="INSUFFICIENT_FUNDS, or Kaspi's resultCode when it declined")
+        default=None, description="DECLINED: INSUFFICIENT_FUNDS, LIMIT_EXCEEDED, or Kaspi's "
+                                  "resultCode to notifyPayment; FAILED or EXPIRED by checkout: "
+                                  "Kaspi's resultCode to it (PROCESS_FAIL, EXPIRED_CODE)")
     kaspiAcknowledged: bool = Field(
         description="Kaspi has answered our notifyPayment (success, decline or cancel)")
     createdAt: Timestamp
 
 
+# A plain string on the wire: a reader must skip a type it does not know (more come).
+EventType = Annotated[str, Field(description="payment.completed, payment.declined, "
+                                             "refund.credited, topup.credited, topup.failed, "
+                                             "dispute.opened, dispute.resolved, ...")]
+
+
 class EventOut(_Response):
-    id: int
-    type: str
+    """An event of the feed, and the `data` of its webhook."""
+
+    id: int = Field(description="the event's id: a webhook's `webhook-id` header")
+    type: EventType
     customerId: str
     paymentId: str | None = None
     refundId: str | None = None
     topupId: str | None = None
+    disputeId: str | None = None
     amount: Money | None = None
+    merchantName: str | None = Field(default=None, description="the paid merchant's name")
+    linkReceipt: str | None = Field(
+        default=None, description="payment.completed and refund.credited: Kaspi's receipt "
+                                  "(with &locale=kk when the payment was made in kk-KZ)")
+    resolution: DisputeResolution | None = Field(default=None,
+                                                 description="dispute.resolved: how")
     createdAt: Timestamp
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> EventOut:
+        """From a row of domain/events.py (the feed's and the webhooks' one query)."""
+        return cls(id=row["id"], type=row["type"], customerId=row["customer_id"],
+                   paymentId=row["payment_id"], refundId=row["refund_id"],
+                   topupId=row["topup_id"], disputeId=row["dispute_id"],
+                   amount=row["amount_tiyn"], merchantName=row["merchant_name"],
+                   linkReceipt=receipt_in_locale(row["link_receipt"], row["locale"]),
+                   resolution=row["resolution"], createdAt=row["created_at"])
+
+
+class WebhookOut(_Response):
+    """The body POSTed to WEBHOOK_URL (Standard Webhooks): signed with the headers
+    webhook-id (the event's id), webhook-timestamp and webhook-signature."""
+
+    type: EventType
+    timestamp: Timestamp = Field(description="when the event happened (its createdAt)")
+    data: EventOut
 
 
 class EventsOut(_Response):
@@ -254,6 +299,43 @@ class EventsOut(_Response):
 class HealthOut(_Response):
     status: str
     detail: str | None = None
+
+
+# ---- disputes (docs/notices.md) -----------------------------------------------------
+
+DISPUTE_REASON_MAX_CHARS = 1000
+
+
+class DisputeIn(_Request):
+    disputeId: ExternalId
+    paymentId: ExternalId
+    customerId: CustomerId
+    reason: Annotated[StoredText, StringConstraints(min_length=1,
+                                                    max_length=DISPUTE_REASON_MAX_CHARS)]
+    amount: Amount | None = Field(default=None, description="what the customer disputes; "
+                                                             "absent: the whole payment")
+
+
+class WithdrawIn(_Request):
+    customerId: CustomerId
+
+
+class DisputeOut(_Response):
+    disputeId: str
+    paymentId: str
+    customerId: str
+    status: DisputeStatus
+    reason: str = Field(description="as the customer wrote it (JSON-escaped, never "
+                                    "interpreted)")
+    amount: Money
+    refundedAmount: Money = Field(description="Kaspi's refunds of the payment credited "
+                                              "since the dispute opened")
+    createdAt: Timestamp
+    dueAt: Timestamp = Field(description="createdAt + DISPUTE_RESPONSE_HOURS: the answer "
+                                         "is due by then")
+    resolution: DisputeResolution | None = None
+    note: str | None = Field(default=None, description="the resolver's note")
+    resolvedAt: Timestamp | None = None
 
 
 # ---- top-ups by card (docs/topups.md) ---------------------------------------------

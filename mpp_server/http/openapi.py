@@ -27,7 +27,8 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from mpp_server import __version__, errors
 from mpp_server.config import Settings
 from mpp_server.http import unreadable
-from mpp_server.http.models import ErrorBody, ErrorOut
+from mpp_server.http.examples import EVENT_EXAMPLES
+from mpp_server.http.models import ErrorBody, ErrorOut, WebhookOut
 from mpp_server.http.routes import ROUTES
 from mpp_server.http.routing import Listener, Route, Scope
 
@@ -109,8 +110,41 @@ def _operation(route: Route, refs: Mapping[Any, dict[str, Any]]) -> dict[str, An
     return op
 
 
+def _webhook(refs: Mapping[Any, dict[str, Any]]) -> dict[str, Any]:
+    """What the server POSTs to WEBHOOK_URL (docs/notices.md): OpenAPI 3.1's `webhooks`,
+    so a generated client has the body's model too."""
+    header = {"in": "header", "required": True, "schema": {"type": "string"}}
+    return {"post": {
+        "operationId": "eventWebhook", "tags": ["wallet"],
+        "summary": "Each event of GET /v1/events, POSTed to WEBHOOK_URL (Standard Webhooks)",
+        "description": "At least once, while the receiver does not answer 2xx: retried "
+                       "(the first retry within 5 s, then doubling up to "
+                       "WEBHOOK_BACKOFF_MAX_MS) until WEBHOOK_MAX_AGE_S, across restarts. "
+                       "Verify the signature with any Standard Webhooks library and the "
+                       "secret WEBHOOK_SECRET; drop a webhook-id seen before (a retry, or "
+                       "the same event read from the feed).",
+        "parameters": [
+            {"name": "webhook-id", **header,
+             "description": "the event's id (its `id` in the feed): the same on every retry"},
+            {"name": "webhook-timestamp", **header,
+             "description": "this attempt's time, Unix seconds"},
+            {"name": "webhook-signature", **header,
+             "description": "`v1,` + base64 HMAC-SHA256 of `{webhook-id}.{webhook-timestamp}"
+                            ".{body}`, keyed with WEBHOOK_SECRET's base64-decoded bytes (after "
+                            "`whsec_`)"}],
+        "requestBody": {"required": True, "content": {JSON: {
+            "schema": refs[(WebhookOut, "serialization")],
+            "examples": _examples({e.type: WebhookOut(type=e.type, timestamp=e.createdAt,
+                                                      data=e) for e in EVENT_EXAMPLES})}}},
+        "responses": {"2XX": {"description": "delivered: never sent again"},
+                      "default": {"description": "anything else (or no answer within "
+                                                 "WEBHOOK_TIMEOUT_MS): sent again later"}},
+    }}
+
+
 def _models(routes: Iterable[Route]) -> list[tuple[type[BaseModel], JsonSchemaMode]]:
-    wanted: dict[tuple[type[BaseModel], JsonSchemaMode], None] = {}
+    wanted: dict[tuple[type[BaseModel], JsonSchemaMode], None] = {(WebhookOut,
+                                                                   "serialization"): None}
     for route in routes:
         if route.request is not None:
             wanted[(route.request, "validation")] = None
@@ -128,9 +162,9 @@ def _server(listener: Listener) -> list[dict[str, str]]:
              "description": description}]
 
 
-def _referenced(schemas: Mapping[str, Any], paths: Mapping[str, Any]) -> dict[str, Any]:
-    """The schemas the paths reach: pydantic also lists the enums whose schema a model
-    replaced (http/models.py _enum_schema), which nothing references."""
+def _referenced(schemas: Mapping[str, Any], paths: Any) -> dict[str, Any]:
+    """The schemas the paths (and webhooks) reach: pydantic also lists the enums whose
+    schema a model replaced (http/models.py _enum_schema), which nothing references."""
     kept: dict[str, Any] = {}
     text = json.dumps(paths)
     while True:
@@ -152,6 +186,7 @@ def build(which: Which = "all") -> dict[str, Any]:
         item[route.method] = _operation(route, refs)
         if which == "all" and "wallet" not in route.listeners:
             item["servers"] = _server(route.listeners[0])
+    webhooks = {"event": _webhook(refs)} if which in ("wallet", "all") else {}
     doc: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
@@ -175,7 +210,7 @@ def build(which: Which = "all") -> dict[str, Any]:
         },
         "paths": paths,
         "components": {
-            "schemas": _referenced(defs.get("$defs", {}), paths),
+            "schemas": _referenced(defs.get("$defs", {}), [paths, webhooks]),
             "securitySchemes": {
                 "bearerAuth": {
                     "type": "http", "scheme": "bearer",
@@ -196,6 +231,8 @@ def build(which: Which = "all") -> dict[str, Any]:
     }
     if which == "all":
         doc["servers"] = _server("wallet")
+    if webhooks:
+        doc["webhooks"] = webhooks
     return doc
 
 

@@ -4,9 +4,18 @@ wallet API, the Kaspi-facing `/refund`, the acquirers' callbacks and the probes.
 from __future__ import annotations
 
 from mpp_server import cursors, errors
-from mpp_server.http import acquiring_listener, reconciliations, refund_listener, topups, wallet
+from mpp_server.http import (
+    acquiring_listener,
+    disputes,
+    reconciliations,
+    refund_listener,
+    topups,
+    wallet,
+)
 from mpp_server.http.examples import (
     CUSTOMER,
+    DISPUTE_EXAMPLES,
+    EVENT_EXAMPLES,
     PAYMENT_EXAMPLES,
     PAYMENT_ID,
     RECEIPT,
@@ -25,7 +34,8 @@ from mpp_server.http.models import (
     CheckoutOut,
     ConfirmIn,
     DepositIn,
-    EventOut,
+    DisputeIn,
+    DisputeOut,
     EventsOut,
     HealthOut,
     IdentificationIn,
@@ -39,6 +49,7 @@ from mpp_server.http.models import (
     TopupOut,
     TopupRefundIn,
     TopupRefundOut,
+    WithdrawIn,
 )
 from mpp_server.http.refund_listener import RefundIn, RefundResultOut
 from mpp_server.http.routing import Answer, Param, Rerun, Route, Scope, openapi_json
@@ -51,6 +62,8 @@ PAYMENT = Param("paymentId", "path", {"type": "string", "pattern": ID_PATTERN},
                 "Kaspi's paymentId, as scan answered it", required=True)
 LOCALE = Param("X-Locale", "header", {"type": "string", "enum": list(LOCALES)},
                "passed on to Kaspi; kk-KZ also makes the receipt link Kazakh")
+DISPUTE = Param("disputeId", "path", {"type": "string", "pattern": ID_PATTERN},
+                "the disputeId the wallet chose", required=True)
 TOPUP = Param("topupId", "path", {"type": "string", "pattern": ID_PATTERN},
               "the topupId the wallet chose", required=True)
 
@@ -133,17 +146,25 @@ ROUTES: tuple[Route, ...] = (
           "Asks Kaspi what the QR code is. Payment QR codes (Dynamic, Static, Custom) "
           "create a SCANNED payment; a Refund QR only names Kaspi's refundId. A Dynamic QR "
           "scanned again by the same customer answers the same payment. Kaspi's own error "
-          "codes are passed through.",
+          "codes are passed through. A payment answer without canConfirmUntil (a Dynamic or "
+          "Static QR) or a Dynamic one without its amount is KASPI_DEFECTIVE_ANSWER and "
+          "nothing is recorded; a missing or over-long merchantMCC or authorType is passed "
+          "on as Kaspi sent it (an empty merchantMCC when none).",
           params=(LOCALE,), request=ScanIn,
           request_examples={"scan": {"qrCode": "592xxxxxxxxxxxxxxxxxxxxxxxxxxx6574344",
                                      "customerId": CUSTOMER}},
           answers={200: Answer("what the QR code is", ScanOut, SCAN_EXAMPLES)},
-          errors=(errors.CustomerMismatch, errors.KaspiUnavailable),
+          errors=(errors.CustomerMismatch, errors.KaspiUnavailable,
+                  errors.KaspiDefectiveAnswer),
           passes_kaspi_codes=True),
     Route(("wallet",), "post", "/v1/payments/{paymentId}/checkout", wallet.checkout, "checkout",
           "Fill a Custom QR payment's parameters; Kaspi answers the amount",
           "Every parameter is sent to Kaspi: scan's filled values unchanged, the customer's "
-          "values for the rest (a drop-down's value must be one of its option keys).",
+          "values for the rest (a drop-down's value must be one of its option keys). "
+          "Kaspi's PROCESS_FAIL (do not retry) makes the payment FAILED and its EXPIRED_CODE "
+          "makes it EXPIRED: a repeated checkout answers the same error without asking "
+          "Kaspi again. An amount with tiyn (notifyPayment could not carry it) or an answer "
+          "without an amount or any deadline is KASPI_DEFECTIVE_ANSWER, nothing recorded.",
           params=(PAYMENT, LOCALE), request=CheckoutIn,
           request_examples={"checkout": {"customerId": CUSTOMER, "parameters": [
               {"id": 3932, "value": "123ABC02"}, {"id": 3933, "value": "A"}]}},
@@ -151,7 +172,7 @@ ROUTES: tuple[Route, ...] = (
               paymentId="379eb787-1a36-4096-ac39-4f3006e26a19", amount=20000,
               canConfirmUntil=UNTIL, status="CHECKED_OUT")})},
           errors=(errors.NotFound, errors.CustomerMismatch, errors.InvalidState,
-                  errors.KaspiUnavailable),
+                  errors.KaspiUnavailable, errors.KaspiDefectiveAnswer),
           passes_kaspi_codes=True),
     Route(("wallet",), "post", "/v1/payments/{paymentId}/confirm", wallet.confirm, "confirmPayment",
           "Pay: debit the customer and tell Kaspi",
@@ -191,7 +212,12 @@ ROUTES: tuple[Route, ...] = (
           "writes can hold an event back (at most EVENTS_HOLD_MS). A cursor is the last "
           "event's place in the feed (\"18\"); cursors of the form \"txid-id\" "
           "from earlier versions are still taken. Types: payment.completed, "
-          "payment.declined, refund.credited.",
+          "payment.declined, refund.credited, topup.credited, topup.failed, "
+          "dispute.opened, dispute.resolved (skip a type you do not know). "
+          "payment.completed and refund.credited carry Kaspi's receipt (linkReceipt, "
+          "Kazakh when the payment was made in kk-KZ). With WEBHOOK_URL set, each event "
+          "is also POSTed there, signed (Standard Webhooks; docs/notices.md), its `id` "
+          "the webhook-id: a reader of both drops the repeats by id.",
           params=(Param("after", "query", {"type": "string",
                                            "pattern": f"^$|{cursors.PATTERN}|"
                                                       f"{cursors.LEGACY_PATTERN}",
@@ -200,12 +226,43 @@ ROUTES: tuple[Route, ...] = (
                   Param("limit", "query", {"type": "integer", "minimum": 1,
                                            "maximum": wallet.EVENTS_MAX_LIMIT, "default": 100},
                         "at most this many events")),
-          answers={200: Answer("a page of events", EventsOut, {"page": EventsOut(events=[
-              EventOut(id=17, type="payment.completed", customerId=CUSTOMER,
-                       paymentId=PAYMENT_ID, amount=150000, createdAt=UNTIL),
-              EventOut(id=18, type="refund.credited", customerId=CUSTOMER,
-                       paymentId=PAYMENT_ID, refundId="Ref1234567", amount=50000,
-                       createdAt=UNTIL)], next="18")})}),
+          answers={200: Answer("a page of events", EventsOut, {"page": EventsOut(
+              events=EVENT_EXAMPLES, next="19")})}),
+    Route(("wallet",), "post", "/v1/disputes", disputes.create_dispute, "createDispute",
+          "A customer disputes a payment (idempotent on disputeId)",
+          "The dispute is OPEN, due DISPUTE_RESPONSE_HOURS (default 24) after it was "
+          "opened (dueAt); an operator resolves it (REJECTED or REFUNDED), the wallet may "
+          "withdraw it, and Kaspi's refunds of the payment resolve it REFUNDED by themselves "
+          "once those credited since it opened cover its amount. Only a PENDING or "
+          "COMPLETED payment can be disputed, by its own customer, for at most its amount "
+          "(absent: all of it); a payment may carry several disputes. A repeat with the "
+          "same body answers 200; the refusals record nothing. Events dispute.opened and "
+          "dispute.resolved.",
+          rerun=Rerun.KEYED, request=DisputeIn,
+          request_examples={
+              "whole payment": {"disputeId": "dp-1", "paymentId": PAYMENT_ID,
+                                "customerId": CUSTOMER, "reason": "Charged twice"},
+              "part": {"disputeId": "dp-2", "paymentId": PAYMENT_ID, "customerId": CUSTOMER,
+                       "reason": "One item was missing", "amount": "500.00"}},
+          answers={201: Answer("opened", DisputeOut, {"OPEN": DISPUTE_EXAMPLES["OPEN"]}),
+                   200: Answer("a repeat: the dispute as it is now", DisputeOut,
+                               DISPUTE_EXAMPLES)},
+          errors=(errors.NotFound, errors.CustomerMismatch, errors.InvalidState,
+                  errors.IdempotencyConflict)),
+    Route(("wallet",), "get", "/v1/disputes/{disputeId}", disputes.get_dispute, "getDispute",
+          "A dispute: OPEN, or RESOLVED with its resolution (REFUNDED, REJECTED, WITHDRAWN)",
+          params=(DISPUTE,),
+          answers={200: Answer("the dispute", DisputeOut, DISPUTE_EXAMPLES)},
+          errors=(errors.NotFound,)),
+    Route(("wallet",), "post", "/v1/disputes/{disputeId}/withdraw", disputes.withdraw_dispute,
+          "withdrawDispute", "The customer withdraws an OPEN dispute",
+          "RESOLVED with WITHDRAWN, and dispute.resolved. A repeat answers the same; a "
+          "dispute resolved otherwise answers 409 INVALID_STATE.",
+          rerun=Rerun.KEYED, params=(DISPUTE,), request=WithdrawIn,
+          request_examples={"withdraw": {"customerId": CUSTOMER}},
+          answers={200: Answer("the dispute, WITHDRAWN", DisputeOut,
+                               {"WITHDRAWN": DISPUTE_EXAMPLES["WITHDRAWN"]})},
+          errors=(errors.NotFound, errors.CustomerMismatch, errors.InvalidState)),
     Route(("wallet",), "post", "/v1/topups", topups.create_topup, "createTopup",
           "Top up a wallet by card through an acquirer (idempotent on topupId)",
           "The top-up is stored CREATED before the acquirer hears of it; the answer's "
@@ -325,13 +382,20 @@ ROUTES: tuple[Route, ...] = (
                               "refundAmount": 100, "refundId": "Ref1234568",
                               "linkReceipt": RECEIPT}},
           answers={
-              200: Answer("every business outcome: SUCCESS, or PARAM_ILLEGAL with the reason "
-                          "(unknown payment, another customer, more than the payment, ...)",
+              200: Answer("every business outcome (docs/refunds.md has the table): SUCCESS; "
+                          "PARAM_ILLEGAL, a wrong parameter (an unknown payment, another "
+                          "customer, a zero amount, a refundId used with other arguments); "
+                          "PROCESS_FAIL, the payment refuses it and a repeat cannot help "
+                          "(not completed, more than is left to refund). A repeat of a "
+                          "refundId gets the answer stored for it",
                           RefundResultOut, {
                               "SUCCESS": RefundResultOut(result=ResultOut(
                                   resultCode="SUCCESS", resultMessage="success")),
                               "PARAM_ILLEGAL": RefundResultOut(result=ResultOut(
                                   resultCode="PARAM_ILLEGAL",
+                                  resultMessage="unknown paymentId")),
+                              "PROCESS_FAIL": RefundResultOut(result=ResultOut(
+                                  resultCode="PROCESS_FAIL",
                                   resultMessage="refund would exceed the payment: "
                                                 "5000 tiyn left to refund"))}),
               400: Answer("PARAM_ILLEGAL: the body cannot be read (malformed JSON, a missing, "

@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from mpp_server import cursors, db, migrate
 from mpp_server.domain import accounts, deposits, events, payments
 from mpp_server.domain.limits import Level
+from mpp_server.domain.receipts import receipt_in_locale
 from mpp_server.errors import ValidationFailed
 from mpp_server.http.middleware import (
     SERVICES,
@@ -64,10 +65,12 @@ def payment_out(row: asyncpg.Record, refunds: list[asyncpg.Record] | None = None
         qrCodeType=row["qr_code_type"], status=row["status"], amount=row["amount_tiyn"],
         refundedAmount=row["refunded_tiyn"], linkReceipt=payments.receipt_link(row),
         refunds=[RefundOut(refundId=r["refund_id"], amount=r["amount_tiyn"],
-                           createdAt=r["created_at"]) for r in refunds or []],
+                           createdAt=r["created_at"],
+                           linkReceipt=receipt_in_locale(r["link_receipt"], row["locale"]))
+                 for r in refunds or []],
         merchant=MerchantOut.model_validate(row["merchant"]),
         canConfirmUntil=row["can_confirm_until"],
-        declineReason=row["decline_code"] or (
+        declineReason=row["decline_code"] or row["checkout_result_code"] or (
             row["kaspi_result_code"] if row["status"] == "DECLINED" else None),
         kaspiAcknowledged=row["kaspi_acknowledged"], createdAt=row["created_at"])
 
@@ -176,11 +179,7 @@ async def list_events(request: web.Request) -> web.Response:
     after = cursors.parse_legacy(text) or cursors.parse(text)  # an old "txid-id", or a seq
     rows, cursor = await events.read_after(svc.pool, after, limit,
                                            svc.settings.events_hold_ms)
-    return json_response(EventsOut(events=[
-        EventOut(id=r["id"], type=r["type"], customerId=r["customer_id"],
-                 paymentId=r["payment_id"], refundId=r["refund_id"], topupId=r["topup_id"],
-                 amount=r["amount_tiyn"],
-                 createdAt=r["created_at"]) for r in rows], next=cursor))
+    return json_response(EventsOut(events=[EventOut.from_row(r) for r in rows], next=cursor))
 
 
 async def healthz(request: web.Request) -> web.Response:

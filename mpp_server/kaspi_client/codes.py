@@ -1,4 +1,5 @@
-"""Kaspi's result codes (regulation §4) and which of them end a notifyPayment's retries."""
+"""Kaspi's result codes (regulation §4), which of them end a notifyPayment's retries, and
+which refusals of checkout are final."""
 
 from __future__ import annotations
 
@@ -35,3 +36,14 @@ NOTIFY_RETRYABLE: frozenset[str] = frozenset({
 
 def is_final_notify_answer(code: str) -> bool:
     return code not in NOTIFY_RETRYABLE
+
+
+# checkout answers that end the payment (regulation §4.2's codes): PROCESS_FAIL, "a
+# general failure of business processing; the action must not be repeated", and
+# EXPIRED_CODE, the payment's time is over. They are recorded on the payment (FAILED,
+# EXPIRED) and a repeated checkout answers them without asking Kaspi again. The others
+# (PARAM_ILLEGAL: the customer's parameters; UNKNOWN_EXCEPTION, PAYMENTS_SUSPENDED,
+# UNKNOWN_SOURCE: Kaspi's or our trouble) are passed through and may be tried again.
+CHECKOUT_FINAL_REFUSALS: frozenset[str] = frozenset({
+    ResultCode.PROCESS_FAIL, ResultCode.EXPIRED_CODE,
+})

@@ -59,12 +59,30 @@ class Result(_Inbound):
     resultMessage: str = Field(default="", max_length=256)
 
 
+MERCHANT_MCC_MAX = 32
+AUTHOR_TYPE_MAX = 5
+
+
 class Merchant(_Inbound):
+    """§4.1 requires merchantMCC (≤ 32) and authorType (≤ 5); its own example sends no
+    authorType. Neither decides anything about the money, so a missing or over-long one
+    is taken as sent (an empty MCC for a missing one: the wallet's merchant always has
+    one) and listed by `defects` for the caller to count: the customer should not lose
+    the payment over Kaspi's defect."""
+
     merchantId: str = Field(max_length=32)
     merchantName: str = Field(max_length=128)
-    merchantMCC: str = Field(default="", max_length=32)
-    # Required by §4.1's table, absent from its own example: optional here.
-    authorType: str | None = Field(default=None, max_length=5)
+    merchantMCC: str = ""
+    authorType: str | None = None
+
+    def defects(self, *, author_type: bool) -> list[tuple[str, str]]:
+        """(field, defect) pairs; `author_type`: whether the message requires it (scan
+        does, §4.1; checkout's merchant has no authorType, §4.2)."""
+        fields = [("merchantMCC", self.merchantMCC or None, MERCHANT_MCC_MAX)]
+        if author_type:
+            fields.append(("authorType", self.authorType or None, AUTHOR_TYPE_MAX))
+        return [(name, "missing" if value is None else "too_long")
+                for name, value, limit in fields if value is None or len(value) > limit]
 
 
 class ScanPayment(_Inbound):

@@ -32,6 +32,7 @@ from mpp_server.reconcile import store
 from mpp_server.reconcile.matching import FeeRule, Kind
 from mpp_server.reconcile.registry import Registry, RegistryError, RegistryPeriod, read_registry
 from mpp_server.reconcile.report import (
+    ACKNOWLEDGED_WITH_DIFFERENCES,
     DiscrepancyOut,
     ReconciliationOut,
     item_out,
@@ -278,10 +279,17 @@ def _item_line(d: DiscrepancyOut) -> str:
 
 
 def _result(run: ReconciliationOut) -> str:
-    if run.openDiscrepancies:
+    """The run's status as it reads now (sql/functions/reconciliation.sql)."""
+    if run.status == "discrepancies":
         return f"RESULT: DISCREPANCIES ({run.openDiscrepancies} open)"
+    if run.status == ACKNOWLEDGED_WITH_DIFFERENCES:
+        money = ("agrees with ours" if run.settlementAgrees else "differs from ours by "
+                 + str(run.model_dump(mode="json")["settlementDifference"]))
+        return (f"RESULT: ACKNOWLEDGED WITH DIFFERENCES: Kaspi's settlement {money} "
+                f"({run.acknowledgedDiscrepancies} discrepancies acknowledged, none open)")
     if run.discrepancies:
-        return f"RESULT: MATCHED (its {run.discrepancies} discrepancies are resolved)"
+        return (f"RESULT: MATCHED (its {run.discrepancies} discrepancies were resolved by "
+                "the registries themselves)")
     return "RESULT: MATCHED"
 
 

@@ -44,7 +44,8 @@ class Kind(StrEnum):
     PENDING_COMPLETED = "pending_completed"
     # We returned the money to the customer and the merchant got it too: a money alarm.
     CONFIRMS_DECLINED = "registry_confirms_declined_payment"
-    # A payment we never debited (CANCELLED, EXPIRED) that Kaspi paid out: a money alarm.
+    # A payment we never debited (CANCELLED, EXPIRED, FAILED) that Kaspi paid out: a money
+    # alarm.
     CONFIRMS_CANCELLED = "registry_confirms_cancelled_payment"
     # The row's time is before our debit or long after our completion.
     TIME_MISMATCH = "time_mismatch"
@@ -177,7 +178,7 @@ def fully_consistent(row: RegistryRow, payment: OurPayment) -> bool:
     return (row.type is OpType.PAYMENT and row.amount_tiyn == payment.amount_tiyn
             and row.customer_id == payment.customer_id
             and same_uuid(row.mpp_id, payment.mpp_payment_id)
-            and row.kaspi_payment_id == row.kaspi_id)
+            and row.kaspi_payment_id in (None, row.kaspi_id))
 
 
 @dataclass(slots=True)
@@ -309,7 +310,7 @@ def _payment_row(row: RegistryRow, books: Books, completed_now: set[str]) -> _Ro
         found.add(Kind.CONFIRMS_DECLINED, "COMPLETED", "DECLINED",
                   "Kaspi confirms a payment we DECLINED and returned to the customer: the "
                   "merchant was paid and the customer kept the money")
-    elif payment.status in ("CANCELLED", "EXPIRED"):
+    elif payment.status in ("CANCELLED", "EXPIRED", "FAILED"):
         found.add(Kind.CONFIRMS_CANCELLED, "COMPLETED", payment.status,
                   f"Kaspi confirms a payment we hold as {payment.status} and never debited: "
                   "the merchant was paid and the customer kept the money")
@@ -329,7 +330,7 @@ def _payment_row(row: RegistryRow, books: Books, completed_now: set[str]) -> _Ro
     if not same_uuid(row.mpp_id, payment.mpp_payment_id):
         found.add(Kind.REFERENCE_MISMATCH, row.mpp_id, payment.mpp_payment_id,
                   "ID операции MPP is not our mppPaymentId")
-    if row.kaspi_payment_id != row.kaspi_id:
+    if row.kaspi_payment_id not in (None, row.kaspi_id):
         found.add(Kind.REFERENCE_MISMATCH, row.kaspi_payment_id, row.kaspi_id,
                   "a payment row's ID платежа Kaspi differs from its ID операции Kaspi")
     _check_time(found, payment.confirmed_at, payment.updated_at)
@@ -350,7 +351,7 @@ def _refund_row(row: RegistryRow, books: Books) -> _RowFindings:
     if row.customer_id != refund.customer_id:
         found.add(Kind.CUSTOMER_MISMATCH, row.customer_id, refund.customer_id,
                   "refund customer differs")
-    if row.kaspi_payment_id != refund.payment_id:
+    if row.kaspi_payment_id not in (None, refund.payment_id):
         found.add(Kind.REFERENCE_MISMATCH, row.kaspi_payment_id, refund.payment_id,
                   "the refund's ID платежа Kaspi is not the payment we refunded")
     elif not same_uuid(row.mpp_id, refund.payment_mpp_id):

@@ -2,10 +2,12 @@
 payment and refund. Pure: bytes in, validated rows out, nothing written anywhere.
 
 Every sheet that carries the columns is read (a large month spans sheets); columns are
-found by their header (Russian or Kazakh names, any order, case and surrounding spaces
-ignored). Amounts become integer tiyn exactly: a numeric cell is a float in openpyxl, so
-it goes through its shortest repr into Decimal and money.parse_amount, which refuses
-more than two decimals; no arithmetic is ever done on a float.
+found by their header (COLUMNS: Russian, Kazakh or English names and their aliases, any
+order, case and surrounding spaces ignored); an unknown layout is refused naming the
+columns found and the ones expected. Amounts become integer tiyn exactly: a numeric cell
+is a float in openpyxl, so it goes through its shortest repr into Decimal and
+money.parse_amount, which refuses more than two decimals; no arithmetic is ever done on
+a float.
 What is unambiguous is accepted (a blank fee, a totals row, a customer id Excel stored
 as a number); anything doubtful refuses the whole file (RegistryError) naming the sheet
 and row: reconciling half a registry would report the other half as missing.
@@ -56,31 +58,61 @@ class OpType(StrEnum):
     REFUND = "refund"
 
 
-# Header name -> field. "ID операции Kaspi" is the paymentId of a payment row and the
-# refundId of a refund row; "ID платежа Kaspi" is the paymentId on both.
-COLUMNS = {
-    "ID клиента": "customer_id",
-    "ID операции MPP": "mpp_id",
-    "ID операции Kaspi": "kaspi_id",
-    "ID платежа Kaspi": "kaspi_payment_id",
-    "Дата и время операции": "at",
-    "Тип операции": "type",
-    "Сумма": "amount",
-    "Комиссия": "fee",
-}
-# The same columns as Kaspi's Kazakh-language registry names them.
-KAZAKH_COLUMNS = {
-    "Клиенттің ID": "customer_id",
-    "MPP операциясының ID": "mpp_id",
-    "Kaspi операциясының ID": "kaspi_id",
-    "Kaspi төлемінің ID": "kaspi_payment_id",
-    "Операцияның күні мен уақыты": "at",
-    "Операция түрі": "type",
-    "Сома": "amount",
-    "Комиссия": "fee",
-}
+@dataclass(frozen=True, slots=True)
+class Column:
+    """A registry column: the field it fills and every header name it is known by."""
+
+    field: str
+    ru: str  # the name in messages
+    kk: str
+    en: str
+    aliases: tuple[str, ...] = ()
+    required: bool = True
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (self.ru, self.kk, self.en, *self.aliases)
+
+    @property
+    def shown(self) -> str:
+        """The column in a message: its Russian, Kazakh and English names."""
+        names = " / ".join(dict.fromkeys((self.ru, self.kk, self.en)))
+        return names if self.required else f"{names} (optional)"
+
+
+# The one table of the registry's columns (regulation §5: its sample tables are images,
+# so the names are our reading; docs/reconciliation.md). Headers are matched in any
+# order, case and surrounding spaces ignored, each column by any of its names, so a file
+# may mix languages; one column named twice (`Сумма` and `Сома`) is ambiguous and refused.
+# The aliases are §5.1's own words for each column, in Kazakh and in Russian, and common
+# English variants. "ID операции Kaspi" is the paymentId of a payment row and the refundId
+# of a refund row (refunds are matched by it); "ID платежа Kaspi", the paymentId on both,
+# may be absent: a refund row is then checked against its payment by ID операции MPP only.
+COLUMNS: tuple[Column, ...] = (
+    Column("customer_id", "ID клиента", "Клиенттің ID", "Customer ID",
+           ("Идентификационный номер покупателя", "Сатып алушының сәйкестендіру нөмірі",
+            "Client ID")),
+    Column("mpp_id", "ID операции MPP", "MPP операциясының ID", "MPP operation ID",
+           ("Идентификационный номер операции MPP", "Операцияның MPP сәйкестендіру нөмірі",
+            "MPP transaction ID")),
+    Column("kaspi_id", "ID операции Kaspi", "Kaspi операциясының ID", "Kaspi operation ID",
+           ("Идентификационный номер операции в ПС", "Операцияның ТЖ-дағы сәйкестендіру нөмірі",
+            "Kaspi transaction ID")),
+    Column("kaspi_payment_id", "ID платежа Kaspi", "Kaspi төлемінің ID", "Kaspi payment ID",
+           required=False),
+    Column("at", "Дата и время операции", "Операцияның күні мен уақыты",
+           "Operation date and time", ("Дата и время", "Күні мен уақыты", "Date and time")),
+    Column("type", "Тип операции", "Операция түрі", "Operation type",
+           ("Тип", "Түрі", "Type")),
+    Column("amount", "Сумма", "Сома", "Amount", ("Сумма операции", "Сомасы")),
+    Column("fee", "Комиссия", "Комиссия", "Fee",
+           ("Размер комиссии", "Комиссия мөлшері", "Commission")),
+)
+COLUMN_OF = {column.field: column for column in COLUMNS}
+# Тип операции's values, in every language.
 TYPE_NAMES = {"оплата": OpType.PAYMENT, "возврат": OpType.REFUND,
-              "төлем": OpType.PAYMENT, "қайтару": OpType.REFUND}
+              "төлем": OpType.PAYMENT, "қайтару": OpType.REFUND, "қайтарым": OpType.REFUND,
+              "payment": OpType.PAYMENT, "refund": OpType.REFUND}
 # A row naming itself a total (in any cell) and carrying no id is skipped.
 TOTALS_WORDS = ("итого", "всего", "барлығы", "жиыны", "total")
 # A fee cell read as no fee.
@@ -133,8 +165,8 @@ class RegistryRow:
     row_number: int  # as Excel shows it
     customer_id: str
     mpp_id: str | None
-    kaspi_id: str
-    kaspi_payment_id: str
+    kaspi_id: str  # a payment row's paymentId, a refund row's refundId
+    kaspi_payment_id: str | None  # None: the file has no ID платежа Kaspi column
     at: datetime  # local time, naive, as in the file
     type: OpType
     amount_tiyn: int
@@ -214,8 +246,8 @@ def _norm(value: object) -> str:
     return " ".join(str(value).split()).casefold() if value is not None else ""
 
 
-_HEADER_NAMES = {_norm(name): field for names in (COLUMNS, KAZAKH_COLUMNS)
-                 for name, field in names.items()}
+_HEADER_NAMES = {_norm(name): column.field for column in COLUMNS for name in column.names}
+_EXPECTED = "; ".join(column.shown for column in COLUMNS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,12 +271,17 @@ def _header(values: tuple[object, ...], where: str) -> dict[str, int] | None:
                                 f"{columns[f] + 1} and {i + 1}); which one holds the data "
                                 "is ambiguous")
         columns[f] = i
-    missing = [name for name, f in COLUMNS.items() if f not in columns]
+    missing = [c.shown for c in COLUMNS if c.required and c.field not in columns]
     if missing:
-        seen = ", ".join(str(v).strip() for v in values if v is not None)
         raise RegistryError(f"{where}: a header that lacks columns; missing "
-                            f"{', '.join(missing)} (found: {seen})")
+                            f"{'; '.join(missing)} (found: {_cells(values)}; expected: "
+                            f"{_EXPECTED})")
     return columns
+
+
+def _cells(values: tuple[object, ...]) -> str:
+    return ", ".join(str(v).strip() for v in values if v is not None and str(v).strip()) or (
+        "nothing")
 
 
 def _is_empty(values: tuple[object, ...]) -> bool:
@@ -267,13 +304,15 @@ def _registry_sheets(workbook: Any, file_name: str, named: bool) -> list[_Sheet]
         if columns is None:
             for number, values in enumerate(sheet.iter_rows(values_only=True), start=1):
                 if not _is_empty(values):
+                    # An unknown layout: the first row with data is what it has instead.
                     raise RegistryError(
                         f"{file_name}: sheet {sheet.title!r} row {number} has data but the sheet "
-                        f"has no header with the registry's columns ({', '.join(COLUMNS)}) "
-                        f"in its first {HEADER_SEARCH_ROWS} rows")
+                        f"has no header with the registry's columns in its first "
+                        f"{HEADER_SEARCH_ROWS} rows (found: {_cells(values)}; expected: "
+                        f"{_EXPECTED})")
     if not sheets:
-        raise RegistryError(f"{file_name}: no sheet has the registry's columns; missing "
-                            f"{', '.join(COLUMNS)} (found: nothing)")
+        raise RegistryError(f"{file_name}: no sheet has the registry's columns (found: "
+                            f"nothing; expected: {_EXPECTED})")
     return sheets
 
 
@@ -322,7 +361,7 @@ def _read_rows(workbook: Any, file_name: str, period: RegistryPeriod) -> list[Re
 
 def _is_totals(values: tuple[object, ...], cells: dict[str, object]) -> bool:
     """A totals line (Итого, Барлығы, ...) with no operation id: not an operation."""
-    if any(_text(cells[f]) for f in ("kaspi_id", "kaspi_payment_id", "mpp_id")):
+    if any(_text(cells.get(f)) for f in ("kaspi_id", "kaspi_payment_id", "mpp_id")):
         return False
     return any(isinstance(v, str) and _norm(v).startswith(TOTALS_WORDS) for v in values)
 
@@ -332,7 +371,7 @@ def _row(sheet: str, number: int, where: str, cells: dict[str, object], period: 
     type_text = _norm(cells["type"])
     if type_text not in TYPE_NAMES:
         raise RegistryError(f"{where}: Тип операции {cells['type']!r} is neither Оплата "
-                            "nor Возврат (Төлем, Қайтару)")
+                            "nor Возврат (Төлем, Қайтару; Payment, Refund)")
     at = _datetime(cells["at"], where)
     if not period.start <= at.date() < period.end:
         raise RegistryError(f"{where}: date {at:%Y-%m-%d %H:%M:%S} is outside the registry's "
@@ -344,10 +383,12 @@ def _row(sheet: str, number: int, where: str, cells: dict[str, object], period: 
     fee_tiyn = 0 if fee is None or (isinstance(fee, str) and fee.strip() in NO_FEE) else (
         _tiyn(fee, f"{where}: Комиссия"))
     mpp_id = _text(cells["mpp_id"])
+    # An absent ID платежа Kaspi column is no id; a present one must be filled.
+    kaspi_payment_id = _required(cells["kaspi_payment_id"], f"{where}: ID платежа Kaspi") if (
+        "kaspi_payment_id" in cells) else None
     return RegistryRow(sheet, number, _customer(cells["customer_id"], f"{where}: ID клиента"),
                mpp_id or None, _required(cells["kaspi_id"], f"{where}: ID операции Kaspi"),
-               _required(cells["kaspi_payment_id"], f"{where}: ID платежа Kaspi"),
-               at, TYPE_NAMES[type_text], amount, fee_tiyn)
+               kaspi_payment_id, at, TYPE_NAMES[type_text], amount, fee_tiyn)
 
 
 def _customer(value: object, where: str) -> str:

@@ -9,7 +9,7 @@ from datetime import date
 from typing import Literal
 
 import asyncpg
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from mpp_server.wire import Money, SignedMoney, Timestamp
 
@@ -47,6 +47,11 @@ class DiscrepancyOut(_Response):
     ourAt: Timestamp | None = None  # our completion: a payment's debit, a refund's answer
 
 
+# The statuses of a run as it reads now (sql/functions/reconciliation.sql).
+ACKNOWLEDGED_WITH_DIFFERENCES = "acknowledged_with_differences"
+RunStatus = Literal["matched", "discrepancies", "acknowledged_with_differences"]
+
+
 class ReconciliationOut(_Response):
     id: int
     kind: Literal["daily", "monthly"]
@@ -55,15 +60,22 @@ class ReconciliationOut(_Response):
     periodEnd: date  # exclusive
     fileName: str
     fileSha256: str
-    status: Literal["matched", "discrepancies"]
+    # As it reads now: discrepancies (some open), acknowledged_with_differences (none
+    # open, but a person acknowledged some or the settlement differs: never a match),
+    # matched (none open, none acknowledged).
+    status: RunStatus
     rows: int
     matched: int
     discrepancies: int
     openDiscrepancies: int
+    acknowledgedDiscrepancies: int
     kaspi: FiguresOut
     ours: FiguresOut
     # Kaspi's payments − refunds equal ours: the settlement differs by the fees only.
     settlementAgrees: bool
+    settlementDifference: SignedMoney = Field(
+        description="Kaspi's payments − refunds less ours (fees aside): \"0.00\" when they "
+                    "agree, negative when ours are more")
     createdAt: Timestamp
     items: list[DiscrepancyOut] | None = None
     # The next page of items: ?after=<this>; None when `items` ends the run's list.
@@ -83,9 +95,9 @@ def run_out(run: asyncpg.Record, items: list[asyncpg.Record] | None = None,
         id=run["id"], kind=run["kind"],
         period=start.isoformat() if run["kind"] == "daily" else start.isoformat()[:7],
         periodStart=start, periodEnd=run["period_end"], fileName=run["file_name"],
-        fileSha256=run["file_sha256"], status=run["status"], rows=run["rows_count"],
+        fileSha256=run["file_sha256"], status=run["status_now"], rows=run["rows_count"],
         matched=run["matched_count"], discrepancies=run["discrepancy_count"],
-        openDiscrepancies=run["open_count"],
+        openDiscrepancies=run["open_count"], acknowledgedDiscrepancies=run["acknowledged_count"],
         kaspi=FiguresOut(paymentsCount=run["kaspi_payments_count"],
                          payments=run["kaspi_payments_tiyn"],
                          refundsCount=run["kaspi_refunds_count"],
@@ -95,7 +107,8 @@ def run_out(run: asyncpg.Record, items: list[asyncpg.Record] | None = None,
                         payments=run["our_payments_tiyn"],
                         refundsCount=run["our_refunds_count"], refunds=run["our_refunds_tiyn"],
                         settlement=our_net),
-        settlementAgrees=kaspi_net == our_net, createdAt=run["created_at"],
+        settlementAgrees=kaspi_net == our_net,
+        settlementDifference=run["settlement_difference_tiyn"], createdAt=run["created_at"],
         items=None if items is None else [item_out(d) for d in items],
         nextItemsAfter=next_after)
 

@@ -21,7 +21,7 @@ import asyncpg
 from mpp_server import audit, cursors
 from mpp_server.db import Conn
 from mpp_server.domain import payments
-from mpp_server.metrics import MONEY_ALARMS, RECONCILIATION_OPEN
+from mpp_server.metrics import MONEY_ALARMS, RECONCILIATION_ACKNOWLEDGED, RECONCILIATION_OPEN
 from mpp_server.reconcile.matching import (
     MONEY_ALARM_KINDS,
     NO_AGREED_RATE,
@@ -35,6 +35,7 @@ from mpp_server.reconcile.matching import (
     match,
 )
 from mpp_server.reconcile.registry import OpType, Registry, RegistryError, RegistryPeriod
+from mpp_server.reconcile.report import ACKNOWLEDGED_WITH_DIFFERENCES
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +51,12 @@ _REFUND_QUERY = """
 # the earlier one's view, the earlier discrepancies stay on record.
 _LATEST_RUNS = """SELECT DISTINCT ON (kind, period_start) id FROM reconciliation_runs
                   ORDER BY kind, period_start, id DESC"""
+# A run with its status as it reads now (sql/functions/reconciliation.sql); `status` is
+# the one the run ended with.
 _RUN_QUERY = """
-    SELECT r.*, (SELECT count(*) FROM reconciliation_discrepancies d
-                 WHERE d.run_id = r.id AND NOT d.resolved) AS open_count
-    FROM reconciliation_runs r"""
+    SELECT r.*, n.status AS status_now, n.open_count, n.acknowledged_count,
+           n.settlement_difference_tiyn
+    FROM reconciliation_runs r, LATERAL reconciliation_run_now(r) n"""
 
 
 @dataclass(frozen=True)
@@ -245,7 +248,9 @@ async def acknowledge(conn: Conn, item_id: int, by: audit.Actor,
                       reason: str) -> asyncpg.Record:
     """A person handled a discrepancy: it stops counting as open, and stays on record
     with who, when and why; in the same transaction, the audit journal's row (whether
-    from `reconcile ack` or the operators' console). NotFound, AlreadyResolved."""
+    from `reconcile ack` or the operators' console). NotFound, AlreadyResolved. The one way
+    to acknowledge; what the run then reads as is derived from its items
+    (reconciliation_run_now): a run with an acknowledged item is never `matched`."""
     async with conn.transaction():
         row = await conn.fetchrow(
             """UPDATE reconciliation_discrepancies
@@ -277,14 +282,14 @@ async def list_runs(conn: Conn, limit: int, before_id: int | None) -> list[async
 # this process has counted.
 _alarms_counted_up_to: dict[str, int] = {}
 
-# The open discrepancies of the latest run of each registry; every registry with some is
-# a series, and the newest registry of each kind is one even at 0.
-_OPEN_BY_REGISTRY = f"""
-    SELECT r.kind, r.period_start,
-           (SELECT count(*) FROM reconciliation_discrepancies d
-             WHERE d.run_id = r.id AND NOT d.resolved) AS open,
+# The latest run of each registry as it reads now: its open discrepancies (every registry
+# with some is a series, and the newest registry of each kind is one even at 0) and, once
+# nothing is open but it is not a match, its settlement difference.
+_LATEST_BY_REGISTRY = f"""
+    SELECT r.kind, r.period_start, n.status, n.open_count, n.settlement_difference_tiyn,
            r.period_start = max(r.period_start) OVER (PARTITION BY r.kind) AS newest
-    FROM reconciliation_runs r WHERE r.id IN ({_LATEST_RUNS})"""
+    FROM reconciliation_runs r, LATERAL reconciliation_run_now(r) n
+    WHERE r.id IN ({_LATEST_RUNS})"""
 
 
 async def refresh_metrics(pool: asyncpg.Pool) -> None:
@@ -298,7 +303,7 @@ async def refresh_metrics(pool: asyncpg.Pool) -> None:
                   (SELECT coalesce(max(id), 0) FROM reconciliation_discrepancies
                     WHERE kind = ANY($1::text[])) AS newest_alarm""", kinds)
         assert row is not None
-        registries = await conn.fetch(_OPEN_BY_REGISTRY)
+        registries = await conn.fetch(_LATEST_BY_REGISTRY)
         newest: int = row["newest_alarm"]
         counted = _alarms_counted_up_to.setdefault(row["db"], newest)
         if newest > counted:
@@ -309,9 +314,12 @@ async def refresh_metrics(pool: asyncpg.Pool) -> None:
                        WHERE kind = ANY($1::text[]) AND id > $2 AND id <= $3
                        GROUP BY kind""", kinds, counted, newest):
                 MONEY_ALARMS.labels(new["kind"]).inc(new["n"])
-    # No await between clear and set: a scrape never sees the gauge half refreshed.
+    # No await between clear and set: a scrape never sees the gauges half refreshed.
     RECONCILIATION_OPEN.clear()
+    RECONCILIATION_ACKNOWLEDGED.clear()
     for r in registries:
-        if r["open"] or r["newest"]:
-            RECONCILIATION_OPEN.labels(r["kind"], _label(r["kind"], r["period_start"])).set(
-                r["open"])
+        labels = (r["kind"], _label(r["kind"], r["period_start"]))
+        if r["open_count"] or r["newest"]:
+            RECONCILIATION_OPEN.labels(*labels).set(r["open_count"])
+        if r["status"] == ACKNOWLEDGED_WITH_DIFFERENCES:
+            RECONCILIATION_ACKNOWLEDGED.labels(*labels).set(r["settlement_difference_tiyn"])

@@ -42,6 +42,31 @@ BEGIN
 END;
 $$;
 
+-- Checkout's final refusal recorded (regulation §4.2; which codes are final:
+-- mpp_server/kaspi_client/codes.py CHECKOUT_FINAL_REFUSALS): EXPIRED for EXPIRED_CODE,
+-- FAILED for PROCESS_FAIL ("the action must not be repeated"), with Kaspi's code and
+-- message, which a repeated checkout answers without asking Kaspi again. Nothing was
+-- debited, so nothing moves and Kaspi is not notified (it refused the payment itself).
+-- outcome: FAILED, EXPIRED, or CHANGED when the payment is no longer open (a cancel or
+-- the expiry sweep came first while Kaspi was asked): it keeps its status.
+CREATE OR REPLACE FUNCTION payment_checkout_refused(p_payment_id text, p_code text,
+                                                    p_message text, OUT outcome text)
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF p_code = 'EXPIRED_CODE' THEN
+        outcome := 'EXPIRED';
+    ELSE
+        outcome := 'FAILED';
+    END IF;
+    UPDATE payments SET status = outcome, checkout_result_code = p_code,
+           checkout_result_message = p_message, updated_at = now()
+     WHERE payment_id = p_payment_id AND status IN ('SCANNED', 'CHECKED_OUT');
+    IF NOT FOUND THEN
+        outcome := 'CHANGED';
+    END IF;
+END;
+$$;
+
 -- An open payment past its canConfirmUntil (less the confirm's safety margin) is EXPIRED:
 -- no debit. Kaspi is not told (it expires the payment itself). True when this call made
 -- the move; false when the payment had left p_expected_status (another step won).

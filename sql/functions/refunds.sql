@@ -6,7 +6,9 @@
 -- a duplicate's INSERT waits for the first transaction and then answers what it stored.
 -- A refusal is stored too: Kaspi gets the same answer every time (regulation §4.4).
 -- outcome: CREDITED, CREDITED_PENDING (the payment was PENDING, now COMPLETED),
--- REPEAT, CONFLICT (same refundId, other arguments), REFUSED, REFUSED_DECLINED.
+-- REPEAT, CONFLICT (same refundId, other arguments: PARAM_ILLEGAL), REFUSED
+-- (PARAM_ILLEGAL), NOT_REFUNDABLE (PROCESS_FAIL), REFUSED_DECLINED (PROCESS_FAIL for a
+-- payment we DECLINED: an alarm).
 CREATE OR REPLACE FUNCTION refund_apply(p_refund_id text, p_payment_id text, p_customer_id text,
                              p_amount bigint, p_link text, p_shard int,
                              OUT code text, OUT message text, OUT outcome text)
@@ -37,6 +39,13 @@ BEGIN
         RETURN;
     END IF;
 
+    -- Which code a refusal gets (regulation §4.4's codes; the table: docs/refunds.md):
+    -- PARAM_ILLEGAL, "a wrong parameter of the request", when the request names what
+    -- cannot be (an amount not above zero, a payment we do not know, another
+    -- customer's payment); PROCESS_FAIL, "a general failure of business processing; the
+    -- action must not be repeated", when the request is right but the payment refuses it
+    -- (not completed, or less left to refund than asked). A stored answer is repeated as
+    -- it was stored, whichever rule stored it.
     code := 'PARAM_ILLEGAL';
     outcome := 'REFUSED';
     SELECT * INTO v_payment FROM payments WHERE payment_id = p_payment_id FOR UPDATE;
@@ -47,11 +56,16 @@ BEGIN
     ELSIF v_payment.customer_id <> p_customer_id THEN
         message := 'customerId is not the payment''s customer';
     ELSIF v_payment.status NOT IN ('PENDING', 'COMPLETED') THEN
+        code := 'PROCESS_FAIL';
         message := format('payment is %s, not COMPLETED', v_payment.status);
         IF v_payment.status = 'DECLINED' THEN
             outcome := 'REFUSED_DECLINED';
+        ELSE
+            outcome := 'NOT_REFUNDABLE';
         END IF;
     ELSIF p_amount > v_payment.amount_tiyn - v_payment.refunded_tiyn THEN
+        code := 'PROCESS_FAIL';
+        outcome := 'NOT_REFUNDABLE';
         message := format('refund would exceed the payment: %s tiyn left to refund',
                           v_payment.amount_tiyn - v_payment.refunded_tiyn);
     ELSE
@@ -67,6 +81,9 @@ BEGIN
          WHERE payment_id = p_payment_id;
         INSERT INTO events (type, customer_id, payment_id, refund_id, amount_tiyn)
         VALUES ('refund.credited', p_customer_id, p_payment_id, p_refund_id, p_amount);
+        -- A customer's open dispute of the payment that this refund now covers is
+        -- resolved REFUNDED (disputes.sql).
+        PERFORM disputes_refunded(p_payment_id, p_refund_id, p_amount);
         code := 'SUCCESS';
         message := 'success';
     END IF;

@@ -15,10 +15,12 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     ('payment', 'SCANNED', 'DECLINED'),
     ('payment', 'SCANNED', 'CANCELLED'),
     ('payment', 'SCANNED', 'EXPIRED'),
+    ('payment', 'SCANNED', 'FAILED'),
     ('payment', 'CHECKED_OUT', 'PENDING'),
     ('payment', 'CHECKED_OUT', 'DECLINED'),
     ('payment', 'CHECKED_OUT', 'CANCELLED'),
     ('payment', 'CHECKED_OUT', 'EXPIRED'),
+    ('payment', 'CHECKED_OUT', 'FAILED'),
     ('payment', 'PENDING', 'COMPLETED'),
     ('payment', 'PENDING', 'DECLINED'),
     -- Kaspi's refunds: the key claimed as RECEIVED, decided in the same transaction
@@ -33,7 +35,17 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     -- money back to the card
     ('topup_refund', '', 'PENDING'),
     ('topup_refund', 'PENDING', 'COMPLETED'),
-    ('topup_refund', 'PENDING', 'REFUSED')
+    ('topup_refund', 'PENDING', 'REFUSED'),
+    -- webhooks to the wallet backend (docs/notices.md): an operator may replay a
+    -- delivery given up or already made
+    ('webhook', '', 'PENDING'),
+    ('webhook', 'PENDING', 'DELIVERED'),
+    ('webhook', 'PENDING', 'GIVEN_UP'),
+    ('webhook', 'GIVEN_UP', 'PENDING'),
+    ('webhook', 'DELIVERED', 'PENDING'),
+    -- disputes (docs/notices.md): claimed OPEN, resolved once
+    ('dispute', '', 'OPEN'),
+    ('dispute', 'OPEN', 'RESOLVED')
 $$;
 
 -- The guard: TG_ARGV[0] names the machine. A status set to itself is no move.
@@ -66,3 +78,8 @@ CREATE OR REPLACE TRIGGER topups_status_move BEFORE INSERT OR UPDATE OF status O
 CREATE OR REPLACE TRIGGER topup_refunds_status_move
     BEFORE INSERT OR UPDATE OF status ON topup_refunds
     FOR EACH ROW EXECUTE FUNCTION status_move_check('topup_refund');
+CREATE OR REPLACE TRIGGER webhook_deliveries_status_move
+    BEFORE INSERT OR UPDATE OF status ON webhook_deliveries
+    FOR EACH ROW EXECUTE FUNCTION status_move_check('webhook');
+CREATE OR REPLACE TRIGGER disputes_status_move BEFORE INSERT OR UPDATE OF status ON disputes
+    FOR EACH ROW EXECUTE FUNCTION status_move_check('dispute');

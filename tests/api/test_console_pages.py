@@ -18,8 +18,10 @@ from typing import Any
 
 import pytest
 
+from mpp_server.console.formatting import signed_tenge
 from mpp_server.console.operators import Role
 from mpp_server.reconcile import cli as reconcile_cli
+from mpp_server.reconcile import store
 from tests.support import helpers
 from tests.support.console import (
     Browser,
@@ -377,6 +379,37 @@ async def test_operators_command_adds_lists_and_disables(
                         ("operator_password_set", "cli", f"operator:{login}"),
                         ("operator_disabled", "cli", f"operator:{login}")]
     assert all(r["details"]["system_user"] for r in rows if r["via"] == "cli")
+
+
+async def test_a_run_acknowledged_while_its_money_differs_reads_so(
+        console_stack: Stack, browsers: list[Browser], tmp_path: Path) -> None:
+    """Issue 27: acknowledging every item of a run whose settlement differs leaves it
+    acknowledged_with_differences, with the amount, on both pages; never matched."""
+    item_id, _ = await open_discrepancy(console_stack, tmp_path)
+    async with console_stack.pool.acquire() as conn:
+        run_id: int = await conn.fetchval(
+            "SELECT run_id FROM reconciliation_discrepancies WHERE id = $1", item_id)
+        open_items = [r["id"] for r in await conn.fetch(
+            "SELECT id FROM reconciliation_discrepancies WHERE run_id = $1 AND NOT resolved",
+            run_id)]
+    assert len(open_items) >= 2  # the row's not_in_registry and the settlement_mismatch
+    await operator_in(browsers[0], console_stack)
+    token = (await browsers[0].get("/reconciliation")).csrf_token
+    for open_item in open_items:
+        page = await browsers[0].post(f"/reconciliation/discrepancies/{open_item}/acknowledge",
+                                      {"reason": "Kaspi ticket 27", "csrf_token": token})
+        assert page.status == 200, page.text
+    async with console_stack.pool.acquire() as conn:
+        run = await store.get_run(conn, run_id)
+    assert run is not None and run["open_count"] == 0
+    assert run["status_now"] == "acknowledged_with_differences"
+    assert run["settlement_difference_tiyn"] != 0
+    page = await browsers[0].get(f"/reconciliation/runs/{run_id}")
+    assert "badge-acknowledged_with_differences" in page.text and "badge-matched" not in page.text
+    assert signed_tenge(run["settlement_difference_tiyn"]) in html.unescape(page.text)
+    listing = await browsers[0].get("/reconciliation")
+    assert f'href="/reconciliation/runs/{run_id}"' in listing.text
+    assert "badge-acknowledged_with_differences" in listing.text
 
 
 async def test_reconcile_ack_writes_the_same_journal(

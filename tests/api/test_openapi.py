@@ -32,6 +32,8 @@ CONTRACT_OPERATIONS = {
     ("get", "/v1/accounts/{customerId}/statement"),
     ("put", "/v1/accounts/{customerId}/identification"),
     ("get", "/metrics"), ("get", "/healthz"), ("get", "/readyz"), ("post", "/refund"),
+    ("post", "/v1/disputes"), ("get", "/v1/disputes/{disputeId}"),
+    ("post", "/v1/disputes/{disputeId}/withdraw"),
 }
 # The contract's and README's error codes with their HTTP status.
 CONTRACT_CODES = {
@@ -43,7 +45,8 @@ CONTRACT_CODES = {
     "PROCESS_FAIL": 409, "INVALID_MERCHANT": 409, "PAYMENTS_SUSPENDED": 409,
     "UNKNOWN_EXCEPTION": 502, "UNKNOWN_SOURCE": 502,
 }
-STATUSES = ["SCANNED", "CHECKED_OUT", "PENDING", "COMPLETED", "DECLINED", "CANCELLED", "EXPIRED"]
+STATUSES = ["SCANNED", "CHECKED_OUT", "PENDING", "COMPLETED", "DECLINED", "CANCELLED", "EXPIRED",
+            "FAILED"]
 
 
 def operations(doc: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
@@ -167,6 +170,21 @@ def test_every_example_matches_its_schema() -> None:
                 assert validator.is_valid(example["value"]), (method, path, name)
                 checked += 1
     assert checked > 40
+
+
+def test_the_webhook_is_described_for_generated_clients() -> None:
+    doc = openapi.build("wallet")
+    hook = doc["webhooks"]["event"]["post"]
+    assert {p["name"] for p in hook["parameters"]} == {
+        "webhook-id", "webhook-timestamp", "webhook-signature"}
+    content = hook["requestBody"]["content"]["application/json"]
+    validator = jsonschema_rs.Draft202012Validator(
+        {**content["schema"], "components": doc["components"]}, validate_formats=True)
+    assert set(content["examples"]) == {"payment.completed", "refund.credited",
+                                        "dispute.resolved"}
+    for example in content["examples"].values():
+        assert validator.is_valid(example["value"])
+    assert "webhooks" not in openapi.build("kaspi")
 
 
 def test_committed_document_is_what_the_code_generates() -> None:

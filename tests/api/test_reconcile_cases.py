@@ -24,11 +24,10 @@ import pytest
 
 from mpp_server.kaspi_client.models import KZ_TZ
 from mpp_server.logs import mask_customer
-from mpp_server.metrics import MONEY_ALARMS, RECONCILIATION_OPEN
+from mpp_server.metrics import MONEY_ALARMS, RECONCILIATION_ACKNOWLEDGED, RECONCILIATION_OPEN
 from mpp_server.reconcile import cli, store
 from mpp_server.reconcile.matching import Books, Kind, OurPayment, OurRefund, match
 from mpp_server.reconcile.registry import (
-    KAZAKH_COLUMNS,
     MAX_UNPACKED_BYTES,
     OpType,
     Registry,
@@ -168,12 +167,18 @@ async def test_registry_in_utc_is_dated_before_our_debit(
     assert item["registryAt"].endswith("+05:00") and item["customerId"]
 
 
-async def test_row_two_seconds_before_our_debit_is_not_matched(
-        env: Stack, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    customer = new_customer()
-    paid = (await complete_payment(env, customer, "25.00"))["paymentId"]
+async def paid_with_rows(env: Stack) -> tuple[str, list[list[Any]], datetime]:
+    """A 25.00 payment, the simulator's registry rows, and our debit's second as the
+    registry writes times (local, naive)."""
+    paid = (await complete_payment(env, new_customer(), "25.00"))["paymentId"]
     rows = rows_of(await sim_registry(env))
     ours = (await our_time(env, paid)).astimezone(KZ_TZ).replace(tzinfo=None, microsecond=0)
+    return paid, rows, ours
+
+
+async def test_row_two_seconds_before_our_debit_is_not_matched(
+        env: Stack, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    paid, rows, ours = await paid_with_rows(env)
     row_of(rows, paid)[AT] = ours - timedelta(seconds=2)
     code, report = await reconcile_json(env, save(tmp_path, one_sheet(rows)), "--date",
                                         today(), capsys=capsys)
@@ -297,15 +302,24 @@ async def test_settlement_difference_is_an_item_until_acknowledged(
     [sample] = [s for m in RECONCILIATION_OPEN.collect() for s in m.samples]
     assert sample.labels == {"registry": "daily", "period": today()}
 
-    # Both handled: a re-import says so with exit 0; nothing was deleted.
+    # Both handled: nothing is open (exit 0), yet the money still differs: the run reads
+    # acknowledged with differences, with the amount, never MATCHED (issue 27: it did).
     assert await ack(settlement["id"], "--by", "a.operator", "--reason", "the same ticket") == 0
     code, out, _ = await reconcile(env, path, "--date", today(), capsys=capsys)
-    assert code == 0 and "RESULT: MATCHED (its 2 discrepancies are resolved)" in out
+    assert code == 0 and "MATCHED" not in out
+    assert ("RESULT: ACKNOWLEDGED WITH DIFFERENCES: Kaspi's settlement differs from ours by "
+            "-90.00 (2 discrepancies acknowledged, none open)") in out
     await store.refresh_metrics(env.pool)
     assert open_gauge() == 0
+    assert acknowledged_gauge() == {("daily", today()): -9000}
     assert await runs_and_discrepancies(env) == (1, 2)
     status, detail = await call(env, "GET", f"/v1/reconciliations/{report['id']}")
     assert status == 200
+    assert (detail["status"], detail["settlementDifference"], detail["openDiscrepancies"],
+            detail["acknowledgedDiscrepancies"]) == ("acknowledged_with_differences", "-90.00",
+                                                     0, 2)
+    status, runs = await call(env, "GET", "/v1/reconciliations?limit=1")
+    assert runs["reconciliations"][0]["status"] == "acknowledged_with_differences"
     assert [(i["resolvedBy"], i["resolved"]) for i in detail["items"]] == [
         ("a.operator", True), ("a.operator", True)]
     # Acknowledging twice, or what does not exist, is refused.
@@ -315,6 +329,35 @@ async def test_settlement_difference_is_an_item_until_acknowledged(
     assert await ack(999999, "--by", "b", "--reason", "x") == 2
     assert "discrepancy 999999 not found" in capsys.readouterr().err
     assert await ack(missing["id"], "--by", " ", "--reason", "x") == 2
+
+
+def acknowledged_gauge() -> dict[tuple[str, str], float]:
+    """mpp_reconciliation_acknowledged_difference_tiyn by (registry, period)."""
+    return {(s.labels["registry"], s.labels["period"]): s.value
+            for m in RECONCILIATION_ACKNOWLEDGED.collect() for s in m.samples}
+
+
+async def test_acknowledged_discrepancy_with_the_money_agreeing_is_not_a_match(
+        env: Stack, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    paid, rows, ours = await paid_with_rows(env)
+    # Ten minutes off (beyond the tolerances), within the day whatever the hour.
+    row_of(rows, paid)[AT] = ours + timedelta(minutes=-10 if ours.hour >= 12 else 10)
+    # One file, imported twice: the second import shows the stored run as it reads now
+    # (a file saved again is another file: openpyxl writes the time into it).
+    path = save(tmp_path, one_sheet(rows))
+    code, report = await reconcile_json(env, path, "--date", today(), capsys=capsys)
+    assert code == 1 and report["status"] == "discrepancies" and report["settlementAgrees"]
+    [item] = report["items"]
+    assert item["kind"] == "time_mismatch"
+    assert await ack(item["id"], "--by", "a.operator", "--reason", "Kaspi's clock") == 0
+    code, report = await reconcile_json(env, path, "--date", today(), capsys=capsys)
+    assert code == 0 and report["alreadyImported"]
+    assert (report["status"], report["settlementDifference"], report["openDiscrepancies"],
+            report["acknowledgedDiscrepancies"]) == ("acknowledged_with_differences", "0.00",
+                                                     0, 1)
+    await store.refresh_metrics(env.pool)
+    # The money agrees: no difference to alert on, and nothing open either.
+    assert open_gauge() == 0 and acknowledged_gauge() == {("daily", today()): 0}
 
 
 # ---- 3. every sheet ---------------------------------------------------------------------
@@ -511,6 +554,19 @@ async def test_file_imported_under_another_period_is_refused(
     assert await runs_and_discrepancies(env) == (before[0] + 1, before[1])
 
 
+@pytest.mark.parametrize("status", ["CANCELLED", "EXPIRED", "FAILED"])
+def test_registry_confirming_a_payment_we_never_debited_is_a_money_alarm(status: str) -> None:
+    at = datetime(2024, 5, 1, 12, 0)
+    payment = OurPayment("PAY-1", "7b1c5c0e-0000-4000-8000-000000000001", "770000000001",
+                         status, 1500)
+    row = RegistryRow("Реестр", 2, "770000000001", payment.mpp_payment_id, "PAY-1", "PAY-1",
+                      at, OpType.PAYMENT, 1500, 0)
+    result = match(Registry("r.xlsx", "0" * 64, RegistryPeriod.day(at.date()), [row]),
+                   Books({"PAY-1": payment}, {}, {}, {}), set())
+    assert [(f.kind, f.actual) for f in result.findings if f.row_number] == [
+        (Kind.CONFIRMS_CANCELLED, status)]
+
+
 async def test_registry_confirming_a_cancelled_payment_is_a_money_alarm(
         env: Stack, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     customer = new_customer()
@@ -541,6 +597,11 @@ async def test_registry_confirming_a_cancelled_payment_is_a_money_alarm(
     assert alarms._value.get() == before + 1
 
 
+KAZAKH_HEADERS = ["Клиенттің ID", "MPP операциясының ID", "Kaspi операциясының ID",
+                  "Kaspi төлемінің ID", "Операцияның күні мен уақыты", "Операция түрі", "Сома",
+                  "Комиссия"]
+
+
 async def test_kazakh_headers_and_types_are_read(
         env: Stack, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     await paid_and_refunded(env)
@@ -548,7 +609,7 @@ async def test_kazakh_headers_and_types_are_read(
     for row in rows:
         row[TYPE] = {"Оплата": "Төлем", "Возврат": "Қайтару"}[row[TYPE]]
     code, report = await reconcile_json(
-        env, save(tmp_path, one_sheet(rows, list(KAZAKH_COLUMNS))), "--date", today(),
+        env, save(tmp_path, one_sheet(rows, KAZAKH_HEADERS)), "--date", today(),
         capsys=capsys)
     assert code == 0 and report["matched"] == 3
     assert (report["kaspi"]["paymentsCount"], report["kaspi"]["refundsCount"]) == (2, 1)

@@ -52,6 +52,14 @@ async def sim(stack: Any, method: str, path: str, body: Any = None) -> tuple[int
         return resp.status, await resp.json(content_type=None)
 
 
+async def sim_refund(stack: Any, payment_id: str, amount: str, **extra: Any) -> dict[str, Any]:
+    """Kaspi refunds a payment: the simulator calls our POST /refund until answered."""
+    status, body = await sim(stack, "POST", "/sim/refunds",
+                             {"paymentId": payment_id, "amount": amount, **extra})
+    assert status == 200, body
+    return dict(body)
+
+
 async def fault(stack: Any, endpoint: str, mode: str, times: int, **extra: Any) -> None:
     """Make the simulator misbehave on its next `times` calls of `endpoint`."""
     status, body = await sim(stack, "POST", "/sim/faults",

@@ -33,4 +33,6 @@ def test_bench_smoke_run_completes_with_invariants(admin_dsn: str, tmp_path: Pat
     assert result["settings"]["limits_mci"] not in ("", "{}")
     assert result["month_history"]["payments_this_month"] == 30
     assert result["month_history"]["confirms"] > 0
+    webhooks = result["webhooks_light_load"]
+    assert webhooks["events"] > 0 and webhooks["delivered"] == webhooks["events"]
     assert "ledger invariants" in proc.stdout

@@ -56,7 +56,8 @@ ALERTED_METRICS = {
     "mpp_notify_outbox_depth", "mpp_pending_payment_oldest_age_seconds",
     "mpp_notify_outbox_oldest_age_seconds", "mpp_kaspi_calls_total",
     "mpp_kaspi_call_duration_seconds_bucket", "mpp_refunds_total", "mpp_money_alarms_total",
-    "mpp_reconciliation_open_discrepancies"}
+    "mpp_reconciliation_open_discrepancies", "mpp_webhook_oldest_undelivered_age_seconds",
+    "mpp_webhook_deliveries_total", "mpp_disputes_overdue"}
 CHARTED_METRICS = {
     "mpp_payments_total", "mpp_confirm_duration_seconds_bucket", "mpp_kaspi_calls_total",
     "mpp_kaspi_call_duration_seconds_bucket", "mpp_notify_retries_total",

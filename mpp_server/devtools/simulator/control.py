@@ -16,7 +16,7 @@ from mpp_server import jsonutil
 from mpp_server.devtools.simulator import registry
 from mpp_server.devtools.simulator.context import MAX_DISCREPANCIES, SIM, Simulator
 from mpp_server.devtools.simulator.faults import Endpoint, Fault, FaultMode, FaultQueueFull
-from mpp_server.devtools.simulator.model import Payment, QrType, Refund
+from mpp_server.devtools.simulator.model import Payment, PaymentStatus, QrType, Refund
 from mpp_server.devtools.simulator.refunds import RefundStyle
 from mpp_server.devtools.simulator.state import (
     CapacityExceeded,
@@ -86,6 +86,10 @@ class RefundCreate(_Control):
     amountAsNumber: bool = False
     trailingSpaceKeys: bool = False
     loseReplies: int = Field(default=0, ge=0, le=100)
+
+
+class MerchantCancelCreate(_Control):
+    refundId: str | None = Field(default=None, min_length=1, max_length=64)
 
 
 class DiscrepancyCreate(_Control):
@@ -195,6 +199,29 @@ async def create_refund(request: web.Request) -> web.Response:
                         amount_tiyn=body.amount, skip_sum_check=body.skipSumCheck,
                         customer_id=body.customerId)
     style = RefundStyle(body.amountAsNumber, body.trailingSpaceKeys, body.loseReplies)
+    return await _refund(sim, order, style)
+
+
+async def merchant_cancel(request: web.Request) -> web.Response:
+    """§3's warning: a Custom payment is cancelled through its merchant, not by a refund
+    QR; once Kaspi has processed the cancellation it calls the MPP's /refund for what
+    is left of the payment. Answers as /sim/refunds does."""
+    sim = request.app[SIM]
+    body = await _body(request, MerchantCancelCreate) if request.body_exists else (
+        MerchantCancelCreate())
+    payment = sim.state.payments.get(request.match_info["payment_id"])
+    if payment is None:
+        raise _error(web.HTTPNotFound, "NOT_FOUND", "payment not found")
+    left = (payment.amount_tiyn or 0) - payment.refunded_tiyn
+    if payment.status is not PaymentStatus.COMPLETED or left <= 0:
+        raise _invalid(f"payment is {payment.status} with {format_amount(max(left, 0))} "
+                       "left to refund: only a completed payment is cancelled")
+    order = RefundOrder(payment_id=payment.payment_id,
+                        refund_id=body.refundId or sim.state.ids.refund_id(), amount_tiyn=left)
+    return await _refund(sim, order, RefundStyle())
+
+
+async def _refund(sim: Simulator, order: RefundOrder, style: RefundStyle) -> web.Response:
     try:
         answer = await sim.refund(order, style)
     except UnknownPayment as exc:
@@ -302,6 +329,7 @@ def add_routes(app: web.Application) -> None:
     router = app.router
     router.add_post("/sim/qr", create_qr)
     router.add_get("/sim/payments/{payment_id}", get_payment)
+    router.add_post("/sim/payments/{payment_id}/merchant-cancel", merchant_cancel)
     router.add_post("/sim/refunds", create_refund)
     router.add_get("/sim/refunds/{refund_id}", get_refund)
     router.add_post("/sim/faults", add_fault)

@@ -260,15 +260,15 @@ class SimState:
 
     @staticmethod
     def _notify_amount(payment: Payment, given: int | None, *, required: bool) -> int | None:
+        # §4.3: "paymentAmount must be a whole number (without a floating point)", for
+        # whichever payment it is given: a Dynamic or Custom amount with tiyn cannot be
+        # sent as it is.
+        if given is not None and (given <= 0 or not is_whole_tenge(given)):
+            raise KaspiError(ResultCode.PARAM_ILLEGAL,
+                             "paymentAmount must be whole tenge above zero")
         if payment.qr_type is QrType.STATIC:
-            if given is None:
-                if required:
-                    raise KaspiError(ResultCode.PARAM_ILLEGAL, "paymentAmount is required")
-                return None
-            # §4.3: "paymentAmount must be a whole number" (no fraction).
-            if given <= 0 or not is_whole_tenge(given):
-                raise KaspiError(ResultCode.PARAM_ILLEGAL,
-                                 "paymentAmount must be whole tenge above zero")
+            if given is None and required:
+                raise KaspiError(ResultCode.PARAM_ILLEGAL, "paymentAmount is required")
             return given
         expected = payment.amount_tiyn
         assert expected is not None, "Dynamic and checked-out Custom payments have an amount"
