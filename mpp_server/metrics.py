@@ -161,8 +161,8 @@ RETENTION_RUNS = Counter(
     registry=REGISTRY)
 RETENTION_REMOVED = Counter(
     "mpp_retention_removed_total",
-    "What retention removed: exchange_journal_partitions (whole months), inbound_requests "
-    "and events (rows)", ["what"], registry=REGISTRY)
+    "What retention removed: exchange_journal_partitions (whole months), inbound_requests, "
+    "events and webhook_deliveries (rows)", ["what"], registry=REGISTRY)
 RETENTION_PARTITIONS_CREATED = Counter(
     "mpp_retention_partitions_created_total",
     "Exchange journal partitions created ahead by retention", registry=REGISTRY)

@@ -1,8 +1,8 @@
 """Retention, run by every server's housekeeping (docs/operations.md, "Records,
 retention and roles"): the exchange journal's coming months created and its months older
-than EXCHANGE_RETENTION_DAYS dropped, the inbound request log (same retention) and the
-published events older than EVENTS_RETENTION_DAYS deleted. Money records are never
-pruned.
+than EXCHANGE_RETENTION_DAYS dropped, the inbound request log (same retention), the
+published events older than EVENTS_RETENTION_DAYS and the delivered webhooks of the
+events gone deleted. Money records are never pruned.
 
 The work is `retention_maintain` (sql/functions/retention.sql), which runs as the owner
 and refuses retentions below 30 days. Several servers may run it at once: one round
@@ -39,6 +39,7 @@ class Removed:
     partitions_dropped: int = 0
     inbound_deleted: int = 0
     events_deleted: int = 0
+    deliveries_deleted: int = 0
 
 
 async def run_once(pool: asyncpg.Pool, exchange_days: int, events_days: int,
@@ -58,7 +59,9 @@ async def run_once(pool: asyncpg.Pool, exchange_days: int, events_days: int,
         total.partitions_dropped += got["partitions_dropped"]
         total.inbound_deleted += got["inbound_deleted"]
         total.events_deleted += got["events_deleted"]
-        if got["inbound_deleted"] < batch_rows and got["events_deleted"] < batch_rows:
+        total.deliveries_deleted += got["deliveries_deleted"]
+        if max(got["inbound_deleted"], got["events_deleted"],
+               got["deliveries_deleted"]) < batch_rows:
             break
     _count(total)
     return total
@@ -70,7 +73,9 @@ def _count(removed: Removed) -> None:
     RETENTION_REMOVED.labels("exchange_journal_partitions").inc(removed.partitions_dropped)
     RETENTION_REMOVED.labels("inbound_requests").inc(removed.inbound_deleted)
     RETENTION_REMOVED.labels("events").inc(removed.events_deleted)
-    if removed.partitions_dropped or removed.inbound_deleted or removed.events_deleted:
+    RETENTION_REMOVED.labels("webhook_deliveries").inc(removed.deliveries_deleted)
+    if (removed.partitions_dropped or removed.inbound_deleted or removed.events_deleted
+            or removed.deliveries_deleted):
         log.info("retention", extra=removed.__dict__)
 
 

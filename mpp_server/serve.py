@@ -187,7 +187,8 @@ class Runtime:
         self._tasks.append(asyncio.create_task(
             housekeeping(self._pool, s.gauges_refresh_ms / 1000)))
         if s.webhook_url:  # unset: no webhooks (the deliveries wait; the feed works)
-            sender = WebhookSender(self._pool, self._session, webhook_policy(s))
+            sender = WebhookSender(self._pool, self._session, webhook_policy(s),
+                                   self._journal)
             self._tasks.append(asyncio.create_task(sender.run()))
         self._tasks.append(asyncio.create_task(retention.run(
             self._pool, s.exchange_retention_days, s.events_retention_days)))

@@ -27,9 +27,9 @@ $$;
 -- ran false, nothing done). Creates this month's partition and the next three; drops
 -- the journal's months that ended more than p_exchange_days ago (so a row is kept at
 -- least p_exchange_days, at most a month longer); deletes at most p_batch inbound
--- requests older than p_exchange_days and p_batch published events older than
--- p_events_days (the caller calls again while a batch comes back full: each round is
--- its own short transaction). lock_timeout: dropping a partition locks the journal; a
+-- requests older than p_exchange_days, p_batch published events older than
+-- p_events_days and p_batch delivered webhooks of events gone (the caller calls again
+-- while a batch comes back full: each round is its own short transaction). lock_timeout: dropping a partition locks the journal; a
 -- long reader must not queue the journal's writers behind it (the round fails and the
 -- next one tries again).
 CREATE OR REPLACE FUNCTION retention_maintain(p_exchange_days int, p_events_days int,
@@ -37,7 +37,8 @@ CREATE OR REPLACE FUNCTION retention_maintain(p_exchange_days int, p_events_days
                                               OUT ran boolean, OUT partitions_created int,
                                               OUT partitions_dropped int,
                                               OUT inbound_deleted int,
-                                              OUT events_deleted int)
+                                              OUT events_deleted int,
+                                              OUT deliveries_deleted int)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp SET timezone = 'UTC'
 SET lock_timeout = '2s' AS $$
 DECLARE
@@ -87,5 +88,12 @@ BEGIN
            AND seq < (SELECT max(seq) FROM events)
          LIMIT p_batch);
     GET DIAGNOSTICS events_deleted = ROW_COUNT;
+    -- A webhook's delivery record goes with its event, once delivered (the oldest event
+    -- kept bounds the scan); a delivery given up or pending stays until it is delivered.
+    DELETE FROM webhook_deliveries WHERE event_id IN (
+        SELECT event_id FROM webhook_deliveries
+         WHERE event_id < (SELECT min(id) FROM events) AND status = 'DELIVERED'
+         ORDER BY event_id LIMIT p_batch);
+    GET DIAGNOSTICS deliveries_deleted = ROW_COUNT;
 END;
 $$;

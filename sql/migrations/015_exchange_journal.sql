@@ -53,66 +53,10 @@ BEGIN
 END;
 $$;
 
--- Money records are never rewritten (docs/operations.md): ledger transfers and entries,
--- and the journal, take no UPDATE, DELETE or TRUNCATE at all; payments, refunds,
--- deposits, top-ups, their refunds and the accounts change state but are never deleted. The triggers hold
--- for every role, the owner's too; the server's role also lacks the privileges
--- (server_role_grant, sql/functions/privileges.sql, derives them from these triggers).
--- refuse_change is migration 003's. The new functions are defined here because a
--- migration cannot use sql/functions/ (applied after it), which holds their current text.
-CREATE FUNCTION refuse_delete() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    RAISE EXCEPTION 'rows of % are never deleted', TG_TABLE_NAME;
-END;
-$$;
-
-DO $$
-DECLARE
-    v_table text;
-BEGIN
-    FOREACH v_table IN ARRAY ARRAY['transfers', 'entries', 'exchange_journal'] LOOP
-        EXECUTE format('CREATE TRIGGER %I BEFORE UPDATE OR DELETE ON %I '
-                       'FOR EACH ROW EXECUTE FUNCTION refuse_change()',
-                       v_table || '_append_only', v_table);
-        EXECUTE format('CREATE TRIGGER %I BEFORE TRUNCATE ON %I '
-                       'FOR EACH STATEMENT EXECUTE FUNCTION refuse_change()',
-                       v_table || '_no_truncate', v_table);
-    END LOOP;
-    FOREACH v_table IN ARRAY ARRAY['payments', 'refunds', 'deposits', 'topups',
-                                   'topup_refunds', 'accounts'] LOOP
-        EXECUTE format('CREATE TRIGGER %I BEFORE DELETE ON %I '
-                       'FOR EACH ROW EXECUTE FUNCTION refuse_delete()',
-                       v_table || '_no_delete', v_table);
-        EXECUTE format('CREATE TRIGGER %I BEFORE TRUNCATE ON %I '
-                       'FOR EACH STATEMENT EXECUTE FUNCTION refuse_delete()',
-                       v_table || '_no_truncate', v_table);
-    END LOOP;
-END;
-$$;
-
--- inbound_requests (every request Kaspi sent us) was append-only for ever; it now has a
--- retention (EXCHANGE_RETENTION_DAYS, like the journal), and events one of their own
--- (EVENTS_RETENTION_DAYS). Neither takes a DELETE of a row younger than 30 days (the
--- integration checklist's minimum), whoever asks; inbound_requests no UPDATE at all.
-CREATE FUNCTION refuse_young_delete() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF (to_jsonb(OLD) ->> TG_ARGV[0])::timestamptz < now() - interval '30 days' THEN
-        RETURN OLD;
-    END IF;
-    RAISE EXCEPTION 'rows of % are kept at least 30 days', TG_TABLE_NAME;
-END;
-$$;
-DROP TRIGGER inbound_requests_append_only ON inbound_requests;
-CREATE TRIGGER inbound_requests_append_only BEFORE UPDATE ON inbound_requests
-    FOR EACH ROW EXECUTE FUNCTION refuse_change();
-CREATE TRIGGER inbound_requests_kept_30_days BEFORE DELETE ON inbound_requests
-    FOR EACH ROW EXECUTE FUNCTION refuse_young_delete('received_at');
-CREATE TRIGGER inbound_requests_no_truncate BEFORE TRUNCATE ON inbound_requests
-    FOR EACH STATEMENT EXECUTE FUNCTION refuse_change();
-CREATE TRIGGER events_kept_30_days BEFORE DELETE ON events
-    FOR EACH ROW EXECUTE FUNCTION refuse_young_delete('created_at');
-CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON events
-    FOR EACH STATEMENT EXECUTE FUNCTION refuse_delete();
+-- Money records are never rewritten: the triggers that keep them (append-only, never
+-- deleted, kept at least 30 days) are the records policy of sql/functions/records.sql,
+-- applied with the functions after every migration, so that a table a later migration
+-- creates (disputes) is guarded too, whatever order migrations arrive in.
 
 -- Events are kept EVENTS_RETENTION_DAYS; retention finds the old ones by time. BRIN:
 -- events are inserted in time order, and a BRIN index costs an insert almost nothing.

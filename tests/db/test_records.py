@@ -20,7 +20,8 @@ from tests.support.helpers import complete_payment, new_customer
 from tests.support.stack import server_role_dsn
 
 APPEND_ONLY = ("transfers", "entries", "exchange_journal")
-NEVER_DELETED = ("payments", "refunds", "deposits", "topups", "topup_refunds", "accounts")
+NEVER_DELETED = ("payments", "refunds", "deposits", "topups", "topup_refunds", "accounts",
+                 "disputes")
 
 
 @pytest.fixture
@@ -72,6 +73,11 @@ PROBE_ROWS = {
                      "now()); INSERT INTO topup_refunds (refund_id, topup_id, amount_tiyn) "
                      "VALUES ('probe', 'probe', 100)",
     "accounts": "INSERT INTO accounts (kind, customer_id) VALUES ('customer', 'probe')",
+    "disputes": "INSERT INTO payments (payment_id, customer_id, qr_code_type, status, "
+                "merchant) VALUES ('probe', '770000000000', 'Dynamic', 'SCANNED', '{}'); "
+                "INSERT INTO disputes (dispute_id, payment_id, customer_id, reason, "
+                "amount_tiyn, status, due_at) VALUES ('probe', 'probe', '770000000000', "
+                "'probe', 100, 'OPEN', now())",
 }
 
 
@@ -101,6 +107,10 @@ async def test_journal_rows_are_append_only(owner: asyncpg.Connection) -> None:
             await owner.execute(statement)
 
 
+class _RolledBack(Exception):
+    """Ends a transaction a test opened so that the session's feed stays as it was."""
+
+
 @pytest.mark.parametrize(("table", "insert"), [
     ("inbound_requests",
      """INSERT INTO inbound_requests (received_at, source_ip, method, path, headers,
@@ -113,13 +123,19 @@ async def test_journal_rows_are_append_only(owner: asyncpg.Connection) -> None:
 ])
 async def test_exchange_logs_keep_rows_at_least_thirty_days(
         owner: asyncpg.Connection, table: str, insert: str) -> None:
-    young = await owner.fetchval(insert, 29)
-    old = await owner.fetchval(insert, 31)
-    with pytest.raises(asyncpg.RaiseError, match="kept at least 30 days"):
-        await owner.execute(f"DELETE FROM {table} WHERE id = $1", young)
-    with pytest.raises(asyncpg.RaiseError):
-        await owner.execute(f"TRUNCATE {table}")
-    assert await owner.execute(f"DELETE FROM {table} WHERE id = $1", old) == "DELETE 1"
+    with pytest.raises(_RolledBack):
+        async with owner.transaction():
+            young = await owner.fetchval(insert, 29)
+            old = await owner.fetchval(insert, 31)
+            with pytest.raises(asyncpg.RaiseError, match="kept at least 30 days"):
+                async with owner.transaction():
+                    await owner.execute(f"DELETE FROM {table} WHERE id = $1", young)
+            with pytest.raises(asyncpg.RaiseError):
+                async with owner.transaction():
+                    await owner.execute(f"TRUNCATE {table}")
+            assert await owner.execute(f"DELETE FROM {table} WHERE id = $1",
+                                       old) == "DELETE 1"
+            raise _RolledBack
 
 
 async def test_inbound_log_rows_are_never_updated(owner: asyncpg.Connection) -> None:
@@ -182,7 +198,7 @@ async def test_privileges_follow_the_triggers_on_every_table(pool: Any) -> None:
                   AND NOT c.relispartition""")
     table = {r["name"]: (r["can_update"], r["can_delete"]) for r in rows}
     assert not any(r["can_truncate"] for r in rows)
-    for name in (*APPEND_ONLY, "inbound_requests", "schema_migrations"):
+    for name in (*APPEND_ONLY, "audit_journal", "inbound_requests", "schema_migrations"):
         assert table[name] == (False, False), name
     for name in (*NEVER_DELETED, "events"):
         assert table[name] == (True, False), name

@@ -162,3 +162,22 @@ async def test_the_background_task_counts_a_failed_round(isolated_db: str) -> No
 def test_month_arithmetic_of_the_test_is_right() -> None:
     assert month_start(0) <= datetime.now(UTC).date() < month_start(1)
     assert month_start(-5) + timedelta(days=31 * 5) > month_start(0)
+
+
+async def test_a_delivered_webhook_goes_with_its_event(owner: asyncpg.Connection,
+                                                      server_pool: db.Pool) -> None:
+    """Its delivery record goes once the event is gone and it was delivered; one given up
+    stays (a person replays it)."""
+    await old_rows(owner, 100, 3)  # each event stages its delivery (the webhook trigger)
+    staged = [r["event_id"] for r in await owner.fetch(
+        "SELECT event_id FROM webhook_deliveries ORDER BY event_id")]
+    assert len(staged) == 3
+    await owner.execute("UPDATE webhook_deliveries SET status = 'DELIVERED', "
+                        "delivered_at = now() WHERE event_id = ANY($1)", staged[:1])
+    await owner.execute("UPDATE webhook_deliveries SET status = 'GIVEN_UP', "
+                        "given_up_at = now() WHERE event_id = $1", staged[1])
+    done = await retention.run_once(server_pool, 90, 90)
+    assert (done.events_deleted, done.deliveries_deleted) == (2, 1)
+    left = {r["event_id"]: r["status"] for r in await owner.fetch(
+        "SELECT event_id, status FROM webhook_deliveries")}
+    assert left == {staged[1]: "GIVEN_UP", staged[2]: "PENDING"}
