@@ -46,5 +46,7 @@ def build(s: Settings, pool: asyncpg.Pool, session: aiohttp.ClientSession,
         TopupRefunds(pool, clients, initial_backoff_s=s.topup_refund_backoff_initial_ms / 1000,
                      max_backoff_s=s.topup_refund_backoff_max_ms / 1000,
                      concurrency=s.topup_worker_concurrency,
-                     poll_interval_s=s.topup_poll_interval_ms / 1000),
+                     poll_interval_s=s.topup_poll_interval_ms / 1000,
+                     # The request's own attempt starts right after staging: its lease.
+                     lease_s=s.acquirer_timeout_ms / 1000),
         journal)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import uuid
 from typing import Any
 
 import pytest
@@ -21,6 +19,8 @@ from tests.support.helpers import (
     new_customer,
     new_qr,
     payment,
+    post_refund,
+    refund_body,
     scan,
     sim,
     sim_refund,
@@ -29,22 +29,6 @@ from tests.support.helpers import (
 from tests.support.stack import server_env, settings_from
 
 pytestmark = pytest.mark.usefixtures("clean_faults")
-
-
-async def post_refund(stack: Any, body: dict[str, Any] | None = None, *,
-                      raw: bytes | None = None) -> tuple[int, Any]:
-    data = raw if raw is not None else json.dumps(body).encode()
-    async with stack.http.post(stack.kaspi_url + "/refund", data=data,
-                               headers={"Content-Type": "application/json",
-                                        "X-Request-ID": uuid.uuid4().hex}) as resp:
-        return resp.status, await resp.json(content_type=None)
-
-
-def refund_body(done: dict[str, Any], customer: str, amount: str,
-                refund_id: str | None = None) -> dict[str, Any]:
-    return {"customerId": customer, "paymentId": done["paymentId"], "refundAmount": amount,
-            "refundId": refund_id or "R" + uuid.uuid4().hex[:20],
-            "linkReceipt": "https://receipt-test.kaspi.kz/web?extTranId=QR1"}
 
 
 async def test_full_refund_credits_the_customer(stack: Any) -> None:

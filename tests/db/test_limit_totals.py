@@ -150,19 +150,23 @@ async def totals_and_recount(conn: db.Conn | asyncpg.Connection, customer: str,
             (row["day_recount"], row["month_recount"]))
 
 
-def test_running_totals_are_the_recount(database_url: str) -> None:
-    TotalsMachine.dsn = database_url
+def test_running_totals_are_the_recount(isolated_db: str) -> None:
+    # A database of its own, as every test that debits without the server: the session
+    # stack's notify worker declines such PENDING payments (ORDER_NOT_EXIST from its
+    # simulator), returning their money and their share of the totals.
+    TotalsMachine.dsn = isolated_db
     run_state_machine_as_test(TotalsMachine, settings=settings(
         max_examples=30, stateful_step_count=25, deadline=None, derandomize=True,
         suppress_health_check=[HealthCheck.too_slow]))
 
 
-async def test_twenty_confirms_at_once_count_one_after_another(database_url: str) -> None:
+async def test_twenty_confirms_at_once_count_one_after_another(isolated_db: str) -> None:
     """Each debit reads and moves the totals under the account's row lock: 20 at once
     against a daily limit of 14 of them pass exactly 14, and the totals equal the
-    recount."""
+    recount. (A database of its own: in the session's, the stack's notify worker
+    declined the debited payments meanwhile, and up to 20 passed.)"""
     customer = new_customer()
-    pool = await db.create_pool(database_url, min_size=1, max_size=21)
+    pool = await db.create_pool(isolated_db, min_size=1, max_size=21)
     daily = {"NONE": {"daily": 14 * 7_000}}
     try:
         await deposits.deposit(pool, "dep-" + uuid.uuid4().hex, customer, 10**9,

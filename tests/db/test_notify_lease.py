@@ -20,7 +20,15 @@ from mpp_server.domain.outbox import Notice, apply_answer
 from mpp_server.kaspi_client.client import KaspiClient, KaspiNoAnswer
 from mpp_server.kaspi_client.models import NotifyResponse, Result
 from mpp_server.metrics import MONEY_ALARMS
-from tests.support.helpers import confirm, deposit, fault, new_customer, new_qr, scan
+from tests.support.helpers import (
+    confirm,
+    deposit,
+    fault,
+    new_customer,
+    new_qr,
+    scan,
+    until_faults_left,
+)
 from tests.support.stack import running_stack
 
 
@@ -120,7 +128,7 @@ async def test_the_confirming_request_retries_within_its_lease_holding_no_lock(
             # the request after CONFIRM_BUDGET_MS (3 s).
             await fault(stack, "notifyPayment", "timeout", 20, delayMs=3000)
             confirming = asyncio.create_task(confirm(stack, payment_id, customer))
-            await _until_attempted(pool, payment_id)
+            await _until_attempted(stack, payment_id)
             async with pool.acquire() as conn:
                 leased_until = await conn.fetchval(
                     "SELECT next_attempt_at FROM notify_outbox WHERE payment_id = $1",
@@ -150,16 +158,14 @@ async def test_the_confirming_request_retries_within_its_lease_holding_no_lock(
         await pool.close()
 
 
-async def _until_attempted(pool: db.Pool, payment_id: str) -> None:
-    """Until the outbox row exists (the debit committed) and its first call is under way."""
-    for _ in range(200):
-        async with pool.acquire() as conn:
-            if await conn.fetchval("SELECT 1 FROM notify_outbox WHERE payment_id = $1",
-                                   payment_id):
-                await asyncio.sleep(0.3)
-                return
-        await asyncio.sleep(0.01)
-    raise AssertionError("the confirm never staged its notify")
+async def _until_attempted(stack: Any, payment_id: str) -> None:
+    """Until the outbox row exists (the debit committed) and its first call is under way
+    (it took the first of the 20 timeout faults)."""
+    await until_faults_left(stack, "notifyPayment", 19)
+    async with stack.pool.acquire() as conn:
+        staged = await conn.fetchval("SELECT 1 FROM notify_outbox WHERE payment_id = $1",
+                                     payment_id)
+    assert staged, "the confirm called Kaspi without staging its notify"
 
 
 async def test_a_worker_whose_lease_ran_out_leaves_the_next_claim_alone(

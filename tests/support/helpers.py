@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
+import uuid
 from typing import Any
 
 from mpp_server.domain import ledger
+from mpp_server.metrics import REGISTRY
 
 
 def new_customer() -> str:
     """A customer id no other test uses. Not from `random`: hypothesis seeds it for each
-    example, so ids drawn from it repeat across examples, and a repeated customer finds
-    another example's account (its balance, its limits' totals) in the shared database."""
+    example, and pytest-randomly for each test, so ids drawn from it repeat, and a
+    repeated customer finds another test's account (its balance, its limits' totals) in
+    the shared database."""
     return "77" + f"{secrets.randbelow(10**10):010d}"
 
 
@@ -65,6 +69,20 @@ async def fault(stack: Any, endpoint: str, mode: str, times: int, **extra: Any) 
     status, body = await sim(stack, "POST", "/sim/faults",
                              {"endpoint": endpoint, "mode": mode, "times": times, **extra})
     assert status == 200, body
+
+
+async def until_faults_left(stack: Any, endpoint: str, left: int,
+                            timeout_s: float = 15.0) -> None:
+    """Poll the simulator until only `left` faults on `endpoint` are still queued: the
+    call that took the last one has reached it (and, for a timeout, is held there)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        status, body = await sim(stack, "GET", "/sim/faults")
+        assert status == 200, body
+        if body["pending"][endpoint] <= left:
+            return
+        assert asyncio.get_running_loop().time() < deadline, f"no call took a fault: {body}"
+        await asyncio.sleep(0.02)
 
 
 async def new_qr(stack: Any, qr_type: str, **fields: Any) -> dict[str, Any]:
@@ -129,15 +147,25 @@ async def wait_status(stack: Any, payment_id: str, wanted: str,
         await asyncio.sleep(0.05)
 
 
+async def confirmed(stack: Any, payment_id: str, customer_id: str, amount: str | None = None,
+                    wanted: str = "COMPLETED") -> dict[str, Any]:
+    """Confirm a payment that Kaspi will decide as `wanted`: the payment as confirm
+    answered it, or, when the confirm's budget (CONFIRM_BUDGET_MS) ran out before Kaspi's
+    answer (PENDING: a loaded machine), as it shows once the outbox got the answer."""
+    status, body = await confirm(stack, payment_id, customer_id, amount)
+    assert status == 200 and body["status"] in (wanted, "PENDING"), body
+    if body["status"] == "PENDING":
+        return await wait_status(stack, payment_id, wanted)
+    return dict(body)
+
+
 async def complete_payment(stack: Any, customer_id: str, amount: str = "100.00"
                            ) -> dict[str, Any]:
-    """Deposit, scan a Dynamic QR, confirm: the payment as confirm answered it."""
+    """Deposit, scan a Dynamic QR, confirm: the payment once COMPLETED."""
     await deposit(stack, customer_id, amount)
     qr = await new_qr(stack, "Dynamic", amount=amount)
     scanned = await scan(stack, qr["qrCode"], customer_id)
-    status, body = await confirm(stack, scanned["payment"]["paymentId"], customer_id)
-    assert status == 200 and body["status"] == "COMPLETED", body
-    return dict(body)
+    return await confirmed(stack, scanned["payment"]["paymentId"], customer_id)
 
 
 async def transfers_of(stack: Any, kind: str, reference: str) -> int:
@@ -153,6 +181,36 @@ async def assert_books_balanced(stack: Any) -> None:
     async with stack.pool.acquire() as conn:
         report = await ledger.check_invariants(conn)
     assert report.ok, report
+
+
+async def post_refund(stack: Any, body: dict[str, Any] | None = None, *,
+                      raw: bytes | None = None) -> tuple[int, Any]:
+    data = raw if raw is not None else json.dumps(body).encode()
+    async with stack.http.post(stack.kaspi_url + "/refund", data=data,
+                               headers={"Content-Type": "application/json",
+                                        "X-Request-ID": uuid.uuid4().hex}) as resp:
+        return resp.status, await resp.json(content_type=None)
+
+
+def refund_body(done: dict[str, Any], customer: str, amount: str,
+                refund_id: str | None = None) -> dict[str, Any]:
+    return {"customerId": customer, "paymentId": done["paymentId"], "refundAmount": amount,
+            "refundId": refund_id or "R" + uuid.uuid4().hex[:20],
+            "linkReceipt": "https://receipt-test.kaspi.kz/web?extTranId=QR1"}
+
+
+def metric_value(name: str, **labels: str) -> float:
+    """A Prometheus sample of the in-process server (0 until it is first counted)."""
+    value: float | None = REGISTRY.get_sample_value(name, labels)
+    return value or 0.0
+
+
+async def scanned_payment(stack: Any, amount: str = "10.00") -> tuple[str, str]:
+    """A customer with 100.00 and a scanned Dynamic payment of `amount`, not confirmed."""
+    customer = new_customer()
+    await deposit(stack, customer, "100.00")
+    qr = await new_qr(stack, "Dynamic", amount=amount)
+    return customer, (await scan(stack, qr["qrCode"], customer))["payment"]["paymentId"]
 
 
 async def journal_rows(stack: Any, column: str, value: str, count: int,

@@ -35,6 +35,7 @@ import pytest
 
 from mpp_server.devtools.ha import Topology, missing_requirements
 from mpp_server.domain import ledger
+from tests.support.helpers import new_customer
 from tests.support.pgcluster import folder_for_postgres
 from tests.support.stack import TUNING as TEST_TUNING
 
@@ -131,7 +132,7 @@ class Load:
 
     async def set_up(self) -> None:
         for i in range(CUSTOMERS):
-            customer = "77" + "".join(random.choices("0123456789", k=10))
+            customer = new_customer()
             url, _ = self.wallet(i)
             auth = {"Authorization": f"Bearer {self.ha.deposit_token}"}
             status, body = await self.call(
@@ -322,3 +323,7 @@ async def test_failover_kill_primary_under_load_loses_nothing(ha: Topology) -> N
     old, standby = ha.leader(), ha.sync_standby()
     assert old is not None and standby is not None
     await under_load(ha, "failover", lambda: ha.kill_node(old), standby)
+    # The lost machine comes back and rejoins as the standby: the next test (in any
+    # order) finds two nodes.
+    await asyncio.to_thread(ha.start_node, ha.node(old))
+    await asyncio.to_thread(ha.wait_sync_standby)
