@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from string import Template
 from typing import Any
 
 import aiohttp
@@ -45,6 +46,7 @@ from mpp_server.devtools.launcher import (
 from mpp_server.domain import ledger
 
 STANZA = "drill"
+BACKREST_TEMPLATE = Path(__file__).resolve().parents[2] / "deploy" / "ha" / "pgbackrest.conf"
 DATABASE = "mpp"
 TOKENS = Tokens.new("drill")
 PROMOTE_TIMEOUT_S = 60.0
@@ -70,24 +72,14 @@ class Repository:
         return self.base / "pgbackrest.conf"
 
     def write_config(self) -> None:
-        for folder in ("repo", "log", "lock", "spool"):
+        """pgBackRest's configuration: the operators' template (deploy/ha/pgbackrest.conf,
+        as `make ha` renders it per node), for this cluster and a repository here."""
+        for folder in ("repo", "work/log", "work/lock", "work/spool"):
             (self.base / folder).mkdir(parents=True)
-        self.config.write_text(
-            "[global]\n"
-            f"repo1-path={self.base / 'repo'}\n"
-            "repo1-retention-full=2\n"
-            f"log-path={self.base / 'log'}\n"
-            f"lock-path={self.base / 'lock'}\n"
-            f"spool-path={self.base / 'spool'}\n"
-            "log-level-console=warn\n"
-            "log-level-file=info\n"
-            "compress-type=lz4\n"
-            "start-fast=y\n\n"
-            f"[{STANZA}]\n"
-            f"pg1-path={self.data_dir}\n"
-            f"pg1-port={self.port}\n"
-            f"pg1-socket-path={self.data_dir}\n"
-            f"pg1-user={devdb.SUPERUSER}\n")
+        self.config.write_text(Template(BACKREST_TEMPLATE.read_text()).substitute(
+            SCOPE=STANZA, BACKREST_REPO=self.base / "repo", BACKREST_WORK=self.base / "work",
+            DATA_DIR=self.data_dir, PG_PORT=self.port, SOCKET_DIR=self.data_dir,
+            SUPERUSER=devdb.SUPERUSER))
         owner = devdb.cluster_owner()
         if owner is not None:
             for path in (self.base, *self.base.rglob("*")):
