@@ -17,7 +17,7 @@ import pytest
 from mpp_server import migrate
 from mpp_server.devtools.devdb import fresh_database
 from tests.support.helpers import complete_payment, new_customer
-from tests.support.stack import server_role_dsn
+from tests.support.stack import Stack, server_role_dsn
 
 APPEND_ONLY = ("transfers", "entries", "exchange_journal")
 NEVER_DELETED = ("payments", "refunds", "deposits", "topups", "topup_refunds", "accounts",
@@ -25,7 +25,7 @@ NEVER_DELETED = ("payments", "refunds", "deposits", "topups", "topup_refunds", "
 
 
 @pytest.fixture
-async def owner(stack: Any) -> AsyncIterator[asyncpg.Connection]:
+async def owner(stack: Stack) -> AsyncIterator[asyncpg.Connection]:
     """A connection as the owner (the superuser of the test cluster), with a payment and
     its ledger rows in the books."""
     await complete_payment(stack, new_customer(), "3.00")
@@ -37,7 +37,7 @@ async def owner(stack: Any) -> AsyncIterator[asyncpg.Connection]:
 
 
 @pytest.fixture
-async def server(stack: Any) -> AsyncIterator[asyncpg.Connection]:
+async def server(stack: Stack) -> AsyncIterator[asyncpg.Connection]:
     conn = await asyncpg.connect(await server_role_dsn(stack.database_url))
     try:
         yield conn

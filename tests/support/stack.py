@@ -20,6 +20,7 @@ from mpp_server.devtools import launcher
 from mpp_server.devtools.launcher import Listeners, Tokens, free_port
 from mpp_server.domain import ledger
 from mpp_server.serve import Runtime
+from mpp_server.services import Services
 
 # The login role the test servers connect as: a member of mpp_app (migration 016), owning
 # nothing, with only the privileges `migrate` grants it (sql/functions/privileges.sql),
@@ -99,6 +100,12 @@ class Stack:
     @property
     def auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
+
+    @property
+    def services(self) -> Services:
+        """The running server's wiring (its Kaspi client, outbox, journal)."""
+        assert self.runtime.services is not None, "the stack's server is not started"
+        return self.runtime.services
 
 
 @asynccontextmanager
