@@ -45,6 +45,7 @@ from mpp_server.acquirers.base import (
     json_object,
     json_with_amount,
 )
+from mpp_server.journal import Journal
 from mpp_server.money import format_amount, parse_amount
 
 SCOPE = "webapi usermanagement email_send verification statement statistics payment"
@@ -72,8 +73,8 @@ class HalykEpay:
 
     def __init__(self, session: aiohttp.ClientSession, oauth_url: str, api_url: str,
                  widget_url: str, client_id: str, client_secret: str, terminal: str,
-                 timeout_ms: int) -> None:
-        self._http = Caller(session, self.provider, timeout_ms)
+                 timeout_ms: int, journal: Journal) -> None:
+        self._http = Caller(session, self.provider, timeout_ms, journal)
         self._oauth_url = oauth_url
         self._api = api_url.rstrip("/")
         self._widget_url = widget_url

@@ -42,6 +42,7 @@ from mpp_server.acquirers.base import (
     Status,
     Verdict,
 )
+from mpp_server.journal import Journal
 
 CONTENT_TYPE = "text/xml; charset=utf-8"
 STATUS_OK = "00"
@@ -119,8 +120,9 @@ class Kapital:
     min_refund_tiyn = 1
 
     def __init__(self, session: aiohttp.ClientSession, exec_url: str, merchant_id: str,
-                 currency: str, tls: ssl.SSLContext | None, timeout_ms: int) -> None:
-        self._http = Caller(session, self.provider, timeout_ms)
+                 currency: str, tls: ssl.SSLContext | None, timeout_ms: int,
+                 journal: Journal) -> None:
+        self._http = Caller(session, self.provider, timeout_ms, journal)
         self._url = exec_url
         self._merchant = merchant_id
         self._currency = currency

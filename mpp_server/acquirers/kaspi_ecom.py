@@ -39,6 +39,7 @@ from mpp_server.acquirers.base import (
     amount_or_none,
     json_object,
 )
+from mpp_server.journal import Journal
 from mpp_server.money import TIYN_PER_TENGE, is_whole_tenge
 
 STATUS_OK = 0
@@ -61,8 +62,8 @@ class KaspiEcom:
 
     def __init__(self, session: aiohttp.ClientSession, base_url: str, api_key: str,
                  tls: ssl.SSLContext | None, trade_point_id: str, devices: DeviceTokens,
-                 timeout_ms: int) -> None:
-        self._http = Caller(session, self.provider, timeout_ms)
+                 timeout_ms: int, journal: Journal) -> None:
+        self._http = Caller(session, self.provider, timeout_ms, journal)
         self._base = base_url.rstrip("/")
         self._api_key = api_key
         self._tls = tls

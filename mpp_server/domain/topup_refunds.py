@@ -48,6 +48,7 @@ from mpp_server.errors import (
     RefundExceedsCredit,
     ValidationFailed,
 )
+from mpp_server.journal import Refs, concerning
 from mpp_server.metrics import TOPUP_REFUNDS, TOPUP_REFUNDS_UNKNOWN
 from mpp_server.money import format_amount
 
@@ -157,12 +158,13 @@ class TopupRefunds:
                          credited_today=bool(claimed["credited_today"]))
         verdict, reason, operation, books = "LOOKED", None, None, None
         try:
-            if what is TopupRefundClaim.SEND:
-                operation = await acquirer.refund(order, RefundRef(refund_id,
-                                                                   claimed["amount_tiyn"]))
-                verdict = "ACCEPTED"
-            else:
-                books = (await acquirer.status(order)).refunded_tiyn
+            with concerning(Refs(topup_id=claimed["topup_id"], refund_id=refund_id)):
+                if what is TopupRefundClaim.SEND:
+                    operation = await acquirer.refund(order, RefundRef(refund_id,
+                                                                       claimed["amount_tiyn"]))
+                    verdict = "ACCEPTED"
+                else:
+                    books = (await acquirer.status(order)).refunded_tiyn
         except AcquirerRefused as exc:
             verdict, reason = "REFUSED", exc.reason
         except AcquirerNoAnswer as exc:

@@ -24,7 +24,7 @@ import asyncio
 import logging
 import secrets
 from collections.abc import Coroutine, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import asyncpg
@@ -58,6 +58,7 @@ from mpp_server.errors import (
     NotFound,
     ValidationFailed,
 )
+from mpp_server.journal import Exchange, Journal, Refs, concerning
 from mpp_server.logs import mask_customer
 from mpp_server.metrics import (
     BALANCE_OVER_CAP,
@@ -130,8 +131,10 @@ def order_ref(row: asyncpg.Record) -> OrderRef:
 
 class Topups:
     def __init__(self, pool: asyncpg.Pool, acquirers: Mapping[Provider, Acquirer],
-                 callback_base_url: str, policy: Policy, limits: Limits) -> None:
+                 callback_base_url: str, policy: Policy, limits: Limits,
+                 journal: Journal) -> None:
         self._pool = pool
+        self._journal = journal
         self._limits = limits
         self._acquirers = acquirers
         self._base_url = callback_base_url
@@ -143,6 +146,7 @@ class Topups:
         # policy.callback_queue; at most policy.callback_concurrency checked at once.
         self._callbacks: dict[tuple[str, str, str], CallbackClaim] = {}
         self._callback_slots = asyncio.Semaphore(policy.callback_concurrency)
+        self._journal_lookups = 0  # callbacks' journal rows waiting for their top-up
         # Our payment pages (acquiring listener, reachable from the internet): as many
         # reads at once, each waiting at most the lease for its turn.
         self._page_slots = asyncio.Semaphore(policy.callback_concurrency)
@@ -219,7 +223,8 @@ class Topups:
         request = OrderRequest(row["topup_id"], row["amount_tiyn"], row["gateway_ref"],
                                row["order_attempts"], self.callback_url(provider))
         try:
-            order = await self._acquirers[provider].create_order(request)
+            with concerning(Refs(topup_id=row["topup_id"])):
+                order = await self._acquirers[provider].create_order(request)
         except AcquirerNoAnswer as exc:
             # The row stays CREATED without a page: nobody can pay it; a repeat of the
             # request tries again, and it expires with its session otherwise.
@@ -304,7 +309,8 @@ class Topups:
             # No page was ever handed out: nobody can have paid; its session decides.
             return await self._apply(claimed, Status(Verdict.WAITING), trigger)
         try:
-            status = await self._acquirers[provider].status(order_ref(claimed))
+            with concerning(Refs(topup_id=topup_id)):
+                status = await self._acquirers[provider].status(order_ref(claimed))
         except AcquirerNoAnswer as exc:
             TOPUP_STATUS_CHECKS.labels(provider.value, trigger, NO_ANSWER).inc()
             return await self._apply(claimed, Status(Verdict.WAITING, reason=exc.reason),
@@ -386,6 +392,39 @@ class Topups:
         self._callbacks[key] = claim
         self._spawn(self._callback_check(provider, key))
 
+    def journal_callback(self, provider: Provider, claim: CallbackClaim | None,
+                         exchange: Exchange) -> None:
+        """A callback's row in the exchange journal, with the top-up it names: looked up
+        in the background within the callbacks' bounds (the listener's request takes no
+        connection); a callback naming nothing of ours (Halyk's without its secret_hash),
+        or one beyond policy.callback_queue, goes with what it says itself."""
+        if claim is None or (claim.order_id is None and claim.topup_id is None) \
+                or self._journal_lookups >= self.policy.callback_queue:
+            self._journal.record(exchange)
+            return
+        self._journal_lookups += 1
+        self._spawn(self._journal_with_topup(provider, claim, exchange))
+
+    async def _journal_with_topup(self, provider: Provider, claim: CallbackClaim,
+                                  exchange: Exchange) -> None:
+        topup_id = claim.topup_id
+        try:
+            async with self._callback_slots:
+                topup_id = await self._topup_of(provider, claim) or topup_id
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("callback: its top-up not looked up for the journal",
+                        extra={"error": f"{type(exc).__name__}: {exc}"})
+        finally:
+            self._journal_lookups -= 1
+            self._journal.record(replace(exchange, refs=Refs(topup_id=topup_id)))
+
+    async def _topup_of(self, provider: Provider, claim: CallbackClaim) -> str | None:
+        """The top-up a callback names (by the acquirer's order id, or ours)."""
+        async with self._pool.acquire() as conn:
+            topup_id: str | None = await conn.fetchval(
+                _ORDER_OF_CALLBACK, provider.value, claim.order_id, claim.topup_id)
+        return topup_id
+
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
@@ -395,9 +434,7 @@ class Topups:
         async with self._callback_slots:
             claim = self._callbacks.pop(key)
             try:
-                async with self._pool.acquire() as conn:
-                    topup_id = await conn.fetchval(_ORDER_OF_CALLBACK, provider.value,
-                                                   claim.order_id, claim.topup_id)
+                topup_id = await self._topup_of(provider, claim)
                 if topup_id is None:
                     log.warning("a callback for no top-up of ours",
                                 extra={"provider": provider.value, "order_id": claim.order_id})

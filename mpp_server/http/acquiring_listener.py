@@ -27,7 +27,9 @@ from mpp_server.acquirers.base import CallbackClaim, Provider
 from mpp_server.acquirers.halyk_epay import HalykEpay
 from mpp_server.domain.outcomes import TopupStatus
 from mpp_server.errors import AcquirerUnavailable
+from mpp_server.http.routing import Handler
 from mpp_server.http.topups import TOPUP_SERVICES, TopupServices
+from mpp_server.journal import Direction, Exchange, Refs, Started, new_request_id
 from mpp_server.metrics import TOPUP_CALLBACK_DISAGREEMENTS
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,10 @@ MAX_CALLBACK_BYTES = 16 * 1024
 MAX_ID_CHARS = 128
 _HTML_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
                  "X-Content-Type-Options": "nosniff"}
+# Set by a callback's handler: whose callback it was and what it names, if anything
+# (journal_callbacks).
+CALLBACK: web.RequestKey[tuple[Provider, CallbackClaim | None]] = web.RequestKey(
+    "callback", tuple)
 RETURN_PAGE = ("<!doctype html><html><head><meta charset=\"utf-8\"><title>Top-up</title>"
                "</head><body><p>{message}</p></body></html>")
 
@@ -66,6 +72,7 @@ def _halyk(request: web.Request) -> HalykEpay:
 
 def _accept(request: web.Request, provider: Provider, claim: CallbackClaim | None,
             claims_paid: bool) -> None:
+    request[CALLBACK] = (provider, claim)
     if claim is None or (claim.order_id is None and claim.topup_id is None):
         log.warning("a callback naming no order of ours, or forged",
                     extra={"provider": provider.value})
@@ -131,3 +138,22 @@ async def halyk_payment_page(request: web.Request) -> web.Response:
     back = _services(request).topups.page_url(Provider.HALYK_EPAY, row["page_key"]) + "?done"
     return web.Response(text=_halyk(request).payment_page(row["page_data"], back),
                         content_type="text/html", headers=_HTML_HEADERS)
+
+
+@web.middleware
+async def journal_callbacks(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every callback is a row of the exchange journal, with the top-up it names (looked
+    up by Topups.journal_callback, bounded, after the answer)."""
+    started = Started()
+    response = await handler(request)
+    if CALLBACK in request:
+        provider, claim = request[CALLBACK]
+        _services(request).topups.journal_callback(provider, claim, Exchange(
+            Direction.IN, provider.value, "callback", started, started.elapsed_ms(),
+            target=f"{request.method} {request.path_qs}",
+            refs=Refs(topup_id=claim.topup_id if claim else None),
+            request_id=request.headers.get("X-Request-ID") or new_request_id(),
+            http_status=response.status, request_body=await request.read(),
+            response_body=response.text if isinstance(response, web.Response) else None,
+            redact=True))
+    return response

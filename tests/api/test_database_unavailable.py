@@ -22,6 +22,7 @@ from tests.support.helpers import (
     call,
     confirm,
     deposit,
+    journal_rows,
     new_customer,
     new_qr,
     scan,
@@ -153,6 +154,10 @@ async def scenario(stack: Stack, away: Any, back: Any) -> None:
     assert await transfers_of(stack, "refund_credit", refund["refundId"]) == 1
     metrics = await (await stack.http.get(stack.wallet_url + "/metrics")).text()
     assert 'mpp_db_unavailable_total{where="wallet"}' in metrics
+    # The exchange journal kept what was said while the database was away, and wrote it
+    # once the database was back: the two refunds answered 500, then the repeat's 200.
+    rows = await journal_rows(stack, "refund_id", refund["refundId"], 3)
+    assert [r["http_status"] for r in rows] == [500, 500, 200]
 
 
 @pytest.mark.slow

@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
+from mpp_server.acquirers.halyk_epay import secret_hash
 from mpp_server.serve import Runtime
-from tests.support.helpers import call, metric_value, new_customer, sim
+from tests.support.helpers import call, journal_rows, metric_value, new_customer, sim
 from tests.support.stack import Stack
 from tests.support.topups import (
     account_balance,
@@ -25,6 +26,7 @@ from tests.support.topups import (
     refund,
     sim_order,
     stack_of_its_own,
+    until,
     wait_for,
 )
 
@@ -151,6 +153,33 @@ async def test_kaspi_calls_carry_the_api_key_and_a_request_id(stack: Stack) -> N
     assert {r["operation"] for r in ours} >= {"create", "status"}
     assert all(r["apiKey"] and r["requestId"] for r in ours)
     assert len({r["requestId"] for r in ours}) == len(ours)  # a fresh one each call
+    # The exchange journal names the same X-Request-ID as Kaspi's log, per top-up.
+    sent = {r["requestId"] for r in ours}
+
+    async def journaled() -> bool:
+        rows = await journal_rows(stack, "topup_id", topup["topupId"], 1)
+        return sent <= {row["request_id"] for row in rows}
+
+    await until(journaled, "the journal's rows of the Kaspi calls")
+
+
+async def test_kaspi_device_token_and_halyk_secret_hash_never_reach_the_journal(
+        stack: Stack) -> None:
+    kaspi = await create(stack, "kaspi-ecom", "100.00")
+    halyk = await create(stack, "halyk-epay", "100.00")
+    await pay(stack, halyk)
+    await wait_for(stack, halyk["topupId"], "CREDITED")
+    async with stack.pool.acquire() as conn:
+        token = await conn.fetchval("SELECT device_token FROM acquirer_devices")
+    secret = secret_hash(stack.runtime.settings.halyk_epay_client_secret,
+                         halyk["providerOrderId"])
+    assert token
+    rows = [*await journal_rows(stack, "topup_id", kaspi["topupId"], 1),
+            *await journal_rows(stack, "topup_id", halyk["topupId"], 3)]
+    assert {r["operation"] for r in rows} >= {"create", "status", "callback"}
+    for row in rows:
+        text = " ".join(str(row[c]) for c in ("target", "request_body", "response_body"))
+        assert token not in text and secret not in text, row
 
 
 async def test_kaspi_wrong_api_key_is_no_answer_not_a_refusal(misconfigured: Stack) -> None:

@@ -6,17 +6,14 @@ confirms at once on one account never pass a limit together."""
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import asyncpg
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
-    RuleBasedStateMachine,
     initialize,
     invariant,
     rule,
@@ -27,6 +24,7 @@ from mpp_server import db
 from mpp_server.domain import deposits, ledger, payments
 from mpp_server.domain.limits import parse_limits
 from tests.support.helpers import new_customer
+from tests.support.machine import DatabaseMachine
 
 MERCHANT = {"merchantId": "1", "merchantName": "M", "merchantMCC": "5812"}
 # No limit at all: the totals are kept whatever the limits, and a refusal would hide a
@@ -39,25 +37,13 @@ steps_min = st.integers(min_value=20, max_value=90)
 days = st.integers(min_value=1, max_value=40)
 
 
-class TotalsMachine(RuleBasedStateMachine):
-    dsn: str = ""
+class TotalsMachine(DatabaseMachine):
     debited = Bundle("debited")
 
     def __init__(self) -> None:
         super().__init__()
-        self.loop = asyncio.new_event_loop()
-        self.conn: asyncpg.Connection = self.run(asyncpg.connect(self.dsn))
-        self.run(self.conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads,
-                                          schema="pg_catalog"))
         self.customers = [new_customer(), new_customer()]
         self.now = START
-
-    def run(self, coro: Any) -> Any:
-        return self.loop.run_until_complete(coro)
-
-    def teardown(self) -> None:
-        self.run(self.conn.close())
-        self.loop.close()
 
     @initialize()
     def fund(self) -> None:

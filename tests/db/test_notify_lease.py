@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import timedelta
-from typing import Any
 
 import aiohttp
 import pytest
@@ -29,7 +28,7 @@ from tests.support.helpers import (
     scan,
     until_faults_left,
 )
-from tests.support.stack import running_stack
+from tests.support.stack import Stack, running_stack
 
 
 async def _pending_payment(pool: db.Pool, amount_tiyn: int) -> Notice:
@@ -99,14 +98,15 @@ async def test_an_answer_two_senders_got_is_applied_once(isolated_db: str, code:
 
 
 @pytest.mark.usefixtures("clean_faults")
-async def test_a_leased_call_gives_up_within_the_time_it_was_given(stack: Any) -> None:
+async def test_a_leased_call_gives_up_within_the_time_it_was_given(stack: Stack) -> None:
     # The configured timeout (30 s) would outlast Kaspi's 3 s delay and get an answer;
     # the leased call is given 0.2 s and must come back without one.
     await fault(stack, "notifyPayment", "timeout", 1, delayMs=3000)
     notice = Notice("p-" + uuid.uuid4().hex[:8], str(uuid.uuid4()), new_customer(), 100,
                     "SUCCESS", "success", "ru-RU")
     async with aiohttp.ClientSession() as http:
-        client = KaspiClient(http, stack.sim_url, CALLER_NAME, timeout_ms=30_000)
+        client = KaspiClient(http, stack.sim_url, CALLER_NAME, timeout_ms=30_000,
+                             journal=stack.services.journal)
         with pytest.raises(KaspiNoAnswer) as caught:
             await client.notify_payment(notice.request(), "ru-RU", timeout_s=0.2)
     assert caught.value.reason == "TIMEOUT"
@@ -157,7 +157,7 @@ async def test_the_confirming_request_retries_within_its_lease_holding_no_lock(
         await pool.close()
 
 
-async def _until_attempted(stack: Any, payment_id: str) -> None:
+async def _until_attempted(stack: Stack, payment_id: str) -> None:
     """Until the outbox row exists (the debit committed) and its first call is under way
     (it took the first of the 20 timeout faults)."""
     await until_faults_left(stack, "notifyPayment", 19)

@@ -10,6 +10,7 @@ from typing import Any
 
 from mpp_server.domain import ledger
 from mpp_server.metrics import REGISTRY
+from tests.support.stack import Stack
 
 
 def new_customer() -> str:
@@ -20,7 +21,7 @@ def new_customer() -> str:
     return "77" + f"{secrets.randbelow(10**10):010d}"
 
 
-async def call(stack: Any, method: str, path: str, body: Any = None, *,
+async def call(stack: Stack, method: str, path: str, body: Any = None, *,
                token: str | None = "default", headers: dict[str, str] | None = None,
                raw: bytes | None = None) -> tuple[int, Any]:
     """Call the wallet API; returns (HTTP status, parsed JSON)."""
@@ -39,7 +40,7 @@ async def call(stack: Any, method: str, path: str, body: Any = None, *,
         return resp.status, await resp.json(content_type=None)
 
 
-async def drain_events(stack: Any, cursor: str) -> tuple[list[dict[str, Any]], str]:
+async def drain_events(stack: Stack, cursor: str) -> tuple[list[dict[str, Any]], str]:
     """Follow the event feed's `next` from `cursor` to its end: the events and the end."""
     seen: list[dict[str, Any]] = []
     while True:
@@ -51,12 +52,12 @@ async def drain_events(stack: Any, cursor: str) -> tuple[list[dict[str, Any]], s
             return seen, cursor
 
 
-async def sim(stack: Any, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+async def sim(stack: Stack, method: str, path: str, body: Any = None) -> tuple[int, Any]:
     async with stack.http.request(method, stack.sim_url + path, json=body) as resp:
         return resp.status, await resp.json(content_type=None)
 
 
-async def sim_refund(stack: Any, payment_id: str, amount: str, **extra: Any) -> dict[str, Any]:
+async def sim_refund(stack: Stack, payment_id: str, amount: str, **extra: Any) -> dict[str, Any]:
     """Kaspi refunds a payment: the simulator calls our POST /refund until answered."""
     status, body = await sim(stack, "POST", "/sim/refunds",
                              {"paymentId": payment_id, "amount": amount, **extra})
@@ -64,14 +65,14 @@ async def sim_refund(stack: Any, payment_id: str, amount: str, **extra: Any) -> 
     return dict(body)
 
 
-async def fault(stack: Any, endpoint: str, mode: str, times: int, **extra: Any) -> None:
+async def fault(stack: Stack, endpoint: str, mode: str, times: int, **extra: Any) -> None:
     """Make the simulator misbehave on its next `times` calls of `endpoint`."""
     status, body = await sim(stack, "POST", "/sim/faults",
                              {"endpoint": endpoint, "mode": mode, "times": times, **extra})
     assert status == 200, body
 
 
-async def until_faults_left(stack: Any, endpoint: str, left: int,
+async def until_faults_left(stack: Stack, endpoint: str, left: int,
                             timeout_s: float = 15.0) -> None:
     """Poll the simulator until only `left` faults on `endpoint` are still queued: the
     call that took the last one has reached it (and, for a timeout, is held there)."""
@@ -85,13 +86,13 @@ async def until_faults_left(stack: Any, endpoint: str, left: int,
         await asyncio.sleep(0.02)
 
 
-async def new_qr(stack: Any, qr_type: str, **fields: Any) -> dict[str, Any]:
+async def new_qr(stack: Stack, qr_type: str, **fields: Any) -> dict[str, Any]:
     status, body = await sim(stack, "POST", "/sim/qr", {"type": qr_type, **fields})
     assert status == 200, body
     return dict(body)
 
 
-async def deposit(stack: Any, customer_id: str, amount: str) -> dict[str, Any]:
+async def deposit(stack: Stack, customer_id: str, amount: str) -> dict[str, Any]:
     status, body = await call(stack, "POST", f"/v1/accounts/{customer_id}/deposits",
                               {"depositId": "dep-" + new_customer() + customer_id,
                                "amount": amount}, token=stack.deposit_token)
@@ -99,13 +100,13 @@ async def deposit(stack: Any, customer_id: str, amount: str) -> dict[str, Any]:
     return dict(body)
 
 
-async def balance(stack: Any, customer_id: str) -> str:
+async def balance(stack: Stack, customer_id: str) -> str:
     status, body = await call(stack, "GET", f"/v1/accounts/{customer_id}")
     assert status == 200, body
     return str(body["balance"])
 
 
-async def scan(stack: Any, qr_code: str, customer_id: str,
+async def scan(stack: Stack, qr_code: str, customer_id: str,
                headers: dict[str, str] | None = None) -> dict[str, Any]:
     status, body = await call(stack, "POST", "/v1/scan",
                               {"qrCode": qr_code, "customerId": customer_id}, headers=headers)
@@ -113,7 +114,7 @@ async def scan(stack: Any, qr_code: str, customer_id: str,
     return dict(body)
 
 
-async def confirm(stack: Any, payment_id: str, customer_id: str, amount: str | None = None,
+async def confirm(stack: Stack, payment_id: str, customer_id: str, amount: str | None = None,
                   headers: dict[str, str] | None = None) -> tuple[int, Any]:
     body: dict[str, Any] = {"customerId": customer_id}
     if amount is not None:
@@ -122,19 +123,19 @@ async def confirm(stack: Any, payment_id: str, customer_id: str, amount: str | N
                       headers=headers)
 
 
-async def payment(stack: Any, payment_id: str) -> dict[str, Any]:
+async def payment(stack: Stack, payment_id: str) -> dict[str, Any]:
     status, body = await call(stack, "GET", f"/v1/payments/{payment_id}")
     assert status == 200, body
     return dict(body)
 
 
-async def sim_payment(stack: Any, payment_id: str) -> dict[str, Any]:
+async def sim_payment(stack: Stack, payment_id: str) -> dict[str, Any]:
     status, body = await sim(stack, "GET", f"/sim/payments/{payment_id}")
     assert status == 200, body
     return dict(body)
 
 
-async def wait_status(stack: Any, payment_id: str, wanted: str,
+async def wait_status(stack: Stack, payment_id: str, wanted: str,
                       timeout_s: float = 15.0) -> dict[str, Any]:
     """Poll GET /v1/payments/{id} until it shows `wanted` (bounded)."""
     deadline = asyncio.get_running_loop().time() + timeout_s
@@ -147,7 +148,7 @@ async def wait_status(stack: Any, payment_id: str, wanted: str,
         await asyncio.sleep(0.05)
 
 
-async def confirmed(stack: Any, payment_id: str, customer_id: str, amount: str | None = None,
+async def confirmed(stack: Stack, payment_id: str, customer_id: str, amount: str | None = None,
                     wanted: str = "COMPLETED") -> dict[str, Any]:
     """Confirm a payment that Kaspi will decide as `wanted`: the payment as confirm
     answered it, or, when the confirm's budget (CONFIRM_BUDGET_MS) ran out before Kaspi's
@@ -159,7 +160,7 @@ async def confirmed(stack: Any, payment_id: str, customer_id: str, amount: str |
     return dict(body)
 
 
-async def complete_payment(stack: Any, customer_id: str, amount: str = "100.00"
+async def complete_payment(stack: Stack, customer_id: str, amount: str = "100.00"
                            ) -> dict[str, Any]:
     """Deposit, scan a Dynamic QR, confirm: the payment once COMPLETED."""
     await deposit(stack, customer_id, amount)
@@ -168,7 +169,7 @@ async def complete_payment(stack: Any, customer_id: str, amount: str = "100.00"
     return await confirmed(stack, scanned["payment"]["paymentId"], customer_id)
 
 
-async def transfers_of(stack: Any, kind: str, reference: str) -> int:
+async def transfers_of(stack: Stack, kind: str, reference: str) -> int:
     """How many ledger transfers of `kind` were made for a paymentId/refundId."""
     async with stack.pool.acquire() as conn:
         count: int = await conn.fetchval(
@@ -177,13 +178,13 @@ async def transfers_of(stack: Any, kind: str, reference: str) -> int:
     return count
 
 
-async def assert_books_balanced(stack: Any) -> None:
+async def assert_books_balanced(stack: Stack) -> None:
     async with stack.pool.acquire() as conn:
         report = await ledger.check_invariants(conn)
     assert report.ok, report
 
 
-async def post_refund(stack: Any, body: dict[str, Any] | None = None, *,
+async def post_refund(stack: Stack, body: dict[str, Any] | None = None, *,
                       raw: bytes | None = None) -> tuple[int, Any]:
     data = raw if raw is not None else json.dumps(body).encode()
     async with stack.http.post(stack.kaspi_url + "/refund", data=data,
@@ -205,9 +206,25 @@ def metric_value(name: str, **labels: str) -> float:
     return value or 0.0
 
 
-async def scanned_payment(stack: Any, amount: str = "10.00") -> tuple[str, str]:
+async def scanned_payment(stack: Stack, amount: str = "10.00") -> tuple[str, str]:
     """A customer with 100.00 and a scanned Dynamic payment of `amount`, not confirmed."""
     customer = new_customer()
     await deposit(stack, customer, "100.00")
     qr = await new_qr(stack, "Dynamic", amount=amount)
     return customer, (await scan(stack, qr["qrCode"], customer))["payment"]["paymentId"]
+
+
+async def journal_rows(stack: Stack, column: str, value: str, count: int,
+                       timeout_s: float = 10.0) -> list[Any]:
+    """The exchange journal's rows for an id (`column` one of its id columns), once at
+    least `count` are written: the journal is written in batches, a fraction of a second
+    after the exchange."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        async with stack.pool.acquire() as conn:
+            rows = await conn.fetch(f"SELECT * FROM exchange_journal WHERE {column} = $1 "
+                                    "ORDER BY occurred_at, id", value)
+        if len(rows) >= count:
+            return list(rows)
+        assert asyncio.get_running_loop().time() < deadline, (column, value, rows)
+        await asyncio.sleep(0.05)

@@ -20,6 +20,7 @@ installs them). Select with `-k 'failover or switchover'`.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import uuid
 from collections import Counter
@@ -294,6 +295,14 @@ async def under_load(ha: Topology, what: str, event: Any, new_leader: str) -> No
         await running
         load.report(what, event_at)
         await verify(load)
+    # WAL archiving carries on from the new primary, into the same repository.
+    await asyncio.to_thread(ha.pgbackrest, "check")
+
+
+async def test_cluster_is_backed_up_and_archives_its_wal(ha: Topology) -> None:
+    info = json.loads(await asyncio.to_thread(ha.pgbackrest, "info", "--output=json"))
+    assert [backup["type"] for backup in info[0]["backup"]] == ["full"]
+    await asyncio.to_thread(ha.pgbackrest, "check")
 
 
 async def test_switchover_under_load_loses_nothing(ha: Topology) -> None:
