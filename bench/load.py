@@ -14,6 +14,8 @@ from typing import Any
 import aiohttp
 import asyncpg
 
+from bench.measure import CpuMeter
+
 RECEIPT = "https://receipt-test.kaspi.kz/web?extTranId=QRBENCH"
 # A completed payment: (paymentId, customerId, amount), what a refund needs.
 Paid = tuple[str, str, str]
@@ -199,8 +201,11 @@ async def echo_phase(http: aiohttp.ClientSession, url: str, duration_s: float,
     return await run_phase(phase, duration_s, concurrency, job)
 
 
-async def pg_insert_phase(dsn: str, duration_s: float, connections: int) -> Phase:
-    """Single-row INSERT commits from `connections` connections: PostgreSQL's commit rate."""
+async def pg_insert_phase(dsn: str, duration_s: float, connections: int,
+                          meter: CpuMeter) -> tuple[Phase, dict[str, float]]:
+    """Single-row INSERT commits from `connections` connections: PostgreSQL's commit rate,
+    and CPU ms per commit (`meter`, read before the connections close: a backend's CPU
+    is gone with it)."""
     conn = await asyncpg.connect(dsn)
     await conn.execute("CREATE TABLE IF NOT EXISTS bench_commits (id bigserial PRIMARY KEY, "
                        "v bigint NOT NULL)")
@@ -216,6 +221,8 @@ async def pg_insert_phase(dsn: str, duration_s: float, connections: int) -> Phas
         return True
 
     try:
-        return await run_phase(phase, duration_s, connections, job)
+        meter.begin()
+        await run_phase(phase, duration_s, connections, job)
+        return phase, meter.per_operation_ms(phase.done)
     finally:
         await pool.close()

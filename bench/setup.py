@@ -179,11 +179,13 @@ def _server_tuning(args: argparse.Namespace) -> dict[str, str]:
             "LIMITS_MCI": args.limits_mci}
 
 
-def start_stack(dsn: str, args: argparse.Namespace) -> Stack:
+def start_stack(dsn: str, args: argparse.Namespace, log_dir: Path = LOG_DIR,
+                tree: Path | None = None) -> Stack:
     """The simulator and `args.workers` servers, started (not yet ready); their logs in
-    .data/bench-logs (emptied first)."""
-    shutil.rmtree(LOG_DIR, ignore_errors=True)
-    processes = Processes(LOG_DIR)
+    `log_dir` (emptied first). `tree`: run the code of another checkout (bench/ab.py),
+    from its directory."""
+    shutil.rmtree(log_dir, ignore_errors=True)
+    processes = Processes(log_dir, cwd=tree)
     ports = iter(free_ports(1 + Listeners.COUNT * args.workers))
     sim_listen = loopback(next(ports))
     listeners = [Listeners.on(ports) for _ in range(args.workers)]
@@ -191,7 +193,7 @@ def start_stack(dsn: str, args: argparse.Namespace) -> Stack:
     processes.start_simulator(simulator_process_env(sim_listen,
                                                     listeners[0].kaspi_url + "/refund"))
     for i, own in enumerate(listeners):
-        program = ((sys.executable, "-m", "bench.cpu_profile", str(LOG_DIR / f"server{i}.prof"))
+        program = ((sys.executable, "-m", "bench.cpu_profile", str(log_dir / f"server{i}.prof"))
                    if args.profile else MPP_SERVER)
         processes.start_server(f"server{i}", {**server_env(dsn, stack.sim_url, own, TOKENS),
                                               **_server_tuning(args)}, program)
