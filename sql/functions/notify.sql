@@ -4,13 +4,16 @@
 -- Stage a notifyPayment in the caller's transaction (the decision it reports commits with
 -- it). The deciding request holds the row's lease for p_hold_s (next_attempt_at); the
 -- worker of any process takes it after that. Used by payment_debit and by cancel.
+-- PL/pgSQL, as every function of the payment's path (ledger.sql, settlement_account).
 CREATE OR REPLACE FUNCTION notify_stage(p_payment_id text, p_code text, p_message text,
                                         p_amount bigint, p_hold_s double precision)
-RETURNS void LANGUAGE sql AS $$
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
     INSERT INTO notify_outbox (payment_id, result_code, result_message, amount_tiyn,
                                next_attempt_at)
     VALUES (p_payment_id, p_code, p_message, p_amount,
-            now() + make_interval(secs => p_hold_s))
+            now() + make_interval(secs => p_hold_s));
+END;
 $$;
 
 -- The worker's claim of a due row: a lease of p_lease_s (next_attempt_at moved ahead and
