@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -61,19 +62,26 @@ def tree_of(version: str) -> Path:
     return tree
 
 
-def _run_in(tree: Path, args: list[str], env: dict[str, str] | None = None) -> None:
-    proc = subprocess.run([sys.executable, *args], cwd=tree, capture_output=True, text=True,
-                          env={**os.environ, **(env or {})})
+async def _run_in(tree: Path, args: list[str], env: dict[str, str] | None = None) -> None:
+    """`python ARGS` in `tree` (its own code first on the path); killed if the run is."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, *args, cwd=tree, env={**os.environ, **(env or {})},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    try:
+        out, _ = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
     if proc.returncode:
-        raise RuntimeError(f"{args[:3]} in {tree} failed:\n{proc.stdout}{proc.stderr}")
+        raise RuntimeError(f"{args[:3]} in {tree} failed:\n{out.decode(errors='replace')}")
 
 
-async def prepared_database(tree: Path, name: str, args: argparse.Namespace,
-                            month_customer: str) -> str:
+async def prepared(tree: Path, dsn: str, args: argparse.Namespace,
+                   month_customer: str) -> str:
     """A fresh database migrated and seeded by `tree`'s own code."""
-    dsn = await ensure_database(setup.admin_dsn(), name)
-    _run_in(tree, ["-m", "mpp_server", "migrate"], {"DATABASE_URL": dsn})
-    _run_in(tree, ["-c", SEED, dsn, str(args.history), month_customer, "0"])
+    await _run_in(tree, ["-m", "mpp_server", "migrate"], {"DATABASE_URL": dsn})
+    await _run_in(tree, ["-c", SEED, dsn, str(args.history), month_customer, "0"])
     return dsn
 
 
@@ -169,14 +177,20 @@ def table(result: dict[str, dict[str, Any]], labels: list[str]) -> str:
 
 
 async def ab(args: argparse.Namespace) -> dict[str, Any]:
+    # SIGTERM ends the run like Ctrl-C does: the stacks stopped, the databases dropped.
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     customers = [f"77{i:010d}" for i in range(args.concurrency)]
     run_id = setup.TOKENS.wallet[-6:].lower().replace("-", "x").replace("_", "y")
     sides: list[Side] = []
+    dsns: list[str] = []
     try:
         for label, version in (("A", args.a), ("B", args.b)):
             tree = tree_of(version)
-            dsn = await prepared_database(tree, f"mpp_ab_{label.lower()}_{run_id}", args,
-                                          customers[0])
+            dsns.append(await ensure_database(setup.admin_dsn(),
+                                              f"mpp_ab_{label.lower()}_{run_id}"))
+            dsn = await prepared(tree, dsns[-1], args, customers[0])
             stack = setup.start_stack(dsn, args, setup.LOG_DIR / f"ab-{label}", tree)
             sides.append(Side(f"{label} ({version})", tree, dsn, stack))
         postmaster = await postmaster_pid(sides[0].dsn)
@@ -194,7 +208,7 @@ async def ab(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         for side in sides:
             side.stack.processes.stop()
-        await _drop([side.dsn for side in sides])
+        await _drop(dsns)
     return {"a": args.a, "b": args.b, "rounds": args.rounds, "phase_s": args.phase_s,
             "summary": summary(sides), "by_round": {s.label: s.rounds for s in sides}}
 
@@ -221,7 +235,12 @@ def parse_args() -> argparse.Namespace:
 def main() -> int:
     args = parse_args()
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
-        result = runner.run(ab(args))
+        try:
+            result = runner.run(ab(args))
+        except asyncio.CancelledError:
+            print("bench.ab: stopped (SIGTERM); its processes and databases are gone",
+                  file=sys.stderr)
+            return 143
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     labels = list(result["by_round"])
