@@ -165,8 +165,8 @@ class TopupCreateOutcome(StrEnum):
 
 
 class NotifyOutcome(StrEnum):
-    """`apply_notify_answer_once` / `apply_notify_answer` (sql/functions/notify.sql):
-    Kaspi's final answer to our notifyPayment, applied."""
+    """`apply_notify_answer_once` (sql/functions/notify.sql): Kaspi's final answer to our
+    notifyPayment, applied."""
 
     ACKNOWLEDGED = "ACKNOWLEDGED"        # our cancel or decline was answered
     COMPLETED = "COMPLETED"              # PENDING -> COMPLETED with the receipt
@@ -283,7 +283,7 @@ RETURNED_BY: dict[type[StrEnum], tuple[str, ...]] = {
     CancelOutcome: ("payment_cancel",),
     DepositOutcome: ("deposit_apply",),
     TopupCreateOutcome: ("topup_create",),
-    NotifyOutcome: ("apply_notify_answer", "apply_notify_answer_once"),
+    NotifyOutcome: ("apply_notify_answer_once",),
     RefundOutcome: ("refund_apply",),
     TopupOutcome: ("topup_apply_status",),
     TopupRefundOutcome: ("topup_refund_stage",),

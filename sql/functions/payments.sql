@@ -191,7 +191,7 @@ $$;
 -- Kaspi proved it completed a PENDING payment whose notifyPayment answer we never got
 -- (it refunds it, or its registry lists it): record it COMPLETED. The caller holds the
 -- payment row FOR UPDATE. The outbox keeps running and records the receipt; it can no
--- longer decline the payment (apply_notify_answer: RECEIPT / CONTRADICTED).
+-- longer decline the payment (apply_notify_answer_once: RECEIPT / CONTRADICTED).
 CREATE OR REPLACE FUNCTION complete_unanswered(p_payment_id text) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
