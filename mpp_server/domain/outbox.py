@@ -40,7 +40,7 @@ from mpp_server.kaspi_client.client import KaspiClient, KaspiNoAnswer
 from mpp_server.kaspi_client.codes import ResultCode, is_final_notify_answer
 from mpp_server.kaspi_client.models import NotifyPayment, NotifyRequest, NotifyResponse, ResultOut
 from mpp_server.logs import mask_customer
-from mpp_server.metrics import KASPI_DEFECTS, MONEY_ALARMS, NOTIFY_RETRIES, PAYMENTS
+from mpp_server.metrics import KASPI_DEFECTS, MONEY_ALARMS, NOTIFY_RETRIES, PAYMENTS_BY
 from mpp_server.money import is_whole_tenge
 
 log = logging.getLogger(__name__)
@@ -252,7 +252,7 @@ async def apply_answer(conn: Conn, notice: Notice,
     assert applied is not None
     outcome = NotifyOutcome(applied["outcome"])
     if outcome in (NotifyOutcome.COMPLETED, NotifyOutcome.DECLINED):
-        PAYMENTS.labels(outcome.value).inc()
+        PAYMENTS_BY(outcome.value).inc()
     if outcome is NotifyOutcome.DECLINED:
         log.info("payment declined by Kaspi, debit returned",
                  extra={"payment_id": payment_id, "result_code": code,

@@ -27,7 +27,7 @@ from mpp_server.kaspi_client.models import (
     ScanRequest,
     ScanResponse,
 )
-from mpp_server.metrics import KASPI_CALLS, KASPI_LATENCY
+from mpp_server.metrics import KASPI_CALLS_BY, KASPI_LATENCY_BY
 
 log = logging.getLogger(__name__)
 R = TypeVar("R", bound=BaseModel)
@@ -102,7 +102,7 @@ class KaspiClient:
             outcome = "CANCELLED"
             raise
         finally:
-            KASPI_CALLS.labels(method, outcome).inc()
-            KASPI_LATENCY.labels(method).observe(time.perf_counter() - started)
+            KASPI_CALLS_BY(method, outcome).inc()
+            KASPI_LATENCY_BY(method).observe(time.perf_counter() - started)
             log.debug("kaspi call", extra={"kaspi_method": method, "outcome": outcome,
                                            "request_id": headers["X-Request-ID"]})
