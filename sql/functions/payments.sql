@@ -111,15 +111,15 @@ BEGIN
 END;
 $$;
 
--- Debit the customer for a payment the caller validated in the status it read, and
--- stage notifyPayment SUCCESS; or, without the money or over a limit of the customer's
--- identification level, decline it and stage a failure notify so Kaspi closes it.
+-- Debit the customer for a payment the caller validated in the status it read
+-- (payment_confirm, holding the payment's row lock), and stage notifyPayment SUCCESS;
+-- or, without the money or over a limit of the customer's identification level,
+-- decline it and stage a failure notify so Kaspi closes it.
 -- Returns an outcome of DebitOutcome: 'DEBITED', 'INSUFFICIENT_FUNDS', 'LIMIT_EXCEEDED'
 -- (payments.exceeded_limit names the limit), 'EXPIRED' (canConfirmUntil less
 -- p_margin_ms has passed by the time the locks are held: nothing debited, the payment
 -- EXPIRED, nothing staged), or 'CHANGED' when the payment is no longer in the status the
--- caller validated (another request won the race: the caller reads it again and answers
--- what it finds). p_notices maps each staging outcome to the [resultCode, resultMessage]
+-- caller validated (a caller that read it without its lock lost a race). p_notices maps each staging outcome to the [resultCode, resultMessage]
 -- it stages (mpp_server/domain/outcomes.py DEBIT_NOTICES, their one home); p_limits are
 -- the limits by level (sql/functions/accounts.sql).
 -- The deadline is checked here, after the locks are held and against the wall clock
@@ -185,6 +185,61 @@ BEGIN
     PERFORM notify_stage(p_payment_id, p_notices -> v_outcome ->> 0,
                          p_notices -> v_outcome ->> 1, p_amount, p_hold_s);
     RETURN v_outcome;
+END;
+$$;
+
+-- Confirm's one statement (regulation §4.3; docs/design.md, "The path of one confirm"):
+-- the payment locked and checked against the request, then debited or declined by
+-- payment_debit, all before the wallet's answer and Kaspi's notify. One round trip: the
+-- confirm's separate read of the payment was folded in here (issue 28). The rules of a
+-- confirm live here; the caller turns each refusal into its error
+-- (mpp_server/domain/payments.py confirm). Returns `payment` as it stands after the
+-- statement, and an outcome: one of payment_debit's when it was called (DEBITED,
+-- INSUFFICIENT_FUNDS, LIMIT_EXCEEDED, EXPIRED); else what refuses it, nothing written:
+-- NOT_FOUND, NOT_YOURS (another customer scanned it), DECIDED (PENDING, COMPLETED or
+-- DECLINED already: a repeat, answered from the row), CLOSED (EXPIRED, CANCELLED or
+-- FAILED), AMOUNT_REQUIRED (a Static QR code has no amount of its own),
+-- AMOUNT_NOT_WHOLE (a Static amount must be positive whole tenge: notifyPayment's
+-- paymentAmount is), CHECKOUT_REQUIRED (a Custom QR payment not checked out),
+-- AMOUNT_DIFFERS (an amount that is not the payment's). The payment row is locked
+-- first, so concurrent confirms of one payment run one after another: one debits, the
+-- others find it DECIDED.
+CREATE OR REPLACE FUNCTION payment_confirm(p_payment_id text, p_customer_id text,
+                                           p_amount bigint, p_shard int, p_locale text,
+                                           p_hold_s double precision, p_notices jsonb,
+                                           p_limits jsonb, p_margin_ms int,
+                                           OUT outcome text, OUT payment payments)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_static boolean;
+BEGIN
+    SELECT * INTO payment FROM payments WHERE payment_id = p_payment_id FOR UPDATE;
+    IF NOT FOUND THEN
+        outcome := 'NOT_FOUND';
+        RETURN;
+    END IF;
+    v_static := payment.qr_code_type = 'Static';
+    IF payment.customer_id <> p_customer_id THEN
+        outcome := 'NOT_YOURS';
+    ELSIF payment.status IN ('PENDING', 'COMPLETED', 'DECLINED') THEN
+        outcome := 'DECIDED';
+    ELSIF payment.status NOT IN ('SCANNED', 'CHECKED_OUT') THEN
+        outcome := 'CLOSED';
+    ELSIF v_static AND p_amount IS NULL THEN
+        outcome := 'AMOUNT_REQUIRED';
+    ELSIF v_static AND (p_amount <= 0 OR p_amount % 100 <> 0) THEN
+        outcome := 'AMOUNT_NOT_WHOLE';
+    ELSIF payment.qr_code_type = 'Custom' AND payment.status = 'SCANNED' THEN
+        outcome := 'CHECKOUT_REQUIRED';
+    ELSIF NOT v_static AND p_amount <> payment.amount_tiyn THEN
+        outcome := 'AMOUNT_DIFFERS';
+    ELSE
+        outcome := payment_debit(p_payment_id, p_customer_id, payment.status,
+                                 CASE WHEN v_static THEN p_amount ELSE payment.amount_tiyn END,
+                                 p_shard, p_locale, p_hold_s, p_notices, p_limits,
+                                 p_margin_ms);
+        SELECT * INTO payment FROM payments WHERE payment_id = p_payment_id;
+    END IF;
 END;
 $$;
 
