@@ -140,14 +140,26 @@ def _figures(one: dict[str, Any]) -> dict[str, float]:
            "light confirm p50 ms": one["light_confirm_latency_ms"]["p50"],
            "light confirm p99 ms": one["light_confirm_latency_ms"]["p99"]}
     for what in ("payment", "refund"):
-        for process, ms in one[f"cpu_ms_per_{what}"].items():
+        cpu = one[f"cpu_ms_per_{what}"]
+        for process, ms in cpu.items():
             out[f"CPU ms/{what}: {process}"] = ms
+        # The control: the CPU of the processes whose work per operation is the same on
+        # both sides (the simulator, the load generator). On a shared machine every
+        # process's CPU per operation swings with the machine's load; relative to the
+        # control, a side's own CPU is steadier.
+        control = cpu.get("simulator", 0.0) + cpu.get("load generator", 0.0)
+        for process in ("server processes", "postgres"):
+            if control and process in cpu:
+                out[f"{what}: {process} / control"] = cpu[process] / control
     return out
 
 
 def summary(sides: list[Side]) -> dict[str, dict[str, Any]]:
-    """Each figure's median and range over the rounds, by side, and B's median against
-    A's."""
+    """Each figure's median and range over the rounds, by side; and B's change against
+    A, round by round (the two phases of a round ran back to back, so they saw the same
+    machine): the median of those changes and their range. The machine's load swings
+    more between rounds than between the two phases of one, so the paired change is the
+    figure to read."""
     a, b = ([_figures(r) for r in side.rounds] for side in sides)
     out: dict[str, dict[str, Any]] = {}
     for name in a[0]:
@@ -156,9 +168,11 @@ def summary(sides: list[Side]) -> dict[str, dict[str, Any]]:
             values = [r[name] for r in rounds if name in r]
             row[side.label] = {"median": round(statistics.median(values), 3),
                                "min": round(min(values), 3), "max": round(max(values), 3)}
-        base = row[sides[0].label]["median"]
-        row["change_pct"] = (round(100 * (row[sides[1].label]["median"] - base) / base, 1)
-                             if base else None)
+        changes = [100 * (rb[name] - ra[name]) / ra[name]
+                   for ra, rb in zip(a, b, strict=True) if ra.get(name) and name in rb]
+        row["change_pct"] = ({"median": round(statistics.median(changes), 1),
+                              "min": round(min(changes), 1), "max": round(max(changes), 1)}
+                             if changes else None)
         out[name] = row
     return out
 
@@ -168,9 +182,10 @@ def table(result: dict[str, dict[str, Any]], labels: list[str]) -> str:
         return f"{v['median']:g} [{v['min']:g}–{v['max']:g}]"
 
     width = max(len(n) for n in result)
-    lines = [f"{'':{width}}  {labels[0]:>24}  {labels[1]:>24}  change"]
+    lines = [f"{'':{width}}  {labels[0]:>24}  {labels[1]:>24}  "
+             "change, round by round: median [range] %"]
     for name, row in result.items():
-        change = "" if row["change_pct"] is None else f"{row['change_pct']:+.1f} %"
+        change = "" if row["change_pct"] is None else cell(row["change_pct"])
         lines.append(f"{name:{width}}  {cell(row[labels[0]]):>24}  {cell(row[labels[1]]):>24}"
                      f"  {change}")
     return "\n".join(lines)
