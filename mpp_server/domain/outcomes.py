@@ -11,6 +11,7 @@ one unreachable.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -144,6 +145,8 @@ DEBIT_NOTICES: dict[DebitOutcome, StagedNotify] = {
 DEBIT_NOTICES_ARG: dict[str, list[str]] = {
     outcome.value: [n.result_code.value, n.result_message]
     for outcome, n in DEBIT_NOTICES.items()}
+# The same as JSON text, encoded once (a confirm passes it as `$n::text::jsonb`).
+DEBIT_NOTICES_JSON = json.dumps(DEBIT_NOTICES_ARG)
 
 # What a cancel stages (regulation §4.3: the customer backed out).
 CANCEL_NOTICE = StagedNotify(ResultCode.CANCELLED_BY_CLIENT, "cancelled by client")

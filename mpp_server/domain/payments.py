@@ -25,6 +25,7 @@ from mpp_server.domain.outcomes import (
     CANCEL_NOTICE,
     DEBIT_NOTICES,
     DEBIT_NOTICES_ARG,
+    DEBIT_NOTICES_JSON,
     OPEN_PAYMENT_STATUSES,
     CancelOutcome,
     CheckoutOutcome,
@@ -98,11 +99,14 @@ async def scan(steps: PaymentSteps, qr_code: str, customer_id: str, locale: str)
         return ScanOutcome("Refund", merchant, None, None, refund_id)
     scanned = kaspi_answers.scanned_payment(answer)  # or KaspiDefectiveAnswer
     async with steps.pool.acquire() as conn:
+        # Only the columns the answer needs: the merchant and service are Kaspi's, from
+        # its answer; reading them back would decode two jsonb values for nothing.
         row = await conn.fetchrow(
-            "SELECT s.created, (s.payment).* FROM payment_scanned($1, $2, $3, $4, $5, $6, "
-            "$7, $8) s", scanned.payment_id, customer_id, scanned.qr_code_type,
-            scanned.amount_tiyn, scanned.can_confirm_until, scanned.merchant,
-            scanned.service, locale)
+            "SELECT s.created, (s.payment).payment_id, (s.payment).customer_id, "
+            "(s.payment).amount_tiyn, (s.payment).can_confirm_until, (s.payment).status "
+            "FROM payment_scanned($1, $2, $3, $4, $5, $6, $7, $8) s", scanned.payment_id,
+            customer_id, scanned.qr_code_type, scanned.amount_tiyn,
+            scanned.can_confirm_until, scanned.merchant, scanned.service, locale)
     assert row is not None
     # A paymentId Kaspi gave before (a Dynamic QR scanned again): the same customer sees
     # the payment as it stands; another customer may not take it over.
@@ -211,11 +215,13 @@ async def confirm(steps: PaymentSteps, payment_id: str, customer_id: str, amount
     budget_s = steps.confirm_budget_ms / 1000
     lease_ends = asyncio.get_running_loop().time() + budget_s
     async with steps.pool.acquire() as conn:
+        # The two jsonb arguments are the same on every call: sent as the text encoded
+        # once, not encoded by the driver each time.
         row = await conn.fetchrow(
-            "SELECT c.outcome, (c.payment).* "
-            "FROM payment_confirm($1, $2, $3, $4, $5, $6, $7, $8, $9) c", payment_id,
-            customer_id, amount_tiyn, ledger.shard_for(payment_id), locale, budget_s,
-            DEBIT_NOTICES_ARG, steps.limits.sql_arg, steps.confirm_safety_margin_ms)
+            "SELECT c.outcome, (c.payment).* FROM payment_confirm($1, $2, $3, $4, $5, $6, "
+            "$7::text::jsonb, $8::text::jsonb, $9) c", payment_id, customer_id, amount_tiyn,
+            ledger.shard_for(payment_id), locale, budget_s, DEBIT_NOTICES_JSON,
+            steps.limits.sql_json, steps.confirm_safety_margin_ms)
     assert row is not None
     outcome = ConfirmOutcome.of(row["outcome"])
     if isinstance(outcome, ConfirmOutcome):
