@@ -7,9 +7,12 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+# The tests run in file order; `make test PYTEST_ORDER=` shuffles them (pytest-randomly,
+# its seed printed first; `PYTEST_ARGS=--randomly-seed=N` repeats an order).
+PYTEST_ORDER ?= -p no:randomly
 BENCH_ARGS ?=
 
-.PHONY: run ha test lint bench openapi devdb stop-devdb clean
+.PHONY: run ha test lint bench backup-drill openapi devdb stop-devdb clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +34,7 @@ test: $(STAMP)
 	$(PY) -m mypy
 	@# A private PostgreSQL that fails to start stops here, not in every test.
 	dsn="$${DATABASE_URL:-$$($(PY) -m mpp_server devdb)}" && \
-	  DATABASE_URL="$$dsn" $(PY) -m pytest $(PYTEST_ARGS)
+	  DATABASE_URL="$$dsn" $(PY) -m pytest --durations=15 $(PYTEST_ORDER) $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check mpp_server tests bench
@@ -39,6 +42,11 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench $(BENCH_ARGS)
+
+# A point-in-time restore with pgBackRest, proved on a cluster of its own
+# (docs/operations.md): the last line is JSON, the exit status 0 when it matched.
+backup-drill: $(STAMP)
+	$(PY) -m mpp_server backup-drill
 
 openapi: $(STAMP)
 	$(PY) -m mpp_server openapi > docs/openapi.json

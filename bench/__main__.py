@@ -26,7 +26,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from bench import setup, webhook_lag
+from bench import setup, storage, webhook_lag
 from bench.load import Load, Paid, echo_phase, payments_phase, pg_insert_phase, refunds_phase
 from bench.measure import CpuMeter, postmaster_pid, scrape_counter, xacts
 from bench.report import Cpu, Run, result, table
@@ -72,6 +72,7 @@ async def measure(args: argparse.Namespace, dsn: str, stack: setup.Stack,
         meter = CpuMeter(stack.cpu_parts(), postmaster)
         queries_before, xacts_before = await scrape_counter(
             http, stack.wallets, "mpp_db_queries_total"), await xacts(dsn)
+        storage_before = await storage.snapshot(dsn)
         meter.begin()
         dynamic = await payments_phase(load, "dynamic", customers, args.duration, qr_pool,
                                        None, completed)
@@ -82,6 +83,8 @@ async def measure(args: argparse.Namespace, dsn: str, stack: setup.Stack,
         queries = await scrape_counter(http, stack.wallets,
                                        "mpp_db_queries_total") - queries_before
         transactions = await xacts(dsn) - xacts_before
+        # After the counts above: it waits for the journal's last batches.
+        storage_use = await storage.per_payment(dsn, storage_before, dynamic.done + static.done)
         meter.begin()
         refunds = await refunds_phase(load, completed, args.duration, args.concurrency)
         refund_cpu = meter.per_operation_ms(refunds.done + refunds.failed)
@@ -111,7 +114,7 @@ async def measure(args: argparse.Namespace, dsn: str, stack: setup.Stack,
         await conn.close()
     return Run(dynamic, static, refunds, light, alone, echo, pg,
                Cpu(payment_cpu, refund_cpu, alone_cpu, echo_cpu, commit_cpu),
-               queries, transactions, report, pending, webhooks)
+               queries, transactions, report, pending, webhooks, storage_use)
 
 
 def parse_args() -> argparse.Namespace:

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from bench import storage
 from bench.load import Phase
 from bench.measure import latency_ms
 from mpp_server.domain.ledger import InvariantReport
@@ -68,6 +69,7 @@ class Run:
     invariants: InvariantReport
     pending_left: int
     webhooks: dict[str, Any]  # bench/webhook_lag.py
+    storage: dict[str, Any]  # bench/storage.py
 
     @property
     def paid(self) -> int:
@@ -140,6 +142,7 @@ def result(args: argparse.Namespace, run: Run, month_customer: str) -> dict[str,
                    "payments_to_pg_commits": _ratio(rate, run.pg.rate)},
         "invariants": {"ok": run.invariants.ok, **run.invariants.__dict__,
                        "pending_left": run.pending_left},
+        "storage": run.storage,
     }
 
 
@@ -185,6 +188,7 @@ def table(result: dict[str, Any]) -> str:
         ("failed payments / refunds", f"{result['dynamic']['failed'] + result['static']['failed']}"
                                       f" / {result['refunds']['failed']}"),
         ("ledger invariants", "hold" if result["invariants"]["ok"] else "BROKEN"),
+        *storage.table_rows(result["storage"]),
     ]
     width = max(len(r[0]) for r in rows)
     return "\n".join(f"{name.ljust(width)}  {value}" for name, value in rows)

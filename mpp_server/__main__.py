@@ -31,6 +31,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
                  "webhook deliveries to WEBHOOK_URL: replay one, list them"),
     "disputes": ("mpp_server.disputes_cli",
                  "customers' disputes: resolve one (an operator), list the open ones"),
+    "backup-drill": ("mpp_server.devtools.backup_drill",
+                     "prove a point-in-time restore with pgBackRest (make backup-drill)"),
 }
 
 

@@ -9,7 +9,7 @@ import os
 from functools import cached_property
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mpp_server.domain.limits import DEFAULT_LIMITS_MCI, DEFAULT_MCI_TENGE, Limits, parse_limits
@@ -21,6 +21,10 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 # `make run` keeps the books in: without DATABASE_URL every command uses that database.
 DEVDB_DEFAULT_PORT = 54329
 DEV_DATABASE = "mpp"
+# The integration checklist keeps every exchange at least this long
+# (EXCHANGE_RETENTION_DAYS, EVENTS_RETENTION_DAYS; retention_maintain refuses less too).
+MIN_RETENTION_DAYS = 30
+DEFAULT_RETENTION_DAYS = 90
 
 
 def dev_database_url() -> str:
@@ -210,6 +214,11 @@ class Settings(BaseSettings):
     webhook_poll_interval_ms: int = Field(default=100, ge=10, le=60_000)
     # Disputes are answered within this many hours of being opened (dueAt).
     dispute_response_hours: int = Field(default=24, ge=1, le=24 * 90)
+    # Records (docs/operations.md, "Records, retention and roles"): how long the exchange
+    # journal and the inbound request log are kept, and the published events. At least
+    # 30 days: the integration checklist keeps every exchange that long.
+    exchange_retention_days: int = DEFAULT_RETENTION_DAYS
+    events_retention_days: int = DEFAULT_RETENTION_DAYS
 
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     log_level: str = "INFO"
@@ -225,6 +234,14 @@ class Settings(BaseSettings):
     @classmethod
     def _networks_valid(cls, value: str) -> str:
         parse_networks(value)
+        return value
+
+    @field_validator("exchange_retention_days", "events_retention_days")
+    @classmethod
+    def _retention_at_least_30_days(cls, value: int, info: ValidationInfo) -> int:
+        if value < MIN_RETENTION_DAYS:
+            raise ValueError(f"{(info.field_name or '').upper()} must be at least "
+                             f"{MIN_RETENTION_DAYS} days, got {value}")
         return value
 
     @field_validator("deposit_max_amount")

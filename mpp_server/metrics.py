@@ -167,7 +167,33 @@ DB_UNAVAILABLE = Counter(
     "mpp_db_unavailable_total",
     "Times the database was unavailable (refused, stalled past its bound, failing over, "
     "not the primary), by who noticed: wallet, kaspi (/refund), notify_worker, "
-    "top-up status check, top-up refund, housekeeping", ["where"], registry=REGISTRY)
+    "top-up status check, top-up refund, housekeeping, journal, retention", ["where"],
+    registry=REGISTRY)
+JOURNAL_ROWS = Counter(
+    "mpp_exchange_journal_rows_total",
+    "Exchange journal rows by outcome: written; dropped because the queue was full "
+    "(queue_full), because the database refused the batch (write_failed), or still queued "
+    "at a stop the database did not allow to finish (lost_at_stop)", ["outcome"],
+    registry=REGISTRY)
+JOURNAL_QUEUE = Gauge(
+    "mpp_exchange_journal_queued_rows", "Exchange journal rows waiting to be written",
+    registry=REGISTRY)
+JOURNAL_LAG = Gauge(
+    "mpp_exchange_journal_lag_seconds",
+    "Age of the oldest exchange journal row still waiting to be written (0: none waits)",
+    registry=REGISTRY)
+RETENTION_RUNS = Counter(
+    "mpp_retention_runs_total",
+    "Retention rounds (journal partitions, inbound log, events) by outcome: done, "
+    "skipped (another server's round held the lock), failed", ["outcome"],
+    registry=REGISTRY)
+RETENTION_REMOVED = Counter(
+    "mpp_retention_removed_total",
+    "What retention removed: exchange_journal_partitions (whole months), inbound_requests, "
+    "events and webhook_deliveries (rows)", ["what"], registry=REGISTRY)
+RETENTION_PARTITIONS_CREATED = Counter(
+    "mpp_retention_partitions_created_total",
+    "Exchange journal partitions created ahead by retention", registry=REGISTRY)
 
 WEBHOOK_DELIVERIES = Counter(
     "mpp_webhook_deliveries_total",
@@ -216,6 +242,10 @@ for _provider in ("halyk-epay", "kapital", "kaspi-ecom"):
     TOPUP_OVERDUE.labels(_provider)
     TOPUP_CALLBACK_DISAGREEMENTS.labels(_provider)
 MONEY_ALARMS.labels("topup_amount_mismatch")
+for _outcome in ("written", "queue_full", "write_failed", "lost_at_stop"):
+    JOURNAL_ROWS.labels(_outcome)
+for _outcome in ("done", "skipped", "failed"):
+    RETENTION_RUNS.labels(_outcome)
 for _field, _defect in (("resultCode", "unstorable"), ("resultMessage", "not_text"),
                         ("resultMessage", "unstorable"), ("resultMessage", "too_long"),
                         ("linkReceipt", "not_text"), ("linkReceipt", "unstorable"),

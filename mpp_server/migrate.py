@@ -156,6 +156,9 @@ async def migrate(dsn: str, sql_dir: Path = SQL_DIR) -> Applied:
             if pending or functions_stale:
                 done.dropped_functions = await _apply_functions(conn, sql_dir)
                 done.functions = True
+                # The server role's privileges, for every table there is now and by its
+                # guards (sql/functions/privileges.sql, records.sql).
+                await conn.execute("SELECT server_role_grant()")
     finally:
         await conn.close()
     return done

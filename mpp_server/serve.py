@@ -25,7 +25,7 @@ import pydantic
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from mpp_server import db, migrate, topup_wiring
+from mpp_server import db, migrate, retention, topup_wiring
 from mpp_server.config import Settings, describe_settings_error, parse_listen
 from mpp_server.console import app as console_app
 from mpp_server.domain import disputes, payments
@@ -45,6 +45,7 @@ from mpp_server.http.middleware import (
 )
 from mpp_server.http.routes import ROUTES
 from mpp_server.http.routing import Listener, register
+from mpp_server.journal import Journal
 from mpp_server.kaspi_client.client import KaspiClient
 from mpp_server.logs import setup_logging
 from mpp_server.metrics import (
@@ -86,7 +87,8 @@ def create_refund_app(svc: Services) -> web.Application:
 
 
 def create_acquiring_app(topups: topups_api.TopupServices) -> web.Application:
-    app = _app("acquiring", [metrics_middleware], acquiring_listener.MAX_CALLBACK_BYTES)
+    app = _app("acquiring", [metrics_middleware, acquiring_listener.journal_callbacks],
+               acquiring_listener.MAX_CALLBACK_BYTES)
     app[topups_api.TOPUP_SERVICES] = topups
     return app
 
@@ -146,6 +148,7 @@ class Runtime:
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _pool: asyncpg.Pool | None = None
     _session: aiohttp.ClientSession | None = None
+    _journal: Journal | None = None
     services: Services | None = None
     _topups: topups_api.TopupServices | None = None
 
@@ -157,16 +160,18 @@ class Runtime:
                                          statement_timeout_ms=s.db_statement_timeout_ms)
         connector = aiohttp.TCPConnector(limit=s.db_pool_max * 4, keepalive_timeout=30)
         self._session = aiohttp.ClientSession(connector=connector)
+        self._journal = Journal(self._pool)
+        self._journal.start()
         kaspi = KaspiClient(self._session, s.kaspi_base_url, s.kaspi_caller_name,
-                            s.kaspi_timeout_ms)
+                            s.kaspi_timeout_ms, self._journal)
         outbox = NotifyOutbox(self._pool, kaspi,
                               initial_backoff_s=s.notify_backoff_initial_ms / 1000,
                               max_backoff_s=s.notify_backoff_max_ms / 1000,
                               concurrency=s.notify_worker_concurrency,
                               poll_interval_s=s.notify_poll_interval_ms / 1000,
                               kaspi_timeout_s=s.kaspi_timeout_ms / 1000)
-        self.services = Services(self._pool, kaspi, s, outbox)
-        topups = topup_wiring.build(s, self._pool, self._session)
+        self.services = Services(self._pool, kaspi, s, outbox, self._journal)
+        topups = topup_wiring.build(s, self._pool, self._session, self._journal)
         self._topups = topups
         self.wallet_url = await self._listen(create_wallet_app(self.services, topups),
                                              s.wallet_listen)
@@ -182,8 +187,11 @@ class Runtime:
         self._tasks.append(asyncio.create_task(
             housekeeping(self._pool, s.gauges_refresh_ms / 1000)))
         if s.webhook_url:  # unset: no webhooks (the deliveries wait; the feed works)
-            sender = WebhookSender(self._pool, self._session, webhook_policy(s))
+            sender = WebhookSender(self._pool, self._session, webhook_policy(s),
+                                   self._journal)
             self._tasks.append(asyncio.create_task(sender.run()))
+        self._tasks.append(asyncio.create_task(retention.run(
+            self._pool, s.exchange_retention_days, s.events_retention_days)))
         log.info("mpp-server started", extra={"wallet": self.wallet_url,
                                               "kaspi_facing": self.kaspi_url,
                                               "acquiring": self.acquiring_url,
@@ -214,6 +222,8 @@ class Runtime:
             server.close()
         for runner in reversed(self._runners):
             await runner.cleanup()
+        if self._journal is not None:  # after every exchange it could record has ended
+            await self._journal.close()
         if self._session is not None:
             await self._session.close()
         if self._pool is not None:

@@ -11,6 +11,7 @@ import asyncpg
 from mpp_server.config import Settings, parse_webhook_secret
 from mpp_server.domain.outbox import NotifyOutbox
 from mpp_server.domain.payments import PaymentSteps
+from mpp_server.journal import Journal
 from mpp_server.kaspi_client.client import KaspiClient
 from mpp_server.webhooks.sender import Policy
 
@@ -21,6 +22,7 @@ class Services:
     kaspi: KaspiClient
     settings: Settings
     outbox: NotifyOutbox
+    journal: Journal
 
     @cached_property
     def payments(self) -> PaymentSteps:

@@ -4,10 +4,13 @@
 set -eu
 case "${1:-}" in
   patroni)
-    mkdir -p "$(dirname "$DATA_DIR")" "$SOCKET_DIR"
-    chown postgres:postgres "$(dirname "$DATA_DIR")" "$SOCKET_DIR"
+    mkdir -p "$(dirname "$DATA_DIR")" "$SOCKET_DIR" "$BACKREST_REPO" \
+             "$BACKREST_WORK/log" "$BACKREST_WORK/lock" "$BACKREST_WORK/spool"
+    chown -R postgres:postgres "$(dirname "$DATA_DIR")" "$SOCKET_DIR" "$BACKREST_REPO" \
+                               "$BACKREST_WORK"
     envsubst < /etc/mpp-ha/patroni.yml > /etc/mpp-ha/node.yml
-    chown postgres:postgres /etc/mpp-ha/node.yml
+    envsubst < /etc/mpp-ha/pgbackrest.conf > "$BACKREST_CONFIG"
+    chown postgres:postgres /etc/mpp-ha/node.yml "$BACKREST_CONFIG"
     exec runuser -u postgres -- patroni /etc/mpp-ha/node.yml ;;
   haproxy)
     envsubst < /etc/mpp-ha/haproxy.cfg > /etc/mpp-ha/rendered.cfg

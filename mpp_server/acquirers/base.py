@@ -9,16 +9,24 @@ to a request (a 4xx with a reason), never a transient failure.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
+from urllib.parse import urlencode
 
 import aiohttp
 
 from mpp_server import jsonutil
+from mpp_server.journal import (
+    Direction,
+    Exchange,
+    Journal,
+    Started,
+    concerned,
+    new_request_id,
+)
 from mpp_server.metrics import ACQUIRER_CALLS, ACQUIRER_LATENCY
 from mpp_server.money import AmountError, format_amount, parse_amount
 
@@ -105,25 +113,41 @@ class Acquirer(Protocol):
         ...
 
 
+def request_body(kwargs: dict[str, object]) -> str | bytes | None:
+    """What a call sends, as the journal keeps it: `data` (bytes, text, or a form as a
+    dict) or `json`."""
+    data, payload = kwargs.get("data"), kwargs.get("json")
+    if isinstance(data, str | bytes):
+        return data
+    if isinstance(data, dict):
+        return urlencode({str(k): str(v) for k, v in data.items()})
+    return jsonutil.dumps(payload) if payload is not None else None
+
+
 class Caller:
-    """One HTTP call with a timeout, its metric and its failure classified."""
+    """One HTTP call with a timeout, its metric and its failure classified, and its row
+    in the exchange journal (the ids from journal.concerning, set by the domain)."""
 
     def __init__(self, session: aiohttp.ClientSession, provider: Provider,
-                 timeout_ms: int) -> None:
+                 timeout_ms: int, journal: Journal) -> None:
         self.session = session
         self.provider = provider
         self.timeout = aiohttp.ClientTimeout(total=timeout_ms / 1000)
+        self.journal = journal
 
     @asynccontextmanager
     async def call(self, operation: str, method: str, url: str,
                    **kwargs: object) -> AsyncIterator[tuple[int, bytes]]:
         """Yields (HTTP status, body); 5xx, timeouts and connection errors raise
         AcquirerNoAnswer. The block sets nothing: its exceptions are counted as they are."""
-        started = time.perf_counter()
+        started = Started()
         outcome = "BAD_RESPONSE"
+        status: int | None = None
+        raw: bytes | None = None
         try:
             async with self.session.request(method, url, timeout=self.timeout,
                                             **kwargs) as resp:  # type: ignore[arg-type]
+                status = resp.status
                 raw = await resp.content.read(1 << 20)
                 if resp.status >= 500:
                     outcome = f"HTTP_{resp.status}"
@@ -140,9 +164,15 @@ class Caller:
             outcome = "CANCELLED"
             raise
         finally:
+            duration_ms = started.elapsed_ms()
             ACQUIRER_CALLS.labels(self.provider.value, operation, outcome).inc()
             ACQUIRER_LATENCY.labels(self.provider.value, operation).observe(
-                time.perf_counter() - started)
+                duration_ms / 1000)
+            self.journal.record(Exchange(
+                Direction.OUT, self.provider.value, operation, started, duration_ms,
+                target=f"{method} {url}", refs=concerned(), request_id=new_request_id(),
+                http_status=status, transport_error=outcome if status is None else None,
+                request_body=request_body(kwargs), response_body=raw, redact=True))
 
 
 def json_with_amount(fields: dict[str, object], amount_tiyn: int) -> str:

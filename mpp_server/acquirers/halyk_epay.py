@@ -24,6 +24,7 @@ from mpp_server.acquirers.base import (
     json_object,
     json_with_amount,
 )
+from mpp_server.journal import Journal
 
 API = "/api/public/v1"
 SCOPE = "webapi usermanagement email_send verification statement statistics payment"
@@ -36,8 +37,8 @@ class HalykEpay:
     provider = Provider.HALYK_EPAY
 
     def __init__(self, session: aiohttp.ClientSession, base_url: str, client_id: str,
-                 client_secret: str, terminal: str, timeout_ms: int) -> None:
-        self._http = Caller(session, self.provider, timeout_ms)
+                 client_secret: str, terminal: str, timeout_ms: int, journal: Journal) -> None:
+        self._http = Caller(session, self.provider, timeout_ms, journal)
         self._base = base_url.rstrip("/")
         self._client_id = client_id
         self._client_secret = client_secret

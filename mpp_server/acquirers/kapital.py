@@ -22,6 +22,7 @@ from mpp_server.acquirers.base import (
     Status,
     Verdict,
 )
+from mpp_server.journal import Journal
 
 CURRENCY_KZT = "398"
 CONTENT_TYPE = "text/xml; charset=utf-8"
@@ -75,8 +76,8 @@ class Kapital:
     provider = Provider.KAPITAL
 
     def __init__(self, session: aiohttp.ClientSession, base_url: str, merchant_id: str,
-                 timeout_ms: int) -> None:
-        self._http = Caller(session, self.provider, timeout_ms)
+                 timeout_ms: int, journal: Journal) -> None:
+        self._http = Caller(session, self.provider, timeout_ms, journal)
         self._url = base_url.rstrip("/") + "/api/order/"
         self._merchant = merchant_id
 

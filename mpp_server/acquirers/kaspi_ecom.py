@@ -23,6 +23,7 @@ from mpp_server.acquirers.base import (
     amount_or_none,
     json_object,
 )
+from mpp_server.journal import Journal
 from mpp_server.money import TIYN_PER_TENGE, is_whole_tenge
 
 API = "/api/v1/payments"
@@ -33,8 +34,8 @@ class KaspiEcom:
     provider = Provider.KASPI_ECOM
 
     def __init__(self, session: aiohttp.ClientSession, base_url: str, token: str,
-                 timeout_ms: int) -> None:
-        self._http = Caller(session, self.provider, timeout_ms)
+                 timeout_ms: int, journal: Journal) -> None:
+        self._http = Caller(session, self.provider, timeout_ms, journal)
         self._base = base_url.rstrip("/") + API
         self._headers = {"Authorization": f"Bearer {token}"}
 

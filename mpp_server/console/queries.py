@@ -1,11 +1,11 @@
 """What the console's pages read: a payment's whole life, a customer, a top-up. Reads
 only; every change goes through console/actions.py.
 
-`notify_attempts` is the one place a payment's notifyPayment attempts are read. Today
-the books keep the outbox row while Kaspi has not answered (how many attempts, the last
-failure, when the next one is due) and Kaspi's final answer on the payment; once the
-exchange journal records every call (issue 26), this function reads each attempt from
-it and nothing else changes.
+`notify_attempts` is the one place a payment's notifyPayment attempts are read: each one
+from the exchange journal (issue 26; indexed by payment), with Kaspi's answer or why
+there was none; while the journal has none of them (not written yet, a quarter of a
+second after the call, or pruned after EXCHANGE_RETENTION_DAYS), the final answer kept
+on the payment. The outbox row says what is still waiting.
 """
 
 from __future__ import annotations
@@ -15,9 +15,11 @@ from datetime import datetime
 
 import asyncpg
 
+from mpp_server import jsonutil
 from mpp_server.db import Conn
 from mpp_server.domain import accounts
 from mpp_server.domain.limits import BALANCE, Level, Limits
+from mpp_server.kaspi_client.codes import is_final_notify_answer
 
 RECENT = 20  # rows of each list on the customer page
 
@@ -48,8 +50,8 @@ class NotifyWaiting:
 class NotifyAttempts:
     attempts: list[NotifyAttempt]
     waiting: NotifyWaiting | None
-    # False while only the final answer and the outbox's counters are on record (each
-    # failed attempt's own time and answer come with the exchange journal).
+    # False when only the final answer and the outbox's counters are on record (the
+    # journal has no attempt of this payment).
     each_attempt_recorded: bool = False
 
 
@@ -70,15 +72,38 @@ async def notify_attempts(conn: Conn, payment_id: str) -> NotifyAttempts:
             WHERE p.payment_id = $1""", payment_id)
     if row is None:
         return NotifyAttempts([], None)
-    attempts = []
-    if row["kaspi_acknowledged"]:
-        attempts.append(NotifyAttempt(row["answered_at"], row["kaspi_result_code"] or "",
-                                      row["kaspi_result_message"] or "", final=True))
     waiting = None
     if row["sent"] is not None:
         waiting = NotifyWaiting(row["sent"], row["attempts"], row["last_error"],
                                 row["next_attempt_at"], row["staged_at"])
+    journaled = [_journaled_attempt(r) for r in await conn.fetch(
+        """SELECT occurred_at, http_status, transport_error, response_body
+             FROM exchange_journal WHERE payment_id = $1 AND operation = 'notifyPayment'
+            ORDER BY occurred_at, id""", payment_id)]
+    if journaled:
+        return NotifyAttempts(journaled, waiting, each_attempt_recorded=True)
+    attempts = []
+    if row["kaspi_acknowledged"]:
+        attempts.append(NotifyAttempt(row["answered_at"], row["kaspi_result_code"] or "",
+                                      row["kaspi_result_message"] or "", final=True))
     return NotifyAttempts(attempts, waiting)
+
+
+def _journaled_attempt(row: asyncpg.Record) -> NotifyAttempt:
+    """An attempt as the journal kept it: Kaspi's result, or why there was none."""
+    if row["transport_error"] is not None:
+        return NotifyAttempt(row["occurred_at"], row["transport_error"], "", final=False)
+    if row["http_status"] >= 500:  # no answer, whatever the body says
+        return NotifyAttempt(row["occurred_at"], f"HTTP_{row['http_status']}", "",
+                             final=False)
+    try:
+        result = jsonutil.loads(row["response_body"] or "")["result"]
+        code, message = str(result["resultCode"]), str(result.get("resultMessage") or "")
+    except (jsonutil.JSONDecodeError, TypeError, KeyError):
+        return NotifyAttempt(row["occurred_at"], f"HTTP_{row['http_status']}", "",
+                             final=False)
+    return NotifyAttempt(row["occurred_at"], code, message,
+                         final=is_final_notify_answer(code))
 
 
 @dataclass(frozen=True)
@@ -121,7 +146,8 @@ async def payment_life(conn: Conn, payment_id: str) -> PaymentLife | None:
     life.moments += await _ledger_moments(conn, [("payment_debit", payment_id),
                                                  ("payment_return", payment_id)]
                                           + [("refund_credit", r) for r in refund_ids])
-    life.moments += [Moment(a.at, "Kaspi answered notifyPayment",
+    life.moments += [Moment(a.at, "Kaspi answered notifyPayment" if a.message or a.final
+                            else "notifyPayment had no answer",
                             f"{a.answer}: {a.message}", "ok" if a.answer == "SUCCESS" else "bad")
                      for a in life.notify.attempts if a.at is not None]
     life.moments += [_refund_moment(r) for r in refunds]

@@ -33,7 +33,7 @@ PG_BIN_CANDIDATES = ("/usr/lib/postgresql/17/bin", "/usr/lib/postgresql/16/bin",
                      "/usr/lib/postgresql/15/bin")
 
 
-def _pg_bin(name: str) -> str:
+def pg_bin(name: str) -> str:
     for folder in PG_BIN_CANDIDATES:
         path = Path(folder) / name
         if path.exists():
@@ -44,13 +44,13 @@ def _pg_bin(name: str) -> str:
     return found
 
 
-def _run_as_owner(cmd: list[str], owner: str | None) -> subprocess.CompletedProcess[str]:
+def run_as_owner(cmd: list[str], owner: str | None) -> subprocess.CompletedProcess[str]:
     if owner is not None:
         cmd = ["runuser", "-u", owner, "--", *cmd]
     return subprocess.run(cmd, capture_output=True, text=True, check=False)
 
 
-def _owner() -> str | None:
+def cluster_owner() -> str | None:
     """The unprivileged user that owns the cluster when we are root, else None."""
     if os.geteuid() != 0:
         return None
@@ -66,8 +66,8 @@ def _owner() -> str | None:
 def is_running(data_dir: Path) -> bool:
     if not (data_dir / "PG_VERSION").exists():
         return False
-    status = _run_as_owner([_pg_bin("pg_ctl"), "-D", str(data_dir.resolve()), "status"],
-                           _owner())
+    status = run_as_owner([pg_bin("pg_ctl"), "-D", str(data_dir.resolve()), "status"],
+                           cluster_owner())
     return status.returncode == 0
 
 
@@ -105,10 +105,17 @@ def _taken(port: int, why: str) -> PortTaken:
         f"commands (serve, reconcile) that should find it.")
 
 
-def ensure_postgres(data_dir: Path, port: int = DEFAULT_PORT) -> str:
+def _conf_line(name: str, value: str) -> str:
+    quoted = value.replace("'", "''")
+    return f"{name} = '{quoted}'\n"
+
+
+def ensure_postgres(data_dir: Path, port: int = DEFAULT_PORT,
+                    conf: dict[str, str] | None = None) -> str:
     """Start (initdb if needed) the private cluster and return its DSN. A port that is
     taken by something else stops here with a message naming MPP_DEVDB_PORT (it was
-    pg_ctl's log before, after an initdb)."""
+    pg_ctl's log before, after an initdb). `conf`: settings written into a new
+    cluster's postgresql.conf (the backup drill's WAL archiving)."""
     data_dir = data_dir.resolve()
     if is_running(data_dir):
         actual = running_port(data_dir)
@@ -117,7 +124,7 @@ def ensure_postgres(data_dir: Path, port: int = DEFAULT_PORT) -> str:
                                f"{actual})")
     elif not _port_is_free(port):
         raise _taken(port, "is taken")
-    owner = _owner()
+    owner = cluster_owner()
     if not (data_dir / "PG_VERSION").exists():
         data_dir.mkdir(parents=True, exist_ok=True)
         if owner is not None:
@@ -129,10 +136,12 @@ def ensure_postgres(data_dir: Path, port: int = DEFAULT_PORT) -> str:
                 mode = parent.stat().st_mode
                 if not mode & 0o001:
                     os.chmod(parent, mode | 0o001)
-        res = _run_as_owner([_pg_bin("initdb"), "-D", str(data_dir), "-U", SUPERUSER,
+        res = run_as_owner([pg_bin("initdb"), "-D", str(data_dir), "-U", SUPERUSER,
                              "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8"], owner)
         if res.returncode != 0:
             raise SystemExit(f"initdb failed:\n{res.stdout}\n{res.stderr}")
+        with (data_dir / "postgresql.conf").open("a") as settings:
+            settings.writelines(_conf_line(name, value) for name, value in (conf or {}).items())
     dsn = f"postgresql://{SUPERUSER}@127.0.0.1:{port}/postgres"
     if is_running(data_dir):
         return dsn
@@ -140,7 +149,7 @@ def ensure_postgres(data_dir: Path, port: int = DEFAULT_PORT) -> str:
             f"-c unix_socket_directories={data_dir} "
             "-c max_connections=300 -c shared_buffers=256MB "
             "-c fsync=on -c synchronous_commit=on")
-    res = _run_as_owner([_pg_bin("pg_ctl"), "-D", str(data_dir), "-l",
+    res = run_as_owner([pg_bin("pg_ctl"), "-D", str(data_dir), "-l",
                          str(data_dir / "server.log"), "-o", opts, "-w", "-t", "60", "start"],
                         owner)
     if res.returncode != 0:
@@ -152,7 +161,7 @@ def ensure_postgres(data_dir: Path, port: int = DEFAULT_PORT) -> str:
 
 def _wait_ready(port: int, timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
-    isready = _pg_bin("pg_isready")
+    isready = pg_bin("pg_isready")
     while time.monotonic() < deadline:
         res = subprocess.run([isready, "-h", "127.0.0.1", "-p", str(port)],
                              capture_output=True, check=False)
@@ -163,8 +172,8 @@ def _wait_ready(port: int, timeout_s: float = 30.0) -> None:
 
 
 def stop_postgres(data_dir: Path) -> None:
-    _run_as_owner([_pg_bin("pg_ctl"), "-D", str(data_dir.resolve()), "-m", "fast", "stop"],
-                  _owner())
+    run_as_owner([pg_bin("pg_ctl"), "-D", str(data_dir.resolve()), "-m", "fast", "stop"],
+                  cluster_owner())
 
 
 def configured() -> tuple[Path, int]:

@@ -54,8 +54,12 @@ TEMPLATES = ROOT / "deploy" / "ha"
 SCOPE = "mpp"
 DATABASE = "mpp"
 SUPERUSER = devdb.SUPERUSER
+# The roles of deploy/ha/roles.sql: migrations run as the owner, the servers as a role
+# that owns nothing (docs/operations.md, "Roles").
+OWNER = "mpp_owner"
+SERVER_ROLE = "mpp_server"
 TOOLS = {"patroni": "patroni", "patronictl": "patroni", "etcd": "etcd-server",
-         "haproxy": "haproxy"}
+         "haproxy": "haproxy", "pgbackrest": "pgbackrest"}
 READY_TIMEOUT_S = 120.0
 
 
@@ -133,6 +137,10 @@ class Node:
         return self.folder / "patroni.yml"
 
     @property
+    def backup_config(self) -> Path:
+        return self.folder / "pgbackrest.conf"
+
+    @property
     def rest_url(self) -> str:
         return f"http://127.0.0.1:{self.rest_port}"
 
@@ -206,15 +214,23 @@ class Topology:
     def sim_url(self) -> str:
         return f"http://127.0.0.1:{self.sim_port}"
 
-    @property
-    def primary_dsn(self) -> str:
+    def primary_dsn_as(self, user: str) -> str:
         """Through HAProxy's primary port."""
-        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.primary_port}/{DATABASE}"
+        return f"postgresql://{user}@127.0.0.1:{self.primary_port}/{DATABASE}"
+
+    def multi_host_dsn_as(self, user: str) -> str:
+        hosts = ",".join(f"127.0.0.1:{n.pg_port}" for n in self.nodes)
+        return f"postgresql://{user}@{hosts}/{DATABASE}?target_session_attrs=read-write"
 
     @property
-    def multi_host_dsn(self) -> str:
-        hosts = ",".join(f"127.0.0.1:{n.pg_port}" for n in self.nodes)
-        return f"postgresql://{SUPERUSER}@{hosts}/{DATABASE}?target_session_attrs=read-write"
+    def primary_dsn(self) -> str:
+        """The superuser's, for an operator's psql."""
+        return self.primary_dsn_as(SUPERUSER)
+
+    @property
+    def repository(self) -> Path:
+        """pgBackRest's repository, shared by the nodes (one stanza: the scope)."""
+        return self.base / "pgbackrest-repo"
 
     # ---- processes ------------------------------------------------------------------
 
@@ -223,9 +239,12 @@ class Topology:
             shutil.rmtree(self.base)
         (self.base / "logs").mkdir(parents=True)
         # Where Patroni (the postgres user) can run it.
-        shutil.copy(TEMPLATES / "post_bootstrap.sh", self.base)
+        for script in ("post_bootstrap.sh", "roles.sql"):
+            shutil.copy(TEMPLATES / script, self.base)
+        self.repository.mkdir()
         if self._owner is None:
             return
+        shutil.chown(self.repository, user=self._owner)
         # Patroni runs as postgres: it must reach its folder through the parents.
         for parent in [self.base, *self.base.parents]:
             if parent == Path("/"):
@@ -247,8 +266,15 @@ class Topology:
 
     def _render_node(self, node: Node) -> None:
         node.folder.mkdir()
+        for work in ("log", "lock", "spool"):
+            (node.folder / "pgbackrest" / work).mkdir(parents=True)
+        node.backup_config.write_text(Template(
+            (TEMPLATES / "pgbackrest.conf").read_text()).substitute(
+            SCOPE=SCOPE, BACKREST_REPO=self.repository,
+            BACKREST_WORK=node.folder / "pgbackrest", DATA_DIR=node.data_dir,
+            PG_PORT=node.pg_port, SOCKET_DIR=node.folder, SUPERUSER=SUPERUSER))
         text = Template((TEMPLATES / "patroni.yml").read_text()).substitute(
-            SCOPE=SCOPE, NODE_NAME=node.name,
+            SCOPE=SCOPE, NODE_NAME=node.name, BACKREST_CONFIG=node.backup_config,
             RESTAPI_LISTEN=f"127.0.0.1:{node.rest_port}",
             RESTAPI_CONNECT=f"127.0.0.1:{node.rest_port}",
             ETCD_HOSTS=f"127.0.0.1:{self.etcd_port}",
@@ -263,7 +289,7 @@ class Topology:
             REPLICATION_PASSWORD=secrets.token_hex(12))
         node.config.write_text(text)
         if self._owner is not None:
-            for path in (node.folder, node.config):
+            for path in (node.folder, *node.folder.rglob("*")):
                 shutil.chown(path, user=self._owner)
             node.folder.chmod(0o700)
 
@@ -272,7 +298,9 @@ class Topology:
         args = [patroni, str(node.config)]
         if self._owner is not None:
             args = ["runuser", "-u", self._owner, "--", *args]
-        node.proc = self.processes.start(node.name, args)
+        # post_bootstrap.sh creates the stanza with the node's pgBackRest configuration.
+        node.proc = self.processes.start(node.name, args, {
+            "BACKREST_CONFIG": str(node.backup_config), "SCOPE": SCOPE})
 
     def _render_haproxy(self) -> Path:
         def lines(entries: list[str]) -> str:
@@ -308,12 +336,13 @@ class Topology:
         self.processes.start("haproxy", [_tool("haproxy") or "haproxy", "-db", "-f", str(config)])
         self.wait_sync_standby()
         asyncio.run(self._migrate())
+        self.pgbackrest("backup", "--type=full")
 
     async def _migrate(self) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while True:  # HAProxy needs a check or two to see the primary
             try:
-                await migrate.migrate(self.primary_dsn)
+                await migrate.migrate(self.primary_dsn_as(OWNER))
                 return
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
                 if time.monotonic() > deadline:
@@ -326,7 +355,8 @@ class Topology:
             loopback(self.sim_port), f"http://127.0.0.1:{self.kaspi_port}/refund"))
         self.server_dsns = []
         for i, listeners in enumerate(self.listeners):
-            dsn = self.primary_dsn if i % 2 == 0 else self.multi_host_dsn
+            dsn = (self.primary_dsn_as(SERVER_ROLE) if i % 2 == 0
+                   else self.multi_host_dsn_as(SERVER_ROLE))
             self.server_dsns.append(dsn)
             self.processes.start_server(f"server{i + 1}", {
                 **server_env(dsn, self.sim_url, listeners, self.tokens), **self.server_env})
@@ -390,6 +420,19 @@ class Topology:
         send_signal(postmaster, signal.SIGKILL)
         if node.proc is not None:
             node.proc.wait(timeout=10)
+
+    def pgbackrest(self, *args: str) -> str:
+        """A pgBackRest command on the current leader (backups are taken from the primary;
+        `check` proves its WAL reaches the repository)."""
+        leader = self.leader()
+        if leader is None:
+            raise TopologyError("no leader to run pgbackrest on")
+        done = devdb.run_as_owner(["pgbackrest", f"--config={self.node(leader).backup_config}",
+                                   f"--stanza={SCOPE}", *args], self._owner)
+        if done.returncode != 0:
+            raise TopologyError(f"pgbackrest {' '.join(args)} on {leader} failed: "
+                                f"{done.stdout}{done.stderr}")
+        return done.stdout
 
     def switchover(self, candidate: str) -> subprocess.CompletedProcess[str]:
         """A planned switchover (`patronictl switchover --force`), as an operator runs it."""
@@ -465,17 +508,23 @@ def main(argv: list[str]) -> int:
         topology.start_database()
         topology.start_apps()
         ctl = f"patronictl -c {topology.nodes[0].config}"
+        as_postgres = "runuser -u postgres -- " if os.geteuid() == 0 else ""
+        backrest = (f"{as_postgres}pgbackrest --stanza={SCOPE} "
+                    f"--config={topology.base}/LEADER/pgbackrest.conf")
         rows = [
             (f"wallet API (HAProxy, {args.servers} servers)",
              f"{topology.wallet_url}  token {topology.token}"),
             ("deposit token (DEPOSIT_API_TOKENS)", topology.deposit_token),
             ("Kaspi-facing /refund (HAProxy)", f"http://127.0.0.1:{topology.kaspi_port}/refund"),
             ("simulator", topology.sim_url),
-            ("primary (HAProxy)", topology.primary_dsn),
-            ("every node (multi-host)", topology.multi_host_dsn),
+            ("primary (HAProxy), superuser", topology.primary_dsn),
+            ("migrations (owner)", topology.primary_dsn_as(OWNER)),
+            ("servers (owning nothing)", topology.multi_host_dsn_as(SERVER_ROLE)),
             ("servers", " ".join(topology.server_urls)),
             ("cluster state", f"{ctl} list"),
             ("planned switchover", f"{ctl} switchover --force"),
+            ("backups (a full one was taken)", f"{backrest} info"),
+            ("a differential backup", f"{backrest} backup --type=diff"),
             ("logs", str(topology.base / "logs"))]
         print("ha: ready. Ctrl-C stops everything.\n" + "\n".join(
             f"  {what:<36} {value}" for what, value in rows), flush=True)

@@ -33,6 +33,7 @@ from mpp_server.errors import (
     NotFound,
     RefundExceedsCredit,
 )
+from mpp_server.journal import Refs, concerning
 from mpp_server.metrics import TOPUP_REFUNDS
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ _DUE = """
            ((t.credited_at AT TIME ZONE 'UTC') + interval '5 hours')::date
              = ((now() AT TIME ZONE 'UTC') + interval '5 hours')::date AS credited_today
     FROM topup_refunds r JOIN topups t USING (topup_id)
-    WHERE r.refund_id = $1 AND r.status = 'PENDING' AND r.next_attempt_at <= now()
+    WHERE r.refund_id = $1 AND r.status = 'PENDING' AND ($2 OR r.next_attempt_at <= now())
     FOR UPDATE OF r SKIP LOCKED"""
 _DUE_IDS = """SELECT refund_id FROM topup_refunds
               WHERE status = 'PENDING' AND next_attempt_at <= now()
@@ -56,9 +57,10 @@ _DUE_IDS = """SELECT refund_id FROM topup_refunds
 class TopupRefunds:
     def __init__(self, pool: asyncpg.Pool, acquirers: Mapping[Provider, Acquirer], *,
                  initial_backoff_s: float, max_backoff_s: float, concurrency: int,
-                 poll_interval_s: float) -> None:
+                 poll_interval_s: float, lease_s: float) -> None:
         self._pool = pool
         self._acquirers = acquirers
+        self._lease_s = lease_s
         self._initial_backoff_s = initial_backoff_s
         self._max_backoff_s = max_backoff_s
         self._concurrency = concurrency
@@ -80,16 +82,26 @@ class TopupRefunds:
                 raise NotFound(f"no top-up {topup_id!r}")
             if Provider(provider) not in REFUNDABLE:
                 raise InvalidState(f"{provider} top-ups cannot be refunded to the card")
-            applied = await conn.fetchrow(
-                "SELECT a.outcome, (a.refund).* FROM topup_refund_stage($1, $2, $3, $4) a",
-                refund_id, topup_id, amount_tiyn, ledger.shard_for(refund_id))
-        assert applied is not None
+            async with conn.transaction():
+                applied = await conn.fetchrow(
+                    "SELECT a.outcome, (a.refund).* FROM topup_refund_stage($1, $2, $3, $4) a",
+                    refund_id, topup_id, amount_tiyn, ledger.shard_for(refund_id))
+                assert applied is not None
+                if applied["outcome"] == TopupRefundOutcome.STAGED:
+                    # This request tells the acquirer at once: a lease keeps the worker
+                    # off the row until then (it took the due row first and the request
+                    # answered PENDING). A process that dies meanwhile leaves the row to
+                    # the worker once the lease ends.
+                    await conn.execute(
+                        """UPDATE topup_refunds
+                           SET next_attempt_at = now() + make_interval(secs => $2)
+                           WHERE refund_id = $1""", refund_id, self._lease_s)
         outcome = TopupRefundOutcome(applied["outcome"])
         if outcome is TopupRefundOutcome.REPEAT:
             return applied, False
         _raise_refusal(outcome, refund_id)
         TOPUP_REFUNDS.labels(provider, outcome.value).inc()
-        answered = await self.attempt(refund_id)
+        answered = await self.attempt(refund_id, leased=True)
         return answered or applied, True
 
     async def get(self, refund_id: str) -> asyncpg.Record | None:
@@ -97,11 +109,12 @@ class TopupRefunds:
             return await conn.fetchrow("SELECT * FROM topup_refunds WHERE refund_id = $1",
                                        refund_id)
 
-    async def attempt(self, refund_id: str) -> asyncpg.Record | None:
-        """Tell the acquirer, if the refund is due and no other process holds it; apply
-        a final answer, or schedule the next attempt. Returns the row when answered."""
+    async def attempt(self, refund_id: str, *, leased: bool = False) -> asyncpg.Record | None:
+        """Tell the acquirer, if the refund is due (or `leased` to this caller) and no
+        other process holds it; apply a final answer, or schedule the next attempt.
+        Returns the row when answered."""
         async with self._pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(_DUE, refund_id)
+            row = await conn.fetchrow(_DUE, refund_id, leased)
             if row is None:
                 return None
             provider = Provider(row["provider"])
@@ -109,8 +122,9 @@ class TopupRefunds:
                              row["provider_session_id"], row["topup_amount_tiyn"],
                              credited_today=bool(row["credited_today"]))
             try:
-                operation = await self._acquirers[provider].refund(order, refund_id,
-                                                                   row["amount_tiyn"])
+                with concerning(Refs(topup_id=row["topup_id"], refund_id=refund_id)):
+                    operation = await self._acquirers[provider].refund(order, refund_id,
+                                                                       row["amount_tiyn"])
                 verdict, reason = "ACCEPTED", None
             except AcquirerRefused as exc:
                 operation, verdict, reason = None, "REFUSED", exc.reason

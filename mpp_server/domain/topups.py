@@ -45,6 +45,7 @@ from mpp_server.errors import (
     IdempotencyConflict,
     NotFound,
 )
+from mpp_server.journal import Refs, concerning
 from mpp_server.logs import mask_customer
 from mpp_server.metrics import (
     BALANCE_OVER_CAP,
@@ -154,8 +155,9 @@ class Topups:
     async def _place_order(self, row: asyncpg.Record) -> asyncpg.Record:
         provider = Provider(row["provider"])
         try:
-            order = await self._acquirers[provider].create_order(
-                row["topup_id"], row["amount_tiyn"], self.callback_url(provider))
+            with concerning(Refs(topup_id=row["topup_id"])):
+                order = await self._acquirers[provider].create_order(
+                    row["topup_id"], row["amount_tiyn"], self.callback_url(provider))
         except AcquirerNoAnswer as exc:
             # The row stays CREATED without a page: nobody can pay it; a repeat of the
             # request tries again, and it expires with its session otherwise.
@@ -212,7 +214,8 @@ class Topups:
                 status = Status(Verdict.WAITING)  # no page was ever handed out
             else:
                 try:
-                    status = await self._acquirers[provider].status(order_ref(row))
+                    with concerning(Refs(topup_id=topup_id)):
+                        status = await self._acquirers[provider].status(order_ref(row))
                 except AcquirerNoAnswer as exc:
                     status = Status(Verdict.WAITING, reason=exc.reason)
                     TOPUP_STATUS_CHECKS.labels(provider.value, trigger, NO_ANSWER).inc()
@@ -264,14 +267,19 @@ class Topups:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def topup_of(self, provider: Provider, claim: CallbackClaim) -> str | None:
+        """The top-up a callback names (by the acquirer's order id, or ours)."""
+        async with self._pool.acquire() as conn:
+            topup_id: str | None = await conn.fetchval(
+                """SELECT topup_id FROM topups WHERE provider = $1
+                     AND (provider_order_id = $2 OR topup_id = $3)
+                   ORDER BY (provider_order_id = $2) DESC NULLS LAST LIMIT 1""",
+                provider.value, claim.order_id, claim.topup_id)
+        return topup_id
+
     async def _callback_check(self, provider: Provider, claim: CallbackClaim) -> None:
         try:
-            async with self._pool.acquire() as conn:
-                topup_id = await conn.fetchval(
-                    """SELECT topup_id FROM topups WHERE provider = $1
-                         AND (provider_order_id = $2 OR topup_id = $3)
-                       ORDER BY (provider_order_id = $2) DESC NULLS LAST LIMIT 1""",
-                    provider.value, claim.order_id, claim.topup_id)
+            topup_id = await self.topup_of(provider, claim)
             if topup_id is None:
                 log.warning("a callback for no top-up of ours",
                             extra={"provider": provider.value, "order_id": claim.order_id})

@@ -17,11 +17,16 @@ from aiohttp import web
 
 from mpp_server import jsonutil
 from mpp_server.acquirers.base import CallbackClaim, Provider
+from mpp_server.http.routing import Handler
 from mpp_server.http.topups import TOPUP_SERVICES, TopupServices
+from mpp_server.journal import Direction, Exchange, Refs, Started, new_request_id
 
 log = logging.getLogger(__name__)
 MAX_CALLBACK_BYTES = 16 * 1024
 MAX_ID_CHARS = 128
+# Set by a handler: whose callback it was and what it claims (journal_callbacks).
+CALLBACK: web.RequestKey[tuple[Provider, CallbackClaim]] = web.RequestKey(
+    "callback", tuple)
 
 
 def _short(value: object) -> str | None:
@@ -65,6 +70,7 @@ def kaspi_claim(raw: bytes) -> CallbackClaim:
 
 def _accept(request: web.Request, provider: Provider, claim: CallbackClaim) -> None:
     services: TopupServices = request.app[TOPUP_SERVICES]
+    request[CALLBACK] = (provider, claim)
     if claim.order_id is None and claim.topup_id is None:
         log.warning("a callback naming no order", extra={"provider": provider.value})
         return
@@ -88,3 +94,28 @@ async def kapital_callback(request: web.Request) -> web.Response:
 async def kaspi_callback(request: web.Request) -> web.Response:
     _accept(request, Provider.KASPI_ECOM, kaspi_claim(await request.read()))
     return web.json_response({"status": "OK"})
+
+
+@web.middleware
+async def journal_callbacks(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every callback is a row of the exchange journal, with the top-up it names."""
+    started = Started()
+    response = await handler(request)
+    if CALLBACK in request:
+        provider, claim = request[CALLBACK]
+        services: TopupServices = request.app[TOPUP_SERVICES]
+        topup_id = claim.topup_id
+        try:
+            topup_id = await services.topups.topup_of(provider, claim) or topup_id
+        except Exception as exc:  # the journal row goes without it
+            log.warning("callback: its top-up not looked up",
+                        extra={"error": f"{type(exc).__name__}: {exc}"})
+        services.journal.record(Exchange(
+            Direction.IN, provider.value, "callback", started, started.elapsed_ms(),
+            target=f"{request.method} {request.path_qs}", refs=Refs(topup_id=topup_id),
+            request_id=request.headers.get("X-Request-ID") or new_request_id(),
+            http_status=response.status, request_body=await request.read(),
+            response_body=response.text if isinstance(response, web.Response) else None,
+            redact=True))
+    return response
+

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import time
 from typing import Annotated, Any
 
 from aiohttp import web
@@ -21,6 +20,7 @@ from mpp_server.domain import refunds
 from mpp_server.http.middleware import SERVICES, describe_validation
 from mpp_server.http.models import Amount, StoredText
 from mpp_server.http.routing import Handler, route_name
+from mpp_server.journal import Direction, Exchange, Refs, Started, new_request_id
 from mpp_server.kaspi_client.codes import ResultCode
 from mpp_server.kaspi_client.models import ResultOut
 from mpp_server.logs import mask_customer_ids_in_json
@@ -29,9 +29,12 @@ from mpp_server.metrics import DB_UNAVAILABLE
 log = logging.getLogger(__name__)
 
 RAW_BODY: web.RequestKey[bytes] = web.RequestKey("raw_body", bytes)
-STARTED: web.RequestKey[float] = web.RequestKey("started", float)
+STARTED: web.RequestKey[Started] = web.RequestKey("started", Started)
 # Set when the handler stored the exchange itself (with the refund, one statement).
 LOGGED: web.RequestKey[bool] = web.RequestKey("logged", bool)
+# For the exchange journal: the ids the exchange concerns, once read.
+REFS: web.RequestKey[Refs] = web.RequestKey("refs", Refs)
+COUNTERPARTY = "kaspi"
 _LOGGED_HEADERS = ("Content-Type", "Content-Length", "X-Request-ID", "X-Caller-Name",
                    "X-Locale", "User-Agent")
 
@@ -103,10 +106,11 @@ async def refund(request: web.Request) -> web.Response:
         body = parse_refund(raw)
     except (ValueError, ValidationError) as exc:
         return result_response(ResultCode.PARAM_ILLEGAL, _describe(exc), status=400)
+    request[REFS] = Refs(payment_id=body.paymentId, refund_id=body.refundId)
     answer = await refunds.apply_refund(request.app[SERVICES].pool, refunds.RefundRequest(
         refund_id=body.refundId, payment_id=body.paymentId, customer_id=body.customerId,
         amount_tiyn=body.refundAmount, link_receipt=body.linkReceipt or None),
-        _exchange(request, time.perf_counter() - request[STARTED]),
+        _exchange(request),
         request.app[SERVICES].settings.limits)
     request[LOGGED] = True
     return result_response(answer.code, answer.message)
@@ -134,7 +138,7 @@ async def source_allowlist(request: web.Request, handler: Handler) -> web.Stream
 @web.middleware
 async def inbound_log(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Answer in the protocol's form whatever happens, and keep every exchange."""
-    started = request[STARTED] = time.perf_counter()
+    request[STARTED] = Started()
     try:
         response = await handler(request)
     except web.HTTPException as exc:
@@ -151,11 +155,24 @@ async def inbound_log(request: web.Request, handler: Handler) -> web.StreamRespo
         response = result_response(ResultCode.UNKNOWN_EXCEPTION,
                                    "internal error; please retry", 500)
     if not request.get(LOGGED, False):
-        await _store_exchange(request, response, time.perf_counter() - started)
+        await _store_exchange(request, response)
+    _journal(request, response)
     return response
 
 
-def _exchange(request: web.Request, elapsed_s: float) -> refunds.InboundExchange:
+def _journal(request: web.Request, response: web.StreamResponse) -> None:
+    """The exchange journal's row (unmasked, unlike the inbound request log's: the
+    journal keeps customer ids as the protocol carries them)."""
+    request.app[SERVICES].journal.record(Exchange(
+        Direction.IN, COUNTERPARTY, "refund", request[STARTED],
+        request[STARTED].elapsed_ms(), target=f"{request.method} {request.path}",
+        refs=request.get(REFS, Refs()),
+        request_id=request.headers.get("X-Request-ID") or new_request_id(),
+        http_status=response.status, request_body=request.get(RAW_BODY),
+        response_body=response.text if isinstance(response, web.Response) else None))
+
+
+def _exchange(request: web.Request) -> refunds.InboundExchange:
     """What the inbound request log keeps of a request (the answer is added by whoever
     stores it)."""
     body = request.get(RAW_BODY, b"")
@@ -165,14 +182,13 @@ def _exchange(request: web.Request, elapsed_s: float) -> refunds.InboundExchange
         # PostgreSQL text cannot hold NUL: without this, such an exchange went unrecorded.
         body_masked=mask_customer_ids_in_json(
             body[:65536].decode(errors="replace").replace("\x00", "\ufffd")),
-        elapsed_ms=int(elapsed_s * 1000))
+        elapsed_ms=request[STARTED].elapsed_ms())
 
 
-async def _store_exchange(request: web.Request, response: web.StreamResponse,
-                          elapsed_s: float) -> None:
+async def _store_exchange(request: web.Request, response: web.StreamResponse) -> None:
     """The log entry of an exchange the handler did not store (refused, unreadable,
     failed)."""
-    exchange = _exchange(request, elapsed_s)
+    exchange = _exchange(request)
     answer = response.text if isinstance(response, web.Response) else None
     try:
         async with request.app[SERVICES].pool.acquire() as conn:

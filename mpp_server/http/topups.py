@@ -19,6 +19,7 @@ from mpp_server.http.models import (
     TopupRefundIn,
     TopupRefundOut,
 )
+from mpp_server.journal import Journal
 from mpp_server.money import is_whole_tenge
 
 
@@ -26,6 +27,7 @@ from mpp_server.money import is_whole_tenge
 class TopupServices:
     topups: Topups
     refunds: TopupRefunds
+    journal: Journal  # the acquiring listener records each callback
 
 
 TOPUP_SERVICES: web.AppKey[TopupServices] = web.AppKey("topups", TopupServices)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
 from typing import TypeVar
 
@@ -18,6 +17,7 @@ import aiohttp
 from pydantic import BaseModel, ValidationError
 
 from mpp_server import jsonutil
+from mpp_server.journal import Direction, Exchange, Journal, Refs, Started
 from mpp_server.kaspi_client.models import (
     LOCALES,
     CheckoutRequest,
@@ -31,6 +31,7 @@ from mpp_server.metrics import KASPI_CALLS_BY, KASPI_LATENCY_BY
 
 log = logging.getLogger(__name__)
 R = TypeVar("R", bound=BaseModel)
+COUNTERPARTY = "kaspi"
 
 
 class KaspiNoAnswer(Exception):
@@ -41,13 +42,27 @@ class KaspiNoAnswer(Exception):
         self.reason = reason
 
 
+def _refs(payload: BaseModel, answer: BaseModel | None) -> Refs:
+    """The ids a call concerns, for the journal: the payment of a checkout or notify,
+    the payment (or refund) a scan found."""
+    if isinstance(payload, CheckoutRequest):
+        return Refs(payment_id=payload.paymentId)
+    if isinstance(payload, NotifyRequest):
+        return Refs(payment_id=payload.payment.paymentId)
+    if isinstance(answer, ScanResponse):
+        return Refs(payment_id=answer.payment.paymentId if answer.payment else None,
+                    refund_id=answer.refund.refundId if answer.refund else None)
+    return Refs()
+
+
 class KaspiClient:
     def __init__(self, session: aiohttp.ClientSession, base_url: str, caller_name: str,
-                 timeout_ms: int) -> None:
+                 timeout_ms: int, journal: Journal) -> None:
         self._session = session
         self._base_url = base_url.rstrip("/")
         self._caller_name = caller_name
         self._timeout = aiohttp.ClientTimeout(total=timeout_ms / 1000)
+        self._journal = journal
 
     async def scan(self, request: ScanRequest, locale: str) -> ScanResponse:
         return await self._call("scan", request, locale, ScanResponse)
@@ -74,12 +89,16 @@ class KaspiClient:
             "X-Locale": locale if locale in LOCALES else "ru-RU",
         }
         body = payload.model_dump_json(exclude_none=True)
-        started = time.perf_counter()
+        url = f"{self._base_url}/api/v1/qr/{method}"
+        started = Started()
         outcome = "BAD_RESPONSE"
+        status: int | None = None
+        raw: bytes | None = None
+        answer: R | None = None
         try:
-            async with self._session.post(f"{self._base_url}/api/v1/qr/{method}", data=body,
-                                          headers=headers,
+            async with self._session.post(url, data=body, headers=headers,
                                           timeout=limit or self._timeout) as resp:
+                status = resp.status
                 raw = await resp.read()
                 if resp.status >= 500:
                     outcome = f"HTTP_{resp.status}"
@@ -102,7 +121,14 @@ class KaspiClient:
             outcome = "CANCELLED"
             raise
         finally:
+            duration_ms = started.elapsed_ms()
             KASPI_CALLS_BY(method, outcome).inc()
-            KASPI_LATENCY_BY(method).observe(time.perf_counter() - started)
+            KASPI_LATENCY_BY(method).observe(duration_ms / 1000)
+            self._journal.record(Exchange(
+                Direction.OUT, COUNTERPARTY, method, started, duration_ms,
+                target=f"POST {url}", refs=_refs(payload, answer),
+                request_id=headers["X-Request-ID"], http_status=status,
+                transport_error=outcome if status is None else None,
+                request_body=body, response_body=raw))
             log.debug("kaspi call", extra={"kaspi_method": method, "outcome": outcome,
                                            "request_id": headers["X-Request-ID"]})

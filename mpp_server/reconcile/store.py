@@ -305,15 +305,18 @@ async def refresh_metrics(pool: asyncpg.Pool) -> None:
         assert row is not None
         registries = await conn.fetch(_LATEST_BY_REGISTRY)
         newest: int = row["newest_alarm"]
-        counted = _alarms_counted_up_to.setdefault(row["db"], newest)
-        if newest > counted:
-            # Claimed before the next await: a concurrent refresh cannot count them again.
-            _alarms_counted_up_to[row["db"]] = newest
-            for new in await conn.fetch(
-                    """SELECT kind, count(*) AS n FROM reconciliation_discrepancies
-                       WHERE kind = ANY($1::text[]) AND id > $2 AND id <= $3
-                       GROUP BY kind""", kinds, counted, newest):
-                MONEY_ALARMS.labels(new["kind"]).inc(new["n"])
+        seen = _alarms_counted_up_to.setdefault(row["db"], newest)
+        alarms = [] if newest <= seen else await conn.fetch(
+            """SELECT id, kind FROM reconciliation_discrepancies
+               WHERE kind = ANY($1::text[]) AND id > $2 AND id <= $3""", kinds, seen, newest)
+    # Counted and claimed with no await in between: a concurrent refresh cannot count
+    # them again, and a refresh that returns has counted every alarm it saw (claiming
+    # before the fetch left them uncounted while it ran, and for ever if it failed).
+    counted = _alarms_counted_up_to[row["db"]]
+    for alarm in alarms:
+        if alarm["id"] > counted:
+            MONEY_ALARMS.labels(alarm["kind"]).inc()
+    _alarms_counted_up_to[row["db"]] = max(counted, newest)
     # No await between clear and set: a scrape never sees the gauges half refreshed.
     RECONCILIATION_OPEN.clear()
     RECONCILIATION_ACKNOWLEDGED.clear()

@@ -34,6 +34,7 @@ from mpp_server import db
 from mpp_server.domain import events
 from mpp_server.domain.outcomes import WebhookAttemptOutcome
 from mpp_server.http.models import EventOut, WebhookOut
+from mpp_server.journal import Direction, Exchange, Journal, Refs, Started
 from mpp_server.metrics import (
     WEBHOOK_ATTEMPTS,
     WEBHOOK_DELIVERIES,
@@ -52,6 +53,7 @@ LEASE_MARGIN_S = 2.0
 # together (a receiver down) do not all come back at the same moment.
 JITTER = 0.1
 WHERE = "webhook_sender"
+COUNTERPARTY = "webhook"
 
 
 @dataclass(frozen=True)
@@ -101,12 +103,19 @@ def body(event: asyncpg.Record) -> bytes:
                       data=data).model_dump_json(exclude_none=True).encode()
 
 
+def refs(event: asyncpg.Record) -> Refs:
+    """The ids a webhook concerns, for the exchange journal."""
+    return Refs(payment_id=event["payment_id"], refund_id=event["refund_id"],
+                topup_id=event["topup_id"])
+
+
 class WebhookSender:
     def __init__(self, pool: asyncpg.Pool, http: aiohttp.ClientSession,
-                 policy: Policy) -> None:
+                 policy: Policy, journal: Journal) -> None:
         self._pool = pool
         self._http = http
         self._policy = policy
+        self._journal = journal
 
     async def run(self) -> None:
         """Forever: claim what is due (as many as there are free slots), deliver each in
@@ -163,7 +172,7 @@ class WebhookSender:
         if claim.event is None:
             sent = Sent(False, "EVENT_GONE")
         else:
-            sent = await self.send(str(claim.event_id), body(claim.event))
+            sent = await self.send(str(claim.event_id), body(claim.event), refs(claim.event))
         WEBHOOK_ATTEMPTS.labels(sent.result).inc()
         p = self._policy
         async with self._pool.acquire() as conn:
@@ -177,9 +186,21 @@ class WebhookSender:
         self._count(claim, sent, outcome, row)
         return outcome
 
-    async def send(self, webhook_id: str, payload: bytes) -> Sent:
+    async def send(self, webhook_id: str, payload: bytes, concerns: Refs) -> Sent:
         """One POST, bounded by WEBHOOK_TIMEOUT_MS; redirects are not followed (a 3xx is
-        not a delivery). The receiver's body is not read."""
+        not a delivery). The receiver's body is not read. Each attempt is a row of the
+        exchange journal (the body is ours: no secret in it; the signature is not kept)."""
+        started = Started()
+        sent = await self._post(webhook_id, payload)
+        status = int(sent.result[5:]) if sent.result.startswith("HTTP_") else None
+        self._journal.record(Exchange(
+            Direction.OUT, COUNTERPARTY, "deliver", started, started.elapsed_ms(),
+            target=f"POST {self._policy.url}", refs=concerns, request_id=webhook_id,
+            http_status=status, transport_error=None if status else sent.result,
+            request_body=payload))
+        return sent
+
+    async def _post(self, webhook_id: str, payload: bytes) -> Sent:
         try:
             async with self._http.post(
                     self._policy.url, data=payload, allow_redirects=False,

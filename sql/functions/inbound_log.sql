@@ -1,5 +1,6 @@
 -- The inbound request log (inbound_requests): every request Kaspi sent us, with our
--- answer, kept (append-only) for the integration checklist's 30 days.
+-- answer, kept (append-only) EXCHANGE_RETENTION_DAYS, at least the integration
+-- checklist's 30 days.
 
 -- The one way an exchange is logged: by refund_apply_logged in the refund's own
 -- statement, and by the listener for a request it refused or failed.
@@ -14,13 +15,5 @@ BEGIN
                                   http_status, answer, duration_ms)
     VALUES (p_source_ip, p_method, p_path, p_headers, p_body_masked, p_http_status,
             p_answer, p_duration_ms);
-END;
-$$;
-
--- inbound_requests' trigger refuses every UPDATE and DELETE with this.
-
-CREATE OR REPLACE FUNCTION refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    RAISE EXCEPTION '% is append-only', TG_TABLE_NAME;
 END;
 $$;

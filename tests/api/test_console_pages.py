@@ -216,6 +216,33 @@ async def test_retry_notify_now_makes_the_outbox_row_due_and_the_worker_sends_it
     assert "Nothing to retry" in again.text
 
 
+async def test_payment_page_lists_each_notify_attempt_from_the_exchange_journal(
+        console_stack: Stack, browsers: list[Browser]) -> None:
+    async with kaspi_not_answering(console_stack, "35.00") as payment_id:
+        await until(lambda: outbox_attempts(console_stack, payment_id, at_least=2),
+                    "two failed notify attempts")
+    await helpers.wait_status(console_stack, payment_id, "COMPLETED", WAIT_S)
+
+    async def journaled_success() -> bool:
+        rows = await helpers.journal_rows(console_stack, "payment_id", payment_id, 1)
+        return any(r["operation"] == "notifyPayment" and r["http_status"] == 200
+                   for r in rows)
+
+    await until(journaled_success, "the answered notifyPayment in the journal")
+    attempts = [r for r in await helpers.journal_rows(console_stack, "payment_id",
+                                                      payment_id, 1)
+                if r["operation"] == "notifyPayment"]
+    await operator_in(browsers[0], console_stack, Role.VIEWER)
+    page = await browsers[0].get(f"/payments/{payment_id}")
+    notify = page.text[page.text.index('id="notify"'):page.text.index("Life, in time order")]
+    # Every attempt, each with its own time: the failed ones and Kaspi's final answer.
+    assert notify.count("<tr><td>") == len(attempts) >= 3
+    assert notify.count("HTTP_500") == len(attempts) - 1
+    assert "SUCCESS</code> <span class=\"muted\">final</span>" in notify
+    assert "Only the final answer" not in notify
+    assert page.text.count("notifyPayment had no answer") == len(attempts) - 1
+
+
 async def outbox_attempts(stack: Stack, payment_id: str, at_least: int) -> bool:
     async with stack.pool.acquire() as conn:
         attempts = await conn.fetchval(

@@ -6,8 +6,6 @@ cancel (§4.3, CANCELLED_BY_CLIENT)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from tests.support.helpers import (
@@ -25,12 +23,13 @@ from tests.support.helpers import (
     sim_payment,
     transfers_of,
 )
+from tests.support.stack import Stack
 
 pytestmark = pytest.mark.usefixtures("clean_faults")
 HOURLY = [{"id": 3932, "value": "547RBA02"}, {"id": 3933, "value": "1h"}]  # 500.00
 
 
-async def checked_out(stack: Any, customer: str) -> str:
+async def checked_out(stack: Stack, customer: str) -> str:
     qr = await new_qr(stack, "Custom")
     payment_id = str((await scan(stack, qr["qrCode"], customer))["payment"]["paymentId"])
     status, body = await call(stack, "POST", f"/v1/payments/{payment_id}/checkout",
@@ -40,7 +39,7 @@ async def checked_out(stack: Any, customer: str) -> str:
 
 
 async def test_custom_payment_refunded_then_cancelled_through_its_merchant(
-        stack: Any) -> None:
+        stack: Stack) -> None:
     customer = new_customer()
     await deposit(stack, customer, "800.00")
     payment_id = await checked_out(stack, customer)
@@ -75,7 +74,7 @@ async def test_custom_payment_refunded_then_cancelled_through_its_merchant(
     await assert_books_balanced(stack)
 
 
-async def test_checked_out_custom_payment_cancelled_by_the_customer(stack: Any) -> None:
+async def test_checked_out_custom_payment_cancelled_by_the_customer(stack: Stack) -> None:
     customer = new_customer()
     await deposit(stack, customer, "800.00")
     payment_id = await checked_out(stack, customer)

@@ -22,6 +22,7 @@ from tests.support.helpers import (
     call,
     confirm,
     deposit,
+    journal_rows,
     new_customer,
     new_qr,
     scan,
@@ -153,6 +154,10 @@ async def scenario(stack: Stack, away: Any, back: Any) -> None:
     assert await transfers_of(stack, "refund_credit", refund["refundId"]) == 1
     metrics = await (await stack.http.get(stack.wallet_url + "/metrics")).text()
     assert 'mpp_db_unavailable_total{where="wallet"}' in metrics
+    # The exchange journal kept what was said while the database was away, and wrote it
+    # once the database was back: the two refunds answered 500, then the repeat's 200.
+    rows = await journal_rows(stack, "refund_id", refund["refundId"], 3)
+    assert [r["http_status"] for r in rows] == [500, 500, 200]
 
 
 @pytest.mark.slow
@@ -187,9 +192,9 @@ async def test_deposit_whose_connection_died_mid_statement_is_run_again_once(
         depositing = asyncio.create_task(call(
             stack, "POST", f"/v1/accounts/{customer}/deposits",
             {"depositId": deposit_id, "amount": "5.00"}, token=stack.deposit_token))
-        waiting = await waiting_backends(holder, 1)
+        waiting = await waiting_backends(stack.pool, 1)
         await holder.execute("SELECT pg_terminate_backend($1)", waiting[0])
-        await waiting_backends(holder, 1)  # the deposit, run again, waits once more
+        await waiting_backends(stack.pool, 1)  # the deposit, run again, waits once more
         await held.rollback()  # the other request refused: the key is free again
         status, body = await depositing
     finally:
@@ -198,13 +203,16 @@ async def test_deposit_whose_connection_died_mid_statement_is_run_again_once(
     assert await transfers_of(stack, "deposit", deposit_id) == 1
 
 
-async def waiting_backends(conn: asyncpg.Connection, count: int) -> list[int]:
-    """The backends of this database waiting on a lock, once there are `count`."""
+async def waiting_backends(pool: db.Pool, count: int) -> list[int]:
+    """The backends of this database waiting on a lock, once there are `count`. Asked
+    outside the lock holder's transaction: within a transaction pg_stat_activity lists
+    the backends of its first read only, so a backend that connects later (the rerun's,
+    when the pool opens a connection for it) would never show."""
     deadline = asyncio.get_running_loop().time() + ANSWER_BOUND_S
     while True:
-        pids: list[int] = [r["pid"] for r in await conn.fetch(
+        pids: list[int] = [r["pid"] for r in await pool.fetch(
             "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-            "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()")]
+            "AND wait_event_type = 'Lock'")]
         if len(pids) == count:
             return pids
         assert asyncio.get_running_loop().time() < deadline, pids

@@ -38,6 +38,7 @@ from schemathesis.specs.openapi.checks import (
 
 from mpp_server.domain import ledger
 from mpp_server.money import parse_amount
+from tests.support.stack import Stack
 
 AnyCase = Case[Any]
 AnyOperation = APIOperation[Any, Any, Any, Any]
@@ -162,7 +163,7 @@ class Books:
     balances: dict[str, int]
 
 
-async def _books(stack: Any) -> Books:
+async def _books(stack: Stack) -> Books:
     async with stack.pool.acquire() as conn:
         last = await conn.fetchval("SELECT coalesce(max(id), 0) FROM transfers")
         inbound = await conn.fetchval("SELECT count(*) FROM inbound_requests")
@@ -171,7 +172,7 @@ async def _books(stack: Any) -> Books:
     return Books(last, inbound, {r["customer_id"]: r["balance_tiyn"] for r in rows})
 
 
-async def _assert_only_answered_deposits_moved_money(stack: Any, before: Books,
+async def _assert_only_answered_deposits_moved_money(stack: Stack, before: Books,
                                                      report: FuzzReport) -> None:
     """Every transfer made during the run is a deposit the fuzzer was answered 201 for,
     or belongs to a payment or refund that existed before (the notify worker finishing an
@@ -200,7 +201,7 @@ async def _assert_only_answered_deposits_moved_money(stack: Any, before: Books,
         assert row["balance_tiyn"] == before.balances.get(row["customer_id"], 0) + row["moved"]
 
 
-async def _served(stack: Any, url: str) -> dict[str, Any]:
+async def _served(stack: Stack, url: str) -> dict[str, Any]:
     async with stack.http.get(url + "/openapi.json") as resp:
         assert resp.status == 200
         document: dict[str, Any] = await resp.json()
@@ -208,7 +209,7 @@ async def _served(stack: Any, url: str) -> dict[str, Any]:
 
 
 @pytest.mark.slow
-async def test_fuzzing_both_listeners_finds_no_server_error(stack: Any) -> None:
+async def test_fuzzing_both_listeners_finds_no_server_error(stack: Stack) -> None:
     wallet_doc = await _served(stack, stack.wallet_url)
     kaspi_doc = await _served(stack, stack.kaspi_url)
     before = await _books(stack)

@@ -27,6 +27,7 @@ from tests.support.helpers import (
     sim_payment,
     transfers_of,
 )
+from tests.support.stack import Stack
 
 pytestmark = pytest.mark.usefixtures("clean_faults")
 
@@ -54,7 +55,7 @@ def scan_answer(qr_type: str, payment_fields: dict[str, Any],
                        "merchant": MERCHANT if merchant is None else merchant, **extra})
 
 
-async def scan_as_kaspi_answers(stack: Any, answer: str) -> tuple[int, Any]:
+async def scan_as_kaspi_answers(stack: Stack, answer: str) -> tuple[int, Any]:
     """Scan a real QR code; Kaspi's answer is `answer`, written as it is."""
     qr = await new_qr(stack, "Static")
     await fault(stack, "scan", "replace_answer", 1, rawBody=answer)
@@ -62,7 +63,7 @@ async def scan_as_kaspi_answers(stack: Any, answer: str) -> tuple[int, Any]:
                       {"qrCode": qr["qrCode"], "customerId": new_customer()})
 
 
-async def stored_payment(stack: Any, payment_id: str) -> bool:
+async def stored_payment(stack: Stack, payment_id: str) -> bool:
     async with stack.pool.acquire() as conn:
         found: bool = await conn.fetchval(
             "SELECT EXISTS (SELECT 1 FROM payments WHERE payment_id = $1)", payment_id)
@@ -73,7 +74,7 @@ async def stored_payment(stack: Any, payment_id: str) -> bool:
 
 @pytest.mark.parametrize("qr_type", ["Dynamic", "Static"])
 async def test_scan_without_can_confirm_until_is_refused_as_defective(
-        stack: Any, qr_type: str) -> None:
+        stack: Stack, qr_type: str) -> None:
     payment_id = f"no-deadline-{new_customer()}"
     fields: dict[str, Any] = {"paymentId": payment_id}
     if qr_type == "Dynamic":
@@ -87,7 +88,7 @@ async def test_scan_without_can_confirm_until_is_refused_as_defective(
     assert not await stored_payment(stack, payment_id)
 
 
-async def test_dynamic_scan_without_an_amount_is_refused_as_defective(stack: Any) -> None:
+async def test_dynamic_scan_without_an_amount_is_refused_as_defective(stack: Stack) -> None:
     payment_id = f"no-amount-{new_customer()}"
     counted = defects("scan", "paymentAmount", "missing")
     status, body = await scan_as_kaspi_answers(stack, scan_answer(
@@ -97,7 +98,7 @@ async def test_dynamic_scan_without_an_amount_is_refused_as_defective(stack: Any
     assert not await stored_payment(stack, payment_id)
 
 
-async def custom_scanned(stack: Any, customer: str, *, until: str | None) -> str:
+async def custom_scanned(stack: Stack, customer: str, *, until: str | None) -> str:
     """A Custom payment scanned; Kaspi's scan carries `until` as canConfirmUntil (the
     regulation's own Custom example carries none)."""
     fields: dict[str, Any] = {"paymentId": f"custom-{new_customer()}"}
@@ -111,7 +112,7 @@ async def custom_scanned(stack: Any, customer: str, *, until: str | None) -> str
     return str(scanned["payment"]["paymentId"])
 
 
-async def checkout_as_kaspi_answers(stack: Any, customer: str, payment_id: str,
+async def checkout_as_kaspi_answers(stack: Stack, customer: str, payment_id: str,
                                     answer: dict[str, Any]) -> tuple[int, Any]:
     await fault(stack, "checkout", "replace_answer", 1, rawBody=json.dumps(
         {"result": {"resultCode": "SUCCESS", "resultMessage": "success"}, **answer}))
@@ -120,7 +121,7 @@ async def checkout_as_kaspi_answers(stack: Any, customer: str, payment_id: str,
 
 
 async def test_checkout_without_can_confirm_until_keeps_scans_and_is_counted(
-        stack: Any) -> None:
+        stack: Stack) -> None:
     customer = new_customer()
     payment_id = await custom_scanned(stack, customer, until=UNTIL)
     counted = defects("checkout", "canConfirmUntil", "missing")
@@ -137,7 +138,7 @@ async def test_checkout_without_can_confirm_until_keeps_scans_and_is_counted(
     ({"canConfirmUntil": UNTIL}, "paymentAmount"),
 ], ids=["no deadline at all", "no amount"])
 async def test_checkout_answer_missing_what_confirm_needs_is_refused(
-        stack: Any, answer: dict[str, Any], field: str) -> None:
+        stack: Stack, answer: dict[str, Any], field: str) -> None:
     customer = new_customer()
     payment_id = await custom_scanned(stack, customer, until=None)
     counted = defects("checkout", field, "missing")
@@ -156,7 +157,7 @@ async def test_checkout_answer_missing_what_confirm_needs_is_refused(
     ({**MERCHANT, "merchantMCC": "5" * 40, "authorType": "TERMINAL"}, "too_long"),
 ], ids=["missing", "over-long"])
 async def test_defective_merchant_fields_are_counted_and_passed_through(
-        stack: Any, merchant: dict[str, Any], kind: str) -> None:
+        stack: Stack, merchant: dict[str, Any], kind: str) -> None:
     payment_id = f"merchant-{new_customer()}"
     before = {f: defects("scan", f, kind) for f in ("merchantMCC", "authorType")}
     status, body = await scan_as_kaspi_answers(stack, scan_answer(
@@ -172,12 +173,12 @@ async def test_defective_merchant_fields_are_counted_and_passed_through(
 
 # ---- item 3: checkout's final refusals -----------------------------------------------------
 
-async def custom_from_simulator(stack: Any, customer: str, **qr_fields: Any) -> str:
+async def custom_from_simulator(stack: Stack, customer: str, **qr_fields: Any) -> str:
     qr = await new_qr(stack, "Custom", **qr_fields)
     return str((await scan(stack, qr["qrCode"], customer))["payment"]["paymentId"])
 
 
-async def checkout(stack: Any, customer: str, payment_id: str) -> tuple[int, Any]:
+async def checkout(stack: Stack, customer: str, payment_id: str) -> tuple[int, Any]:
     return await call(stack, "POST", f"/v1/payments/{payment_id}/checkout", {
         "customerId": customer, "parameters": [{"id": 3932, "value": "547RBA02"},
                                                {"id": 3933, "value": "1h"}]})
@@ -188,7 +189,7 @@ async def checkout(stack: Any, customer: str, payment_id: str) -> tuple[int, Any
     ("EXPIRED_CODE", 410, "EXPIRED"),
 ])
 async def test_checkouts_final_refusal_is_recorded_and_repeated_without_kaspi(
-        stack: Any, code: str, http_status: int, status: str) -> None:
+        stack: Stack, code: str, http_status: int, status: str) -> None:
     customer = new_customer()
     await deposit(stack, customer, "1000.00")
     payment_id = await custom_from_simulator(stack, customer)
@@ -214,7 +215,7 @@ async def test_checkouts_final_refusal_is_recorded_and_repeated_without_kaspi(
 # ---- item 5: notifyPayment's paymentAmount is whole tenge (§4.3) ---------------------------
 
 async def test_custom_amount_with_tiyn_from_checkout_is_refused_before_any_debit(
-        stack: Any) -> None:
+        stack: Stack) -> None:
     customer = new_customer()
     await deposit(stack, customer, "2000.00")
     payment_id = await custom_from_simulator(stack, customer, amount="1500.50")
@@ -231,7 +232,7 @@ async def test_custom_amount_with_tiyn_from_checkout_is_refused_before_any_debit
 
 
 async def test_dynamic_amount_with_tiyn_is_notified_without_payment_amount(
-        stack: Any) -> None:
+        stack: Stack) -> None:
     customer = new_customer()
     await deposit(stack, customer, "100.00")
     qr = await new_qr(stack, "Dynamic", amount="60.75")

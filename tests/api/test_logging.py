@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
 
 import pytest
 
 from mpp_server.logs import JsonFormatter, mask_customer, mask_customer_ids_in_json
 from tests.support.helpers import confirm, deposit, new_customer, new_qr, scan, sim
+from tests.support.stack import Stack
 
 
 def test_mask_keeps_four_characters() -> None:
@@ -20,7 +20,7 @@ def test_mask_keeps_four_characters() -> None:
 
 
 async def test_payment_logs_never_show_the_customer_id(
-        stack: Any, caplog: pytest.LogCaptureFixture) -> None:
+        stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
     customer = new_customer()
     caplog.set_level(logging.DEBUG)
     await deposit(stack, customer, "10.00")

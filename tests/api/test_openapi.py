@@ -21,6 +21,7 @@ from mpp_server.http.middleware import LISTENER, wallet_errors
 from mpp_server.http.routes import ROUTES
 from mpp_server.http.routing import OPENAPI_TEXT, Listener, Route, Scope, register
 from mpp_server.metrics import REGISTRY, UNDECLARED_ERRORS
+from tests.support.stack import Stack
 
 COMMITTED = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
 # shared/spec/wallet-api.md: every path and method of the contract.
@@ -198,7 +199,7 @@ def test_cli_prints_the_combined_document(capsys: pytest.CaptureFixture[str]) ->
 
 
 @pytest.mark.parametrize("listener", ["wallet", "kaspi"])
-async def test_each_listener_serves_its_part_without_a_token(stack: Any,
+async def test_each_listener_serves_its_part_without_a_token(stack: Stack,
                                                             listener: Listener) -> None:
     url = stack.wallet_url if listener == "wallet" else stack.kaspi_url
     async with stack.http.get(url + "/openapi.json") as resp:

@@ -16,6 +16,7 @@ from tests.support.helpers import (
     call,
     complete_payment,
     confirm,
+    confirmed,
     deposit,
     fault,
     new_customer,
@@ -31,7 +32,7 @@ from tests.support.stack import Stack, server_env, settings_from
 pytestmark = pytest.mark.usefixtures("clean_faults")
 
 
-async def test_dynamic_qr_pays_the_scanned_amount(stack: Any) -> None:
+async def test_dynamic_qr_pays_the_scanned_amount(stack: Stack) -> None:
     customer = new_customer()
     await deposit(stack, customer, "1000.00")
     qr = await new_qr(stack, "Dynamic", amount="250.50")
@@ -54,7 +55,7 @@ async def test_dynamic_qr_pays_the_scanned_amount(stack: Any) -> None:
     await assert_books_balanced(stack)
 
 
-async def test_static_qr_takes_the_customers_whole_tenge_amount(stack: Any) -> None:
+async def test_static_qr_takes_the_customers_whole_tenge_amount(stack: Stack) -> None:
     customer = new_customer()
     await deposit(stack, customer, "500.00")
     qr = await new_qr(stack, "Static")
@@ -68,14 +69,13 @@ async def test_static_qr_takes_the_customers_whole_tenge_amount(stack: Any) -> N
     assert status == 422 and "whole" in body["error"]["message"]
     assert await balance(stack, customer) == "500.00"
 
-    status, body = await confirm(stack, payment_id, customer, amount="120")
-    assert status == 200 and body["status"] == "COMPLETED", body
+    body = await confirmed(stack, payment_id, customer, amount="120")
     assert body["amount"] == "120.00"
     assert await balance(stack, customer) == "380.00"
     assert (await sim_payment(stack, payment_id))["amount"] == "120.00"
 
 
-async def test_custom_qr_goes_through_checkout(stack: Any) -> None:
+async def test_custom_qr_goes_through_checkout(stack: Stack) -> None:
     customer = new_customer()
     await deposit(stack, customer, "5000.00")
     qr = await new_qr(stack, "Custom")
@@ -104,14 +104,13 @@ async def test_custom_qr_goes_through_checkout(stack: Any) -> None:
     assert body["status"] == "CHECKED_OUT" and body["canConfirmUntil"]
     amount = body["amount"]
 
-    status, body = await confirm(stack, payment_id, customer)
-    assert status == 200 and body["status"] == "COMPLETED", body
+    body = await confirmed(stack, payment_id, customer)
     assert body["amount"] == amount
     kaspi = await sim_payment(stack, payment_id)
     assert kaspi["status"] == "COMPLETED" and kaspi["amount"] == amount
 
 
-async def test_refund_qr_answers_the_refund_id(stack: Any) -> None:
+async def test_refund_qr_answers_the_refund_id(stack: Stack) -> None:
     customer = new_customer()
     qr = await new_qr(stack, "Refund")
     scanned = await scan(stack, qr["qrCode"], customer)
@@ -119,7 +118,7 @@ async def test_refund_qr_answers_the_refund_id(stack: Any) -> None:
                        **({"merchant": scanned["merchant"]} if "merchant" in scanned else {})}
 
 
-async def test_kazakh_locale_gets_a_kazakh_receipt(stack: Any) -> None:
+async def test_kazakh_locale_gets_a_kazakh_receipt(stack: Stack) -> None:
     customer = new_customer()
     await deposit(stack, customer, "100.00")
     qr = await new_qr(stack, "Dynamic", amount="10.00")
@@ -128,7 +127,7 @@ async def test_kazakh_locale_gets_a_kazakh_receipt(stack: Any) -> None:
     assert status == 200 and body["linkReceipt"].endswith("&locale=kk"), body
 
 
-async def test_cancel_tells_kaspi_cancelled_by_client(stack: Any) -> None:
+async def test_cancel_tells_kaspi_cancelled_by_client(stack: Stack) -> None:
     customer = new_customer()
     await deposit(stack, customer, "100.00")
     qr = await new_qr(stack, "Dynamic", amount="10.00")
@@ -142,7 +141,7 @@ async def test_cancel_tells_kaspi_cancelled_by_client(stack: Any) -> None:
     assert await balance(stack, customer) == "100.00"
 
 
-async def test_expired_payment_is_not_debited(stack: Any) -> None:
+async def test_expired_payment_is_not_debited(stack: Stack) -> None:
     customer = new_customer()
     await deposit(stack, customer, "100.00")
     qr = await new_qr(stack, "Dynamic", amount="10.00", ttlSeconds=1)
@@ -155,7 +154,7 @@ async def test_expired_payment_is_not_debited(stack: Any) -> None:
     assert await transfers_of(stack, "payment_debit", payment_id) == 0
 
 
-async def test_expired_qr_code_is_refused_at_scan(stack: Any) -> None:
+async def test_expired_qr_code_is_refused_at_scan(stack: Stack) -> None:
     qr = await new_qr(stack, "Dynamic", amount="10.00", ttlSeconds=0.2)
     await asyncio.sleep(0.4)
     status, body = await call(stack, "POST", "/v1/scan",
@@ -163,7 +162,7 @@ async def test_expired_qr_code_is_refused_at_scan(stack: Any) -> None:
     assert status == 410 and body["error"]["code"] == "EXPIRED_CODE", body
 
 
-async def test_insufficient_funds_closes_the_payment_without_debit(stack: Any) -> None:
+async def test_insufficient_funds_closes_the_payment_without_debit(stack: Stack) -> None:
     customer = new_customer()
     await deposit(stack, customer, "50.00")
     qr = await new_qr(stack, "Dynamic", amount="50.01")
@@ -179,14 +178,13 @@ async def test_insufficient_funds_closes_the_payment_without_debit(stack: Any) -
     assert kaspi["status"] == "FAILED" and kaspi["notifyCount"] == 1
 
 
-async def test_kaspi_decline_returns_the_money(stack: Any) -> None:
+async def test_kaspi_decline_returns_the_money(stack: Stack) -> None:
     customer = new_customer()
     await deposit(stack, customer, "100.00")
     qr = await new_qr(stack, "Dynamic", amount="60.00")
     payment_id = (await scan(stack, qr["qrCode"], customer))["payment"]["paymentId"]
     await fault(stack, "notifyPayment", "error_code", 1, resultCode="RISK_REJECT")
-    status, body = await confirm(stack, payment_id, customer)
-    assert status == 200 and body["status"] == "DECLINED", body
+    body = await confirmed(stack, payment_id, customer, wanted="DECLINED")
     assert body["declineReason"] == "RISK_REJECT"
     assert await balance(stack, customer) == "100.00"
     async with stack.pool.acquire() as conn:
@@ -196,7 +194,7 @@ async def test_kaspi_decline_returns_the_money(stack: Any) -> None:
     await assert_books_balanced(stack)
 
 
-async def test_customer_must_be_the_one_who_scanned(stack: Any) -> None:
+async def test_customer_must_be_the_one_who_scanned(stack: Stack) -> None:
     customer, other = new_customer(), new_customer()
     await deposit(stack, other, "100.00")
     qr = await new_qr(stack, "Dynamic", amount="10.00")
@@ -206,7 +204,7 @@ async def test_customer_must_be_the_one_who_scanned(stack: Any) -> None:
     assert await balance(stack, other) == "100.00"
 
 
-async def test_twenty_concurrent_confirms_debit_once(stack: Any) -> None:
+async def test_twenty_concurrent_confirms_debit_once(stack: Stack) -> None:
     customer = new_customer()
     await deposit(stack, customer, "100.00")
     qr = await new_qr(stack, "Dynamic", amount="30.00")
@@ -220,7 +218,7 @@ async def test_twenty_concurrent_confirms_debit_once(stack: Any) -> None:
     assert (await sim_payment(stack, payment_id))["status"] == "COMPLETED"
 
 
-async def test_notify_timeouts_are_retried_until_kaspi_answers(stack: Any) -> None:
+async def test_notify_timeouts_are_retried_until_kaspi_answers(stack: Stack) -> None:
     customer = new_customer()
     await deposit(stack, customer, "100.00")
     qr = await new_qr(stack, "Dynamic", amount="40.00")
@@ -237,7 +235,7 @@ async def test_notify_timeouts_are_retried_until_kaspi_answers(stack: Any) -> No
     assert kaspi["status"] == "COMPLETED" and kaspi["notifyCount"] >= 1
 
 
-async def test_lost_reply_is_applied_once(stack: Any) -> None:
+async def test_lost_reply_is_applied_once(stack: Stack) -> None:
     customer = new_customer()
     await deposit(stack, customer, "100.00")
     qr = await new_qr(stack, "Dynamic", amount="25.00")
@@ -257,7 +255,7 @@ async def test_lost_reply_is_applied_once(stack: Any) -> None:
     assert completed == 1
 
 
-async def test_http_500_and_unknown_exception_are_retried(stack: Any) -> None:
+async def test_http_500_and_unknown_exception_are_retried(stack: Stack) -> None:
     customer = new_customer()
     await deposit(stack, customer, "100.00")
     qr = await new_qr(stack, "Dynamic", amount="5.00")
@@ -315,7 +313,7 @@ async def test_a_stopping_server_cancels_the_notify_attempt_in_flight(
             await runtime.stop()
 
 
-async def test_repeated_confirm_after_completion_is_the_same_answer(stack: Any) -> None:
+async def test_repeated_confirm_after_completion_is_the_same_answer(stack: Stack) -> None:
     customer = new_customer()
     done = await complete_payment(stack, customer, "10.00")
     status, again = await confirm(stack, done["paymentId"], customer)
@@ -324,7 +322,7 @@ async def test_repeated_confirm_after_completion_is_the_same_answer(stack: Any) 
     assert await balance(stack, customer) == "0.00"
 
 
-async def test_events_feed_lists_completed_payments_once(stack: Any) -> None:
+async def test_events_feed_lists_completed_payments_once(stack: Stack) -> None:
     status, first = await call(stack, "GET", "/v1/events?limit=1000")
     assert status == 200
     cursor = first["next"]

@@ -30,6 +30,7 @@ from tests.support.helpers import (
     call,
     complete_payment,
     confirm,
+    confirmed,
     deposit,
     new_customer,
     new_qr,
@@ -62,8 +63,7 @@ async def mixed_day(env: Stack) -> dict[str, str]:
 
     static_qr = await new_qr(env, "Static")
     static = (await scan(env, static_qr["qrCode"], rich))["payment"]["paymentId"]
-    status, body = await confirm(env, static, rich, "250")
-    assert status == 200 and body["status"] == "COMPLETED", body
+    body = await confirmed(env, static, rich, amount="250")
 
     custom_qr = await new_qr(env, "Custom")
     scanned = await scan(env, custom_qr["qrCode"], rich)
@@ -74,8 +74,7 @@ async def mixed_day(env: Stack) -> dict[str, str]:
             {"id": free_text["id"], "value": "547RBA02"},
             {"id": dropdown["id"], "value": dropdown["options"][0]["key"]}]})
     assert status == 200, body
-    status, body = await confirm(env, custom, rich)
-    assert status == 200 and body["status"] == "COMPLETED", body
+    body = await confirmed(env, custom, rich)
 
     cancel_qr = await new_qr(env, "Dynamic", amount="70.00")
     cancelled = (await scan(env, cancel_qr["qrCode"], rich))["payment"]["paymentId"]
@@ -86,8 +85,7 @@ async def mixed_day(env: Stack) -> dict[str, str]:
     decline_qr = await new_qr(env, "Dynamic", amount="60.00")
     declined = (await scan(env, decline_qr["qrCode"], rich))["payment"]["paymentId"]
     await fault(env, "error_code", resultCode="RISK_REJECT")
-    status, body = await confirm(env, declined, rich)
-    assert status == 200 and body["status"] == "DECLINED", body
+    body = await confirmed(env, declined, rich, wanted="DECLINED")
 
     poor = new_customer()
     await deposit(env, poor, "1.00")

@@ -22,6 +22,7 @@ from typing import Any
 import openpyxl
 import pytest
 
+from mpp_server import db
 from mpp_server.kaspi_client.models import KZ_TZ
 from mpp_server.logs import mask_customer
 from mpp_server.metrics import MONEY_ALARMS, RECONCILIATION_ACKNOWLEDGED, RECONCILIATION_OPEN
@@ -595,6 +596,49 @@ async def test_registry_confirming_a_cancelled_payment_is_a_money_alarm(
     assert "status_mismatch" not in by_kind(report)
     await store.refresh_metrics(env.pool)
     assert alarms._value.get() == before + 1
+
+
+async def test_an_alarm_is_counted_even_when_a_refresh_is_interrupted(isolated_db: str) -> None:
+    """A refresh interrupted (cancelled, or its database gone) once it marked the alarms
+    counted left them uncounted for ever, and a concurrent refresh returned without them
+    (so a test's refresh saw the old count when the server's housekeeping ran at the
+    same moment). Marking and counting now happen together: the next refresh counts it,
+    once."""
+    pool = await db.create_pool(isolated_db, min_size=1, max_size=2)
+    try:
+        await store.refresh_metrics(pool)  # the process's starting point in this database
+        async with pool.acquire() as conn:
+            name = await conn.fetchval("SELECT current_database()")
+            run_id = await conn.fetchval(
+                """INSERT INTO reconciliation_runs (file_sha256, file_name, kind,
+                       period_start, period_end, status, rows_count, matched_count,
+                       discrepancy_count, kaspi_payments_count, kaspi_payments_tiyn,
+                       kaspi_refunds_count, kaspi_refunds_tiyn, kaspi_fees_tiyn,
+                       our_payments_count, our_payments_tiyn, our_refunds_count,
+                       our_refunds_tiyn)
+                   VALUES (repeat('a', 64), 'alarm.xlsx', 'daily', '2024-02-29',
+                           '2024-03-01', 'discrepancies', 1, 0, 1, 1, 100, 0, 0, 0, 0, 0,
+                           0, 0) RETURNING id""")
+            alarm_id = await conn.fetchval(
+                """INSERT INTO reconciliation_discrepancies (run_id, kind, message)
+                   VALUES ($1, 'registry_confirms_cancelled_payment', 'alarm')
+                   RETURNING id""", run_id)
+        alarms = MONEY_ALARMS.labels("registry_confirms_cancelled_payment")
+        before = alarms._value.get()
+        refreshing = asyncio.create_task(store.refresh_metrics(pool))
+        # Interrupted as late as possible: once the alarm is marked counted.
+        for _ in range(1_000_000):  # loop turns, each a chance for the refresh to run
+            if refreshing.done() or store._alarms_counted_up_to[name] >= alarm_id:
+                break
+            await asyncio.sleep(0)
+        refreshing.cancel()
+        await asyncio.gather(refreshing, return_exceptions=True)
+        await store.refresh_metrics(pool)
+        assert alarms._value.get() == before + 1
+        await store.refresh_metrics(pool)
+        assert alarms._value.get() == before + 1
+    finally:
+        await pool.close()
 
 
 KAZAKH_HEADERS = ["Клиенттің ID", "MPP операциясының ID", "Kaspi операциясының ID",

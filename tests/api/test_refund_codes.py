@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 
 from mpp_server.metrics import MONEY_ALARMS
-from tests.api.test_refunds import post_refund, refund_body
 from tests.support.helpers import (
     balance,
     call,
@@ -23,15 +22,18 @@ from tests.support.helpers import (
     new_customer,
     new_qr,
     payment,
+    post_refund,
+    refund_body,
     scan,
     transfers_of,
 )
+from tests.support.stack import Stack
 
 pytestmark = pytest.mark.usefixtures("clean_faults")
 Case = Callable[[Any], Awaitable[tuple[str, dict[str, Any], str]]]
 
 
-async def assert_refused_and_repeated(stack: Any, customer: str, body: dict[str, Any],
+async def assert_refused_and_repeated(stack: Stack, customer: str, body: dict[str, Any],
                                       code: str, why: str) -> None:
     """Refused with `code`, nothing credited, and a repeat gets the very same answer."""
     before = await balance(stack, customer)
@@ -45,21 +47,21 @@ async def assert_refused_and_repeated(stack: Any, customer: str, body: dict[str,
 
 # ---- PARAM_ILLEGAL: a parameter of the request is wrong ------------------------------------
 
-async def unknown_payment(stack: Any) -> tuple[str, dict[str, Any], str]:
+async def unknown_payment(stack: Stack) -> tuple[str, dict[str, Any], str]:
     customer = new_customer()
     await deposit(stack, customer, "1.00")
     return customer, refund_body({"paymentId": "no-such-" + customer}, customer, "1.00"), (
         "unknown paymentId")
 
 
-async def another_customer(stack: Any) -> tuple[str, dict[str, Any], str]:
+async def another_customer(stack: Stack) -> tuple[str, dict[str, Any], str]:
     done = await complete_payment(stack, new_customer(), "20.00")
     stranger = new_customer()
     await deposit(stack, stranger, "1.00")
     return stranger, refund_body(done, stranger, "1.00"), "not the payment's customer"
 
 
-async def zero_amount(stack: Any) -> tuple[str, dict[str, Any], str]:
+async def zero_amount(stack: Stack) -> tuple[str, dict[str, Any], str]:
     customer = new_customer()
     done = await complete_payment(stack, customer, "20.00")
     return customer, refund_body(done, customer, "0.00"), "must be positive"
@@ -67,12 +69,12 @@ async def zero_amount(stack: Any) -> tuple[str, dict[str, Any], str]:
 
 @pytest.mark.parametrize("case", [unknown_payment, another_customer, zero_amount],
                          ids=lambda c: c.__name__)
-async def test_a_wrong_parameter_is_param_illegal(stack: Any, case: Case) -> None:
+async def test_a_wrong_parameter_is_param_illegal(stack: Stack, case: Case) -> None:
     customer, body, why = await case(stack)
     await assert_refused_and_repeated(stack, customer, body, "PARAM_ILLEGAL", why)
 
 
-async def test_a_refund_id_used_with_other_arguments_is_param_illegal(stack: Any) -> None:
+async def test_a_refund_id_used_with_other_arguments_is_param_illegal(stack: Stack) -> None:
     customer = new_customer()
     done = await complete_payment(stack, customer, "20.00")
     body = refund_body(done, customer, "5.00")
@@ -87,7 +89,7 @@ async def test_a_refund_id_used_with_other_arguments_is_param_illegal(stack: Any
 
 # ---- PROCESS_FAIL: the payment refuses it; repeating cannot help ---------------------------
 
-async def over_what_remains(stack: Any) -> tuple[str, dict[str, Any], str]:
+async def over_what_remains(stack: Stack) -> tuple[str, dict[str, Any], str]:
     customer = new_customer()
     done = await complete_payment(stack, customer, "20.00")
     _, answer = await post_refund(stack, refund_body(done, customer, "15.00"))
@@ -95,7 +97,7 @@ async def over_what_remains(stack: Any) -> tuple[str, dict[str, Any], str]:
     return customer, refund_body(done, customer, "5.01"), "500 tiyn left to refund"
 
 
-async def scanned(stack: Any) -> tuple[str, str]:
+async def scanned(stack: Stack) -> tuple[str, str]:
     """A customer holding 10.00 and a SCANNED Dynamic payment of 30.00."""
     customer = new_customer()
     await deposit(stack, customer, "10.00")
@@ -109,14 +111,14 @@ def refund_of(customer: str, payment_id: str, status: str
         f"payment is {status}")
 
 
-async def declined_payment(stack: Any) -> tuple[str, dict[str, Any], str]:
+async def declined_payment(stack: Stack) -> tuple[str, dict[str, Any], str]:
     customer, payment_id = await scanned(stack)
     _, body = await confirm(stack, payment_id, customer)
     assert body["error"]["code"] == "INSUFFICIENT_FUNDS", body
     return refund_of(customer, payment_id, "DECLINED")
 
 
-async def cancelled_payment(stack: Any) -> tuple[str, dict[str, Any], str]:
+async def cancelled_payment(stack: Stack) -> tuple[str, dict[str, Any], str]:
     customer, payment_id = await scanned(stack)
     status, body = await call(stack, "POST", f"/v1/payments/{payment_id}/cancel",
                               {"customerId": customer})
@@ -124,11 +126,11 @@ async def cancelled_payment(stack: Any) -> tuple[str, dict[str, Any], str]:
     return refund_of(customer, payment_id, "CANCELLED")
 
 
-async def open_payment(stack: Any) -> tuple[str, dict[str, Any], str]:
+async def open_payment(stack: Stack) -> tuple[str, dict[str, Any], str]:
     return refund_of(*await scanned(stack), "SCANNED")
 
 
-async def expired_payment(stack: Any) -> tuple[str, dict[str, Any], str]:
+async def expired_payment(stack: Stack) -> tuple[str, dict[str, Any], str]:
     customer = new_customer()
     await deposit(stack, customer, "10.00")
     payment_id = "expired-" + uuid.uuid4().hex[:12]
@@ -146,7 +148,7 @@ async def expired_payment(stack: Any) -> tuple[str, dict[str, Any], str]:
         "payment is EXPIRED")
 
 
-async def failed_payment(stack: Any) -> tuple[str, dict[str, Any], str]:
+async def failed_payment(stack: Stack) -> tuple[str, dict[str, Any], str]:
     customer = new_customer()
     await deposit(stack, customer, "10.00")
     qr = await new_qr(stack, "Custom")
@@ -162,7 +164,7 @@ async def failed_payment(stack: Any) -> tuple[str, dict[str, Any], str]:
 @pytest.mark.parametrize("case", [over_what_remains, declined_payment, cancelled_payment,
                                   open_payment, expired_payment, failed_payment],
                          ids=lambda c: c.__name__)
-async def test_a_business_failure_is_process_fail(stack: Any, case: Case) -> None:
+async def test_a_business_failure_is_process_fail(stack: Stack, case: Case) -> None:
     alarms = MONEY_ALARMS.labels("refund_for_declined_payment")._value.get()
     customer, body, why = await case(stack)
     await assert_refused_and_repeated(stack, customer, body, "PROCESS_FAIL", why)
@@ -175,7 +177,7 @@ async def test_a_business_failure_is_process_fail(stack: Any, case: Case) -> Non
 
 # ---- answers stored before this rule keep their code ----------------------------------------
 
-async def test_a_refusal_stored_before_the_table_is_repeated_as_it_was(stack: Any) -> None:
+async def test_a_refusal_stored_before_the_table_is_repeated_as_it_was(stack: Stack) -> None:
     customer = new_customer()
     done = await complete_payment(stack, customer, "20.00")
     body = refund_body(done, customer, "25.00")

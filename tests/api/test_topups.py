@@ -10,11 +10,12 @@ from typing import Any
 
 import pytest
 
+from mpp_server import db
 from mpp_server.acquirers import kapital as kapital_client
 from mpp_server.domain import ledger
 from mpp_server.metrics import REGISTRY
-from tests.support.helpers import balance, call, confirm, new_customer, new_qr, scan, sim
-from tests.support.stack import DEPOSIT_TOKEN, Stack
+from tests.support.helpers import balance, call, confirmed, new_customer, new_qr, scan, sim
+from tests.support.stack import DEPOSIT_TOKEN, Stack, running_stack
 
 PROVIDERS = ["halyk-epay", "kapital", "kaspi-ecom"]
 REFUNDABLE = ["halyk-epay", "kapital"]
@@ -374,6 +375,23 @@ async def test_refunds_partial_then_full_never_more_than_credited(stack: Stack,
     assert await transfers(stack, "topup_refund", first["refundId"]) == 1
 
 
+async def test_refund_answers_the_acquirers_answer_however_eager_the_worker(
+        isolated_db: str) -> None:
+    """The request tells the acquirer itself, right after staging. The refund worker
+    (here polling every 10 ms) took the just-staged row first now and then, and the
+    request answered PENDING though the acquirer answered at once; the request's lease
+    keeps the worker off the row."""
+    pool = await db.create_pool(isolated_db, min_size=1, max_size=4)
+    try:
+        async with running_stack(isolated_db, pool, TOPUP_POLL_INTERVAL_MS="10") as eager:
+            topup = await credited(eager, "halyk-epay", "20.00")
+            answers = [await refund(eager, topup, "1.00") for _ in range(20)]
+    finally:
+        await pool.close()
+    assert [(status, answer["status"]) for status, answer in answers] == [
+        (201, "COMPLETED")] * 20
+
+
 async def test_kapital_full_refund_on_the_day_is_a_reverse(stack: Stack) -> None:
     topup = await credited(stack, "kapital", "800.00")
     status, answer = await refund(stack, topup, "800.00")
@@ -388,8 +406,7 @@ async def test_refund_the_wallet_cannot_cover_is_refused(stack: Stack) -> None:
     customer = topup["customerId"]
     qr = await new_qr(stack, "Dynamic", amount="1000.00")
     payment = (await scan(stack, qr["qrCode"], customer))["payment"]
-    status, paid = await confirm(stack, payment["paymentId"], customer)
-    assert status == 200 and paid["status"] == "COMPLETED", paid
+    await confirmed(stack, payment["paymentId"], customer)
     status, answer = await refund(stack, topup, "1500.00")
     assert status == 409 and answer["error"]["code"] == "INSUFFICIENT_FUNDS"
     assert await account_balance(stack, customer) == "500.00"

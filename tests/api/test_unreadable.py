@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 
 from mpp_server.http.unreadable import MAX_HEADER_FIELD_BYTES, MAX_HEADERS, MAX_REQUEST_LINE_BYTES
 from tests.support.helpers import call
+from tests.support.stack import Stack
 
 LONG_QUERY = "/v1/events?after=" + "1" * 10_000
 LONG_HEADER = {"X-Filler": "a" * (MAX_HEADER_FIELD_BYTES + 1)}
@@ -48,7 +48,7 @@ async def raw_exchange(url: str, request: bytes) -> tuple[int, bytes]:
     ("/v1/events", MANY_HEADERS, 431, "HEADERS_TOO_LARGE"),
 ], ids=["request line", "one header", "too many headers"])
 async def test_wallet_answers_an_over_long_request_in_its_json_form(
-        stack: Any, caplog: pytest.LogCaptureFixture, path: str, headers: dict[str, str],
+        stack: Stack, caplog: pytest.LogCaptureFixture, path: str, headers: dict[str, str],
         status: int, code: str) -> None:
     caplog.set_level(logging.INFO)
     answered, body = await call(stack, "GET", path, headers=headers)
@@ -59,7 +59,7 @@ async def test_wallet_answers_an_over_long_request_in_its_json_form(
     assert (await call(stack, "GET", "/v1/events?limit=1"))[0] == 200
 
 
-async def test_wallet_refuses_a_request_line_just_over_the_limit(stack: Any) -> None:
+async def test_wallet_refuses_a_request_line_just_over_the_limit(stack: Stack) -> None:
     at_limit = "/v1/events?limit=1&x=" + "1" * (MAX_REQUEST_LINE_BYTES - 21)
     assert len(at_limit) == MAX_REQUEST_LINE_BYTES
     status, body = await call(stack, "GET", at_limit)
@@ -69,7 +69,7 @@ async def test_wallet_refuses_a_request_line_just_over_the_limit(stack: Any) -> 
 
 
 async def test_wallet_answers_an_over_long_body_in_its_json_form(
-        stack: Any, caplog: pytest.LogCaptureFixture) -> None:
+        stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
     status, body = await call(stack, "POST", "/v1/scan", raw=b'{"qrCode": "' + b"a" * 70_000
                               + b'", "customerId": "770000000001"}')
@@ -78,7 +78,7 @@ async def test_wallet_answers_an_over_long_body_in_its_json_form(
 
 
 async def test_wallet_answers_garbage_in_its_json_form(
-        stack: Any, caplog: pytest.LogCaptureFixture) -> None:
+        stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
     status, body = await raw_exchange(stack.wallet_url, b"NOT HTTP AT ALL\r\n\r\n")
     assert status == 400 and b'"code":"VALIDATION_ERROR"' in body.replace(b" ", b""), body
@@ -90,7 +90,7 @@ async def test_wallet_answers_garbage_in_its_json_form(
     ("", LONG_HEADER, 431),
 ], ids=["request line", "one header"])
 async def test_kaspi_facing_listener_answers_in_kaspis_form(
-        stack: Any, caplog: pytest.LogCaptureFixture, query: str, headers: dict[str, str],
+        stack: Stack, caplog: pytest.LogCaptureFixture, query: str, headers: dict[str, str],
         status: int) -> None:
     caplog.set_level(logging.INFO)
     async with stack.http.post(stack.kaspi_url + "/refund" + query, json={},

@@ -7,26 +7,34 @@ from typing import Any
 import pytest
 
 from tests.support.helpers import call, deposit, new_customer, new_qr, scan
+from tests.support.stack import Stack
 
 
-async def row_counts(stack: Any) -> tuple[int, int, int, int]:
+async def row_counts(stack: Stack, *customers: str) -> tuple[int, int, int, int]:
+    """What a request for `customers` could write: their payments, ledger entries,
+    accounts and notify outbox rows. Not the whole database's: the session's workers
+    finish other tests' payments meanwhile (outbox rows go, returns are posted)."""
     async with stack.pool.acquire() as conn:
         row = await conn.fetchrow(
-            """SELECT (SELECT count(*) FROM payments) AS p, (SELECT count(*) FROM transfers) AS t,
-                      (SELECT count(*) FROM accounts) AS a,
-                      (SELECT count(*) FROM notify_outbox) AS o""")
-    return row["p"], row["t"], row["a"], row["o"]
+            """SELECT (SELECT count(*) FROM payments WHERE customer_id = ANY($1)) AS p,
+                      (SELECT count(*) FROM entries e JOIN accounts a ON a.id = e.account_id
+                        WHERE a.customer_id = ANY($1)) AS e,
+                      (SELECT count(*) FROM accounts WHERE customer_id = ANY($1)) AS a,
+                      (SELECT count(*) FROM notify_outbox JOIN payments USING (payment_id)
+                        WHERE customer_id = ANY($1)) AS o""", list(customers))
+    assert row is not None
+    return row["p"], row["e"], row["a"], row["o"]
 
 
 @pytest.fixture
-async def dynamic_payment(stack: Any) -> tuple[str, str]:
+async def dynamic_payment(stack: Stack) -> tuple[str, str]:
     customer = new_customer()
     await deposit(stack, customer, "100.00")
     qr = await new_qr(stack, "Dynamic", amount="10.00")
     return customer, (await scan(stack, qr["qrCode"], customer))["payment"]["paymentId"]
 
 
-async def test_missing_or_wrong_token_is_401(stack: Any) -> None:
+async def test_missing_or_wrong_token_is_401(stack: Stack) -> None:
     for token in (None, "wrong-token"):
         status, body = await call(stack, "GET", "/v1/accounts/123", token=token)
         assert status == 401 and body["error"]["code"] == "UNAUTHORIZED"
@@ -34,7 +42,6 @@ async def test_missing_or_wrong_token_is_401(stack: Any) -> None:
     assert status == 200
 
 
-CUSTOMER = "770000000001"
 BAD_DEPOSITS = [
     (b"{not json", "malformed JSON"),
     (b"[1, 2]", "JSON object"),
@@ -51,19 +58,20 @@ BAD_DEPOSITS = [
 
 
 @pytest.mark.parametrize(("raw", "why"), BAD_DEPOSITS)
-async def test_bad_deposit_is_refused_and_writes_nothing(stack: Any, raw: bytes,
+async def test_bad_deposit_is_refused_and_writes_nothing(stack: Stack, raw: bytes,
                                                          why: str) -> None:
-    before = await row_counts(stack)
-    status, body = await call(stack, "POST", f"/v1/accounts/{CUSTOMER}/deposits", raw=raw,
+    customer = new_customer()
+    before = await row_counts(stack, customer)
+    status, body = await call(stack, "POST", f"/v1/accounts/{customer}/deposits", raw=raw,
                               token=stack.deposit_token)
     assert status == 422, body
     assert body["error"]["code"] == "VALIDATION_ERROR"
     assert why.lower() in body["error"]["message"].lower(), body
-    assert await row_counts(stack) == before
+    assert await row_counts(stack, customer) == before
 
 
-async def test_over_long_customer_id_is_refused(stack: Any) -> None:
-    before = await row_counts(stack)
+async def test_over_long_customer_id_is_refused(stack: Stack) -> None:
+    before = await row_counts(stack, "1234567890123", "1")
     status, body = await call(stack, "POST", "/v1/accounts/1234567890123/deposits",
                               {"depositId": "d-long", "amount": "1.00"},
                               token=stack.deposit_token)
@@ -74,10 +82,10 @@ async def test_over_long_customer_id_is_refused(stack: Any) -> None:
     status, body = await call(stack, "POST", "/v1/scan",
                               {"qrCode": "x" * 129, "customerId": "1"})
     assert status == 422 and "qrCode" in body["error"]["message"]
-    assert await row_counts(stack) == before
+    assert await row_counts(stack, "1234567890123", "1") == before
 
 
-async def test_deposit_is_idempotent_on_deposit_id(stack: Any) -> None:
+async def test_deposit_is_idempotent_on_deposit_id(stack: Stack) -> None:
     customer = new_customer()
     body = {"depositId": "dep-idem-" + customer, "amount": "10.00"}
     status, first = await call(stack, "POST", f"/v1/accounts/{customer}/deposits", body,
@@ -94,7 +102,7 @@ async def test_deposit_is_idempotent_on_deposit_id(stack: Any) -> None:
                      "identificationLevel": "NONE"}
 
 
-async def test_unknown_payment_and_account_are_404(stack: Any) -> None:
+async def test_unknown_payment_and_account_are_404(stack: Stack) -> None:
     for method, path, body in [
         ("GET", "/v1/payments/no-such-payment", None),
         ("POST", "/v1/payments/no-such-payment/confirm", {"customerId": "1"}),
@@ -113,26 +121,26 @@ async def test_unknown_payment_and_account_are_404(stack: Any) -> None:
     ({"customerId": "1", "unexpected": "x"}, "unexpected"),
 ])
 async def test_bad_confirm_is_refused_and_writes_nothing(
-        stack: Any, dynamic_payment: tuple[str, str], body: dict[str, Any], why: str) -> None:
-    _, payment_id = dynamic_payment
-    before = await row_counts(stack)
+        stack: Stack, dynamic_payment: tuple[str, str], body: dict[str, Any], why: str) -> None:
+    customer, payment_id = dynamic_payment
+    before = await row_counts(stack, customer, "1")
     status, answer = await call(stack, "POST", f"/v1/payments/{payment_id}/confirm", body)
     assert status == 422 and answer["error"]["code"] == "VALIDATION_ERROR"
     assert why.lower() in answer["error"]["message"].lower(), answer
-    assert await row_counts(stack) == before
+    assert await row_counts(stack, customer, "1") == before
 
 
 async def test_dynamic_confirm_with_another_amount_is_refused(
-        stack: Any, dynamic_payment: tuple[str, str]) -> None:
+        stack: Stack, dynamic_payment: tuple[str, str]) -> None:
     customer, payment_id = dynamic_payment
-    before = await row_counts(stack)
+    before = await row_counts(stack, customer)
     status, answer = await call(stack, "POST", f"/v1/payments/{payment_id}/confirm",
                                 {"customerId": customer, "amount": "9.00"})
     assert status == 422 and "differs" in answer["error"]["message"]
-    assert await row_counts(stack) == before
+    assert await row_counts(stack, customer) == before
 
 
-async def test_bad_locale_and_events_cursor_are_refused(stack: Any) -> None:
+async def test_bad_locale_and_events_cursor_are_refused(stack: Stack) -> None:
     status, answer = await call(stack, "POST", "/v1/scan", {"qrCode": "x", "customerId": "1"},
                                 headers={"X-Locale": "en-US"})
     assert status == 422 and "X-Locale" in answer["error"]["message"]
@@ -141,13 +149,13 @@ async def test_bad_locale_and_events_cursor_are_refused(stack: Any) -> None:
         assert status == 422 and answer["error"]["code"] == "VALIDATION_ERROR", query
 
 
-async def test_kaspi_scan_errors_pass_through(stack: Any) -> None:
+async def test_kaspi_scan_errors_pass_through(stack: Stack) -> None:
     status, answer = await call(stack, "POST", "/v1/scan",
                                 {"qrCode": "not-a-known-token", "customerId": "1"})
     assert status == 422 and answer["error"]["code"] == "INVALID_TOKEN"
 
 
-async def test_scan_without_kaspi_answer_is_503(stack: Any) -> None:
+async def test_scan_without_kaspi_answer_is_503(stack: Stack) -> None:
     async with stack.http.post(stack.sim_url + "/sim/faults",
                                json={"endpoint": "scan", "mode": "http500", "times": 1}):
         pass
@@ -157,7 +165,7 @@ async def test_scan_without_kaspi_answer_is_503(stack: Any) -> None:
     assert status == 503 and answer["error"]["code"] == "KASPI_UNAVAILABLE"
 
 
-async def test_metrics_and_probes_are_served(stack: Any) -> None:
+async def test_metrics_and_probes_are_served(stack: Stack) -> None:
     async with stack.http.get(stack.wallet_url + "/metrics") as resp:
         text = await resp.text()
     assert resp.status == 200

@@ -24,6 +24,7 @@ from tests.support.helpers import (
     confirm,
     deposit,
     drain_events,
+    journal_rows,
     new_customer,
     new_qr,
     payment,
@@ -137,13 +138,20 @@ async def test_a_receiver_that_fails_twice_then_accepts_gets_the_same_webhook_th
     delivered_before = sample("mpp_webhook_deliveries_total", outcome="delivered")
     try:
         async with webhook_stack(isolated_db, receiver) as stack:
-            await complete_payment(stack, new_customer(), "10.00")
+            paid = await complete_payment(stack, new_customer(), "10.00")
             rows = await wait_deliveries(stack, all_delivered(1), "delivered")
+            # Each attempt is a row of the exchange journal (issue 26), the payment's
+            # calls to Kaspi before them: scan, notifyPayment, then the three POSTs.
+            journaled = await journal_rows(stack, "payment_id", paid["paymentId"], 5)
     finally:
         await receiver.stop()
     (event_id, row), = rows.items()
     tries = receiver.by_id()[str(event_id)]
     assert [t.answered for t in tries] == [500, 500, 200]
+    posts = [r for r in journaled if r["counterparty"] == "webhook"]
+    assert [(r["operation"], r["http_status"], r["request_id"]) for r in posts] == [
+        ("deliver", status, str(event_id)) for status in (500, 500, 200)]
+    assert posts[0]["request_body"].encode() == tries[0].body
     assert len({t.body for t in tries}) == 1 and all(t.verified for t in tries)
     assert row["attempts"] == 3 and row["last_result"] == "HTTP_500"
     assert sample("mpp_webhook_attempts_total", result="HTTP_500") == failed_before + 2

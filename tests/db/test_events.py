@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
 
 import asyncpg
 import pytest
 
 from mpp_server.devtools.devdb import fresh_database
 from tests.support.helpers import complete_payment, drain_events, new_customer
+from tests.support.stack import Stack
 
 
 async def insert_event(conn: asyncpg.Connection, customer: str, payment_id: str) -> int:
@@ -21,11 +21,13 @@ async def insert_event(conn: asyncpg.Connection, customer: str, payment_id: str)
     return event_id
 
 
-async def test_late_committing_event_is_not_skipped(stack: Any) -> None:
+async def test_late_committing_event_is_not_skipped(stack: Stack) -> None:
     _, cursor = await drain_events(stack, "0-0")
     customer = new_customer()
-    slow = await asyncpg.connect(stack.database_url)
-    fast = await asyncpg.connect(stack.database_url)
+    # Event writers are the server's own steps: they run as its role, whose sessions the
+    # publisher sees (pg_stat_activity shows a role only its own sessions' transactions).
+    slow = await asyncpg.connect(stack.runtime.settings.database_url)
+    fast = await asyncpg.connect(stack.runtime.settings.database_url)
     try:
         slow_tx = slow.transaction()
         await slow_tx.start()
@@ -48,7 +50,7 @@ async def test_late_committing_event_is_not_skipped(stack: Any) -> None:
 
 # ---- issue 14 item 4: nothing outside the server's own short writes stalls the feed -----
 
-async def seen_within(stack: Any, cursor: str, customer: str, payment_id: str,
+async def seen_within(stack: Stack, cursor: str, customer: str, payment_id: str,
                       tries: int = 100) -> tuple[bool, str]:
     """Follow the feed from `cursor` until the event of `payment_id` shows (bounded)."""
     for _ in range(tries):
@@ -67,7 +69,7 @@ async def other_database(admin_dsn: str) -> AsyncIterator[str]:
 
 @pytest.mark.parametrize("where", ["another database", "this database"])
 async def test_open_transaction_that_wrote_no_event_does_not_stall_the_feed(
-        stack: Any, other_database: str, where: str) -> None:
+        stack: Stack, other_database: str, where: str) -> None:
     """A transaction left open in another database, or an idle-in-transaction session
     here (a forgotten psql, a long reconciliation run), hid every new event before: the
     feed waited for the cluster's oldest transaction (pg_snapshot_xmin)."""
@@ -88,12 +90,12 @@ async def test_open_transaction_that_wrote_no_event_does_not_stall_the_feed(
 
 
 async def test_open_event_writer_holds_newer_events_back_at_most_the_hold(
-        stack: Any) -> None:
+        stack: Stack) -> None:
     """An event-writing transaction that stays open (ours, stalled) delays newer events
     by at most EVENTS_HOLD_MS, and its own event still appears once it commits."""
     _, cursor = await drain_events(stack, "0")
     customer = new_customer()
-    stalled = await asyncpg.connect(stack.database_url)
+    stalled = await asyncpg.connect(stack.runtime.settings.database_url)  # the server's role
     try:
         tx = stalled.transaction()
         await tx.start()

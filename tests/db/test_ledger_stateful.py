@@ -5,17 +5,12 @@ what a plain model of the rules says."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 import uuid
-from typing import Any
 
-import asyncpg
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
-    RuleBasedStateMachine,
     invariant,
     rule,
     run_state_machine_as_test,
@@ -24,39 +19,28 @@ from hypothesis.stateful import (
 from mpp_server import db
 from mpp_server.domain import deposits, ledger, payments
 from mpp_server.domain.limits import parse_limits
+from tests.support.machine import DatabaseMachine
 
 CUSTOMERS = ("770000000101", "770000000102", "770000000103")
 MERCHANT = {"merchantId": "1", "merchantName": "M", "merchantMCC": "5812"}
 amounts = st.integers(min_value=1, max_value=50_000)
 
 
-class LedgerMachine(RuleBasedStateMachine):
-    dsn: str = ""
+class LedgerMachine(DatabaseMachine):
     paid = Bundle("paid")
 
     def __init__(self) -> None:
         super().__init__()
-        self.loop = asyncio.new_event_loop()
-        self.conn: asyncpg.Connection = self.run(asyncpg.connect(self.dsn))
-        self.run(self.conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads,
-                                          schema="pg_catalog"))
         self.prefix = uuid.uuid4().hex[:8]
         self.balances = {c: self._balance(c) for c in CUSTOMERS}
         self.payments: dict[str, tuple[str, int, str]] = {}  # id -> customer, amount, status
         self.refunded: dict[str, int] = {}
         self.refund_answers: dict[str, tuple[str, str, int, str]] = {}
 
-    def run(self, coro: Any) -> Any:
-        return self.loop.run_until_complete(coro)
-
     def _balance(self, customer: str) -> int:
         found = self.run(self.conn.fetchval(
             "SELECT balance_tiyn FROM accounts WHERE customer_id = $1", customer))
         return int(found or 0)
-
-    def teardown(self) -> None:
-        self.run(self.conn.close())
-        self.loop.close()
 
     @rule(customer=st.sampled_from(CUSTOMERS), amount=amounts)
     def deposit(self, customer: str, amount: int) -> None:
@@ -150,8 +134,11 @@ class LedgerMachine(RuleBasedStateMachine):
             assert self._balance(customer) == self.balances[customer]
 
 
-def test_ledger_state_machine(database_url: str) -> None:
-    LedgerMachine.dsn = database_url
+def test_ledger_state_machine(isolated_db: str) -> None:
+    # A database of its own: the machine leaves PENDING payments whose notify is due at
+    # once; in the session's database the stack's notify worker declined them during the
+    # next tests (returns posted, outbox rows gone, simulator faults taken).
+    LedgerMachine.dsn = isolated_db
     run_state_machine_as_test(LedgerMachine, settings=settings(
         max_examples=25, stateful_step_count=15, deadline=None, derandomize=True,
         suppress_health_check=[HealthCheck.too_slow]))

@@ -6,17 +6,14 @@ confirms at once on one account never pass a limit together."""
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import asyncpg
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
-    RuleBasedStateMachine,
     initialize,
     invariant,
     rule,
@@ -27,6 +24,7 @@ from mpp_server import db
 from mpp_server.domain import deposits, ledger, payments
 from mpp_server.domain.limits import parse_limits
 from tests.support.helpers import new_customer
+from tests.support.machine import DatabaseMachine
 
 MERCHANT = {"merchantId": "1", "merchantName": "M", "merchantMCC": "5812"}
 # No limit at all: the totals are kept whatever the limits, and a refusal would hide a
@@ -39,25 +37,13 @@ steps_min = st.integers(min_value=20, max_value=90)
 days = st.integers(min_value=1, max_value=40)
 
 
-class TotalsMachine(RuleBasedStateMachine):
-    dsn: str = ""
+class TotalsMachine(DatabaseMachine):
     debited = Bundle("debited")
 
     def __init__(self) -> None:
         super().__init__()
-        self.loop = asyncio.new_event_loop()
-        self.conn: asyncpg.Connection = self.run(asyncpg.connect(self.dsn))
-        self.run(self.conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads,
-                                          schema="pg_catalog"))
         self.customers = [new_customer(), new_customer()]
         self.now = START
-
-    def run(self, coro: Any) -> Any:
-        return self.loop.run_until_complete(coro)
-
-    def teardown(self) -> None:
-        self.run(self.conn.close())
-        self.loop.close()
 
     @initialize()
     def fund(self) -> None:
@@ -150,19 +136,23 @@ async def totals_and_recount(conn: db.Conn | asyncpg.Connection, customer: str,
             (row["day_recount"], row["month_recount"]))
 
 
-def test_running_totals_are_the_recount(database_url: str) -> None:
-    TotalsMachine.dsn = database_url
+def test_running_totals_are_the_recount(isolated_db: str) -> None:
+    # A database of its own, as every test that debits without the server: the session
+    # stack's notify worker declines such PENDING payments (ORDER_NOT_EXIST from its
+    # simulator), returning their money and their share of the totals.
+    TotalsMachine.dsn = isolated_db
     run_state_machine_as_test(TotalsMachine, settings=settings(
         max_examples=30, stateful_step_count=25, deadline=None, derandomize=True,
         suppress_health_check=[HealthCheck.too_slow]))
 
 
-async def test_twenty_confirms_at_once_count_one_after_another(database_url: str) -> None:
+async def test_twenty_confirms_at_once_count_one_after_another(isolated_db: str) -> None:
     """Each debit reads and moves the totals under the account's row lock: 20 at once
     against a daily limit of 14 of them pass exactly 14, and the totals equal the
-    recount."""
+    recount. (A database of its own: in the session's, the stack's notify worker
+    declined the debited payments meanwhile, and up to 20 passed.)"""
     customer = new_customer()
-    pool = await db.create_pool(database_url, min_size=1, max_size=21)
+    pool = await db.create_pool(isolated_db, min_size=1, max_size=21)
     daily = {"NONE": {"daily": 14 * 7_000}}
     try:
         await deposits.deposit(pool, "dep-" + uuid.uuid4().hex, customer, 10**9,

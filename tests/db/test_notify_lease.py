@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import timedelta
-from typing import Any
 
 import aiohttp
 import pytest
@@ -20,8 +19,16 @@ from mpp_server.domain.outbox import Notice, apply_answer
 from mpp_server.kaspi_client.client import KaspiClient, KaspiNoAnswer
 from mpp_server.kaspi_client.models import NotifyResponse, Result
 from mpp_server.metrics import MONEY_ALARMS
-from tests.support.helpers import confirm, deposit, fault, new_customer, new_qr, scan
-from tests.support.stack import running_stack
+from tests.support.helpers import (
+    confirm,
+    deposit,
+    fault,
+    new_customer,
+    new_qr,
+    scan,
+    until_faults_left,
+)
+from tests.support.stack import Stack, running_stack
 
 
 async def _pending_payment(pool: db.Pool, amount_tiyn: int) -> Notice:
@@ -91,14 +98,15 @@ async def test_an_answer_two_senders_got_is_applied_once(isolated_db: str, code:
 
 
 @pytest.mark.usefixtures("clean_faults")
-async def test_a_leased_call_gives_up_within_the_time_it_was_given(stack: Any) -> None:
+async def test_a_leased_call_gives_up_within_the_time_it_was_given(stack: Stack) -> None:
     # The configured timeout (30 s) would outlast Kaspi's 3 s delay and get an answer;
     # the leased call is given 0.2 s and must come back without one.
     await fault(stack, "notifyPayment", "timeout", 1, delayMs=3000)
     notice = Notice("p-" + uuid.uuid4().hex[:8], str(uuid.uuid4()), new_customer(), 100,
                     "SUCCESS", "success", "ru-RU")
     async with aiohttp.ClientSession() as http:
-        client = KaspiClient(http, stack.sim_url, CALLER_NAME, timeout_ms=30_000)
+        client = KaspiClient(http, stack.sim_url, CALLER_NAME, timeout_ms=30_000,
+                             journal=stack.services.journal)
         with pytest.raises(KaspiNoAnswer) as caught:
             await client.notify_payment(notice.request(), "ru-RU", timeout_s=0.2)
     assert caught.value.reason == "TIMEOUT"
@@ -119,7 +127,7 @@ async def test_the_confirming_request_retries_within_its_lease_holding_no_lock(
             # the request after CONFIRM_BUDGET_MS (3 s).
             await fault(stack, "notifyPayment", "timeout", 20, delayMs=3000)
             confirming = asyncio.create_task(confirm(stack, payment_id, customer))
-            await _until_attempted(pool, payment_id)
+            await _until_attempted(stack, payment_id)
             async with pool.acquire() as conn:
                 leased_until = await conn.fetchval(
                     "SELECT next_attempt_at FROM notify_outbox WHERE payment_id = $1",
@@ -149,16 +157,14 @@ async def test_the_confirming_request_retries_within_its_lease_holding_no_lock(
         await pool.close()
 
 
-async def _until_attempted(pool: db.Pool, payment_id: str) -> None:
-    """Until the outbox row exists (the debit committed) and its first call is under way."""
-    for _ in range(200):
-        async with pool.acquire() as conn:
-            if await conn.fetchval("SELECT 1 FROM notify_outbox WHERE payment_id = $1",
-                                   payment_id):
-                await asyncio.sleep(0.3)
-                return
-        await asyncio.sleep(0.01)
-    raise AssertionError("the confirm never staged its notify")
+async def _until_attempted(stack: Stack, payment_id: str) -> None:
+    """Until the outbox row exists (the debit committed) and its first call is under way
+    (it took the first of the 20 timeout faults)."""
+    await until_faults_left(stack, "notifyPayment", 19)
+    async with stack.pool.acquire() as conn:
+        staged = await conn.fetchval("SELECT 1 FROM notify_outbox WHERE payment_id = $1",
+                                     payment_id)
+    assert staged, "the confirm called Kaspi without staging its notify"
 
 
 async def test_a_worker_whose_lease_ran_out_leaves_the_next_claim_alone(

@@ -8,8 +8,10 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
+import asyncpg
 from aiohttp import web
 
 from mpp_server import db
@@ -18,6 +20,34 @@ from mpp_server.devtools import launcher
 from mpp_server.devtools.launcher import Listeners, Tokens, free_port
 from mpp_server.domain import ledger
 from mpp_server.serve import Runtime
+from mpp_server.services import Services
+
+# The login role the test servers connect as: a member of mpp_app (migration 016), owning
+# nothing, with only the privileges `migrate` grants it (sql/functions/privileges.sql),
+# as in production. Every test that runs a stack proves the server needs no more.
+SERVER_ROLE = "mpp_server_test"
+SERVER_ROLE_PASSWORD = "test-" + uuid.uuid4().hex
+
+
+async def server_role_dsn(database_url: str) -> str:
+    """`database_url` (an owner's), as the server's role instead."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        async with conn.transaction():
+            # Roles belong to the cluster, which other sessions' tests share.
+            await conn.execute("SELECT pg_advisory_xact_lock(7172208, 2601)")
+            exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1",
+                                         SERVER_ROLE)
+            verb = "ALTER" if exists else "CREATE"
+            await conn.execute(f"{verb} ROLE {SERVER_ROLE} LOGIN PASSWORD "
+                               f"'{SERVER_ROLE_PASSWORD}'")
+            await conn.execute(f"GRANT mpp_app TO {SERVER_ROLE}")
+    finally:
+        await conn.close()
+    parts = urlsplit(database_url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{SERVER_ROLE}:{SERVER_ROLE_PASSWORD}@{host}"))
+
 
 # ---- the running stack: simulator + server, in-process, over real HTTP -------------
 
@@ -71,6 +101,12 @@ class Stack:
     def auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
 
+    @property
+    def services(self) -> Services:
+        """The running server's wiring (its Kaspi client, outbox, journal)."""
+        assert self.runtime.services is not None, "the stack's server is not started"
+        return self.runtime.services
+
 
 @asynccontextmanager
 async def running_stack(database_url: str, pool: db.Pool,
@@ -90,7 +126,7 @@ async def running_stack(database_url: str, pool: db.Pool,
     await sim_runner.setup()
     await web.TCPSite(sim_runner, "127.0.0.1", 0).start()
     sim_url = f"http://127.0.0.1:{sim_runner.addresses[0][1]}"
-    env = server_env(database_url, sim_url, listeners)
+    env = server_env(await server_role_dsn(database_url), sim_url, listeners)
     runtime = Runtime(settings_from({**env, **env_overrides}))
     await runtime.start()
     try:

@@ -45,7 +45,8 @@ DATASOURCE = GRAFANA_DIR / "provisioning" / "datasources" / "prometheus.yml"
 HEALTHCHECK = ROOT / "deploy" / "docker" / "healthcheck.py"
 RUNBOOK = ROOT / "docs" / "runbook.md"
 
-SECRETS = ("POSTGRES_PASSWORD", "WALLET_API_TOKENS", "GRAFANA_ADMIN_PASSWORD")
+SECRETS = ("POSTGRES_PASSWORD", "MPP_OWNER_PASSWORD", "MPP_SERVER_PASSWORD",
+           "WALLET_API_TOKENS", "GRAFANA_ADMIN_PASSWORD")
 CONTRACT_VARIABLES = ("DATABASE_URL", "KASPI_BASE_URL", "KASPI_CALLER_NAME",
                       "KASPI_TIMEOUT_MS", "WALLET_API_TOKENS", "KASPI_ALLOWED_NETWORKS",
                       "WALLET_LISTEN", "KASPI_LISTEN", "SIMULATOR_LISTEN")
@@ -222,9 +223,13 @@ def test_compose_file_is_accepted_with_the_example_env(tmp_path: Path,
     assert quiet.returncode == 0, quiet.stderr
     resolved = run(compose, "--env-file", str(env_file), *profile, "config")
     assert resolved.returncode == 0, resolved.stderr
-    # .env's own ${POSTGRES_PASSWORD} reference is expanded: one password, two users.
-    assert ("DATABASE_URL: postgresql://mpp:test-postgres_password@postgres:5432/mpp"
+    # .env's own password references are expanded: the server connects as mpp_server,
+    # the migrations as mpp_owner (docs/operations.md, "Roles").
+    assert ("DATABASE_URL: postgresql://mpp_server:test-mpp_server_password@postgres:5432/mpp"
             in resolved.stdout)
+    assert ("DATABASE_URL: postgresql://mpp_owner:test-mpp_owner_password@postgres:5432/mpp"
+            in resolved.stdout)
+    assert "/docker-entrypoint-initdb.d/10-mpp-roles.sh" in resolved.stdout
     assert "condition: service_completed_successfully" in resolved.stdout
     assert "SIM_MPP_REFUND_URL: http://server:8081/refund" in resolved.stdout
 
@@ -237,9 +242,13 @@ def test_compose_ha_profile_renders_the_patroni_pair_behind_haproxy(tmp_path: Pa
     for service in ("etcd", "pg1", "pg2", "haproxy", "migrate-ha", "server-ha-1",
                     "server-ha-2"):
         assert f"\n  {service}:\n" in resolved.stdout, service
-    # One server through HAProxy's primary port, one listing both nodes.
-    assert "@haproxy:5000/mpp" in resolved.stdout
-    assert "@pg1:5432,pg2:5432/mpp?target_session_attrs=read-write" in resolved.stdout
+    # One server through HAProxy's primary port, one listing both nodes; the migrations
+    # as the owner; both nodes archive into one pgBackRest repository.
+    assert "mpp_server:test-mpp_server_password@haproxy:5000/mpp" in resolved.stdout
+    assert ("mpp_server:test-mpp_server_password@pg1:5432,pg2:5432/mpp"
+            "?target_session_attrs=read-write") in resolved.stdout
+    assert "mpp_owner:test-mpp_owner_password@haproxy:5000/mpp" in resolved.stdout
+    assert resolved.stdout.count("pgbackrest-repo:/var/lib/pgbackrest") >= 2
 
 
 @pytest.mark.parametrize("secret", SECRETS)
@@ -458,6 +467,19 @@ async def alerting_rules(prometheus: Prometheus) -> list[dict[str, Any]]:
     return [r for g in groups for r in g["rules"] if r["type"] == "alerting"]
 
 
+async def evaluated_again(prometheus: Prometheus) -> list[dict[str, Any]]:
+    """The alerting rules once each has been evaluated again since this call (bounded)."""
+    before = {r["name"]: r["lastEvaluation"] for r in await alerting_rules(prometheus)}
+    deadline = asyncio.get_running_loop().time() + SCRAPE_WAIT_S
+    while True:
+        rules = await alerting_rules(prometheus)
+        stale = [r["name"] for r in rules if r["lastEvaluation"] == before.get(r["name"])]
+        if not stale:
+            return rules
+        assert asyncio.get_running_loop().time() < deadline, f"never evaluated again: {stale}"
+        await asyncio.sleep(0.2)
+
+
 async def test_every_alert_has_severity_summary_and_a_runbook_section(
         rules_only_prometheus: Prometheus) -> None:
     rules = await alerting_rules(rules_only_prometheus)
@@ -536,7 +558,7 @@ async def test_prometheus_scrapes_the_server_and_sees_a_payment(
     await prometheus.wait_until(as_promql(panel), lambda series: "COMPLETED" in {
         s["metric"].get("outcome") for s in series})
 
-    # Every rule evaluates against the real series without an error.
-    await asyncio.sleep(2)  # > evaluation_interval: every group has run on real data
-    for rule in await alerting_rules(prometheus):
+    # Every rule evaluates against the real series without an error: each rule's next
+    # evaluation (after the data above was there) is the one judged.
+    for rule in await evaluated_again(prometheus):
         assert rule["health"] == "ok", (rule["name"], rule.get("lastError"))

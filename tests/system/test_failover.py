@@ -20,6 +20,7 @@ installs them). Select with `-k 'failover or switchover'`.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import uuid
 from collections import Counter
@@ -34,6 +35,7 @@ import pytest
 
 from mpp_server.devtools.ha import Topology, missing_requirements
 from mpp_server.domain import ledger
+from tests.support.helpers import new_customer
 from tests.support.pgcluster import folder_for_postgres
 from tests.support.stack import TUNING as TEST_TUNING
 
@@ -130,7 +132,7 @@ class Load:
 
     async def set_up(self) -> None:
         for i in range(CUSTOMERS):
-            customer = "77" + "".join(random.choices("0123456789", k=10))
+            customer = new_customer()
             url, _ = self.wallet(i)
             auth = {"Authorization": f"Bearer {self.ha.deposit_token}"}
             status, body = await self.call(
@@ -293,6 +295,14 @@ async def under_load(ha: Topology, what: str, event: Any, new_leader: str) -> No
         await running
         load.report(what, event_at)
         await verify(load)
+    # WAL archiving carries on from the new primary, into the same repository.
+    await asyncio.to_thread(ha.pgbackrest, "check")
+
+
+async def test_cluster_is_backed_up_and_archives_its_wal(ha: Topology) -> None:
+    info = json.loads(await asyncio.to_thread(ha.pgbackrest, "info", "--output=json"))
+    assert [backup["type"] for backup in info[0]["backup"]] == ["full"]
+    await asyncio.to_thread(ha.pgbackrest, "check")
 
 
 async def test_switchover_under_load_loses_nothing(ha: Topology) -> None:
@@ -313,3 +323,7 @@ async def test_failover_kill_primary_under_load_loses_nothing(ha: Topology) -> N
     old, standby = ha.leader(), ha.sync_standby()
     assert old is not None and standby is not None
     await under_load(ha, "failover", lambda: ha.kill_node(old), standby)
+    # The lost machine comes back and rejoins as the standby: the next test (in any
+    # order) finds two nodes.
+    await asyncio.to_thread(ha.start_node, ha.node(old))
+    await asyncio.to_thread(ha.wait_sync_standby)

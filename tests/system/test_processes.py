@@ -15,8 +15,8 @@ import pytest
 
 from mpp_server.devtools.launcher import Listeners, Processes
 from mpp_server.domain import ledger
-from tests.support.helpers import new_customer, new_qr, sim, sim_payment
-from tests.support.stack import DEPOSIT_TOKEN, TOKEN, server_env
+from tests.support.helpers import new_customer, new_qr, sim, sim_payment, until_faults_left
+from tests.support.stack import DEPOSIT_TOKEN, TOKEN, Stack, server_env
 
 pytestmark = pytest.mark.slow
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -62,7 +62,7 @@ async def wallet(http: aiohttp.ClientSession, server: ServerProcess, method: str
         return resp.status, await resp.json(content_type=None)
 
 
-async def scanned_payment(stack: Any, server: ServerProcess, customer: str,
+async def scanned_payment(stack: Stack, server: ServerProcess, customer: str,
                           amount: str) -> str:
     qr = await new_qr(stack, "Dynamic", amount=amount)
     status, body = await wallet(stack.http, server, "POST", "/v1/scan",
@@ -87,7 +87,7 @@ async def wait_db_status(dsn: str, payment_id: str, wanted: str, timeout_s: floa
 
 
 async def test_killed_server_finishes_payment_after_restart_without_second_debit(
-        stack: Any, isolated_db: str, tmp_path: Path) -> None:
+        stack: Stack, isolated_db: str, tmp_path: Path) -> None:
     await sim(stack, "DELETE", "/sim/faults")
     customer = new_customer()
     # Kaspi will sit on the first notify for 8 s; the server waits up to 10 s for it.
@@ -107,7 +107,7 @@ async def test_killed_server_finishes_payment_after_restart_without_second_debit
                                                 f"/v1/payments/{payment_id}/confirm",
                                                 {"customerId": customer}))
         await wait_db_status(isolated_db, payment_id, "PENDING")
-        await asyncio.sleep(0.3)  # the notify call is now in flight
+        await until_faults_left(stack, "notifyPayment", 0)  # the notify call is in flight
         first.kill()
         with pytest.raises(aiohttp.ClientError):
             await confirming
@@ -133,7 +133,7 @@ async def test_killed_server_finishes_payment_after_restart_without_second_debit
 
 
 async def test_two_processes_drain_one_outbox_notifying_each_payment_once(
-        stack: Any, isolated_db: str, tmp_path: Path) -> None:
+        stack: Stack, isolated_db: str, tmp_path: Path) -> None:
     await sim(stack, "DELETE", "/sim/faults")
     # No inline attempt: every notify goes through the shared outbox.
     with servers(2, isolated_db, stack.sim_url, tmp_path, CONFIRM_BUDGET_MS="0") as pair:

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import pytest
 
 from tests.support.helpers import new_customer, sim
+from tests.support.stack import Stack
 from tests.support.webhooks import HANG, Receiver
 from tests.system.test_processes import (
     DEPOSIT_AUTH,
@@ -30,7 +30,7 @@ def webhook_env(receiver: Receiver, **extra: str) -> dict[str, str]:
             "WEBHOOK_BACKOFF_MAX_MS": "400", **extra}
 
 
-async def pay(stack: Any, server: ServerProcess, amount: str = "10.00") -> tuple[str, str]:
+async def pay(stack: Stack, server: ServerProcess, amount: str = "10.00") -> tuple[str, str]:
     """A deposit and a completed payment through `server`: (paymentId, customerId)."""
     customer = new_customer()
     status, _ = await wallet(stack.http, server, "POST", f"/v1/accounts/{customer}/deposits",
@@ -62,7 +62,7 @@ async def wait_all_delivered(dsn: str, timeout_s: float = 60) -> list[asyncpg.Re
 
 
 async def test_a_server_killed_before_its_webhook_was_answered_leaves_it_to_the_next(
-        stack: Any, isolated_db: str, tmp_path: Path) -> None:
+        stack: Stack, isolated_db: str, tmp_path: Path) -> None:
     await sim(stack, "DELETE", "/sim/faults")
     receiver = Receiver(plan=lambda webhook_id, n: HANG if n == 1 else 200)
     await receiver.start()
@@ -92,7 +92,7 @@ async def test_a_server_killed_before_its_webhook_was_answered_leaves_it_to_the_
 
 
 async def test_two_servers_deliver_one_outbox_every_event_with_its_id_never_twice_at_once(
-        stack: Any, isolated_db: str, tmp_path: Path) -> None:
+        stack: Stack, isolated_db: str, tmp_path: Path) -> None:
     await sim(stack, "DELETE", "/sim/faults")
     # Every third webhook is refused once: its retry may be taken by either server.
     receiver = Receiver(plan=lambda webhook_id, n: 500 if int(webhook_id) % 3 == 0 and n == 1

@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "mpp_server"
 
 # The base modules any layer may use: no configuration, no wiring, no HTTP.
 BASE = frozenset({"db", "errors", "logs", "metrics", "money", "jsonutil", "wire", "cursors",
-                  "audit", "__version__"})
+                  "audit", "journal", "redact", "__version__"})
 # layer -> the layers (beyond BASE and itself) it may import.
 ALLOWED: dict[str, frozenset[str]] = {
     "kaspi_client": frozenset(),

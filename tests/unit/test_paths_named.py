@@ -59,6 +59,7 @@ def _scanned(tracked: list[Path]) -> list[Path]:
 
 
 def _exists(name: str, files: set[str], basenames: set[str]) -> bool:
+    name = name.removeprefix("./")  # a compose bind mount's source
     if "/" not in name:
         return name in basenames
     return any(f"{root}{name}" in files or (ROOT / f"{root}{name}").is_dir()
