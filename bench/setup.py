@@ -1,7 +1,8 @@
 """The benchmark's set-up: a fresh database with a history made by the server's own steps
-(mpp_server.domain: deposits, `payments.debit`, Kaspi's answer applied, refunds), the
-simulator and the server processes (through the dev launcher, devtools/launcher.py), the
-echo server, and the wallet customers: identified, deposited, with their QR codes."""
+(mpp_server.domain: deposits, `payments.confirm_statement`, Kaspi's answer applied,
+refunds), the simulator and the server processes (through the dev launcher,
+devtools/launcher.py), the echo server, and the wallet customers: identified,
+deposited, with their QR codes."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ from mpp_server.devtools.launcher import (
 from mpp_server.domain import accounts, deposits, payments
 from mpp_server.domain.limits import DEFAULT_LIMITS_MCI, DEFAULT_MCI_TENGE, Level, parse_limits
 from mpp_server.domain.outbox import Notice, apply_answer
-from mpp_server.domain.outcomes import DEBIT_NOTICES, DebitOutcome, PaymentStatus
+from mpp_server.domain.outcomes import DEBIT_NOTICES, ConfirmOutcome
 from mpp_server.domain.refunds import InboundExchange, RefundRequest, apply_refund
 from mpp_server.kaspi_client.models import NotifyResponse
 
@@ -78,18 +79,18 @@ def admin_dsn() -> str:
 async def _completed_payment(conn: Conn, payment_id: str, customer: str,
                              amount_tiyn: int) -> None:
     """One payment as the server makes it: the scan's row (`payment_scanned`), confirm's
-    debit (`payments.debit`), then Kaspi's SUCCESS applied as the notify outbox applies
-    it."""
+    statement (`payments.confirm_statement`), then Kaspi's SUCCESS applied as the notify
+    outbox applies it."""
     row = await conn.fetchrow(
         "SELECT (s.payment).mpp_payment_id, (s.payment).locale "
         "FROM payment_scanned($1, $2, 'Dynamic', $3, NULL, $4, NULL, 'ru-RU') s",
         payment_id, customer, amount_tiyn, {})
     assert row is not None
-    outcome = await payments.debit(conn, payment_id, customer, PaymentStatus.SCANNED,
-                                   amount_tiyn, None, 0.0, NO_LIMITS.sql_arg, 0)
-    if outcome is not DebitOutcome.DEBITED:
-        raise RuntimeError(f"seeding {payment_id}: payment_debit answered {outcome}")
-    staged = DEBIT_NOTICES[DebitOutcome.DEBITED]
+    outcome, _ = await payments.confirm_statement(conn, payment_id, customer, None, None,
+                                                  0.0, NO_LIMITS.sql_json, 0)
+    if outcome is not ConfirmOutcome.DEBITED:
+        raise RuntimeError(f"seeding {payment_id}: payment_confirm answered {outcome}")
+    staged = DEBIT_NOTICES[ConfirmOutcome.DEBITED]
     notice = Notice(payment_id, str(row["mpp_payment_id"]), customer, amount_tiyn,
                     staged.result_code.value, staged.result_message, row["locale"])
     await apply_answer(conn, notice, KASPI_SUCCESS)

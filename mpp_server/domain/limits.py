@@ -67,7 +67,7 @@ class Limits:
 
     @cached_property
     def sql_arg(self) -> dict[str, dict[str, int]]:
-        """payment_debit's and balance_cap_exceeded's p_limits: tiyn by level and kind."""
+        """payment_confirm's and balance_cap_exceeded's p_limits: tiyn by level and kind."""
         arg: dict[str, dict[str, int]] = {}
         for level, kinds in self.mci.items():
             arg[level.value] = {}

@@ -98,49 +98,35 @@ class StagedNotify:
     result_message: str
 
 
-class DebitOutcome(StrEnum):
-    """`payment_debit` (sql/functions/payments.sql): confirm's one statement."""
+class ConfirmOutcome(StrEnum):
+    """`payment_confirm` (sql/functions/payments.sql): confirm's one statement."""
 
     DEBITED = "DEBITED"                        # customer debited, PENDING, SUCCESS staged
     INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"  # nothing debited, DECLINED, failure staged
     LIMIT_EXCEEDED = "LIMIT_EXCEEDED"          # over a limit of the customer's level: the same
     EXPIRED = "EXPIRED"                        # past canConfirmUntil - margin: EXPIRED
-    CHANGED = "CHANGED"                        # not in the status validated: read again
+    # Refused before any debit, nothing written (the payment returned as it stands):
+    NOT_FOUND = "NOT_FOUND"                    # no such payment
+    NOT_YOURS = "NOT_YOURS"                    # another customer scanned it
+    DECIDED = "DECIDED"                        # PENDING, COMPLETED or DECLINED: a repeat
+    CLOSED = "CLOSED"                          # EXPIRED, CANCELLED or FAILED
+    AMOUNT_REQUIRED = "AMOUNT_REQUIRED"        # a Static QR code: the customer's amount
+    AMOUNT_NOT_WHOLE = "AMOUNT_NOT_WHOLE"      # a Static amount: positive whole tenge
+    CHECKOUT_REQUIRED = "CHECKOUT_REQUIRED"    # a Custom QR payment not checked out
+    AMOUNT_DIFFERS = "AMOUNT_DIFFERS"          # an amount that is not the payment's
 
     @property
     def staged(self) -> StagedNotify | None:
         return DEBIT_NOTICES.get(self)
 
 
-class ConfirmOutcome(StrEnum):
-    """`payment_confirm` (sql/functions/payments.sql): what refuses a confirm before any
-    debit, nothing written (the payment as it stands is returned with it). When the
-    payment is debited or declined, payment_confirm returns payment_debit's DebitOutcome
-    instead."""
-
-    NOT_FOUND = "NOT_FOUND"                  # no such payment
-    NOT_YOURS = "NOT_YOURS"                  # another customer scanned it
-    DECIDED = "DECIDED"                      # PENDING, COMPLETED or DECLINED: a repeat
-    CLOSED = "CLOSED"                        # EXPIRED, CANCELLED or FAILED
-    AMOUNT_REQUIRED = "AMOUNT_REQUIRED"      # a Static QR code: the customer's amount
-    AMOUNT_NOT_WHOLE = "AMOUNT_NOT_WHOLE"    # a Static amount: positive whole tenge
-    CHECKOUT_REQUIRED = "CHECKOUT_REQUIRED"  # a Custom QR payment not checked out
-    AMOUNT_DIFFERS = "AMOUNT_DIFFERS"        # an amount that is not the payment's
-
-    @staticmethod
-    def of(value: str) -> ConfirmOutcome | DebitOutcome:
-        """payment_confirm's outcome: a refusal, or the debit's outcome."""
-        return (ConfirmOutcome(value) if value in ConfirmOutcome.__members__
-                else DebitOutcome(value))
-
-
-# What payment_debit stages for Kaspi with each outcome; passed to it as its jsonb
+# What payment_confirm stages for Kaspi with each outcome; passed to it as its jsonb
 # argument (DEBIT_NOTICES_ARG), so this table is the only place they are written.
-DEBIT_NOTICES: dict[DebitOutcome, StagedNotify] = {
-    DebitOutcome.DEBITED: StagedNotify(ResultCode.SUCCESS, "success"),
-    DebitOutcome.INSUFFICIENT_FUNDS: StagedNotify(ResultCode.PROCESS_FAIL,
-                                                  "insufficient funds"),
-    DebitOutcome.LIMIT_EXCEEDED: StagedNotify(ResultCode.PROCESS_FAIL, "limit exceeded"),
+DEBIT_NOTICES: dict[ConfirmOutcome, StagedNotify] = {
+    ConfirmOutcome.DEBITED: StagedNotify(ResultCode.SUCCESS, "success"),
+    ConfirmOutcome.INSUFFICIENT_FUNDS: StagedNotify(ResultCode.PROCESS_FAIL,
+                                                    "insufficient funds"),
+    ConfirmOutcome.LIMIT_EXCEEDED: StagedNotify(ResultCode.PROCESS_FAIL, "limit exceeded"),
 }
 DEBIT_NOTICES_ARG: dict[str, list[str]] = {
     outcome.value: [n.result_code.value, n.result_message]
@@ -303,7 +289,6 @@ class DueNow(StrEnum):
 
 # The SQL function that returns each enum: the outcome test reads their bodies.
 RETURNED_BY: dict[type[StrEnum], tuple[str, ...]] = {
-    DebitOutcome: ("payment_debit",),
     ConfirmOutcome: ("payment_confirm",),
     CheckoutOutcome: ("payment_checkout", "payment_checkout_refused"),
     CancelOutcome: ("payment_cancel",),

@@ -24,13 +24,11 @@ from mpp_server.domain.outbox import Notice, NotifyOutbox
 from mpp_server.domain.outcomes import (
     CANCEL_NOTICE,
     DEBIT_NOTICES,
-    DEBIT_NOTICES_ARG,
     DEBIT_NOTICES_JSON,
     OPEN_PAYMENT_STATUSES,
     CancelOutcome,
     CheckoutOutcome,
     ConfirmOutcome,
-    DebitOutcome,
     PaymentStatus,
 )
 from mpp_server.domain.receipts import receipt_in_locale
@@ -210,36 +208,53 @@ async def confirm(steps: PaymentSteps, payment_id: str, customer_id: str, amount
                   locale: str | None) -> asyncpg.Record:
     """One statement (payment_confirm, sql/functions/payments.sql) locks the payment,
     checks it against the request and debits or declines it; then Kaspi is told under
-    the lease the debit set. 20 confirms at once: one debits, the others find the
+    the lease the statement set. 20 confirms at once: one debits, the others find the
     payment decided and answer what the first did, never a second debit."""
     budget_s = steps.confirm_budget_ms / 1000
     lease_ends = asyncio.get_running_loop().time() + budget_s
     async with steps.pool.acquire() as conn:
-        # The two jsonb arguments are the same on every call: sent as the text encoded
-        # once, not encoded by the driver each time.
-        row = await conn.fetchrow(
-            "SELECT c.outcome, (c.payment).* FROM payment_confirm($1, $2, $3, $4, $5, $6, "
-            "$7::text::jsonb, $8::text::jsonb, $9) c", payment_id, customer_id, amount_tiyn,
-            ledger.shard_for(payment_id), locale, budget_s, DEBIT_NOTICES_JSON,
+        outcome, row = await confirm_statement(
+            conn, payment_id, customer_id, amount_tiyn, locale, budget_s,
             steps.limits.sql_json, steps.confirm_safety_margin_ms)
-    assert row is not None
-    outcome = ConfirmOutcome.of(row["outcome"])
-    if isinstance(outcome, ConfirmOutcome):
-        return _refused_or_repeated(steps, outcome, row, payment_id, amount_tiyn)
-    _count_debit(outcome, row)
-    if outcome is DebitOutcome.EXPIRED:
+    if outcome is ConfirmOutcome.EXPIRED:
+        # The deadline passed before the debit held its locks.
+        PAYMENTS.labels("EXPIRED").inc()
+        log.info("payment expired at the debit", extra={"payment_id": payment_id})
         raise PaymentExpired("the payment's canConfirmUntil has passed")
-    staged = DEBIT_NOTICES[outcome]
+    staged = DEBIT_NOTICES.get(outcome)
+    if staged is None:
+        return _refused_or_repeated(steps, outcome, row, payment_id, amount_tiyn)
+    _count_decline(outcome, row)
     notice = Notice(payment_id, str(row["mpp_payment_id"]), customer_id, row["amount_tiyn"],
                     staged.result_code, staged.result_message, row["locale"])
     answered = await steps.outbox.deliver_now(notice, lease_ends)
-    if outcome is DebitOutcome.INSUFFICIENT_FUNDS:
+    if outcome is ConfirmOutcome.INSUFFICIENT_FUNDS:
         raise InsufficientFunds("insufficient funds")
-    if outcome is DebitOutcome.LIMIT_EXCEEDED:
+    if outcome is ConfirmOutcome.LIMIT_EXCEEDED:
         LIMIT_REFUSALS.labels(row["exceeded_limit"], row["exceeded_level"]).inc()
         raise _limit_exceeded(steps, row)
     return answered if answered is not None else await _read_payment(steps, payment_id,
                                                                      customer_id)
+
+
+async def confirm_statement(conn: Conn, payment_id: str, customer_id: str,
+                            amount_tiyn: int | None, locale: str | None, hold_s: float,
+                            limits_json: str, margin_ms: int, now: datetime | None = None
+                            ) -> tuple[ConfirmOutcome, asyncpg.Record]:
+    """The one call of payment_confirm, its arguments in one place (the confirm; the
+    benchmark's history and the ledger's tests call it too): the outcome and the payment
+    as the statement left it. `hold_s` is the lease on the staged notify, `limits_json`
+    the limits by level (`Limits.sql_json`; "{}" for none), `margin_ms` the safety
+    margin before canConfirmUntil; `now`, the debit's time for the limits' calendar, is
+    the database's clock unless a test crosses a midnight. The two jsonb arguments are
+    sent as text (encoded once, not by the driver on every call)."""
+    row = await conn.fetchrow(
+        "SELECT c.outcome, (c.payment).* FROM payment_confirm($1, $2, $3, $4, $5, $6, "
+        "$7::text::jsonb, $8::text::jsonb, $9, $10) c", payment_id, customer_id,
+        amount_tiyn, ledger.shard_for(payment_id), locale, hold_s, DEBIT_NOTICES_JSON,
+        limits_json, margin_ms, now)
+    assert row is not None
+    return ConfirmOutcome(row["outcome"]), row
 
 
 def _refused_or_repeated(steps: PaymentSteps, outcome: ConfirmOutcome, row: asyncpg.Record,
@@ -255,9 +270,9 @@ def _refused_or_repeated(steps: PaymentSteps, outcome: ConfirmOutcome, row: asyn
         # A repeated confirm: never a second debit, the same outcome.
         if amount_tiyn is not None and amount_tiyn != row["amount_tiyn"]:
             raise InvalidState(f"payment is already {status} with another amount")
-        if row["decline_code"] == DebitOutcome.INSUFFICIENT_FUNDS:
+        if row["decline_code"] == ConfirmOutcome.INSUFFICIENT_FUNDS:
             raise InsufficientFunds("insufficient funds")
-        if row["decline_code"] == DebitOutcome.LIMIT_EXCEEDED:
+        if row["decline_code"] == ConfirmOutcome.LIMIT_EXCEEDED:
             raise _limit_exceeded(steps, row)
         return row
     if outcome is ConfirmOutcome.CLOSED:
@@ -291,34 +306,13 @@ def _limit_exceeded(steps: PaymentSteps, row: asyncpg.Record) -> LimitExceeded:
     return LimitExceeded(f"the payment would exceed {what}; nothing was debited")
 
 
-def _count_debit(outcome: DebitOutcome, row: asyncpg.Record) -> None:
-    """The debit's outcome counted and logged (not DEBITED: Kaspi's answer decides)."""
-    payment_id = row["payment_id"]
-    if outcome is DebitOutcome.EXPIRED:
-        # The deadline passed before the debit held its locks (payment_debit).
-        PAYMENTS.labels("EXPIRED").inc()
-        log.info("payment expired at the debit", extra={"payment_id": payment_id})
-    elif outcome in (DebitOutcome.INSUFFICIENT_FUNDS, DebitOutcome.LIMIT_EXCEEDED):
+def _count_decline(outcome: ConfirmOutcome, row: asyncpg.Record) -> None:
+    """A decline counted and logged (a debit is counted when Kaspi's answer decides)."""
+    if outcome is not ConfirmOutcome.DEBITED:
         PAYMENTS.labels(outcome.value).inc()
         log.info(f"payment declined: {outcome.value}",
-                 extra={"payment_id": payment_id,
+                 extra={"payment_id": row["payment_id"],
                         "customer": mask_customer(row["customer_id"])})
-
-
-async def debit(conn: Conn, payment_id: str, customer_id: str, expected_status: str,
-                amount_tiyn: int, locale: str | None, hold_s: float,
-                limits: dict[str, dict[str, int]], margin_ms: int,
-                now: datetime | None = None) -> DebitOutcome:
-    """payment_debit alone, its arguments in one place (payment_confirm calls it for a
-    confirm; the benchmark's history and the ledger's tests call it directly): debit or
-    decline a payment validated in `expected_status`, staging the notify DEBIT_NOTICES
-    names, with the lease `hold_s`, the limits by level (`Limits.sql_arg`; {} for none)
-    and the safety margin before canConfirmUntil. `now`, the debit's time for the
-    limits' calendar, is the database's clock unless a test crosses a midnight."""
-    return DebitOutcome(await conn.fetchval(
-        "SELECT payment_debit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)", payment_id,
-        customer_id, expected_status, amount_tiyn, ledger.shard_for(payment_id), locale,
-        hold_s, DEBIT_NOTICES_ARG, limits, margin_ms, now))
 
 
 def count_completed_without_answer(payment_id: str, evidence: str) -> None:

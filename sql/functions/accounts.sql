@@ -57,7 +57,7 @@ $$;
 
 -- Which limit a debit of p_amount for a payment would break: 'payment', 'daily' or
 -- 'monthly' (the Kazakhstan day and month of p_now), or NULL; O(1), from the running
--- totals. The caller holds the account's row lock (payment_debit) and passes the row it
+-- totals. The caller holds the account's row lock (payment_confirm) and passes the row it
 -- read under it: every debit of a customer is checked and written under that lock, so
 -- concurrent confirms are counted one after another, never together. A payment uses its
 -- share from its debit while it holds the money; one Kaspi declined, whose money was

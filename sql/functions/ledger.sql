@@ -4,7 +4,7 @@
 -- The one way money moves: both legs in one call, so a transfer is balanced by
 -- construction. Accounts are locked customers first, then system accounts, each in id
 -- order: one order for every transaction, so none deadlocks, and a step that already
--- holds its customer's row (payment_debit, a credit's cap check) takes the system
+-- holds its customer's row (payment_confirm, a credit's cap check) takes the system
 -- account's shard only here, last.
 -- A debit that would take a customer below zero fails on the CHECK above
 -- (check_violation), aborting the caller's transaction.

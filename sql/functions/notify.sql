@@ -3,7 +3,7 @@
 
 -- Stage a notifyPayment in the caller's transaction (the decision it reports commits with
 -- it). The deciding request holds the row's lease for p_hold_s (next_attempt_at); the
--- worker of any process takes it after that. Used by payment_debit and by cancel.
+-- worker of any process takes it after that. Used by payment_confirm and by cancel.
 -- PL/pgSQL, as every function of the payment's path (ledger.sql, settlement_account).
 CREATE OR REPLACE FUNCTION notify_stage(p_payment_id text, p_code text, p_message text,
                                         p_amount bigint, p_hold_s double precision)
@@ -61,7 +61,7 @@ $$;
 -- docs/notify-policy.md), in the caller's transaction. The outbox row is claimed
 -- (deleted) first, and only the caller that deleted it applies the answer. Two callers
 -- can hold the same answer only when the request that decided a payment, sending its
--- first notifyPayment under the lease payment_debit gave it (next_attempt_at, no row
+-- first notifyPayment under the lease payment_confirm gave it (next_attempt_at, no row
 -- lock: docs/notify-policy.md), overran the lease and the worker sent the same notify
 -- too; Kaspi answers both the same (it is idempotent per paymentId). The second caller
 -- waits for the first's row lock, finds no row and changes nothing: ALREADY_APPLIED.

@@ -111,107 +111,53 @@ BEGIN
 END;
 $$;
 
--- Debit the customer for a payment the caller validated in the status it read
--- (payment_confirm, holding the payment's row lock), and stage notifyPayment SUCCESS;
--- or, without the money or over a limit of the customer's identification level,
--- decline it and stage a failure notify so Kaspi closes it.
--- Returns an outcome of DebitOutcome: 'DEBITED', 'INSUFFICIENT_FUNDS', 'LIMIT_EXCEEDED'
--- (payments.exceeded_limit names the limit), 'EXPIRED' (canConfirmUntil less
--- p_margin_ms has passed by the time the locks are held: nothing debited, the payment
--- EXPIRED, nothing staged), or 'CHANGED' when the payment is no longer in the status the
--- caller validated (a caller that read it without its lock lost a race). p_notices maps each staging outcome to the [resultCode, resultMessage]
--- it stages (mpp_server/domain/outcomes.py DEBIT_NOTICES, their one home); p_limits are
--- the limits by level (sql/functions/accounts.sql).
--- The deadline is checked here, after the locks are held and against the wall clock
--- (clock_timestamp(), not the transaction's start): a confirm that passed the caller's
--- check and then waited on a lock must not debit late (issue 14: it committed 3.5 s
--- past canConfirmUntil). p_margin_ms covers the rest of the statement and the commit.
--- p_now is the debit's time for the limits' calendar and confirmed_at (NULL: the clock;
--- the tests of the running totals pass their own to cross midnights).
-CREATE OR REPLACE FUNCTION payment_debit(p_payment_id text, p_customer_id text,
-                                         p_expected_status text, p_amount bigint,
-                                         p_shard int, p_locale text,
-                                         p_hold_s double precision, p_notices jsonb,
-                                         p_limits jsonb, p_margin_ms int,
-                                         p_now timestamptz DEFAULT NULL)
-RETURNS text LANGUAGE plpgsql AS $$
-DECLARE
-    v_account accounts;
-    v_until timestamptz;
-    v_now timestamptz;
-    v_limit text;
-    v_outcome text;
-BEGIN
-    SELECT can_confirm_until INTO v_until FROM payments
-     WHERE payment_id = p_payment_id AND status = p_expected_status
-       AND customer_id = p_customer_id FOR UPDATE;
-    IF NOT FOUND THEN
-        RETURN 'CHANGED';
-    END IF;
-    -- The customer's account alone: its row lock orders every debit and credit of the
-    -- customer, and the limits and the balance are read under it (O(1): the running
-    -- totals). The settlement shard is locked only by the transfer, after the checks
-    -- (ledger_transfer locks customer accounts before system ones: no deadlock).
-    SELECT * INTO v_account FROM accounts WHERE customer_id = p_customer_id FOR UPDATE;
-    v_now := coalesce(p_now, clock_timestamp());
-    IF v_until IS NOT NULL
-       AND clock_timestamp() >= v_until - make_interval(secs => p_margin_ms / 1000.0) THEN
-        PERFORM payment_expire(p_payment_id, p_expected_status);
-        RETURN 'EXPIRED';
-    END IF;
-    IF v_account.id IS NOT NULL THEN
-        v_limit := payment_limit_exceeded(v_account, p_amount, p_limits, v_now);
-    END IF;
-    IF v_limit IS NOT NULL OR v_account.id IS NULL OR v_account.balance_tiyn < p_amount THEN
-        v_outcome := CASE WHEN v_limit IS NOT NULL THEN 'LIMIT_EXCEEDED'
-                          ELSE 'INSUFFICIENT_FUNDS' END;
-        UPDATE payments SET status = 'DECLINED', decline_code = v_outcome,
-               exceeded_limit = v_limit, exceeded_level = CASE WHEN v_limit IS NOT NULL
-                   THEN v_account.identification_level END,
-               amount_tiyn = p_amount, locale = coalesce(p_locale, locale), updated_at = now()
-         WHERE payment_id = p_payment_id;
-        INSERT INTO events (type, customer_id, payment_id, amount_tiyn)
-        VALUES ('payment.declined', p_customer_id, p_payment_id, p_amount);
-    ELSE
-        v_outcome := 'DEBITED';
-        PERFORM ledger_transfer('payment_debit', p_payment_id, v_account.id,
-                                settlement_account(p_shard), p_amount);
-        PERFORM account_paid_add(v_account.id, p_amount, v_now);
-        UPDATE payments SET status = 'PENDING', amount_tiyn = p_amount,
-               locale = coalesce(p_locale, locale), confirmed_at = v_now,
-               updated_at = clock_timestamp()
-         WHERE payment_id = p_payment_id;
-    END IF;
-    PERFORM notify_stage(p_payment_id, p_notices -> v_outcome ->> 0,
-                         p_notices -> v_outcome ->> 1, p_amount, p_hold_s);
-    RETURN v_outcome;
-END;
-$$;
-
--- Confirm's one statement (regulation §4.3; docs/design.md, "The path of one confirm"):
--- the payment locked and checked against the request, then debited or declined by
--- payment_debit, all before the wallet's answer and Kaspi's notify. One round trip: the
--- confirm's separate read of the payment was folded in here (issue 28). The rules of a
--- confirm live here; the caller turns each refusal into its error
--- (mpp_server/domain/payments.py confirm). Returns `payment` as it stands after the
--- statement, and an outcome: one of payment_debit's when it was called (DEBITED,
--- INSUFFICIENT_FUNDS, LIMIT_EXCEEDED, EXPIRED); else what refuses it, nothing written:
--- NOT_FOUND, NOT_YOURS (another customer scanned it), DECIDED (PENDING, COMPLETED or
--- DECLINED already: a repeat, answered from the row), CLOSED (EXPIRED, CANCELLED or
--- FAILED), AMOUNT_REQUIRED (a Static QR code has no amount of its own),
--- AMOUNT_NOT_WHOLE (a Static amount must be positive whole tenge: notifyPayment's
--- paymentAmount is), CHECKOUT_REQUIRED (a Custom QR payment not checked out),
--- AMOUNT_DIFFERS (an amount that is not the payment's). The payment row is locked
--- first, so concurrent confirms of one payment run one after another: one debits, the
--- others find it DECIDED.
+-- Confirm's one statement (regulation §4.3; docs/design.md, "The path of one confirm"),
+-- one round trip and one transaction before Kaspi is told: the payment locked and
+-- checked against the request, then the customer debited and notifyPayment SUCCESS
+-- staged; or, without the money or over a limit of the customer's identification level,
+-- the payment declined and a failure notify staged so Kaspi closes it. Until issue 28 the
+-- confirm read the payment in a round trip of its own and validated it in Python; the
+-- rules of a confirm now live here, and the caller turns each refusal into its error
+-- (mpp_server/domain/payments.py confirm).
+-- Returns `payment` as the statement left it, and an outcome (ConfirmOutcome,
+-- mpp_server/domain/outcomes.py): DEBITED; INSUFFICIENT_FUNDS or LIMIT_EXCEEDED
+-- (DECLINED, payments.exceeded_limit naming the limit); EXPIRED (canConfirmUntil less
+-- p_margin_ms has passed by the time the locks are held: the payment EXPIRED, nothing
+-- debited or staged); or, nothing written: NOT_FOUND, NOT_YOURS (another customer
+-- scanned it), DECIDED (PENDING, COMPLETED or DECLINED already: a repeat, answered from
+-- the row), CLOSED (EXPIRED, CANCELLED or FAILED), AMOUNT_REQUIRED (a Static QR code has
+-- no amount of its own), AMOUNT_NOT_WHOLE (a Static amount must be positive whole tenge,
+-- as notifyPayment's paymentAmount is), CHECKOUT_REQUIRED (a Custom QR payment not
+-- checked out), AMOUNT_DIFFERS (an amount that is not the payment's).
+-- Locks, always in this order: the payment row first (concurrent confirms of one payment
+-- run one after another: one debits, the others find it DECIDED), then the customer's
+-- account alone (its row lock orders every debit and credit of the customer; the limits
+-- and the balance are read under it, O(1) from the running totals), and the settlement
+-- shard's account only in ledger_transfer, after the checks (customer accounts before
+-- system ones: no deadlock).
+-- The deadline is checked after the locks are held and against the wall clock
+-- (clock_timestamp(), not the transaction's start): a confirm that waited on a lock must
+-- not debit late (issue 14: one committed 3.5 s past canConfirmUntil). p_margin_ms
+-- covers the rest of the statement and the commit.
+-- p_shard is the settlement shard (mpp_server/domain/ledger.py shard_for); p_hold_s the
+-- request's lease on the outbox row; p_notices maps each staging outcome to the
+-- [resultCode, resultMessage] it stages (outcomes.py DEBIT_NOTICES, their one home);
+-- p_limits the limits by level (accounts.sql); p_now the debit's time for the limits'
+-- calendar and confirmed_at (NULL: the clock; the tests of the running totals pass their
+-- own to cross midnights).
 CREATE OR REPLACE FUNCTION payment_confirm(p_payment_id text, p_customer_id text,
                                            p_amount bigint, p_shard int, p_locale text,
                                            p_hold_s double precision, p_notices jsonb,
                                            p_limits jsonb, p_margin_ms int,
+                                           p_now timestamptz DEFAULT NULL,
                                            OUT outcome text, OUT payment payments)
 LANGUAGE plpgsql AS $$
 DECLARE
     v_static boolean;
+    v_amount bigint;
+    v_account accounts;
+    v_now timestamptz;
+    v_limit text;
 BEGIN
     SELECT * INTO payment FROM payments WHERE payment_id = p_payment_id FOR UPDATE;
     IF NOT FOUND THEN
@@ -233,13 +179,47 @@ BEGIN
         outcome := 'CHECKOUT_REQUIRED';
     ELSIF NOT v_static AND p_amount <> payment.amount_tiyn THEN
         outcome := 'AMOUNT_DIFFERS';
-    ELSE
-        outcome := payment_debit(p_payment_id, p_customer_id, payment.status,
-                                 CASE WHEN v_static THEN p_amount ELSE payment.amount_tiyn END,
-                                 p_shard, p_locale, p_hold_s, p_notices, p_limits,
-                                 p_margin_ms);
-        SELECT * INTO payment FROM payments WHERE payment_id = p_payment_id;
     END IF;
+    IF outcome IS NOT NULL THEN
+        RETURN;
+    END IF;
+    v_amount := CASE WHEN v_static THEN p_amount ELSE payment.amount_tiyn END;
+    SELECT * INTO v_account FROM accounts WHERE customer_id = p_customer_id FOR UPDATE;
+    v_now := coalesce(p_now, clock_timestamp());
+    IF payment.can_confirm_until IS NOT NULL
+       AND clock_timestamp() >= payment.can_confirm_until
+                                - make_interval(secs => p_margin_ms / 1000.0) THEN
+        outcome := 'EXPIRED';
+        PERFORM payment_expire(p_payment_id, payment.status);
+        SELECT * INTO payment FROM payments WHERE payment_id = p_payment_id;
+        RETURN;
+    END IF;
+    IF v_account.id IS NOT NULL THEN
+        v_limit := payment_limit_exceeded(v_account, v_amount, p_limits, v_now);
+    END IF;
+    IF v_limit IS NOT NULL OR v_account.id IS NULL OR v_account.balance_tiyn < v_amount THEN
+        outcome := CASE WHEN v_limit IS NOT NULL THEN 'LIMIT_EXCEEDED'
+                        ELSE 'INSUFFICIENT_FUNDS' END;
+        UPDATE payments SET status = 'DECLINED', decline_code = outcome,
+               exceeded_limit = v_limit, exceeded_level = CASE WHEN v_limit IS NOT NULL
+                   THEN v_account.identification_level END,
+               amount_tiyn = v_amount, locale = coalesce(p_locale, locale),
+               updated_at = now()
+         WHERE payment_id = p_payment_id RETURNING * INTO payment;
+        INSERT INTO events (type, customer_id, payment_id, amount_tiyn)
+        VALUES ('payment.declined', p_customer_id, p_payment_id, v_amount);
+    ELSE
+        outcome := 'DEBITED';
+        PERFORM ledger_transfer('payment_debit', p_payment_id, v_account.id,
+                                settlement_account(p_shard), v_amount);
+        PERFORM account_paid_add(v_account.id, v_amount, v_now);
+        UPDATE payments SET status = 'PENDING', amount_tiyn = v_amount,
+               locale = coalesce(p_locale, locale), confirmed_at = v_now,
+               updated_at = clock_timestamp()
+         WHERE payment_id = p_payment_id RETURNING * INTO payment;
+    END IF;
+    PERFORM notify_stage(p_payment_id, p_notices -> outcome ->> 0,
+                         p_notices -> outcome ->> 1, v_amount, p_hold_s);
 END;
 $$;
 
