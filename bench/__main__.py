@@ -27,7 +27,15 @@ import aiohttp
 import asyncpg
 
 from bench import setup, storage, webhook_lag
-from bench.load import Load, Paid, echo_phase, payments_phase, pg_insert_phase, refunds_phase
+from bench.load import (
+    Load,
+    Paid,
+    alone_phases,
+    echo_phase,
+    payments_phase,
+    pg_insert_phase,
+    refunds_phase,
+)
 from bench.measure import CpuMeter, postmaster_pid, scrape_counter, xacts
 from bench.report import Cpu, Run, result, table
 from mpp_server.devtools.devdb import fresh_database
@@ -91,12 +99,11 @@ async def measure(args: argparse.Namespace, dsn: str, stack: setup.Stack,
         # The same path with few customers: latency without the queueing of a saturated box.
         light = await payments_phase(load, "light", customers[:args.light_concurrency],
                                      args.duration / 2, None, static_qrs, [])
-        # The first customer (--month-history's) paying alone, one payment after another:
-        # its own latency and the database's CPU for each of its payments.
-        meter.begin()
-        alone = await payments_phase(load, "alone", customers[:1], args.duration / 2, None,
-                                     static_qrs, [])
-        alone_cpu = meter.per_operation_ms(alone.done + alone.failed)
+        # The first customer (--month-history's) paying alone, one payment after another,
+        # in turns with the second (no history before the run): each one's latency and
+        # the database's CPU for each of its payments, on the same machine.
+        (alone, alone_cpu), (reference, reference_cpu) = await alone_phases(
+            load, customers[:2], args.duration / 8, 4, static_qrs, meter)
         webhooks = await webhook_lag.measure(http, stack.processes, stack.sim_url,
                                              setup.admin_dsn(), args.duration / 2)
         echo_url = await asyncio.to_thread(setup.start_echo, stack.processes)
@@ -112,8 +119,8 @@ async def measure(args: argparse.Namespace, dsn: str, stack: setup.Stack,
         pending = await conn.fetchval("SELECT count(*) FROM payments WHERE status = 'PENDING'")
     finally:
         await conn.close()
-    return Run(dynamic, static, refunds, light, alone, echo, pg,
-               Cpu(payment_cpu, refund_cpu, alone_cpu, echo_cpu, commit_cpu),
+    return Run(dynamic, static, refunds, light, alone, reference, echo, pg,
+               Cpu(payment_cpu, refund_cpu, alone_cpu, reference_cpu, echo_cpu, commit_cpu),
                queries, transactions, report, pending, webhooks, storage_use)
 
 
@@ -152,6 +159,9 @@ def parse_args() -> argparse.Namespace:
         args.duration, args.concurrency, args.workers, args.pool = 1.0, 4, 1, 5
         args.expected_rate, args.pg_connections, args.light_concurrency = 200.0, 2, 2
         args.history = 100
+    if args.concurrency < 2:
+        parser.error("--concurrency must be 2 or more (the first two customers pay in turns "
+                     "alone: --month-history's and one without it)")
     return args
 
 

@@ -85,15 +85,23 @@ class CpuMeter:
         self.start = self._now()
         self.pg_start = {pid: cpu_s(pid) for pid in self._postgres_pids()}
 
-    def per_operation_ms(self, operations: int) -> dict[str, float]:
+    def spent_s(self) -> dict[str, float]:
+        """CPU seconds by part since `begin`."""
         end = self._now()
+        spent = {name: end[name] - self.start[name] for name in end}
         if self.postmaster is not None:
             # Backends come and go: count what each one still alive spent since.
-            end["postgres"] = sum(cpu_s(pid) - self.pg_start.get(pid, 0.0)
-                                  for pid in self._postgres_pids())
-            self.start["postgres"] = 0.0
-        return {name: round((end[name] - self.start[name]) * 1000 / operations, 3)
-                for name in end} if operations else {}
+            spent["postgres"] = sum(cpu_s(pid) - self.pg_start.get(pid, 0.0)
+                                    for pid in self._postgres_pids())
+        return spent
+
+    def per_operation_ms(self, operations: int) -> dict[str, float]:
+        return per_operation_ms(self.spent_s(), operations)
+
+
+def per_operation_ms(spent_s: dict[str, float], operations: int) -> dict[str, float]:
+    return {name: round(s * 1000 / operations, 3)
+            for name, s in spent_s.items()} if operations else {}
 
 
 def percentile(values: list[float], pct: float) -> float:

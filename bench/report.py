@@ -22,7 +22,8 @@ class Cpu:
 
     payment: dict[str, float]    # the saturated Dynamic and Static phases
     refund: dict[str, float]
-    alone: dict[str, float]      # the first customer paying alone
+    alone: dict[str, float]      # the first customer paying alone (--month-history's)
+    reference: dict[str, float]  # the second, in turns with it
     exchange: dict[str, float]   # one echo exchange: the echo server, the load generator
     commit: dict[str, float]     # one insert commit: PostgreSQL, the load generator
 
@@ -61,6 +62,7 @@ class Run:
     refunds: Phase
     light: Phase
     alone: Phase
+    reference: Phase
     echo: Phase
     pg: Phase
     cpu: Cpu
@@ -86,6 +88,11 @@ def summary(phase: Phase) -> dict[str, Any]:
     return {"done": phase.done, "failed": phase.failed, "elapsed_s": round(phase.elapsed_s, 2),
             "per_s": round(phase.rate, 1), "errors": phase.errors,
             "latency_ms": latency_ms(phase.confirm_s)}
+
+
+def _alone(phase: Phase, cpu: dict[str, float]) -> dict[str, Any]:
+    return {"payments": phase.done, "failed": phase.failed, "per_s": round(phase.rate, 1),
+            "confirm_latency_ms": latency_ms(phase.confirm_s), "cpu_ms_per_payment": cpu}
 
 
 def _with_total(cpu: dict[str, float]) -> dict[str, float]:
@@ -122,10 +129,8 @@ def result(args: argparse.Namespace, run: Run, month_customer: str) -> dict[str,
             "confirm_latency_ms": latency_ms(run.dynamic.watched_confirm_s
                                              + run.static.watched_confirm_s),
             "light_confirm_latency_ms": latency_ms(run.light.watched_confirm_s),
-            "alone": {"payments": run.alone.done, "failed": run.alone.failed,
-                      "per_s": round(run.alone.rate, 1),
-                      "confirm_latency_ms": latency_ms(run.alone.confirm_s),
-                      "cpu_ms_per_payment": run.cpu.alone}},
+            "alone": _alone(run.alone, run.cpu.alone),
+            "reference_alone": _alone(run.reference, run.cpu.reference)},
         "webhooks_light_load": run.webhooks,
         "cpu_ms_per_payment": _with_total(run.cpu.payment),
         "cpu_ms_per_refund": _with_total(run.cpu.refund),
@@ -172,6 +177,10 @@ def table(result: dict[str, Any]) -> str:
          _percentiles(month["alone"]["confirm_latency_ms"])),
         ("  PostgreSQL CPU ms per payment paying alone",
          month["alone"]["cpu_ms_per_payment"].get("postgres")),
+        (f"  in turns, a customer with none: alone ({month['reference_alone']['per_s']}/s)",
+         _percentiles(month["reference_alone"]["confirm_latency_ms"])),
+        ("  its PostgreSQL CPU ms per payment",
+         month["reference_alone"]["cpu_ms_per_payment"].get("postgres")),
         (f"webhook delivery lag p50/p95/p99 ms ({result['webhooks_light_load']['concurrency']}"
          " customers)", _percentiles({k: result["webhooks_light_load"]["lag_ms"][k]
                                       for k in ("p50", "p95", "p99")})),
