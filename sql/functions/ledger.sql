@@ -8,45 +8,29 @@
 -- account's shard only here, last.
 -- A debit that would take a customer below zero fails on the CHECK above
 -- (check_violation), aborting the caller's transaction.
--- One statement (the locks in that order, both balances moved, the transfer and its two
--- entries, each entry with the balance before and after it): each PL/pgSQL statement
--- costs its own executor start and end, and this runs in every debit, return and
--- refund (docs/performance.md).
 CREATE OR REPLACE FUNCTION ledger_transfer(p_kind text, p_reference text, p_debit bigint,
                                 p_credit bigint, p_amount bigint) RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
     v_transfer bigint;
-    v_legs int;
+    v_debit_after bigint;
+    v_credit_after bigint;
 BEGIN
-    WITH locked AS (
-        SELECT id FROM accounts WHERE id IN (p_debit, p_credit)
-         ORDER BY customer_id IS NULL, id FOR UPDATE
-    ), moved AS (
-        UPDATE accounts a
-           SET balance_tiyn = a.balance_tiyn
-                              + CASE WHEN a.id = p_debit THEN -p_amount ELSE p_amount END,
-               version = a.version + 1
-          FROM locked WHERE a.id = locked.id
-        RETURNING a.id, a.balance_tiyn,
-                  CASE WHEN a.id = p_debit THEN -p_amount ELSE p_amount END AS amount
-    ), transfer AS (
-        INSERT INTO transfers (kind, reference, amount_tiyn, debit_account_id,
-                               credit_account_id)
-        VALUES (p_kind, p_reference, p_amount, p_debit, p_credit) RETURNING id
-    ), legs AS (
-        -- The debit's leg first (its amount is the negative one).
-        INSERT INTO entries (transfer_id, account_id, amount_tiyn, balance_before_tiyn,
-                             balance_after_tiyn)
-        SELECT transfer.id, moved.id, moved.amount, moved.balance_tiyn - moved.amount,
-               moved.balance_tiyn
-          FROM transfer, moved ORDER BY moved.amount
-        RETURNING transfer_id
-    )
-    SELECT min(transfer_id), count(*) INTO v_transfer, v_legs FROM legs;
-    IF v_legs <> 2 THEN
+    PERFORM 1 FROM accounts WHERE id IN (p_debit, p_credit)
+     ORDER BY customer_id IS NULL, id FOR UPDATE;
+    UPDATE accounts SET balance_tiyn = balance_tiyn - p_amount, version = version + 1
+     WHERE id = p_debit RETURNING balance_tiyn INTO v_debit_after;
+    UPDATE accounts SET balance_tiyn = balance_tiyn + p_amount, version = version + 1
+     WHERE id = p_credit RETURNING balance_tiyn INTO v_credit_after;
+    IF v_debit_after IS NULL OR v_credit_after IS NULL THEN
         RAISE EXCEPTION 'ledger_transfer: unknown account % or %', p_debit, p_credit;
     END IF;
+    INSERT INTO transfers (kind, reference, amount_tiyn, debit_account_id, credit_account_id)
+    VALUES (p_kind, p_reference, p_amount, p_debit, p_credit) RETURNING id INTO v_transfer;
+    INSERT INTO entries (transfer_id, account_id, amount_tiyn, balance_before_tiyn,
+                         balance_after_tiyn)
+    VALUES (v_transfer, p_debit, -p_amount, v_debit_after + p_amount, v_debit_after),
+           (v_transfer, p_credit, p_amount, v_credit_after - p_amount, v_credit_after);
     RETURN v_transfer;
 END;
 $$;
