@@ -27,9 +27,17 @@ import aiohttp
 import asyncpg
 
 from bench import setup, storage, webhook_lag
-from bench.load import Load, Paid, echo_phase, payments_phase, pg_insert_phase, refunds_phase
-from bench.measure import CpuMeter, scrape_counter, xacts
-from bench.report import Run, result, table
+from bench.load import (
+    Load,
+    Paid,
+    alone_phases,
+    echo_phase,
+    payments_phase,
+    pg_insert_phase,
+    refunds_phase,
+)
+from bench.measure import CpuMeter, postmaster_pid, scrape_counter, xacts
+from bench.report import Cpu, Run, result, table
 from mpp_server.devtools.devdb import fresh_database
 from mpp_server.devtools.launcher import LaunchError
 from mpp_server.domain import ledger
@@ -60,6 +68,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
 async def measure(args: argparse.Namespace, dsn: str, stack: setup.Stack,
                   customers: list[str]) -> Run:
     connector = aiohttp.TCPConnector(limit=0)
+    postmaster = await postmaster_pid(dsn)
     async with aiohttp.ClientSession(connector=connector) as http:
         await setup.wait_ready(stack)
         load = Load(http, stack.wallets, stack.kaspis, stack.sim_url, setup.TOKENS.wallet,
@@ -68,7 +77,7 @@ async def measure(args: argparse.Namespace, dsn: str, stack: setup.Stack,
             load, customers, int(args.duration * args.expected_rate))
         completed: list[Paid] = []
 
-        meter = CpuMeter(stack.cpu_parts())
+        meter = CpuMeter(stack.cpu_parts(), postmaster)
         queries_before, xacts_before = await scrape_counter(
             http, stack.wallets, "mpp_db_queries_total"), await xacts(dsn)
         storage_before = await storage.snapshot(dsn)
@@ -86,23 +95,33 @@ async def measure(args: argparse.Namespace, dsn: str, stack: setup.Stack,
         storage_use = await storage.per_payment(dsn, storage_before, dynamic.done + static.done)
         meter.begin()
         refunds = await refunds_phase(load, completed, args.duration, args.concurrency)
+        refund_cpu = meter.per_operation_ms(refunds.done + refunds.failed)
         # The same path with few customers: latency without the queueing of a saturated box.
         light = await payments_phase(load, "light", customers[:args.light_concurrency],
                                      args.duration / 2, None, static_qrs, [])
-        refund_cpu = meter.per_operation_ms(refunds.done + refunds.failed)
+        # The first customer (--month-history's) paying alone, one payment after another,
+        # in turns with the second (no history before the run): each one's latency and
+        # the database's CPU for each of its payments, on the same machine.
+        (alone, alone_cpu), (reference, reference_cpu) = await alone_phases(
+            load, customers[:2], args.duration / 8, 4, static_qrs, meter)
         webhooks = await webhook_lag.measure(http, stack.processes, stack.sim_url, stack.tls,
                                              setup.admin_dsn(), args.duration / 2)
         echo_url = await asyncio.to_thread(setup.start_echo, stack.processes)
+        echo_meter = CpuMeter({"echo server": [stack.processes.procs["echo"].pid]}, None)
+        echo_meter.begin()
         echo = await echo_phase(http, echo_url, args.duration, args.concurrency)
-    pg = await pg_insert_phase(dsn, args.duration, args.pg_connections)
+        echo_cpu = echo_meter.per_operation_ms(echo.done)
+    pg, commit_cpu = await pg_insert_phase(dsn, args.duration, args.pg_connections,
+                                           CpuMeter({}, postmaster))
     conn = await asyncpg.connect(dsn)
     try:
         report = await ledger.check_invariants(conn)
         pending = await conn.fetchval("SELECT count(*) FROM payments WHERE status = 'PENDING'")
     finally:
         await conn.close()
-    return Run(dynamic, static, refunds, light, echo, pg, payment_cpu, refund_cpu, queries,
-               transactions, report, pending, webhooks, storage_use)
+    return Run(dynamic, static, refunds, light, alone, reference, echo, pg,
+               Cpu(payment_cpu, refund_cpu, alone_cpu, reference_cpu, echo_cpu, commit_cpu),
+               queries, transactions, report, pending, webhooks, storage_use)
 
 
 def parse_args() -> argparse.Namespace:
@@ -140,6 +159,9 @@ def parse_args() -> argparse.Namespace:
         args.duration, args.concurrency, args.workers, args.pool = 1.0, 4, 1, 5
         args.expected_rate, args.pg_connections, args.light_concurrency = 200.0, 2, 2
         args.history = 100
+    if args.concurrency < 2:
+        parser.error("--concurrency must be 2 or more (the first two customers pay in turns "
+                     "alone: --month-history's and one without it)")
     return args
 
 

@@ -14,6 +14,8 @@ from typing import Any
 import aiohttp
 import asyncpg
 
+from bench.measure import CpuMeter, per_operation_ms
+
 RECEIPT = "https://receipt-test.kaspi.kz/web?extTranId=QRBENCH"
 # A completed payment: (paymentId, customerId, amount), what a refund needs.
 Paid = tuple[str, str, str]
@@ -31,6 +33,16 @@ class Phase:
     # The confirms of the watched customer (--month-history's): its own latency.
     watched_confirm_s: list[float] = field(default_factory=list)
     errors: dict[str, int] = field(default_factory=dict)
+
+    def add(self, other: Phase) -> None:
+        """`other`'s payments counted in this phase too (a phase run in slices)."""
+        self.elapsed_s += other.elapsed_s
+        self.done += other.done
+        self.failed += other.failed
+        self.scan_s += other.scan_s
+        self.confirm_s += other.confirm_s
+        for what, count in other.errors.items():
+            self.errors[what] = self.errors.get(what, 0) + count
 
     def error(self, what: str) -> None:
         self.failed += 1
@@ -153,6 +165,25 @@ async def payments_phase(load: Load, name: str, customers: list[str], duration_s
     return await run_phase(phase, duration_s, len(customers), job)
 
 
+async def alone_phases(load: Load, customers: list[str], slice_s: float, rounds: int,
+                       static_qrs: dict[str, str], meter: CpuMeter
+                       ) -> list[tuple[Phase, dict[str, float]]]:
+    """Each of `customers` paying alone, one payment after another, in turns of
+    `slice_s` (`rounds` turns each, so all see the same machine): by customer, its
+    phase and the CPU ms per payment by process."""
+    phases = [Phase(f"alone {c}") for c in customers]
+    spent: list[dict[str, float]] = [{} for _ in customers]
+    for _ in range(rounds):
+        for i, customer in enumerate(customers):
+            meter.begin()
+            phases[i].add(await payments_phase(load, "alone", [customer], slice_s, None,
+                                               static_qrs, []))
+            for name, s in meter.spent_s().items():
+                spent[i][name] = spent[i].get(name, 0.0) + s
+    return [(phase, per_operation_ms(cpu, phase.done + phase.failed))
+            for phase, cpu in zip(phases, spent, strict=True)]
+
+
 async def refunds_phase(load: Load, completed: list[Paid], duration_s: float,
                         concurrency: int) -> Phase:
     """Kaspi refunds completed payments in full through POST /refund."""
@@ -199,23 +230,28 @@ async def echo_phase(http: aiohttp.ClientSession, url: str, duration_s: float,
     return await run_phase(phase, duration_s, concurrency, job)
 
 
-async def pg_insert_phase(dsn: str, duration_s: float, connections: int) -> Phase:
-    """Single-row INSERT commits from `connections` connections: PostgreSQL's commit rate."""
+async def pg_insert_phase(dsn: str, duration_s: float, connections: int,
+                          meter: CpuMeter) -> tuple[Phase, dict[str, float]]:
+    """Single-row INSERT commits, one connection per worker held for the phase (the
+    servers' pools send no reset query either): PostgreSQL's commit rate, and CPU ms per
+    commit (`meter`, read before the connections close: a backend's CPU is gone with
+    it)."""
     conn = await asyncpg.connect(dsn)
     await conn.execute("CREATE TABLE IF NOT EXISTS bench_commits (id bigserial PRIMARY KEY, "
                        "v bigint NOT NULL)")
     await conn.close()
-    pool = await asyncpg.create_pool(dsn, min_size=connections, max_size=connections)
-    assert pool is not None
+    conns = [await asyncpg.connect(dsn) for _ in range(connections)]
     phase = Phase("pg_insert")
 
     async def job(i: int) -> bool:
-        async with pool.acquire() as c:
-            await c.execute("INSERT INTO bench_commits (v) VALUES ($1)", i)
+        await conns[i].execute("INSERT INTO bench_commits (v) VALUES ($1)", i)
         phase.done += 1
         return True
 
     try:
-        return await run_phase(phase, duration_s, connections, job)
+        meter.begin()
+        await run_phase(phase, duration_s, connections, job)
+        return phase, meter.per_operation_ms(phase.done)
     finally:
-        await pool.close()
+        for c in conns:
+            await c.close()

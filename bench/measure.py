@@ -1,6 +1,11 @@
 """The benchmark's measurements: CPU seconds by process (from /proc, so independent of
 whatever else the machine runs), latency percentiles, the servers' statement counter and
-PostgreSQL's transaction counter."""
+PostgreSQL's transaction counter.
+
+PostgreSQL's CPU is that of the bench's own cluster only: its postmaster (the parent of
+a backend of the bench's database) and the postmaster's children. Other clusters on the
+machine (other checkouts' tests) are not the bench's work; before issue 28 they were
+counted too, which inflated and scattered the figure on a shared machine."""
 
 from __future__ import annotations
 
@@ -17,30 +22,58 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 def cpu_s(pid: int) -> float:
     """User + system CPU seconds of a process, from /proc (0 when it is gone)."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = _stat_fields(pid)
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-def postgres_pids() -> list[int]:
-    pids = []
+def _stat_fields(pid: int) -> list[str]:
+    """/proc/PID/stat's fields after the command name (state, ppid, ...)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def parent_pid(pid: int) -> int | None:
+    try:
+        return int(_stat_fields(pid)[1])
+    except OSError:
+        return None
+
+
+def cluster_pids(postmaster: int) -> list[int]:
+    """The postmaster and its children (backends, walwriter, checkpointer, ...)."""
+    pids = [postmaster]
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
-            with suppress(OSError):
-                if (entry / "comm").read_text().strip() == "postgres":
+            with suppress(OSError, IndexError, ValueError):
+                if int(_stat_fields(int(entry.name))[1]) == postmaster:
                     pids.append(int(entry.name))
     return pids
+
+
+async def postmaster_pid(dsn: str) -> int | None:
+    """The postmaster of `dsn`'s server when it runs on this machine (else None: its CPU
+    cannot be read from here)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        backend: int = await conn.fetchval("SELECT pg_backend_pid()")
+        return parent_pid(backend)
+    finally:
+        await conn.close()
 
 
 class CpuMeter:
     """CPU seconds spent by each part of the stack during a phase: where the time goes,
     independent of whatever else the machine is doing."""
 
-    def __init__(self, parts: dict[str, list[int]]) -> None:
+    def __init__(self, parts: dict[str, list[int]], postmaster: int | None) -> None:
         self.parts = parts
+        self.postmaster = postmaster
         self.start: dict[str, float] = {}
         self.pg_start: dict[int, float] = {}
+
+    def _postgres_pids(self) -> list[int]:
+        return [] if self.postmaster is None else cluster_pids(self.postmaster)
 
     def _now(self) -> dict[str, float]:
         now = {name: sum(cpu_s(p) for p in pids) for name, pids in self.parts.items()}
@@ -50,16 +83,25 @@ class CpuMeter:
 
     def begin(self) -> None:
         self.start = self._now()
-        self.pg_start = {pid: cpu_s(pid) for pid in postgres_pids()}
+        self.pg_start = {pid: cpu_s(pid) for pid in self._postgres_pids()}
+
+    def spent_s(self) -> dict[str, float]:
+        """CPU seconds by part since `begin`."""
+        end = self._now()
+        spent = {name: end[name] - self.start[name] for name in end}
+        if self.postmaster is not None:
+            # Backends come and go: count what each one still alive spent since.
+            spent["postgres"] = sum(cpu_s(pid) - self.pg_start.get(pid, 0.0)
+                                    for pid in self._postgres_pids())
+        return spent
 
     def per_operation_ms(self, operations: int) -> dict[str, float]:
-        end = self._now()
-        # PostgreSQL backends come and go: count what each one still alive spent since.
-        end["postgres"] = sum(cpu_s(pid) - self.pg_start.get(pid, 0.0)
-                              for pid in postgres_pids())
-        self.start["postgres"] = 0.0
-        return {name: round((end[name] - self.start[name]) * 1000 / operations, 3)
-                for name in end} if operations else {}
+        return per_operation_ms(self.spent_s(), operations)
+
+
+def per_operation_ms(spent_s: dict[str, float], operations: int) -> dict[str, float]:
+    return {name: round(s * 1000 / operations, 3)
+            for name, s in spent_s.items()} if operations else {}
 
 
 def percentile(values: list[float], pct: float) -> float:

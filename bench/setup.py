@@ -1,7 +1,8 @@
 """The benchmark's set-up: a fresh database with a history made by the server's own steps
-(mpp_server.domain: deposits, `payments.debit`, Kaspi's answer applied, refunds), the
-simulator and the server processes (through the dev launcher, devtools/launcher.py), the
-echo server, and the wallet customers: identified, deposited, with their QR codes."""
+(mpp_server.domain: deposits, `payments.confirm_statement`, Kaspi's answer applied,
+refunds), the simulator and the server processes (through the dev launcher,
+devtools/launcher.py), the echo server, and the wallet customers: identified,
+deposited, with their QR codes."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ from mpp_server.devtools.launcher import (
 from mpp_server.domain import accounts, deposits, payments
 from mpp_server.domain.limits import DEFAULT_LIMITS_MCI, DEFAULT_MCI_TENGE, Level, parse_limits
 from mpp_server.domain.outbox import Notice, apply_answer
-from mpp_server.domain.outcomes import DEBIT_NOTICES, DebitOutcome, PaymentStatus
+from mpp_server.domain.outcomes import DEBIT_NOTICES, ConfirmOutcome
 from mpp_server.domain.refunds import InboundExchange, RefundRequest, apply_refund
 from mpp_server.kaspi_client.models import NotifyResponse
 
@@ -79,18 +80,18 @@ def admin_dsn() -> str:
 async def _completed_payment(conn: Conn, payment_id: str, customer: str,
                              amount_tiyn: int) -> None:
     """One payment as the server makes it: the scan's row (`payment_scanned`), confirm's
-    debit (`payments.debit`), then Kaspi's SUCCESS applied as the notify outbox applies
-    it."""
+    statement (`payments.confirm_statement`), then Kaspi's SUCCESS applied as the notify
+    outbox applies it."""
     row = await conn.fetchrow(
         "SELECT (s.payment).mpp_payment_id, (s.payment).locale "
         "FROM payment_scanned($1, $2, 'Dynamic', $3, NULL, $4, NULL, 'ru-RU') s",
         payment_id, customer, amount_tiyn, {})
     assert row is not None
-    outcome = await payments.debit(conn, payment_id, customer, PaymentStatus.SCANNED,
-                                   amount_tiyn, None, 0.0, NO_LIMITS.sql_arg, 0)
-    if outcome is not DebitOutcome.DEBITED:
-        raise RuntimeError(f"seeding {payment_id}: payment_debit answered {outcome}")
-    staged = DEBIT_NOTICES[DebitOutcome.DEBITED]
+    outcome, _ = await payments.confirm_statement(conn, payment_id, customer, None, None,
+                                                  0.0, NO_LIMITS.sql_json, 0)
+    if outcome is not ConfirmOutcome.DEBITED:
+        raise RuntimeError(f"seeding {payment_id}: payment_confirm answered {outcome}")
+    staged = DEBIT_NOTICES[ConfirmOutcome.DEBITED]
     notice = Notice(payment_id, str(row["mpp_payment_id"]), customer, amount_tiyn,
                     staged.result_code.value, staged.result_message, row["locale"])
     await apply_answer(conn, notice, KASPI_SUCCESS)
@@ -181,11 +182,13 @@ def _server_tuning(args: argparse.Namespace) -> dict[str, str]:
             "LIMITS_MCI": args.limits_mci}
 
 
-def start_stack(dsn: str, args: argparse.Namespace) -> Stack:
+def start_stack(dsn: str, args: argparse.Namespace, log_dir: Path = LOG_DIR,
+                tree: Path | None = None) -> Stack:
     """The simulator and `args.workers` servers, started (not yet ready); their logs in
-    .data/bench-logs (emptied first)."""
-    shutil.rmtree(LOG_DIR, ignore_errors=True)
-    processes = Processes(LOG_DIR)
+    `log_dir` (emptied first). `tree`: run the code of another checkout (bench/ab.py),
+    from its directory."""
+    shutil.rmtree(log_dir, ignore_errors=True)
+    processes = Processes(log_dir, cwd=tree)
     ports = iter(free_ports(2 + Listeners.COUNT * args.workers))
     sim_listen = loopback(next(ports))
     tls = SimulatorTls.made(ROOT / ".data/sim-tls", loopback(next(ports)))
@@ -194,7 +197,7 @@ def start_stack(dsn: str, args: argparse.Namespace) -> Stack:
     processes.start_simulator(simulator_process_env(sim_listen,
                                                     listeners[0].kaspi_url + "/refund", tls))
     for i, own in enumerate(listeners):
-        program = ((sys.executable, "-m", "bench.cpu_profile", str(LOG_DIR / f"server{i}.prof"))
+        program = ((sys.executable, "-m", "bench.cpu_profile", str(log_dir / f"server{i}.prof"))
                    if args.profile else MPP_SERVER)
         processes.start_server(f"server{i}", {**server_env(dsn, stack.sim_url, own, TOKENS,
                                                           tls), **_server_tuning(args)},

@@ -12,6 +12,7 @@ the configuration into tiyn and names the limits in messages.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Decimal
@@ -66,7 +67,7 @@ class Limits:
 
     @cached_property
     def sql_arg(self) -> dict[str, dict[str, int]]:
-        """payment_debit's and balance_cap_exceeded's p_limits: tiyn by level and kind."""
+        """payment_confirm's and balance_cap_exceeded's p_limits: tiyn by level and kind."""
         arg: dict[str, dict[str, int]] = {}
         for level, kinds in self.mci.items():
             arg[level.value] = {}
@@ -75,6 +76,12 @@ class Limits:
                 assert tiyn is not None
                 arg[level.value][kind] = tiyn
         return arg
+
+    @cached_property
+    def sql_json(self) -> str:
+        """`sql_arg` as JSON text, encoded once: a confirm passes it as `$n::text::jsonb`
+        instead of having the driver encode the same dict on every call."""
+        return json.dumps(self.sql_arg)
 
     def describe(self, level: str, kind: str) -> str:
         """"the daily payment limit (...) of identification level NONE (100 MCI =

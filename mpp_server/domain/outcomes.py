@@ -11,6 +11,7 @@ one unreachable.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -98,31 +99,41 @@ class StagedNotify:
     result_message: str
 
 
-class DebitOutcome(StrEnum):
-    """`payment_debit` (sql/functions/payments.sql): confirm's one statement."""
+class ConfirmOutcome(StrEnum):
+    """`payment_confirm` (sql/functions/payments.sql): confirm's one statement."""
 
     DEBITED = "DEBITED"                        # customer debited, PENDING, SUCCESS staged
     INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"  # nothing debited, DECLINED, failure staged
     LIMIT_EXCEEDED = "LIMIT_EXCEEDED"          # over a limit of the customer's level: the same
     EXPIRED = "EXPIRED"                        # past canConfirmUntil - margin: EXPIRED
-    CHANGED = "CHANGED"                        # not in the status validated: read again
+    # Refused before any debit, nothing written (the payment returned as it stands):
+    NOT_FOUND = "NOT_FOUND"                    # no such payment
+    NOT_YOURS = "NOT_YOURS"                    # another customer scanned it
+    DECIDED = "DECIDED"                        # PENDING, COMPLETED or DECLINED: a repeat
+    CLOSED = "CLOSED"                          # EXPIRED, CANCELLED or FAILED
+    AMOUNT_REQUIRED = "AMOUNT_REQUIRED"        # a Static QR code: the customer's amount
+    AMOUNT_NOT_WHOLE = "AMOUNT_NOT_WHOLE"      # a Static amount: positive whole tenge
+    CHECKOUT_REQUIRED = "CHECKOUT_REQUIRED"    # a Custom QR payment not checked out
+    AMOUNT_DIFFERS = "AMOUNT_DIFFERS"          # an amount that is not the payment's
 
     @property
     def staged(self) -> StagedNotify | None:
         return DEBIT_NOTICES.get(self)
 
 
-# What payment_debit stages for Kaspi with each outcome; passed to it as its jsonb
+# What payment_confirm stages for Kaspi with each outcome; passed to it as its jsonb
 # argument (DEBIT_NOTICES_ARG), so this table is the only place they are written.
-DEBIT_NOTICES: dict[DebitOutcome, StagedNotify] = {
-    DebitOutcome.DEBITED: StagedNotify(ResultCode.SUCCESS, "success"),
-    DebitOutcome.INSUFFICIENT_FUNDS: StagedNotify(ResultCode.PROCESS_FAIL,
-                                                  "insufficient funds"),
-    DebitOutcome.LIMIT_EXCEEDED: StagedNotify(ResultCode.PROCESS_FAIL, "limit exceeded"),
+DEBIT_NOTICES: dict[ConfirmOutcome, StagedNotify] = {
+    ConfirmOutcome.DEBITED: StagedNotify(ResultCode.SUCCESS, "success"),
+    ConfirmOutcome.INSUFFICIENT_FUNDS: StagedNotify(ResultCode.PROCESS_FAIL,
+                                                    "insufficient funds"),
+    ConfirmOutcome.LIMIT_EXCEEDED: StagedNotify(ResultCode.PROCESS_FAIL, "limit exceeded"),
 }
 DEBIT_NOTICES_ARG: dict[str, list[str]] = {
     outcome.value: [n.result_code.value, n.result_message]
     for outcome, n in DEBIT_NOTICES.items()}
+# The same as JSON text, encoded once (a confirm passes it as `$n::text::jsonb`).
+DEBIT_NOTICES_JSON = json.dumps(DEBIT_NOTICES_ARG)
 
 # What a cancel stages (regulation §4.3: the customer backed out).
 CANCEL_NOTICE = StagedNotify(ResultCode.CANCELLED_BY_CLIENT, "cancelled by client")
@@ -166,8 +177,8 @@ class TopupCreateOutcome(StrEnum):
 
 
 class NotifyOutcome(StrEnum):
-    """`apply_notify_answer_once` / `apply_notify_answer` (sql/functions/notify.sql):
-    Kaspi's final answer to our notifyPayment, applied."""
+    """`apply_notify_answer_once` (sql/functions/notify.sql): Kaspi's final answer to our
+    notifyPayment, applied."""
 
     ACKNOWLEDGED = "ACKNOWLEDGED"        # our cancel or decline was answered
     COMPLETED = "COMPLETED"              # PENDING -> COMPLETED with the receipt
@@ -339,12 +350,12 @@ class DueNow(StrEnum):
 
 # The SQL function that returns each enum: the outcome test reads their bodies.
 RETURNED_BY: dict[type[StrEnum], tuple[str, ...]] = {
-    DebitOutcome: ("payment_debit",),
+    ConfirmOutcome: ("payment_confirm",),
     CheckoutOutcome: ("payment_checkout", "payment_checkout_refused"),
     CancelOutcome: ("payment_cancel",),
     DepositOutcome: ("deposit_apply",),
     TopupCreateOutcome: ("topup_create",),
-    NotifyOutcome: ("apply_notify_answer", "apply_notify_answer_once"),
+    NotifyOutcome: ("apply_notify_answer_once",),
     RefundOutcome: ("refund_apply",),
     TopupOrderOutcome: ("topup_order_claim", "topup_order_placed", "topup_order_not_placed"),
     TopupCheckOutcome: ("topup_check_claim",),

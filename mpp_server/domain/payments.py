@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -24,11 +24,11 @@ from mpp_server.domain.outbox import Notice, NotifyOutbox
 from mpp_server.domain.outcomes import (
     CANCEL_NOTICE,
     DEBIT_NOTICES,
-    DEBIT_NOTICES_ARG,
+    DEBIT_NOTICES_JSON,
     OPEN_PAYMENT_STATUSES,
     CancelOutcome,
     CheckoutOutcome,
-    DebitOutcome,
+    ConfirmOutcome,
     PaymentStatus,
 )
 from mpp_server.domain.receipts import receipt_in_locale
@@ -53,7 +53,6 @@ from mpp_server.kaspi_client.models import (
 )
 from mpp_server.logs import mask_customer
 from mpp_server.metrics import LIMIT_REFUSALS, PAYMENTS
-from mpp_server.money import is_whole_tenge
 
 log = logging.getLogger(__name__)
 
@@ -98,11 +97,14 @@ async def scan(steps: PaymentSteps, qr_code: str, customer_id: str, locale: str)
         return ScanOutcome("Refund", merchant, None, None, refund_id)
     scanned = kaspi_answers.scanned_payment(answer)  # or KaspiDefectiveAnswer
     async with steps.pool.acquire() as conn:
+        # Only the columns the answer needs: the merchant and service are Kaspi's, from
+        # its answer; reading them back would decode two jsonb values for nothing.
         row = await conn.fetchrow(
-            "SELECT s.created, (s.payment).* FROM payment_scanned($1, $2, $3, $4, $5, $6, "
-            "$7, $8) s", scanned.payment_id, customer_id, scanned.qr_code_type,
-            scanned.amount_tiyn, scanned.can_confirm_until, scanned.merchant,
-            scanned.service, locale)
+            "SELECT s.created, (s.payment).payment_id, (s.payment).customer_id, "
+            "(s.payment).amount_tiyn, (s.payment).can_confirm_until, (s.payment).status "
+            "FROM payment_scanned($1, $2, $3, $4, $5, $6, $7, $8) s", scanned.payment_id,
+            customer_id, scanned.qr_code_type, scanned.amount_tiyn,
+            scanned.can_confirm_until, scanned.merchant, scanned.service, locale)
     assert row is not None
     # A paymentId Kaspi gave before (a Dynamic QR scanned again): the same customer sees
     # the payment as it stands; another customer may not take it over.
@@ -202,83 +204,99 @@ async def _checkout_refused(steps: PaymentSteps, payment_id: str, code: str,
                  extra={"payment_id": payment_id, "result_code": code})
 
 
-def _confirm_amount(row: asyncpg.Record, amount_tiyn: int | None) -> int:
-    qr_type = row["qr_code_type"]
-    if qr_type == "Static":
-        if amount_tiyn is None:
-            raise ValidationFailed("amount is required for a Static QR payment")
-        if amount_tiyn <= 0 or not is_whole_tenge(amount_tiyn):
-            # notifyPayment's paymentAmount must be whole tenge (regulation §4.3).
-            raise ValidationFailed("amount must be a positive whole number of tenge")
-        return amount_tiyn
-    if qr_type == "Custom" and row["status"] == PaymentStatus.SCANNED:
-        raise InvalidState("a Custom QR payment needs checkout before confirm")
-    stored: int = row["amount_tiyn"]
-    if amount_tiyn is not None and amount_tiyn != stored:
-        raise ValidationFailed("amount differs from the payment's amount")
-    return stored
-
-
-def _deadline_passed(row: asyncpg.Record, margin_ms: int) -> bool:
-    until: datetime | None = row["can_confirm_until"]
-    if until is None:
-        return False
-    margin = timedelta(milliseconds=margin_ms)
-    return datetime.now(UTC) >= until - margin
-
-
-# A confirm that loses a race re-reads the payment; more rounds than this is a bug.
-CONFIRM_ROUNDS = 5
-
-
 async def confirm(steps: PaymentSteps, payment_id: str, customer_id: str, amount_tiyn: int | None,
                   locale: str | None) -> asyncpg.Record:
-    """Validate the payment as read, then debit it in one statement that re-checks, under
-    the row lock, that it is still in the status validated (payment_debit). A
-    request that loses the race (20 confirms at once) reads again and answers what the
-    winner did: never a second debit."""
+    """One statement (payment_confirm, sql/functions/payments.sql) locks the payment,
+    checks it against the request and debits or declines it; then Kaspi is told under
+    the lease the statement set. 20 confirms at once: one debits, the others find the
+    payment decided and answer what the first did, never a second debit."""
     budget_s = steps.confirm_budget_ms / 1000
-    for _ in range(CONFIRM_ROUNDS):
-        row = await _read_payment(steps, payment_id, customer_id)
-        status = row["status"]
-        if status in (PaymentStatus.PENDING, PaymentStatus.COMPLETED, PaymentStatus.DECLINED):
-            # A repeated confirm: never a second debit, the same outcome.
-            if amount_tiyn is not None and amount_tiyn != row["amount_tiyn"]:
-                raise InvalidState(f"payment is already {status} with another amount")
-            if row["decline_code"] == DebitOutcome.INSUFFICIENT_FUNDS:
-                raise InsufficientFunds("insufficient funds")
-            if row["decline_code"] == DebitOutcome.LIMIT_EXCEEDED:
-                raise _limit_exceeded(steps, row)
-            return row
+    lease_ends = asyncio.get_running_loop().time() + budget_s
+    async with steps.pool.acquire() as conn:
+        outcome, row = await confirm_statement(
+            conn, payment_id, customer_id, amount_tiyn, locale, budget_s,
+            steps.limits.sql_json, steps.confirm_safety_margin_ms)
+    if outcome is ConfirmOutcome.EXPIRED:
+        # The deadline passed before the debit held its locks.
+        PAYMENTS.labels("EXPIRED").inc()
+        log.info("payment expired at the debit", extra={"payment_id": payment_id})
+        raise PaymentExpired("the payment's canConfirmUntil has passed")
+    staged = DEBIT_NOTICES.get(outcome)
+    if staged is None:
+        return _refused_or_repeated(steps, outcome, row, payment_id, amount_tiyn)
+    _count_decline(outcome, row)
+    notice = Notice(payment_id, str(row["mpp_payment_id"]), customer_id, row["amount_tiyn"],
+                    staged.result_code, staged.result_message, row["locale"])
+    answered = await steps.outbox.deliver_now(notice, lease_ends)
+    if outcome is ConfirmOutcome.INSUFFICIENT_FUNDS:
+        raise InsufficientFunds("insufficient funds")
+    if outcome is ConfirmOutcome.LIMIT_EXCEEDED:
+        LIMIT_REFUSALS.labels(row["exceeded_limit"], row["exceeded_level"]).inc()
+        raise _limit_exceeded(steps, row)
+    return answered if answered is not None else await _read_payment(steps, payment_id,
+                                                                     customer_id)
+
+
+async def confirm_statement(conn: Conn, payment_id: str, customer_id: str,
+                            amount_tiyn: int | None, locale: str | None, hold_s: float,
+                            limits_json: str, margin_ms: int, now: datetime | None = None
+                            ) -> tuple[ConfirmOutcome, asyncpg.Record]:
+    """The one call of payment_confirm, its arguments in one place (the confirm; the
+    benchmark's history and the ledger's tests call it too): the outcome and the payment
+    as the statement left it. `hold_s` is the lease on the staged notify, `limits_json`
+    the limits by level (`Limits.sql_json`; "{}" for none), `margin_ms` the safety
+    margin before canConfirmUntil; `now`, the debit's time for the limits' calendar, is
+    the database's clock unless a test crosses a midnight. The two jsonb arguments are
+    sent as text (encoded once, not by the driver on every call)."""
+    row = await conn.fetchrow(
+        "SELECT c.outcome, (c.payment).* FROM payment_confirm($1, $2, $3, $4, $5, $6, "
+        "$7::text::jsonb, $8::text::jsonb, $9, $10) c", payment_id, customer_id,
+        amount_tiyn, ledger.shard_for(payment_id), locale, hold_s, DEBIT_NOTICES_JSON,
+        limits_json, margin_ms, now)
+    assert row is not None
+    return ConfirmOutcome(row["outcome"]), row
+
+
+def _refused_or_repeated(steps: PaymentSteps, outcome: ConfirmOutcome, row: asyncpg.Record,
+                         payment_id: str, amount_tiyn: int | None) -> asyncpg.Record:
+    """The error of a confirm payment_confirm refused (nothing written), or, for a
+    payment already decided, the same outcome as the confirm that decided it."""
+    if outcome is ConfirmOutcome.NOT_FOUND:
+        raise NotFound(f"payment {payment_id!r} not found")
+    if outcome is ConfirmOutcome.NOT_YOURS:
+        raise CustomerMismatch("customerId differs from the one that scanned this payment")
+    status = row["status"]
+    if outcome is ConfirmOutcome.DECIDED:
+        # A repeated confirm: never a second debit, the same outcome.
+        if amount_tiyn is not None and amount_tiyn != row["amount_tiyn"]:
+            raise InvalidState(f"payment is already {status} with another amount")
+        if row["decline_code"] == ConfirmOutcome.INSUFFICIENT_FUNDS:
+            raise InsufficientFunds("insufficient funds")
+        if row["decline_code"] == ConfirmOutcome.LIMIT_EXCEEDED:
+            raise _limit_exceeded(steps, row)
+        return row
+    if outcome is ConfirmOutcome.CLOSED:
         if status == PaymentStatus.EXPIRED:
             raise PaymentExpired("the payment's canConfirmUntil has passed")
-        if status not in OPEN_PAYMENT_STATUSES:  # CANCELLED, FAILED
-            refused = row["checkout_result_code"]
-            raise InvalidState(f"payment is {status}" + (
-                f" (Kaspi refused its checkout: {refused})" if refused else ""))
-        amount = _confirm_amount(row, amount_tiyn)
-        if _deadline_passed(row, steps.confirm_safety_margin_ms):
-            await _expire(steps, row)
-            continue
-        lease_ends = asyncio.get_running_loop().time() + budget_s
-        outcome = await _debit_or_decline(steps, row, amount, locale, budget_s)
-        if outcome is DebitOutcome.CHANGED:
-            continue
-        if outcome is DebitOutcome.EXPIRED:
-            raise PaymentExpired("the payment's canConfirmUntil has passed")
-        staged = DEBIT_NOTICES[outcome]
-        notice = Notice(payment_id, str(row["mpp_payment_id"]), customer_id, amount,
-                        staged.result_code, staged.result_message, locale or row["locale"])
-        answered = await steps.outbox.deliver_now(notice, lease_ends)
-        if outcome is DebitOutcome.INSUFFICIENT_FUNDS:
-            raise InsufficientFunds("insufficient funds")
-        if outcome is DebitOutcome.LIMIT_EXCEEDED:
-            declined = await _read_payment(steps, payment_id, customer_id)
-            LIMIT_REFUSALS.labels(declined["exceeded_limit"], declined["exceeded_level"]).inc()
-            raise _limit_exceeded(steps, declined)
-        return answered if answered is not None else await _read_payment(steps, payment_id,
-                                                                         customer_id)
-    raise AssertionError(f"payment {payment_id} kept changing during confirm")
+        refused = row["checkout_result_code"]
+        raise InvalidState(f"payment is {status}" + (
+            f" (Kaspi refused its checkout: {refused})" if refused else ""))
+    error, message = _AMOUNT_REFUSALS[outcome]
+    raise error(message)
+
+
+# payment_confirm's refusals of the amount or of an unfinished Custom payment.
+_AMOUNT_REFUSALS: dict[ConfirmOutcome, tuple[type[ValidationFailed | InvalidState], str]] = {
+    ConfirmOutcome.AMOUNT_REQUIRED: (ValidationFailed,
+                                     "amount is required for a Static QR payment"),
+    # notifyPayment's paymentAmount must be whole tenge (regulation §4.3).
+    ConfirmOutcome.AMOUNT_NOT_WHOLE: (ValidationFailed,
+                                      "amount must be a positive whole number of tenge"),
+    ConfirmOutcome.CHECKOUT_REQUIRED: (InvalidState,
+                                       "a Custom QR payment needs checkout before confirm"),
+    ConfirmOutcome.AMOUNT_DIFFERS: (ValidationFailed,
+                                    "amount differs from the payment's amount"),
+}
 
 
 def _limit_exceeded(steps: PaymentSteps, row: asyncpg.Record) -> LimitExceeded:
@@ -288,49 +306,13 @@ def _limit_exceeded(steps: PaymentSteps, row: asyncpg.Record) -> LimitExceeded:
     return LimitExceeded(f"the payment would exceed {what}; nothing was debited")
 
 
-async def _expire(steps: PaymentSteps, row: asyncpg.Record) -> None:
-    """canConfirmUntil has passed (less the safety margin): no debit, EXPIRED."""
-    async with steps.pool.acquire() as conn:
-        if await conn.fetchval("SELECT payment_expire($1, $2)", row["payment_id"],
-                               row["status"]):
-            PAYMENTS.labels("EXPIRED").inc()
-    # Either way the next read shows EXPIRED (or what won the race).
-
-
-async def _debit_or_decline(steps: PaymentSteps, row: asyncpg.Record, amount: int,
-                            locale: str | None, budget_s: float) -> DebitOutcome:
-    """Debit the customer and stage notifyPayment SUCCESS, or, without the money, stage
-    a failure notify so Kaspi closes the payment, in one statement (payment_debit,
-    sql/functions/payments.sql; DEBIT_NOTICES says what each outcome stages)."""
-    payment_id, customer_id = row["payment_id"], row["customer_id"]
-    async with steps.pool.acquire() as conn:
-        outcome = await debit(conn, payment_id, customer_id, row["status"], amount, locale,
-                              budget_s, steps.limits.sql_arg,
-                              steps.confirm_safety_margin_ms)
-    if outcome is DebitOutcome.EXPIRED:
-        # The deadline passed while the debit waited for its locks (payment_debit).
-        PAYMENTS.labels("EXPIRED").inc()
-        log.info("payment expired at the debit", extra={"payment_id": payment_id})
-    if outcome in (DebitOutcome.INSUFFICIENT_FUNDS, DebitOutcome.LIMIT_EXCEEDED):
+def _count_decline(outcome: ConfirmOutcome, row: asyncpg.Record) -> None:
+    """A decline counted and logged (a debit is counted when Kaspi's answer decides)."""
+    if outcome is not ConfirmOutcome.DEBITED:
         PAYMENTS.labels(outcome.value).inc()
         log.info(f"payment declined: {outcome.value}",
-                 extra={"payment_id": payment_id, "customer": mask_customer(customer_id)})
-    return outcome
-
-
-async def debit(conn: Conn, payment_id: str, customer_id: str, expected_status: str,
-                amount_tiyn: int, locale: str | None, hold_s: float,
-                limits: dict[str, dict[str, int]], margin_ms: int,
-                now: datetime | None = None) -> DebitOutcome:
-    """The one call of payment_debit (its arguments in one place): debit or decline a
-    payment validated in `expected_status`, staging the notify DEBIT_NOTICES names, with
-    the lease `hold_s`, the limits by level (`Limits.sql_arg`; {} for none) and the
-    safety margin before canConfirmUntil. `now`, the debit's time for the limits'
-    calendar, is the database's clock unless a test crosses a midnight."""
-    return DebitOutcome(await conn.fetchval(
-        "SELECT payment_debit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)", payment_id,
-        customer_id, expected_status, amount_tiyn, ledger.shard_for(payment_id), locale,
-        hold_s, DEBIT_NOTICES_ARG, limits, margin_ms, now))
+                 extra={"payment_id": row["payment_id"],
+                        "customer": mask_customer(row["customer_id"])})
 
 
 def count_completed_without_answer(payment_id: str, evidence: str) -> None:

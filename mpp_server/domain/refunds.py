@@ -26,7 +26,7 @@ from mpp_server.metrics import (
     KASPI_DEFECTS,
     MONEY_ALARMS,
     REFUNDED_TIYN,
-    REFUNDS,
+    REFUNDS_BY,
 )
 
 log = logging.getLogger(__name__)
@@ -95,5 +95,5 @@ async def apply_refund(pool: asyncpg.Pool, req: RefundRequest, exchange: Inbound
         MONEY_ALARMS.labels("refund_for_declined_payment").inc()
         log.error("Kaspi refunds a payment we DECLINED and returned",
                   extra={"payment_id": req.payment_id, "refund_id": req.refund_id})
-    REFUNDS.labels(row["code"]).inc()
+    REFUNDS_BY(row["code"]).inc()
     return RefundDecision(row["code"], row["message"])

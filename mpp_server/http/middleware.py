@@ -18,7 +18,7 @@ from mpp_server.config import Settings
 from mpp_server.errors import Forbidden, Unauthorized, ValidationFailed, WalletError
 from mpp_server.http.routing import Handler, Scope, route_name, route_of
 from mpp_server.kaspi_client.models import LOCALES
-from mpp_server.metrics import HTTP_LATENCY, HTTP_REQUESTS, UNDECLARED_ERRORS
+from mpp_server.metrics import HTTP_LATENCY_BY, HTTP_REQUESTS_BY, UNDECLARED_ERRORS
 from mpp_server.services import Services
 
 log = logging.getLogger(__name__)
@@ -58,8 +58,8 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
     finally:
         route = route_name(request)
         listener = request.app[LISTENER]
-        HTTP_REQUESTS.labels(listener, request.method, route, str(status)).inc()
-        HTTP_LATENCY.labels(listener, route).observe(time.perf_counter() - started)
+        HTTP_REQUESTS_BY(listener, request.method, route, str(status)).inc()
+        HTTP_LATENCY_BY(listener, route).observe(time.perf_counter() - started)
 
 
 @web.middleware

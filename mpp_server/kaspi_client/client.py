@@ -27,7 +27,7 @@ from mpp_server.kaspi_client.models import (
     ScanRequest,
     ScanResponse,
 )
-from mpp_server.metrics import KASPI_CALLS, KASPI_LATENCY
+from mpp_server.metrics import KASPI_CALLS_BY, KASPI_LATENCY_BY
 
 log = logging.getLogger(__name__)
 R = TypeVar("R", bound=BaseModel)
@@ -122,8 +122,8 @@ class KaspiClient:
             raise
         finally:
             duration_ms = started.elapsed_ms()
-            KASPI_CALLS.labels(method, outcome).inc()
-            KASPI_LATENCY.labels(method).observe(duration_ms / 1000)
+            KASPI_CALLS_BY(method, outcome).inc()
+            KASPI_LATENCY_BY(method).observe(duration_ms / 1000)
             self._journal.record(Exchange(
                 Direction.OUT, COUNTERPARTY, method, started, duration_ms,
                 target=f"POST {url}", refs=_refs(payload, answer),

@@ -27,13 +27,17 @@ $$;
 
 -- What the account paid in the Kazakhstan day and month of p_now: its running totals
 -- (accounts.paid_*, issue 28), or 0 for a window that has not seen a debit yet.
+-- This and the other functions a debit calls are PL/pgSQL: a LANGUAGE sql function that
+-- cannot be inlined is parsed and planned on every call (ledger.sql, settlement_account).
 CREATE OR REPLACE FUNCTION paid_in_windows(p_account accounts, p_now timestamptz,
                                            OUT day_tiyn bigint, OUT month_tiyn bigint)
-LANGUAGE sql IMMUTABLE AS $$
-    SELECT CASE WHEN p_account.paid_day_start = kz_day_start(p_now)
-                THEN p_account.paid_day_tiyn ELSE 0 END,
-           CASE WHEN p_account.paid_month_start = kz_month_start(p_now)
-                THEN p_account.paid_month_tiyn ELSE 0 END
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    day_tiyn := CASE WHEN p_account.paid_day_start = kz_day_start(p_now)
+                     THEN p_account.paid_day_tiyn ELSE 0 END;
+    month_tiyn := CASE WHEN p_account.paid_month_start = kz_month_start(p_now)
+                       THEN p_account.paid_month_tiyn ELSE 0 END;
+END;
 $$;
 
 -- What a customer's payments use of the daily and monthly limits at p_now, recounted
@@ -53,7 +57,7 @@ $$;
 
 -- Which limit a debit of p_amount for a payment would break: 'payment', 'daily' or
 -- 'monthly' (the Kazakhstan day and month of p_now), or NULL; O(1), from the running
--- totals. The caller holds the account's row lock (payment_debit) and passes the row it
+-- totals. The caller holds the account's row lock (payment_confirm) and passes the row it
 -- read under it: every debit of a customer is checked and written under that lock, so
 -- concurrent confirms are counted one after another, never together. A payment uses its
 -- share from its debit while it holds the money; one Kaspi declined, whose money was
@@ -61,18 +65,19 @@ $$;
 -- made, and a refund is the merchant's operation, often in another day or month.
 CREATE OR REPLACE FUNCTION payment_limit_exceeded(p_account accounts, p_amount bigint,
                                                   p_limits jsonb, p_now timestamptz)
-RETURNS text LANGUAGE sql IMMUTABLE AS $$
-    SELECT CASE
-        WHEN p_amount > level_limit(p_limits, p_account.identification_level, 'payment')
-            THEN 'payment'
-        WHEN w.day_tiyn + p_amount > level_limit(p_limits, p_account.identification_level,
-                                                  'daily')
-            THEN 'daily'
-        WHEN w.month_tiyn + p_amount > level_limit(p_limits, p_account.identification_level,
-                                                    'monthly')
+RETURNS text LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    w record;
+    v_level text := p_account.identification_level;
+BEGIN
+    SELECT * INTO w FROM paid_in_windows(p_account, p_now);
+    RETURN CASE
+        WHEN p_amount > level_limit(p_limits, v_level, 'payment') THEN 'payment'
+        WHEN w.day_tiyn + p_amount > level_limit(p_limits, v_level, 'daily') THEN 'daily'
+        WHEN w.month_tiyn + p_amount > level_limit(p_limits, v_level, 'monthly')
             THEN 'monthly'
-    END
-      FROM paid_in_windows(p_account, p_now) w
+    END;
+END;
 $$;
 
 -- The running totals moved by a payment's debit (p_amount > 0, p_at its time: now) or by
@@ -80,7 +85,8 @@ $$;
 -- only in the window it was counted in). The caller holds the account's row lock.
 CREATE OR REPLACE FUNCTION account_paid_add(p_account bigint, p_amount bigint,
                                             p_at timestamptz)
-RETURNS void LANGUAGE sql AS $$
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
     UPDATE accounts
        SET paid_day_tiyn = CASE
                WHEN paid_day_start = kz_day_start(p_at) THEN paid_day_tiyn + p_amount
@@ -92,7 +98,8 @@ RETURNS void LANGUAGE sql AS $$
                WHEN p_amount > 0 THEN p_amount ELSE paid_month_tiyn END,
            paid_month_start = CASE WHEN p_amount > 0 THEN kz_month_start(p_at)
                                    ELSE paid_month_start END
-     WHERE id = p_account
+     WHERE id = p_account;
+END;
 $$;
 
 -- The running totals recounted from the payments themselves, for the Kazakhstan day and
@@ -164,8 +171,10 @@ $$;
 -- on purpose: called in the statement that applied a refund, after it, it reads with a
 -- snapshot of its own that sees the refund's credit.
 CREATE OR REPLACE FUNCTION balance_over_cap(p_customer_id text, p_limits jsonb)
-RETURNS boolean LANGUAGE sql VOLATILE AS $$
-    SELECT coalesce(bool_or(balance_tiyn > level_limit(p_limits, identification_level,
-                                                       'balance')), false)
-      FROM accounts WHERE customer_id = p_customer_id
+RETURNS boolean LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    RETURN (SELECT coalesce(bool_or(balance_tiyn > level_limit(p_limits, identification_level,
+                                                               'balance')), false)
+              FROM accounts WHERE customer_id = p_customer_id);
+END;
 $$;

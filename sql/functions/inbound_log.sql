@@ -8,9 +8,12 @@ CREATE OR REPLACE FUNCTION inbound_log_insert(p_source_ip text, p_method text, p
                                               p_headers jsonb, p_body_masked text,
                                               p_http_status int, p_answer jsonb,
                                               p_duration_ms int)
-RETURNS void LANGUAGE sql AS $$
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    -- PL/pgSQL: its plan is kept (a LANGUAGE sql function is planned on every call).
     INSERT INTO inbound_requests (source_ip, method, path, headers, body_masked,
                                   http_status, answer, duration_ms)
     VALUES (p_source_ip, p_method, p_path, p_headers, p_body_masked, p_http_status,
-            p_answer, p_duration_ms)
+            p_answer, p_duration_ms);
+END;
 $$;

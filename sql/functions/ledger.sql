@@ -4,7 +4,7 @@
 -- The one way money moves: both legs in one call, so a transfer is balanced by
 -- construction. Accounts are locked customers first, then system accounts, each in id
 -- order: one order for every transaction, so none deadlocks, and a step that already
--- holds its customer's row (payment_debit, a credit's cap check) takes the system
+-- holds its customer's row (payment_confirm, a credit's cap check) takes the system
 -- account's shard only here, last.
 -- A debit that would take a customer below zero fails on the CHECK above
 -- (check_violation), aborting the caller's transaction.
@@ -36,7 +36,13 @@ END;
 $$;
 
 -- The settlement account's shard (mpp_server/domain/ledger.py shard_for picks it).
-CREATE OR REPLACE FUNCTION settlement_account(p_shard int) RETURNS bigint LANGUAGE sql STABLE AS $$
-    SELECT id FROM accounts WHERE kind = 'settlement' AND shard = p_shard
-                              AND customer_id IS NULL
+-- PL/pgSQL, like every function on the payment's path: a LANGUAGE sql function that
+-- cannot be inlined is parsed and planned again on every call, and this one is called
+-- on every debit, decline and refund (docs/performance.md); PL/pgSQL keeps the plan.
+CREATE OR REPLACE FUNCTION settlement_account(p_shard int) RETURNS bigint
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (SELECT id FROM accounts WHERE kind = 'settlement' AND shard = p_shard
+                                      AND customer_id IS NULL);
+END;
 $$;

@@ -3,14 +3,17 @@
 
 -- Stage a notifyPayment in the caller's transaction (the decision it reports commits with
 -- it). The deciding request holds the row's lease for p_hold_s (next_attempt_at); the
--- worker of any process takes it after that. Used by payment_debit and by cancel.
+-- worker of any process takes it after that. Used by payment_confirm and by cancel.
+-- PL/pgSQL, as every function of the payment's path (ledger.sql, settlement_account).
 CREATE OR REPLACE FUNCTION notify_stage(p_payment_id text, p_code text, p_message text,
                                         p_amount bigint, p_hold_s double precision)
-RETURNS void LANGUAGE sql AS $$
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
     INSERT INTO notify_outbox (payment_id, result_code, result_message, amount_tiyn,
                                next_attempt_at)
     VALUES (p_payment_id, p_code, p_message, p_amount,
-            now() + make_interval(secs => p_hold_s))
+            now() + make_interval(secs => p_hold_s));
+END;
 $$;
 
 -- The worker's claim of a due row: a lease of p_lease_s (next_attempt_at moved ahead and
@@ -54,19 +57,38 @@ RETURNS int LANGUAGE sql AS $$
     RETURNING attempts
 $$;
 
--- Apply Kaspi's final answer to our notifyPayment (policy: docs/notify-policy.md) and
--- remove the outbox row, in the caller's transaction (which holds the outbox row lock).
+-- Kaspi's final answer to our notifyPayment, applied once (policy:
+-- docs/notify-policy.md), in the caller's transaction. The outbox row is claimed
+-- (deleted) first, and only the caller that deleted it applies the answer. Two callers
+-- can hold the same answer only when the request that decided a payment, sending its
+-- first notifyPayment under the lease payment_confirm gave it (next_attempt_at, no row
+-- lock: docs/notify-policy.md), overran the lease and the worker sent the same notify
+-- too; Kaspi answers both the same (it is idempotent per paymentId). The second caller
+-- waits for the first's row lock, finds no row and changes nothing: ALREADY_APPLIED.
+-- Lock order, as in the worker's attempt: the outbox row, then the payment row.
 -- outcome: ACKNOWLEDGED (our cancel/decline was answered), COMPLETED, RECEIPT (already
--- COMPLETED through a refund: receipt recorded), DECLINED (money returned), or
--- CONTRADICTED (a refund proved the payment completed, yet Kaspi answers an error).
-CREATE OR REPLACE FUNCTION apply_notify_answer(p_payment_id text, p_sent_code text, p_code text,
-                                    p_message text, p_link text, p_shard int,
-                                    OUT outcome text, OUT payment payments)
+-- COMPLETED through a refund: receipt recorded), DECLINED (money returned),
+-- CONTRADICTED (a refund proved the payment completed, yet Kaspi answers an error), or
+-- ALREADY_APPLIED. The settlement account is looked up only when money moves back.
+CREATE OR REPLACE FUNCTION apply_notify_answer_once(p_payment_id text, p_sent_code text, p_code text,
+                                         p_message text, p_link text, p_shard int,
+                                         OUT outcome text, OUT payment payments)
 LANGUAGE plpgsql AS $$
 DECLARE
+    v_staged text;
     v_account bigint;
-    v_settlement bigint := settlement_account(p_shard);
 BEGIN
+    DELETE FROM notify_outbox WHERE payment_id = p_payment_id
+    RETURNING result_code INTO v_staged;
+    IF NOT FOUND THEN
+        outcome := 'ALREADY_APPLIED';
+        SELECT * INTO payment FROM payments WHERE payment_id = p_payment_id;
+        RETURN;
+    END IF;
+    IF v_staged <> p_sent_code THEN
+        RAISE EXCEPTION 'apply_notify_answer_once: % was staged with %, the answer is to %',
+            p_payment_id, v_staged, p_sent_code;
+    END IF;
     SELECT * INTO payment FROM payments WHERE payment_id = p_payment_id FOR UPDATE;
     IF p_sent_code <> 'SUCCESS' THEN
         outcome := 'ACKNOWLEDGED';
@@ -81,8 +103,8 @@ BEGIN
     ELSE
         outcome := 'DECLINED';
         SELECT id INTO v_account FROM accounts WHERE customer_id = payment.customer_id;
-        PERFORM ledger_transfer('payment_return', p_payment_id, v_settlement, v_account,
-                                payment.amount_tiyn);
+        PERFORM ledger_transfer('payment_return', p_payment_id, settlement_account(p_shard),
+                                v_account, payment.amount_tiyn);
         -- The decline frees the payment's share of the limits (in its own day and month).
         PERFORM account_paid_add(v_account, -payment.amount_tiyn, payment.confirmed_at);
         INSERT INTO events (type, customer_id, payment_id, amount_tiyn)
@@ -99,42 +121,5 @@ BEGIN
            kaspi_result_code = p_code, kaspi_result_message = p_message,
            kaspi_acknowledged = true, updated_at = now()
      WHERE payment_id = p_payment_id RETURNING * INTO payment;
-    DELETE FROM notify_outbox WHERE payment_id = p_payment_id;
-END;
-$$;
-
--- Kaspi's answer applied once: the outbox row is claimed (deleted) first, and only the
--- caller that deleted it applies the answer (apply_notify_answer above, whose own
--- DELETE of the row then finds nothing). Two callers can hold the same answer only
--- when the request that decided a payment, sending its first notifyPayment under the
--- lease payment_debit gave it (next_attempt_at, no row lock: docs/notify-policy.md),
--- overran the lease and the worker sent the same notify too; Kaspi answers both the
--- same (it is idempotent per paymentId). The second caller waits for the first's row
--- lock, finds no row and changes nothing: outcome ALREADY_APPLIED.
--- Lock order, as in the worker's attempt: the outbox row, then the payment row.
-CREATE OR REPLACE FUNCTION apply_notify_answer_once(p_payment_id text, p_sent_code text, p_code text,
-                                         p_message text, p_link text, p_shard int,
-                                         OUT outcome text, OUT payment payments)
-LANGUAGE plpgsql AS $$
-DECLARE
-    v_staged text;
-    v_applied record;
-BEGIN
-    DELETE FROM notify_outbox WHERE payment_id = p_payment_id
-    RETURNING result_code INTO v_staged;
-    IF NOT FOUND THEN
-        outcome := 'ALREADY_APPLIED';
-        SELECT * INTO payment FROM payments WHERE payment_id = p_payment_id;
-        RETURN;
-    END IF;
-    IF v_staged <> p_sent_code THEN
-        RAISE EXCEPTION 'apply_notify_answer_once: % was staged with %, the answer is to %',
-            p_payment_id, v_staged, p_sent_code;
-    END IF;
-    SELECT a.outcome, a.payment INTO v_applied
-      FROM apply_notify_answer(p_payment_id, p_sent_code, p_code, p_message, p_link,
-                               p_shard) a;
-    outcome := v_applied.outcome;
-    payment := v_applied.payment;
 END;
 $$;

@@ -111,87 +111,122 @@ BEGIN
 END;
 $$;
 
--- Debit the customer for a payment the caller validated in the status it read, and
--- stage notifyPayment SUCCESS; or, without the money or over a limit of the customer's
--- identification level, decline it and stage a failure notify so Kaspi closes it.
--- Returns an outcome of DebitOutcome: 'DEBITED', 'INSUFFICIENT_FUNDS', 'LIMIT_EXCEEDED'
--- (payments.exceeded_limit names the limit), 'EXPIRED' (canConfirmUntil less
--- p_margin_ms has passed by the time the locks are held: nothing debited, the payment
--- EXPIRED, nothing staged), or 'CHANGED' when the payment is no longer in the status the
--- caller validated (another request won the race: the caller reads it again and answers
--- what it finds). p_notices maps each staging outcome to the [resultCode, resultMessage]
--- it stages (mpp_server/domain/outcomes.py DEBIT_NOTICES, their one home); p_limits are
--- the limits by level (sql/functions/accounts.sql).
--- The deadline is checked here, after the locks are held and against the wall clock
--- (clock_timestamp(), not the transaction's start): a confirm that passed the caller's
--- check and then waited on a lock must not debit late (issue 14: it committed 3.5 s
--- past canConfirmUntil). p_margin_ms covers the rest of the statement and the commit.
--- p_now is the debit's time for the limits' calendar and confirmed_at (NULL: the clock;
--- the tests of the running totals pass their own to cross midnights).
-CREATE OR REPLACE FUNCTION payment_debit(p_payment_id text, p_customer_id text,
-                                         p_expected_status text, p_amount bigint,
-                                         p_shard int, p_locale text,
-                                         p_hold_s double precision, p_notices jsonb,
-                                         p_limits jsonb, p_margin_ms int,
-                                         p_now timestamptz DEFAULT NULL)
-RETURNS text LANGUAGE plpgsql AS $$
+-- Confirm's one statement (regulation §4.3; docs/design.md, "The path of one confirm"),
+-- one round trip and one transaction before Kaspi is told: the payment locked and
+-- checked against the request, then the customer debited and notifyPayment SUCCESS
+-- staged; or, without the money or over a limit of the customer's identification level,
+-- the payment declined and a failure notify staged so Kaspi closes it. Until issue 28 the
+-- confirm read the payment in a round trip of its own and validated it in Python; the
+-- rules of a confirm now live here, and the caller turns each refusal into its error
+-- (mpp_server/domain/payments.py confirm).
+-- Returns `payment` as the statement left it, and an outcome (ConfirmOutcome,
+-- mpp_server/domain/outcomes.py): DEBITED; INSUFFICIENT_FUNDS or LIMIT_EXCEEDED
+-- (DECLINED, payments.exceeded_limit naming the limit); EXPIRED (canConfirmUntil less
+-- p_margin_ms has passed by the time the locks are held: the payment EXPIRED, nothing
+-- debited or staged); or, nothing written: NOT_FOUND, NOT_YOURS (another customer
+-- scanned it), DECIDED (PENDING, COMPLETED or DECLINED already: a repeat, answered from
+-- the row), CLOSED (EXPIRED, CANCELLED or FAILED), AMOUNT_REQUIRED (a Static QR code has
+-- no amount of its own), AMOUNT_NOT_WHOLE (a Static amount must be positive whole tenge,
+-- as notifyPayment's paymentAmount is), CHECKOUT_REQUIRED (a Custom QR payment not
+-- checked out), AMOUNT_DIFFERS (an amount that is not the payment's).
+-- Locks, always in this order: the payment row first (concurrent confirms of one payment
+-- run one after another: one debits, the others find it DECIDED), then the customer's
+-- account alone (its row lock orders every debit and credit of the customer; the limits
+-- and the balance are read under it, O(1) from the running totals), and the settlement
+-- shard's account only in ledger_transfer, after the checks (customer accounts before
+-- system ones: no deadlock).
+-- The deadline is checked after the locks are held and against the wall clock
+-- (clock_timestamp(), not the transaction's start): a confirm that waited on a lock must
+-- not debit late (issue 14: one committed 3.5 s past canConfirmUntil). p_margin_ms
+-- covers the rest of the statement and the commit.
+-- p_shard is the settlement shard (mpp_server/domain/ledger.py shard_for); p_hold_s the
+-- request's lease on the outbox row; p_notices maps each staging outcome to the
+-- [resultCode, resultMessage] it stages (outcomes.py DEBIT_NOTICES, their one home);
+-- p_limits the limits by level (accounts.sql); p_now the debit's time for the limits'
+-- calendar and confirmed_at (NULL: the clock; the tests of the running totals pass their
+-- own to cross midnights).
+CREATE OR REPLACE FUNCTION payment_confirm(p_payment_id text, p_customer_id text,
+                                           p_amount bigint, p_shard int, p_locale text,
+                                           p_hold_s double precision, p_notices jsonb,
+                                           p_limits jsonb, p_margin_ms int,
+                                           p_now timestamptz DEFAULT NULL,
+                                           OUT outcome text, OUT payment payments)
+LANGUAGE plpgsql AS $$
 DECLARE
+    v_static boolean;
+    v_amount bigint;
     v_account accounts;
-    v_until timestamptz;
     v_now timestamptz;
     v_limit text;
-    v_outcome text;
 BEGIN
-    SELECT can_confirm_until INTO v_until FROM payments
-     WHERE payment_id = p_payment_id AND status = p_expected_status
-       AND customer_id = p_customer_id FOR UPDATE;
+    SELECT * INTO payment FROM payments WHERE payment_id = p_payment_id FOR UPDATE;
     IF NOT FOUND THEN
-        RETURN 'CHANGED';
+        outcome := 'NOT_FOUND';
+        RETURN;
     END IF;
-    -- The customer's account alone: its row lock orders every debit and credit of the
-    -- customer, and the limits and the balance are read under it (O(1): the running
-    -- totals). The settlement shard is locked only by the transfer, after the checks
-    -- (ledger_transfer locks customer accounts before system ones: no deadlock).
+    v_static := payment.qr_code_type = 'Static';
+    IF payment.customer_id <> p_customer_id THEN
+        outcome := 'NOT_YOURS';
+    ELSIF payment.status IN ('PENDING', 'COMPLETED', 'DECLINED') THEN
+        outcome := 'DECIDED';
+    ELSIF payment.status NOT IN ('SCANNED', 'CHECKED_OUT') THEN
+        outcome := 'CLOSED';
+    ELSIF v_static AND p_amount IS NULL THEN
+        outcome := 'AMOUNT_REQUIRED';
+    ELSIF v_static AND (p_amount <= 0 OR p_amount % 100 <> 0) THEN
+        outcome := 'AMOUNT_NOT_WHOLE';
+    ELSIF payment.qr_code_type = 'Custom' AND payment.status = 'SCANNED' THEN
+        outcome := 'CHECKOUT_REQUIRED';
+    ELSIF NOT v_static AND p_amount <> payment.amount_tiyn THEN
+        outcome := 'AMOUNT_DIFFERS';
+    END IF;
+    IF outcome IS NOT NULL THEN
+        RETURN;
+    END IF;
+    v_amount := CASE WHEN v_static THEN p_amount ELSE payment.amount_tiyn END;
     SELECT * INTO v_account FROM accounts WHERE customer_id = p_customer_id FOR UPDATE;
     v_now := coalesce(p_now, clock_timestamp());
-    IF v_until IS NOT NULL
-       AND clock_timestamp() >= v_until - make_interval(secs => p_margin_ms / 1000.0) THEN
-        PERFORM payment_expire(p_payment_id, p_expected_status);
-        RETURN 'EXPIRED';
+    IF payment.can_confirm_until IS NOT NULL
+       AND clock_timestamp() >= payment.can_confirm_until
+                                - make_interval(secs => p_margin_ms / 1000.0) THEN
+        outcome := 'EXPIRED';
+        PERFORM payment_expire(p_payment_id, payment.status);
+        SELECT * INTO payment FROM payments WHERE payment_id = p_payment_id;
+        RETURN;
     END IF;
     IF v_account.id IS NOT NULL THEN
-        v_limit := payment_limit_exceeded(v_account, p_amount, p_limits, v_now);
+        v_limit := payment_limit_exceeded(v_account, v_amount, p_limits, v_now);
     END IF;
-    IF v_limit IS NOT NULL OR v_account.id IS NULL OR v_account.balance_tiyn < p_amount THEN
-        v_outcome := CASE WHEN v_limit IS NOT NULL THEN 'LIMIT_EXCEEDED'
-                          ELSE 'INSUFFICIENT_FUNDS' END;
-        UPDATE payments SET status = 'DECLINED', decline_code = v_outcome,
+    IF v_limit IS NOT NULL OR v_account.id IS NULL OR v_account.balance_tiyn < v_amount THEN
+        outcome := CASE WHEN v_limit IS NOT NULL THEN 'LIMIT_EXCEEDED'
+                        ELSE 'INSUFFICIENT_FUNDS' END;
+        UPDATE payments SET status = 'DECLINED', decline_code = outcome,
                exceeded_limit = v_limit, exceeded_level = CASE WHEN v_limit IS NOT NULL
                    THEN v_account.identification_level END,
-               amount_tiyn = p_amount, locale = coalesce(p_locale, locale), updated_at = now()
-         WHERE payment_id = p_payment_id;
+               amount_tiyn = v_amount, locale = coalesce(p_locale, locale),
+               updated_at = now()
+         WHERE payment_id = p_payment_id RETURNING * INTO payment;
         INSERT INTO events (type, customer_id, payment_id, amount_tiyn)
-        VALUES ('payment.declined', p_customer_id, p_payment_id, p_amount);
+        VALUES ('payment.declined', p_customer_id, p_payment_id, v_amount);
     ELSE
-        v_outcome := 'DEBITED';
+        outcome := 'DEBITED';
         PERFORM ledger_transfer('payment_debit', p_payment_id, v_account.id,
-                                settlement_account(p_shard), p_amount);
-        PERFORM account_paid_add(v_account.id, p_amount, v_now);
-        UPDATE payments SET status = 'PENDING', amount_tiyn = p_amount,
+                                settlement_account(p_shard), v_amount);
+        PERFORM account_paid_add(v_account.id, v_amount, v_now);
+        UPDATE payments SET status = 'PENDING', amount_tiyn = v_amount,
                locale = coalesce(p_locale, locale), confirmed_at = v_now,
                updated_at = clock_timestamp()
-         WHERE payment_id = p_payment_id;
+         WHERE payment_id = p_payment_id RETURNING * INTO payment;
     END IF;
-    PERFORM notify_stage(p_payment_id, p_notices -> v_outcome ->> 0,
-                         p_notices -> v_outcome ->> 1, p_amount, p_hold_s);
-    RETURN v_outcome;
+    PERFORM notify_stage(p_payment_id, p_notices -> outcome ->> 0,
+                         p_notices -> outcome ->> 1, v_amount, p_hold_s);
 END;
 $$;
 
 -- Kaspi proved it completed a PENDING payment whose notifyPayment answer we never got
 -- (it refunds it, or its registry lists it): record it COMPLETED. The caller holds the
 -- payment row FOR UPDATE. The outbox keeps running and records the receipt; it can no
--- longer decline the payment (apply_notify_answer: RECEIPT / CONTRADICTED).
+-- longer decline the payment (apply_notify_answer_once: RECEIPT / CONTRADICTED).
 CREATE OR REPLACE FUNCTION complete_unanswered(p_payment_id text) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN

@@ -47,8 +47,9 @@ async def confirm_waiting_on_the_account(
         stack: Stack, payment_id: str, customer: str
 ) -> AsyncIterator[tuple[asyncpg.Connection, asyncio.Task[tuple[int, Any]]]]:
     """A confirm whose debit waits for the customer's account, which another transaction
-    holds (as a concurrent refund would): it passed the deadline check in Python and took
-    the payment row. Yields the holder (roll it back to release) and the confirm."""
+    holds (as a concurrent refund would): it took the payment row before the deadline,
+    and the deadline is checked again once the account is held. Yields the holder (roll
+    it back to release) and the confirm."""
     holder = await asyncpg.connect(stack.database_url)
     try:
         held = holder.transaction()
@@ -56,7 +57,7 @@ async def confirm_waiting_on_the_account(
         await holder.execute("SELECT 1 FROM accounts WHERE customer_id = $1 FOR UPDATE",
                              customer)
         confirming = asyncio.create_task(confirm(stack, payment_id, customer))
-        await wait_until_blocked(stack.pool, "payment_debit")
+        await wait_until_blocked(stack.pool, "payment_confirm")
         yield holder, confirming
         await held.rollback()
     finally:

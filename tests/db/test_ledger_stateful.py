@@ -62,10 +62,11 @@ class LedgerMachine(DatabaseMachine):
     def debit(self, customer: str, amount: int) -> str:
         payment_id = f"{self.prefix}-p{uuid.uuid4().hex[:10]}"
         self.run(self.conn.execute(
-            "INSERT INTO payments (payment_id, customer_id, qr_code_type, status, merchant) "
-            "VALUES ($1, $2, 'Static', 'SCANNED', $3)", payment_id, customer, MERCHANT))
-        outcome = self.run(payments.debit(self.conn, payment_id, customer, "SCANNED", amount,
-                                          None, 0, {}, 0))
+            "INSERT INTO payments (payment_id, customer_id, qr_code_type, status, amount_tiyn, "
+            "merchant) VALUES ($1, $2, 'Dynamic', 'SCANNED', $3, $4)", payment_id, customer,
+            amount, MERCHANT))
+        outcome, _ = self.run(payments.confirm_statement(self.conn, payment_id, customer, None,
+                                                         None, 0, "{}", 0))
         if self.balances[customer] >= amount:
             assert outcome == "DEBITED"
             self.balances[customer] -= amount

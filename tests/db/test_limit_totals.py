@@ -6,6 +6,7 @@ confirms at once on one account never pass a limit together."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -29,7 +30,7 @@ from tests.support.machine import DatabaseMachine
 MERCHANT = {"merchantId": "1", "merchantName": "M", "merchantMCC": "5812"}
 # No limit at all: the totals are kept whatever the limits, and a refusal would hide a
 # debit the totals must count.
-NO_LIMITS: dict[str, dict[str, int]] = {}
+NO_LIMITS = "{}"
 # 18:30 UTC is 23:30 in Kazakhstan: steps of 20 to 90 minutes cross midnight often, and
 # the last days of a month cross its end.
 START = datetime(2026, 1, 30, 18, 30, tzinfo=UTC)
@@ -73,10 +74,11 @@ class TotalsMachine(DatabaseMachine):
         async def go() -> str:
             await self.conn.execute(
                 "INSERT INTO payments (payment_id, customer_id, qr_code_type, status, "
-                "merchant) VALUES ($1, $2, 'Static', 'SCANNED', $3)", payment_id, customer,
-                MERCHANT)
-            return await payments.debit(self.conn, payment_id, customer, "SCANNED", amount,
-                                        None, 0, NO_LIMITS, 0, self.now)
+                "amount_tiyn, merchant) VALUES ($1, $2, 'Dynamic', 'SCANNED', $3, $4)",
+                payment_id, customer, amount, MERCHANT)
+            outcome, _ = await payments.confirm_statement(
+                self.conn, payment_id, customer, None, None, 0, NO_LIMITS, 0, self.now)
+            return outcome
 
         assert self.run(go()) == "DEBITED"
         return payment_id
@@ -153,7 +155,7 @@ async def test_twenty_confirms_at_once_count_one_after_another(isolated_db: str)
     declined the debited payments meanwhile, and up to 20 passed.)"""
     customer = new_customer()
     pool = await db.create_pool(isolated_db, min_size=1, max_size=21)
-    daily = {"NONE": {"daily": 14 * 7_000}}
+    daily = json.dumps({"NONE": {"daily": 14 * 7_000}})
     try:
         await deposits.deposit(pool, "dep-" + uuid.uuid4().hex, customer, 10**9,
                                parse_limits("{}", 1))
@@ -167,8 +169,9 @@ async def test_twenty_confirms_at_once_count_one_after_another(isolated_db: str)
 
         async def confirm(payment_id: str) -> str:
             async with pool.acquire() as conn:
-                return await payments.debit(conn, payment_id, customer, "SCANNED", 7_000,
-                                            None, 0, daily, 0)
+                outcome, _ = await payments.confirm_statement(conn, payment_id, customer,
+                                                              7_000, None, 0, daily, 0)
+                return outcome
 
         outcomes = await asyncio.gather(*(confirm(p) for p in ids))
         assert sorted(outcomes).count("DEBITED") == 14

@@ -42,8 +42,8 @@ async def _pending_payment(pool: db.Pool, amount_tiyn: int) -> Notice:
                                      merchant)
                VALUES ($1, $2, 'Dynamic', 'SCANNED', $3, '{}') RETURNING mpp_payment_id""",
             payment_id, customer, amount_tiyn)
-        debited = await payments.debit(conn, payment_id, customer, "SCANNED", amount_tiyn,
-                                       None, 3600, {}, 0)
+        debited, _ = await payments.confirm_statement(conn, payment_id, customer, None, None,
+                                                      3600, "{}", 0)
     assert debited == "DEBITED"
     return Notice(payment_id, str(mpp_id), customer, amount_tiyn, "SUCCESS", "success",
                   "ru-RU")

@@ -12,7 +12,7 @@ from mpp_server.domain.outcomes import (
     DEBIT_NOTICES,
     DEBIT_NOTICES_ARG,
     RETURNED_BY,
-    DebitOutcome,
+    ConfirmOutcome,
     RefundOutcome,
 )
 from mpp_server.migrate import SQL_DIR
@@ -74,7 +74,9 @@ def test_the_outcome_test_sees_an_undeclared_value() -> None:
 
 
 def test_each_staging_debit_outcome_names_what_it_stages() -> None:
-    assert DebitOutcome.CHANGED not in DEBIT_NOTICES  # it stages nothing
+    # A refusal or an expiry stages nothing.
+    assert ConfirmOutcome.EXPIRED not in DEBIT_NOTICES
+    assert ConfirmOutcome.DECIDED not in DEBIT_NOTICES
     assert {o.staged for o in DEBIT_NOTICES} == set(DEBIT_NOTICES.values())
     assert DEBIT_NOTICES_ARG["INSUFFICIENT_FUNDS"] == ["PROCESS_FAIL", "insufficient funds"]
     assert DEBIT_NOTICES_ARG["LIMIT_EXCEEDED"] == ["PROCESS_FAIL", "limit exceeded"]
