@@ -20,19 +20,17 @@ from mpp_server.reconcile.registry import (
     RegistryPeriod,
     RegistryRow,
 )
-from tests.api.test_reconcile_cases import (
+from tests.support import reconcile as reconcile_support
+from tests.support.reconcile import (
     TYPE,
     one_sheet,
     paid_and_refunded,
-    rows_of,
-    save,
-    sim_registry,
-)
-from tests.support import reconcile as reconcile_support
-from tests.support.reconcile import (
     reconcile,
     reconcile_json,
+    rows_of,
     runs_and_discrepancies,
+    save,
+    sim_registry,
     today,
 )
 from tests.support.stack import Stack

@@ -3,87 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import asyncpg
 import pytest
 
-from mpp_server.devtools.launcher import Listeners, Processes
 from mpp_server.domain import ledger
-from tests.support.helpers import new_customer, new_qr, sim, sim_payment, until_faults_left
-from tests.support.stack import DEPOSIT_TOKEN, TOKEN, Stack, server_env
+from tests.support.helpers import new_customer, sim, sim_payment, until_faults_left
+from tests.support.processes import (
+    DEPOSIT_AUTH,
+    scanned_on,
+    servers,
+    wait_db_status,
+    wallet,
+)
+from tests.support.stack import Stack
 
 pytestmark = pytest.mark.slow
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-DEPOSIT_AUTH = {"Authorization": f"Bearer {DEPOSIT_TOKEN}"}
-
-
-@dataclass
-class ServerProcess:
-    """A `serve` process the launcher started (its log in the test's folder)."""
-
-    processes: Processes
-    name: str
-    wallet_url: str
-
-    async def ready(self, timeout_s: float = 20) -> None:
-        await asyncio.to_thread(self.processes.wait_http, self.name,
-                                self.wallet_url + "/readyz", timeout_s)
-
-    def kill(self) -> None:
-        self.processes.kill(self.name)
-
-
-@contextmanager
-def servers(count: int, dsn: str, sim_url: str, tmp_path: Path,
-            **overrides: str) -> Iterator[list[ServerProcess]]:
-    processes = Processes(tmp_path)
-    started: list[ServerProcess] = []
-    try:
-        for i in range(count):
-            listeners = Listeners.free()
-            processes.start_server(f"server{i}", {**server_env(dsn, sim_url, listeners),
-                                                  **overrides})
-            started.append(ServerProcess(processes, f"server{i}", listeners.wallet_url))
-        yield started
-    finally:
-        processes.stop()
-
-
-async def wallet(http: aiohttp.ClientSession, server: ServerProcess, method: str, path: str,
-                 body: Any = None, auth: dict[str, str] = AUTH) -> tuple[int, Any]:
-    async with http.request(method, server.wallet_url + path, json=body,
-                            headers=auth) as resp:
-        return resp.status, await resp.json(content_type=None)
-
-
-async def scanned_payment(stack: Stack, server: ServerProcess, customer: str,
-                          amount: str) -> str:
-    qr = await new_qr(stack, "Dynamic", amount=amount)
-    status, body = await wallet(stack.http, server, "POST", "/v1/scan",
-                                {"qrCode": qr["qrCode"], "customerId": customer})
-    assert status == 200, body
-    return str(body["payment"]["paymentId"])
-
-
-async def wait_db_status(dsn: str, payment_id: str, wanted: str, timeout_s: float = 30) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        while True:
-            status = await conn.fetchval("SELECT status FROM payments WHERE payment_id = $1",
-                                         payment_id)
-            if status == wanted:
-                return
-            assert asyncio.get_running_loop().time() < deadline, f"{payment_id} is {status}"
-            await asyncio.sleep(0.05)
-    finally:
-        await conn.close()
 
 
 async def test_killed_server_finishes_payment_after_restart_without_second_debit(
@@ -99,7 +36,7 @@ async def test_killed_server_finishes_payment_after_restart_without_second_debit
                                  {"depositId": "crash-" + customer, "amount": "100.00"},
                                  DEPOSIT_AUTH)
         assert status == 201
-        payment_id = await scanned_payment(stack, first, customer, "45.00")
+        payment_id = await scanned_on(stack, first, customer, "45.00")
         await sim(stack, "POST", "/sim/faults", {"endpoint": "notifyPayment",
                                                  "mode": "timeout", "times": 1,
                                                  "delayMs": 8000})
@@ -148,7 +85,7 @@ async def test_two_processes_drain_one_outbox_notifying_each_payment_once(
                                      {"depositId": "two-" + customer, "amount": "10.00"},
                                      DEPOSIT_AUTH)
             assert status == 201
-            payment_ids.append(await scanned_payment(stack, server, customer, "10.00"))
+            payment_ids.append(await scanned_on(stack, server, customer, "10.00"))
         answers = await asyncio.gather(*(
             wallet(stack.http, pair[i % 2], "POST", f"/v1/payments/{pid}/confirm",
                    {"customerId": customers[i]}) for i, pid in enumerate(payment_ids)))

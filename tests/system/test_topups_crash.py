@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import pytest
@@ -14,15 +13,16 @@ import pytest
 from mpp_server.devtools.launcher import free_port
 from mpp_server.domain import ledger
 from tests.support.helpers import new_customer, sim
+from tests.support.processes import servers, wallet
+from tests.support.stack import Stack
 from tests.support.topups import until
-from tests.system.test_processes import servers, wallet
 
 pytestmark = pytest.mark.slow
 WAIT_S = 30.0
 
 
 async def test_server_killed_between_status_check_and_credit_credits_once_after_restart(
-        stack: Any, isolated_db: str, tmp_path: Path) -> None:
+        stack: Stack, isolated_db: str, tmp_path: Path) -> None:
     customer = new_customer()
     port = free_port()
     env = {"ACQUIRING_LISTEN": f"127.0.0.1:{port}",
@@ -100,7 +100,7 @@ async def test_server_killed_between_status_check_and_credit_credits_once_after_
 
 
 async def test_server_killed_while_the_acquirer_applies_a_refund_never_gives_it_back(
-        stack: Any, isolated_db: str, tmp_path: Path) -> None:
+        stack: Stack, isolated_db: str, tmp_path: Path) -> None:
     """The refund reached Halyk and was done, and the server died before it heard back:
     the attempt's answer was never applied. The next attempt must not send it again and
     take Halyk's "exceeds" for a refusal (the money twice: on the card and back in the

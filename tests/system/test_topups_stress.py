@@ -27,9 +27,9 @@ from mpp_server.devtools.launcher import Listeners, Processes, free_ports
 from mpp_server.domain import ledger
 from mpp_server.money import format_amount, parse_amount
 from tests.support.helpers import new_customer, sim
+from tests.support.processes import AUTH
 from tests.support.stack import Stack, server_env
 from tests.support.topups import PROVIDERS, acquirer_fault, callback_of, until
-from tests.system.test_processes import AUTH
 
 pytestmark = pytest.mark.slow
 SEED = int(os.environ.get("TOPUP_STRESS_SEED") or 20_250_314)

@@ -11,15 +11,15 @@ import asyncpg
 import pytest
 
 from tests.support.helpers import new_customer, sim
-from tests.support.stack import Stack
-from tests.support.webhooks import HANG, Receiver
-from tests.system.test_processes import (
+from tests.support.processes import (
     DEPOSIT_AUTH,
     ServerProcess,
-    scanned_payment,
+    scanned_on,
     servers,
     wallet,
 )
+from tests.support.stack import Stack
+from tests.support.webhooks import HANG, Receiver
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +37,7 @@ async def pay(stack: Stack, server: ServerProcess, amount: str = "10.00") -> tup
                              {"depositId": "wh-" + customer, "amount": amount},
                              DEPOSIT_AUTH)
     assert status == 201
-    payment_id = await scanned_payment(stack, server, customer, amount)
+    payment_id = await scanned_on(stack, server, customer, amount)
     status, body = await wallet(stack.http, server, "POST",
                                 f"/v1/payments/{payment_id}/confirm", {"customerId": customer})
     assert status == 200 and body["status"] == "COMPLETED", body

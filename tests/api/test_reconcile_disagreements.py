@@ -1,4 +1,4 @@
-"""Issue 18: reconciliation never says "matched" when Kaspi's money and ours disagree.
+"""Reconciliation never says "matched" when Kaspi's money and ours disagree.
 
 Each case reconciles a registry crafted from a real simulator file (real payments,
 refunds and cancels behind it): the simulator's .xlsx is read, edited as the case needs
@@ -14,19 +14,17 @@ import io
 import json
 import struct
 import zipfile
-from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import openpyxl
 import pytest
 
 from mpp_server import db
 from mpp_server.kaspi_client.models import KZ_TZ
 from mpp_server.logs import mask_customer
 from mpp_server.metrics import MONEY_ALARMS, RECONCILIATION_ACKNOWLEDGED, RECONCILIATION_OPEN
-from mpp_server.reconcile import cli, store
+from mpp_server.reconcile import store
 from mpp_server.reconcile.matching import Books, Kind, OurPayment, OurRefund, match
 from mpp_server.reconcile.registry import (
     MAX_UNPACKED_BYTES,
@@ -46,106 +44,34 @@ from tests.support.helpers import (
     sim,
 )
 from tests.support.reconcile import (
+    AMOUNT,
+    AT,
+    CUSTOMER,
+    FEE,
     HEADERS,
+    KASPI_ID,
+    TYPE,
+    Sheet,
+    ack,
     by_kind,
+    local,
+    one_sheet,
     open_gauge,
+    our_time,
+    paid_and_refunded,
     reconcile,
     reconcile_json,
+    row_of,
+    rows_of,
     runs_and_discrepancies,
-    sim_refund,
+    save,
+    sim_registry,
     today,
+    workbook,
 )
 from tests.support.stack import Stack
 
 env = reconcile_support.env  # the fixture: a database, simulator and server of the test's own
-AT, TYPE, AMOUNT, FEE = 4, 5, 6, 7  # the simulator's column order (HEADERS)
-CUSTOMER, MPP_ID, KASPI_ID = 0, 1, 2
-
-
-@dataclass
-class Sheet:
-    title: str
-    rows: list[list[Any]]
-    header: list[str] | None = None
-    hidden: bool = False
-
-
-async def sim_registry(env: Stack, kind: str = "daily", label: str | None = None) -> bytes:
-    """The simulator's registry file, as Kaspi would send it."""
-    key = "date" if kind == "daily" else "month"
-    label = label or (today() if kind == "daily" else today()[:7])
-    async with env.http.get(f"{env.sim_url}/sim/registries/{kind}",
-                            params={key: label}) as resp:
-        assert resp.status == 200
-        return await resp.read()
-
-
-def rows_of(content: bytes) -> list[list[Any]]:
-    """The data rows of the simulator's file (one sheet, header in row 1)."""
-    sheet = openpyxl.load_workbook(io.BytesIO(content)).active
-    assert sheet is not None
-    header, *rows = [list(r) for r in sheet.iter_rows(values_only=True)]
-    assert header == HEADERS
-    return rows
-
-
-def workbook(*sheets: Sheet) -> bytes:
-    book = openpyxl.Workbook()
-    assert book.active is not None
-    book.remove(book.active)
-    for spec in sheets:
-        sheet = book.create_sheet(spec.title)
-        if spec.header is not None:
-            sheet.append(spec.header)
-        for row in spec.rows:
-            sheet.append(row)
-        if spec.hidden:
-            sheet.sheet_state = "hidden"
-    buffer = io.BytesIO()
-    book.save(buffer)
-    return buffer.getvalue()
-
-
-def one_sheet(rows: list[list[Any]], header: list[str] = HEADERS) -> bytes:
-    return workbook(Sheet("Реестр", rows, header))
-
-
-def save(tmp_path: Path, content: bytes, name: str = "crafted.xlsx") -> str:
-    path = tmp_path / name
-    path.write_bytes(content)
-    return str(path)
-
-
-async def ack(item_id: int, *args: str) -> int:
-    """`python -m mpp_server reconcile ack ITEM ...` in-process (it runs its own loop)."""
-    return await asyncio.to_thread(cli.main, ["ack", str(item_id), *args])
-
-
-def row_of(rows: list[list[Any]], kaspi_id: str) -> list[Any]:
-    [row] = [r for r in rows if r[KASPI_ID] == kaspi_id]
-    return row
-
-
-async def our_time(env: Stack, payment_id: str) -> datetime:
-    async with env.pool.acquire() as conn:
-        confirmed: datetime = await conn.fetchval(
-            "SELECT confirmed_at FROM payments WHERE payment_id = $1", payment_id)
-    return confirmed
-
-
-def local(at: datetime) -> str:
-    return at.astimezone(KZ_TZ).strftime("%Y-%m-%d %H:%M:%S")
-
-
-async def paid_and_refunded(env: Stack) -> tuple[str, str, str]:
-    """Two payments (90.00 and 40.00) and a 15.00 refund of the second."""
-    customer = new_customer()
-    paid = (await complete_payment(env, customer, "90.00"))["paymentId"]
-    refunded = (await complete_payment(env, customer, "40.00"))["paymentId"]
-    await sim_refund(env, refunded, "15.00")
-    return customer, paid, refunded
-
-
 # ---- 1. the same operation on two days -------------------------------------------------
 
 async def test_registry_in_utc_is_dated_before_our_debit(
