@@ -5,7 +5,13 @@ read was a full batch (a backlog drains without waiting the poll interval), fore
 Each attempt decides itself, under its row's lock, whether the row is still due; a
 failed attempt is logged and counted, and the row stays due. Stopping the loop cancels
 the attempts in flight: their transactions roll back and the rows wait, untouched, for
-the next process."""
+the next process.
+
+The webhook sender (webhooks/sender.py) does not use it, on purpose: its deliveries are
+claimed a batch at a time by one statement that leases them and counts the attempt
+(`webhook_claim`), so the sender makes one round trip per poll however many events are
+due (events come one or two per payment; notifications, checks and card refunds are
+fewer and each decides under its own row's lock)."""
 
 from __future__ import annotations
 
