@@ -126,6 +126,29 @@ async def test_kapital_refused_reverse_falls_back_to_refund(stack: Stack) -> Non
     assert [r["operation"] for r in (await sim_order(stack, topup))["refunds"]] == ["Refund"]
 
 
+@pytest.mark.parametrize(("from_bakus_midnight", "operation"),
+                         [("-1 second", "Refund"), ("1 second", "Reverse")])
+async def test_kapital_reverse_only_on_the_banks_day_of_the_payment(
+        stack: Stack, from_bakus_midnight: str, operation: str) -> None:
+    """Kapital's "same day" is Baku's (UTC+4). A top-up credited one second before
+    today's midnight in Baku is the bank's yesterday (Refund), though it is today in
+    Almaty (UTC+5); one credited one second after it is the bank's today (Reverse),
+    though it is yesterday in UTC."""
+    topup = await credited(stack, "kapital", "300.00")
+    async with stack.pool.acquire() as conn:
+        await conn.execute(
+            """UPDATE topups
+                  SET credited_at = (date_trunc('day', (now() AT TIME ZONE 'UTC')
+                                                       + interval '4 hours')
+                                     - interval '4 hours' + $2::text::interval)
+                                    AT TIME ZONE 'UTC'
+                WHERE topup_id = $1""", topup["topupId"], from_bakus_midnight)
+    status, answer = await refund(stack, topup, "300.00")
+    assert status == 201 and answer["status"] == "COMPLETED", answer
+    assert answer["operation"] == operation
+    assert [r["operation"] for r in (await sim_order(stack, topup))["refunds"]] == [operation]
+
+
 @pytest.fixture(scope="module")
 async def misconfigured(admin_dsn: str) -> AsyncIterator[Stack]:
     """Kapital set as the bank documents it (944, AZN) and Kaspi with a wrong Api-Key."""
