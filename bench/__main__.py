@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -39,22 +38,11 @@ from bench.load import (
 from bench.measure import CpuMeter, postmaster_pid, scrape_counter, xacts
 from bench.report import Cpu, Run, result, table
 from mpp_server.devtools.devdb import fresh_database
-from mpp_server.devtools.launcher import LaunchError
 from mpp_server.domain import ledger
-from mpp_server.serve import loop_factory
-
-
-def customers_of(args: argparse.Namespace) -> list[str]:
-    """The wallet customers of the run; the first is --month-history's."""
-    return [f"77{i:010d}" for i in range(args.concurrency)]
 
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
-    # SIGTERM cancels the run like Ctrl-C does, so the processes and the database go too.
-    task = asyncio.current_task()
-    assert task is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-    customers = customers_of(args)
+    customers = setup.customers(args.concurrency)
     async with fresh_database(setup.admin_dsn(), "mpp_bench", keep=args.keep_db) as dsn:
         await setup.seed(dsn, args.history, customers[0], args.month_history)
         stack = setup.start_stack(dsn, args)
@@ -167,16 +155,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
-    with asyncio.Runner(loop_factory=loop_factory()) as runner:
-        try:
-            figures = runner.run(bench(args))
-        except asyncio.CancelledError:
-            print("bench: stopped (SIGTERM); its processes and database are gone",
-                  file=sys.stderr)
-            return 143
-        except LaunchError as exc:
-            print(f"bench: {exc}", file=sys.stderr)
-            return 1
+    figures = setup.run_to_end(bench(args), "bench", "its processes and database are gone")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(figures, indent=2) + "\n")
     print(table(figures))

@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -36,7 +35,6 @@ from bench import setup
 from bench.load import Load, Paid, payments_phase, refunds_phase
 from bench.measure import CpuMeter, latency_ms, postmaster_pid, scrape_counter
 from mpp_server.devtools.devdb import ensure_database
-from mpp_server.serve import loop_factory
 
 AB_DIR = setup.ROOT / ".data/ab"
 SEED = ("import asyncio, sys; from bench import setup; "
@@ -192,11 +190,7 @@ def table(result: dict[str, dict[str, Any]], labels: list[str]) -> str:
 
 
 async def ab(args: argparse.Namespace) -> dict[str, Any]:
-    # SIGTERM ends the run like Ctrl-C does: the stacks stopped, the databases dropped.
-    task = asyncio.current_task()
-    assert task is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-    customers = [f"77{i:010d}" for i in range(args.concurrency)]
+    customers = setup.customers(args.concurrency)
     run_id = setup.TOKENS.wallet[-6:].lower().replace("-", "x").replace("_", "y")
     sides: list[Side] = []
     dsns: list[str] = []
@@ -249,13 +243,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
-    with asyncio.Runner(loop_factory=loop_factory()) as runner:
-        try:
-            result = runner.run(ab(args))
-        except asyncio.CancelledError:
-            print("bench.ab: stopped (SIGTERM); its processes and databases are gone",
-                  file=sys.stderr)
-            return 143
+    result = setup.run_to_end(ab(args), "bench.ab", "its processes and databases are gone")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     labels = list(result["by_round"])

@@ -11,10 +11,13 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import socket
 import sys
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from bench.load import Load, gather_limited
 from mpp_server import db
@@ -22,6 +25,7 @@ from mpp_server.db import Conn
 from mpp_server.devtools import devdb
 from mpp_server.devtools.launcher import (
     MPP_SERVER,
+    LaunchError,
     Listeners,
     Processes,
     SimulatorTls,
@@ -38,6 +42,7 @@ from mpp_server.domain.outbox import Notice, apply_answer
 from mpp_server.domain.outcomes import DEBIT_NOTICES, ConfirmOutcome
 from mpp_server.domain.refunds import InboundExchange, RefundRequest, apply_refund
 from mpp_server.kaspi_client.models import NotifyResponse
+from mpp_server.serve import loop_factory
 
 ROOT = Path(__file__).resolve().parent.parent
 LOG_DIR = ROOT / ".data/bench-logs"
@@ -248,3 +253,33 @@ async def prepare_customers(load: Load, customers: list[str], dynamic_qrs: int
     static_qrs = dict(zip(customers, await gather_limited(
         [load.new_qr("Static") for _ in customers]), strict=True))
     return qr_pool, static_qrs
+
+
+T = TypeVar("T")
+
+
+def customers(count: int) -> list[str]:
+    """The wallet customers of a run (`make bench`'s first is --month-history's)."""
+    return [f"77{i:010d}" for i in range(count)]
+
+
+def run_to_end(main: Coroutine[Any, Any, T], name: str, leaves: str) -> T:
+    """`main` on the server's event loop. SIGTERM cancels it as Ctrl-C does (its own
+    clean-up stops the processes and drops the databases) and exits 143; a child that
+    fails to start exits 1; each with one line on stderr naming `name`."""
+
+    async def cancellable() -> T:
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        return await main
+
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        try:
+            return runner.run(cancellable())
+        except asyncio.CancelledError:
+            print(f"{name}: stopped (SIGTERM); {leaves}", file=sys.stderr)
+            raise SystemExit(143) from None
+        except LaunchError as exc:
+            print(f"{name}: {exc}", file=sys.stderr)
+            raise SystemExit(1) from None
