@@ -3,7 +3,6 @@ mpp_server/domain/accounts.py, sql/functions/accounts.sql)."""
 
 from __future__ import annotations
 
-import re
 import uuid
 from datetime import datetime
 
@@ -12,19 +11,13 @@ import pytest
 from mpp_server import cursors, db
 from mpp_server.domain import accounts, ledger
 from tests.support.helpers import new_customer
+from tests.support.schema import allowed_values
 
 
 async def test_every_transfer_kind_has_a_statement_type(pool: db.Pool) -> None:
     async with pool.acquire() as conn:
-        check = await conn.fetchval(
-            """SELECT pg_get_constraintdef(oid) FROM pg_constraint
-                WHERE conrelid = 'transfers'::regclass AND contype = 'c'
-                  AND pg_get_constraintdef(oid) LIKE '%kind%'""")
-    # Either form PostgreSQL prints: kind IN ('a', 'b') or kind = ANY ('{a,b}'::text[]).
-    listed = re.search(r"'\{([^}]*)\}'::text\[\]", check)
-    kinds = (set(listed.group(1).split(",")) if listed
-             else set(re.findall(r"'(\w+)'::text", check)))
-    assert kinds == set(accounts.STATEMENT_TYPES), check
+        kinds = await allowed_values(conn, "transfers", "kind")
+    assert kinds == set(accounts.STATEMENT_TYPES)
 
 
 async def test_entry_ids_are_handed_out_in_call_order(pool: db.Pool) -> None:

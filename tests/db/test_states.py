@@ -3,7 +3,6 @@ whoever writes it, and each status column accepts every declared status."""
 
 from __future__ import annotations
 
-import re
 import uuid
 
 import asyncpg
@@ -13,6 +12,7 @@ from mpp_server import db
 from mpp_server.db import Conn
 from mpp_server.domain.outcomes import MACHINES, PaymentStatus, TopupStatus
 from tests.support.helpers import new_customer
+from tests.support.schema import allowed_values
 
 
 async def _new_payment(conn: Conn, status: str) -> str:
@@ -64,10 +64,5 @@ async def test_each_status_column_accepts_every_declared_status(pool: db.Pool,
                                                                  machine: str) -> None:
     enum, table = MACHINES[machine]
     async with pool.acquire() as conn:
-        checks = await conn.fetch(
-            """SELECT pg_get_constraintdef(oid) AS def FROM pg_constraint
-                WHERE conrelid = $1::regclass AND contype = 'c'
-                  AND pg_get_constraintdef(oid) ~ '^CHECK \\(\\(status = ANY'""", table)
-    assert len(checks) == 1, checks
-    allowed = set(re.findall(r"'(\w+)'::text", checks[0]["def"]))
+        allowed = await allowed_values(conn, table, "status")
     assert allowed == {status.value for status in enum}
