@@ -70,7 +70,7 @@ DECLARE
     w record;
     v_level text := p_account.identification_level;
 BEGIN
-    SELECT * INTO w FROM paid_in_windows(p_account, p_now);
+    w := paid_in_windows(p_account, p_now);  -- an expression: no query
     RETURN CASE
         WHEN p_amount > level_limit(p_limits, v_level, 'payment') THEN 'payment'
         WHEN w.day_tiyn + p_amount > level_limit(p_limits, v_level, 'daily') THEN 'daily'
@@ -80,24 +80,39 @@ BEGIN
 END;
 $$;
 
--- The running totals moved by a payment's debit (p_amount > 0, p_at its time: now) or by
--- the return of a declined one (p_amount < 0, p_at its debit's time: it frees its share
--- only in the window it was counted in). The caller holds the account's row lock.
+-- One running total (a day's or a month's) moved by p_amount in the window that starts at
+-- p_window: added within the window it holds (p_start); a debit in a later window
+-- starts it again; a return (p_amount < 0) for a window it no longer holds changes
+-- nothing. LANGUAGE sql and simple, so inlined into the UPDATE that calls it (no call).
+CREATE OR REPLACE FUNCTION paid_total(p_start timestamptz, p_total bigint,
+                                      p_window timestamptz, p_amount bigint)
+RETURNS bigint LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN p_start = p_window THEN p_total + p_amount
+                WHEN p_amount > 0 THEN p_amount ELSE p_total END
+$$;
+
+-- The window a running total holds after paid_total moved it.
+CREATE OR REPLACE FUNCTION paid_start(p_start timestamptz, p_window timestamptz,
+                                      p_amount bigint)
+RETURNS timestamptz LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN p_amount > 0 THEN p_window ELSE p_start END
+$$;
+
+-- The running totals moved by the return of a declined payment (p_amount < 0, p_at its
+-- debit's time: it frees its share only in the window it was counted in). A payment's
+-- debit moves them in the debit's own update of the row (ledger_transfer's p_paid_at),
+-- with the same paid_total and paid_start. The caller holds the account's row lock.
 CREATE OR REPLACE FUNCTION account_paid_add(p_account bigint, p_amount bigint,
                                             p_at timestamptz)
 RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
     UPDATE accounts
-       SET paid_day_tiyn = CASE
-               WHEN paid_day_start = kz_day_start(p_at) THEN paid_day_tiyn + p_amount
-               WHEN p_amount > 0 THEN p_amount ELSE paid_day_tiyn END,
-           paid_day_start = CASE WHEN p_amount > 0 THEN kz_day_start(p_at)
-                                 ELSE paid_day_start END,
-           paid_month_tiyn = CASE
-               WHEN paid_month_start = kz_month_start(p_at) THEN paid_month_tiyn + p_amount
-               WHEN p_amount > 0 THEN p_amount ELSE paid_month_tiyn END,
-           paid_month_start = CASE WHEN p_amount > 0 THEN kz_month_start(p_at)
-                                   ELSE paid_month_start END
+       SET paid_day_tiyn = paid_total(paid_day_start, paid_day_tiyn, kz_day_start(p_at),
+                                      p_amount),
+           paid_day_start = paid_start(paid_day_start, kz_day_start(p_at), p_amount),
+           paid_month_tiyn = paid_total(paid_month_start, paid_month_tiyn,
+                                        kz_month_start(p_at), p_amount),
+           paid_month_start = paid_start(paid_month_start, kz_month_start(p_at), p_amount)
      WHERE id = p_account;
 END;
 $$;

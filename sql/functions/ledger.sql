@@ -8,8 +8,12 @@
 -- account's shard only here, last.
 -- A debit that would take a customer below zero fails on the CHECK above
 -- (check_violation), aborting the caller's transaction.
+-- p_paid_at (a payment's debit: its time) also moves the payer's running totals of the
+-- limits (accounts.sql, paid_total) in the same update of the debited row: one row
+-- version, not two.
 CREATE OR REPLACE FUNCTION ledger_transfer(p_kind text, p_reference text, p_debit bigint,
-                                p_credit bigint, p_amount bigint) RETURNS bigint
+                                p_credit bigint, p_amount bigint,
+                                p_paid_at timestamptz DEFAULT NULL) RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
     v_transfer bigint;
@@ -18,8 +22,22 @@ DECLARE
 BEGIN
     PERFORM 1 FROM accounts WHERE id IN (p_debit, p_credit)
      ORDER BY customer_id IS NULL, id FOR UPDATE;
-    UPDATE accounts SET balance_tiyn = balance_tiyn - p_amount, version = version + 1
-     WHERE id = p_debit RETURNING balance_tiyn INTO v_debit_after;
+    IF p_paid_at IS NULL THEN
+        UPDATE accounts SET balance_tiyn = balance_tiyn - p_amount, version = version + 1
+         WHERE id = p_debit RETURNING balance_tiyn INTO v_debit_after;
+    ELSE
+        UPDATE accounts
+           SET balance_tiyn = balance_tiyn - p_amount, version = version + 1,
+               paid_day_tiyn = paid_total(paid_day_start, paid_day_tiyn,
+                                          kz_day_start(p_paid_at), p_amount),
+               paid_day_start = paid_start(paid_day_start, kz_day_start(p_paid_at),
+                                           p_amount),
+               paid_month_tiyn = paid_total(paid_month_start, paid_month_tiyn,
+                                            kz_month_start(p_paid_at), p_amount),
+               paid_month_start = paid_start(paid_month_start, kz_month_start(p_paid_at),
+                                             p_amount)
+         WHERE id = p_debit RETURNING balance_tiyn INTO v_debit_after;
+    END IF;
     UPDATE accounts SET balance_tiyn = balance_tiyn + p_amount, version = version + 1
      WHERE id = p_credit RETURNING balance_tiyn INTO v_credit_after;
     IF v_debit_after IS NULL OR v_credit_after IS NULL THEN
