@@ -100,8 +100,11 @@ async def refresh_gauges(pool: asyncpg.Pool) -> None:
             SELECT (SELECT count(*) FROM notify_outbox) AS depth,
                    (SELECT extract(epoch FROM now() - min(created_at)) FROM notify_outbox)
                      AS outbox_age,
-                   (SELECT extract(epoch FROM now() - min(confirmed_at)) FROM payments
-                     WHERE status = 'PENDING') AS pending_age""")
+                   (SELECT extract(epoch FROM now() - min(p.confirmed_at))
+                      FROM notify_outbox o JOIN payments p USING (payment_id)
+                     WHERE p.status = 'PENDING') AS pending_age""")
+    # Every PENDING payment has its outbox row (staged with the debit, removed with
+    # Kaspi's answer): the outbox is where the PENDING ones are found (migration 023).
     assert row is not None
     OUTBOX_DEPTH.set(row["depth"])
     OUTBOX_OLDEST_AGE.set(float(row["outbox_age"] or 0))

@@ -32,11 +32,12 @@ class Section:
 
 
 async def _pending_past_budget(conn: Conn, settings: Settings) -> dict[str, Any]:
-    """PENDING longer than confirm's budget: the worker is still trying Kaspi."""
+    """PENDING longer than confirm's budget: the worker is still trying Kaspi. Found
+    through the outbox: every PENDING payment has its row there (migration 023)."""
     rows = await conn.fetch(
         """SELECT p.payment_id, p.customer_id, p.amount_tiyn, p.confirmed_at,
                   o.attempts, o.last_error, o.next_attempt_at, count(*) OVER () AS total
-             FROM payments p LEFT JOIN notify_outbox o USING (payment_id)
+             FROM notify_outbox o JOIN payments p USING (payment_id)
             WHERE p.status = 'PENDING'
               AND p.confirmed_at < now() - make_interval(secs => $1)
             ORDER BY p.confirmed_at LIMIT $2""",

@@ -13,9 +13,9 @@ CREATE OR REPLACE FUNCTION payment_scanned(p_payment_id text, p_customer_id text
 LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO payments (payment_id, customer_id, qr_code_type, status, amount_tiyn,
-                          can_confirm_until, merchant, service, locale)
+                          can_confirm_until, open_until, merchant, service, locale)
     VALUES (p_payment_id, p_customer_id, p_qr_code_type, 'SCANNED', p_amount, p_until,
-            p_merchant, p_service, p_locale)
+            p_until, p_merchant, p_service, p_locale)
     ON CONFLICT (payment_id) DO NOTHING RETURNING * INTO payment;
     created := FOUND;
     IF NOT created THEN
@@ -35,6 +35,7 @@ LANGUAGE plpgsql AS $$
 BEGIN
     UPDATE payments SET status = 'CHECKED_OUT', amount_tiyn = p_amount,
            can_confirm_until = coalesce(p_until, can_confirm_until),
+           open_until = coalesce(p_until, can_confirm_until),
            checkout_parameters = p_parameters, updated_at = now()
      WHERE payment_id = p_payment_id AND status IN ('SCANNED', 'CHECKED_OUT')
     RETURNING * INTO payment;
@@ -59,7 +60,7 @@ BEGIN
         outcome := 'FAILED';
     END IF;
     UPDATE payments SET status = outcome, checkout_result_code = p_code,
-           checkout_result_message = p_message, updated_at = now()
+           checkout_result_message = p_message, open_until = NULL, updated_at = now()
      WHERE payment_id = p_payment_id AND status IN ('SCANNED', 'CHECKED_OUT');
     IF NOT FOUND THEN
         outcome := 'CHANGED';
@@ -73,7 +74,7 @@ $$;
 CREATE OR REPLACE FUNCTION payment_expire(p_payment_id text, p_expected_status text)
 RETURNS boolean LANGUAGE plpgsql AS $$
 BEGIN
-    UPDATE payments SET status = 'EXPIRED', updated_at = clock_timestamp()
+    UPDATE payments SET status = 'EXPIRED', open_until = NULL, updated_at = clock_timestamp()
      WHERE payment_id = p_payment_id AND status = p_expected_status;
     RETURN FOUND;
 END;
@@ -85,7 +86,7 @@ CREATE OR REPLACE FUNCTION payments_expire_stale() RETURNS int
 LANGUAGE sql AS $$
     SELECT count(*) FILTER (WHERE payment_expire(payment_id, status))::int
       FROM payments
-     WHERE status IN ('SCANNED', 'CHECKED_OUT') AND can_confirm_until < now()
+     WHERE open_until < now() AND status IN ('SCANNED', 'CHECKED_OUT')
 $$;
 
 -- The customer backed out (regulation §4.3): CANCELLED, and CANCELLED_BY_CLIENT staged
@@ -104,7 +105,7 @@ BEGIN
         outcome := 'CHANGED';
     ELSE
         outcome := 'CANCELLED';
-        UPDATE payments SET status = 'CANCELLED', updated_at = now()
+        UPDATE payments SET status = 'CANCELLED', open_until = NULL, updated_at = now()
          WHERE payment_id = p_payment_id RETURNING * INTO payment;
         PERFORM notify_stage(p_payment_id, p_code, p_message, NULL, p_hold_s);
     END IF;
@@ -204,18 +205,18 @@ BEGIN
                exceeded_limit = v_limit, exceeded_level = CASE WHEN v_limit IS NOT NULL
                    THEN v_account.identification_level END,
                amount_tiyn = v_amount, locale = coalesce(p_locale, locale),
-               updated_at = now()
+               open_until = NULL, updated_at = now()
          WHERE payment_id = p_payment_id RETURNING * INTO payment;
         INSERT INTO events (type, customer_id, payment_id, amount_tiyn)
         VALUES ('payment.declined', p_customer_id, p_payment_id, v_amount);
     ELSE
         outcome := 'DEBITED';
+        -- The debit moves the running totals of the limits too (p_paid_at).
         PERFORM ledger_transfer('payment_debit', p_payment_id, v_account.id,
-                                settlement_account(p_shard), v_amount);
-        PERFORM account_paid_add(v_account.id, v_amount, v_now);
+                                settlement_account(p_shard), v_amount, v_now);
         UPDATE payments SET status = 'PENDING', amount_tiyn = v_amount,
                locale = coalesce(p_locale, locale), confirmed_at = v_now,
-               updated_at = clock_timestamp()
+               open_until = NULL, updated_at = clock_timestamp()
          WHERE payment_id = p_payment_id RETURNING * INTO payment;
     END IF;
     PERFORM notify_stage(p_payment_id, p_notices -> outcome ->> 0,
