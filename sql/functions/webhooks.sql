@@ -5,16 +5,20 @@
 -- Staged in the event's own transaction, whoever inserts the event (every money step of
 -- payments.sql, notify.sql, refunds.sql, topups.sql, disputes.sql): one place, so no step
 -- can forget it, and the delivery commits or rolls back with the event it reports.
+-- BEFORE the insert (the event's id and created_at are already set by their defaults): an
+-- AFTER trigger queues the row and reads it back at the statement's end, about 15 µs an
+-- event more (issue 28); if the event's insert then fails, the statement fails and takes
+-- the delivery with it.
 CREATE OR REPLACE FUNCTION webhook_stage() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO webhook_deliveries (event_id, status, pending_since, next_attempt_at)
     VALUES (NEW.id, 'PENDING', NEW.created_at, NEW.created_at);
-    RETURN NULL;
+    RETURN NEW;
 END;
 $$;
 
-CREATE OR REPLACE TRIGGER events_webhook_stage AFTER INSERT ON events
+CREATE OR REPLACE TRIGGER events_webhook_stage BEFORE INSERT ON events
     FOR EACH ROW EXECUTE FUNCTION webhook_stage();
 
 -- A sender claims up to p_batch due deliveries: each is moved p_lease_s into the future
