@@ -74,7 +74,8 @@ BEGIN
     IF v_from = NEW.status THEN
         RETURN NEW;
     END IF;
-    IF NOT (TG_ARGV[0] || ':' || v_from || '>' || NEW.status) = ANY (status_move_keys()) THEN
+    IF ((TG_ARGV[0] || ':' || v_from || '>' || NEW.status) = ANY (status_move_keys()))
+       IS NOT TRUE THEN  -- a NULL status is no move the table lists either
         RAISE EXCEPTION 'illegal % status move: % -> %', TG_ARGV[0],
             coalesce(nullif(v_from, ''), '(new)'), NEW.status
             USING ERRCODE = 'integrity_constraint_violation',
