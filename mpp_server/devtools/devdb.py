@@ -207,14 +207,14 @@ async def ensure_database(admin_dsn: str, name: str) -> str:
 
 
 @asynccontextmanager
-async def fresh_database(admin_dsn: str, prefix: str, *,
-                         keep: bool = False) -> AsyncIterator[str]:
-    """A new database PREFIX_<random> with every migration applied, dropped afterwards
-    (unless `keep`)."""
+async def fresh_database(admin_dsn: str, prefix: str, *, keep: bool = False,
+                         sql_dir: Path = migrate.SQL_DIR) -> AsyncIterator[str]:
+    """A new database PREFIX_<random> with every migration of `sql_dir` applied, dropped
+    afterwards (unless `keep`)."""
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     dsn = await ensure_database(admin_dsn, name)
     try:
-        await migrate.migrate(dsn)
+        await migrate.migrate(dsn, sql_dir)
         await _own_invoice_range(dsn)
         yield dsn
     finally:
