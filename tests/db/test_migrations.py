@@ -150,3 +150,52 @@ async def test_a_migration_applies_to_a_deployed_database(admin_dsn: str, tmp_pa
         assert done.migrations == _migrations_from(migration) and done.functions
         assert (await migrate.migrate(dsn)).migrations == []
 
+
+async def test_a_function_whose_out_columns_change_is_applied_again(admin_dsn: str,
+                                                                      tmp_path: Path) -> None:
+    """CREATE OR REPLACE cannot change a function's result type: migrate drops it first
+    (retention_maintain gained an OUT column after a release)."""
+    sql = _copy_sql(tmp_path)
+    probe = sql / "functions" / "zz_probe.sql"
+    async with fresh_database(admin_dsn, "mpp_out") as dsn:
+        probe.write_text("CREATE OR REPLACE FUNCTION zz_probe(OUT a int) "
+                         "LANGUAGE sql AS 'SELECT 1';\n")
+        assert (await migrate.migrate(dsn, sql)).functions
+        probe.write_text("CREATE OR REPLACE FUNCTION zz_probe(OUT a int, OUT b int) "
+                         "LANGUAGE sql AS 'SELECT 1, 2';\n")
+        done = await migrate.migrate(dsn, sql)
+        assert done.functions and done.dropped_functions == []
+        conn = await asyncpg.connect(dsn)
+        try:
+            row = await conn.fetchrow("SELECT * FROM zz_probe()")
+            assert row is not None and tuple(row) == (1, 2)
+        finally:
+            await conn.close()
+
+
+async def test_a_superseded_release_of_a_migration_is_recorded_not_refused(
+        admin_dsn: str) -> None:
+    """A database that applied a text migrate.SUPERSEDED lists (015 as released at stop
+    31) is recorded with the current text and gets the functions again; any other text
+    is still refused."""
+    name = "015_exchange_journal.sql"
+    (old_digest,) = migrate.SUPERSEDED[name]
+    current = hashlib.sha256((SQL / "migrations" / name).read_bytes()).hexdigest()
+    async with fresh_database(admin_dsn, "mpp_sup") as dsn:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute("UPDATE schema_migrations SET sha256 = $2 WHERE name = $1",
+                               name, old_digest)
+            assert await migrate.pending(conn) == [f"{name} (superseded text, to record)",
+                                                   migrate.FUNCTIONS]
+            done = await migrate.migrate(dsn)
+            assert (done.superseded, done.migrations, done.functions) == ([name], [], True)
+            assert await conn.fetchval("SELECT sha256 FROM schema_migrations "
+                                       "WHERE name = $1", name) == current
+            assert await migrate.pending(conn) == []
+            await conn.execute("UPDATE schema_migrations SET sha256 = $2 WHERE name = $1",
+                               name, "0" * 64)
+            with pytest.raises(migrate.MigrationChanged, match=name):
+                await migrate.migrate(dsn)
+        finally:
+            await conn.close()
